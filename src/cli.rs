@@ -1,0 +1,131 @@
+//! Command-line interface. Every global option can also come from an environment variable
+//! or from `--config FILE` (TOML with the same keys, e.g. `source = "mysql://..."`).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "migrate",
+    version,
+    about = "Online migration of a live MariaDB to another MariaDB: consistent snapshot, binlog follow, verify, cutover",
+    long_about = "Online migration of a live MariaDB to another MariaDB.\n\n\
+Typical run: `migrate check`, fix what it names, `migrate snapshot`, then `migrate follow` (left running).\n\
+Passwords: put them in MIGRATE_SOURCE_PASSWORD / MIGRATE_TARGET_PASSWORD or in a file \
+(--source-password-file), never on the command line.\n\n\
+Exit codes: 0 success, 1 the verb found a problem (check found a blocker), 2 error or usage."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Global {
+    /// Source server: mysql://user@host[:port][?ssl-mode=verify-ca&ssl-ca=PATH]
+    #[arg(long, env = "MIGRATE_SOURCE", global = true, hide_env_values = true)]
+    pub source: Option<String>,
+    /// Target server, same form as --source
+    #[arg(long, env = "MIGRATE_TARGET", global = true, hide_env_values = true)]
+    pub target: Option<String>,
+    /// File holding the source password (first line)
+    #[arg(long, env = "MIGRATE_SOURCE_PASSWORD_FILE", global = true)]
+    pub source_password_file: Option<PathBuf>,
+    /// File holding the target password (first line)
+    #[arg(long, env = "MIGRATE_TARGET_PASSWORD_FILE", global = true)]
+    pub target_password_file: Option<PathBuf>,
+    /// State file (SQLite) that records progress so any verb can resume [default: ./migrate-state.sqlite]
+    #[arg(long, env = "MIGRATE_STATE", global = true)]
+    pub state: Option<PathBuf>,
+    /// Databases to migrate, comma-separated [default: every non-system database]
+    #[arg(long, env = "MIGRATE_DATABASES", global = true, value_delimiter = ',')]
+    pub databases: Vec<String>,
+    /// Leave out tables matching this glob on `db.table` (repeatable), e.g. 'shop.tmp_*'
+    #[arg(long, global = true)]
+    pub exclude: Vec<String>,
+    /// TOML file with any of: source, target, state, databases, exclude, log_format,
+    /// source_password_file, target_password_file
+    #[arg(long, env = "MIGRATE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json
+    #[arg(long, env = "MIGRATE_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9187
+    #[arg(long, env = "MIGRATE_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Preflight both servers: settings, grants, keys, sizes. Exit 1 if a blocker is found.
+    Check(CheckArgs),
+    /// Copy schema and rows consistently, without locks or long transactions on the source.
+    Snapshot(SnapshotArgs),
+    /// Stream the source binlog and apply it to the target until stopped.
+    Follow(FollowArgs),
+    /// Show progress from the state file (works while another verb runs).
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Print the findings as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Expected copy throughput, used to compare binlog retention with the copy time
+    #[arg(long, default_value_t = 20)]
+    pub assume_mib_per_sec: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// Parallel chunk workers (each uses one source and one target connection)
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Most rows per chunk
+    #[arg(long, default_value_t = 20_000)]
+    pub chunk_rows: u64,
+    /// Target bytes per chunk (rows per chunk = this / average row length, at most --chunk-rows)
+    #[arg(long, default_value_t = 8 << 20)]
+    pub chunk_bytes: u64,
+    /// Create non-unique secondary indexes after the data (faster on large tables)
+    #[arg(long)]
+    pub defer_indexes: bool,
+    /// Allow databases that already hold tables on the target; copied tables are replaced
+    #[arg(long)]
+    pub reuse_target: bool,
+    /// Stop after the copy without the catch-up replay (the target is then not yet consistent)
+    #[arg(long)]
+    pub no_catch_up: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FollowArgs {
+    /// Exit 0 once everything the source had when follow reached it is applied
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// Stop exactly after this GTID (domain-server-seq) is applied
+    #[arg(long)]
+    pub until_gtid: Option<String>,
+    /// DDL in the binlog: exec (apply it), stop (exit 2 before it), ignore (skip it)
+    #[arg(long, default_value = "exec", value_parser = ["exec", "stop", "ignore"])]
+    pub on_ddl: String,
+    /// server_id this reader presents to the source (must be unique among its replicas)
+    #[arg(long, env = "MIGRATE_SERVER_ID")]
+    pub server_id: Option<u32>,
+    /// Most source transactions grouped into one target transaction
+    #[arg(long, default_value_t = 2000)]
+    pub group_size: usize,
+    /// Pause reading when the source's Threads_running exceeds this
+    #[arg(long)]
+    pub max_source_load: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,122 @@
+//! `migrate check`: preflight of both servers. Exit 1 when a blocker is found.
+
+use super::Context;
+use crate::cli::CheckArgs;
+use crate::db::preflight::{self, Finding, Severity};
+use crate::db::{self, Session};
+use crate::error::Result;
+use crate::obs::progress::human_bytes;
+use crate::snapshot;
+
+pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
+    let mut findings: Vec<Finding> = Vec::new();
+    let (source, target) = (ctx.source()?, ctx.target()?);
+    let mut src = match db::connect(source, Session::Meta).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            findings.push(Finding::new(Severity::Blocker, "source", "connection", e.what.clone(), e.hint.clone()));
+            None
+        }
+    };
+    let mut tgt = match db::connect(target, Session::Meta).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            findings.push(Finding::new(Severity::Blocker, "target", "connection", e.what.clone(), e.hint.clone()));
+            None
+        }
+    };
+    let mut dbs = Vec::new();
+    let mut total_bytes = 0;
+    if let Some(src) = src.as_mut() {
+        let version = db::query_one(src, "SELECT VERSION()").await?.unwrap_or_default();
+        findings.push(Finding::new(Severity::Info, "source", "version", version, None));
+        findings.push(preflight::tls(src, source).await?);
+        findings.extend(preflight::source_binlog(src).await?);
+        findings.push(preflight::grants(src, source, preflight::SOURCE_PRIVILEGES).await?);
+        match snapshot::discover(src, &ctx.filter).await {
+            Ok(tables) => {
+                let src_dbs = crate::schema::list_databases(src).await?;
+                dbs = snapshot::selected_databases(&tables, &src_dbs, &ctx.filter);
+                for t in tables.iter().filter(|t| !t.has_key()) {
+                    findings.push(Finding::new(
+                        Severity::Blocker,
+                        "source",
+                        &t.full_name(),
+                        "has neither a primary key nor a NOT NULL unique key",
+                        Some(format!("add a primary key, or --exclude '{}'", t.full_name())),
+                    ));
+                }
+                let rows: u64 = tables.iter().map(|t| t.rows_estimate).sum();
+                total_bytes = tables.iter().map(|t| t.bytes_estimate).sum();
+                findings.push(Finding::new(
+                    Severity::Info,
+                    "source",
+                    "size",
+                    format!(
+                        "{} databases, {} tables, about {rows} rows, {} to copy",
+                        dbs.len(),
+                        tables.len(),
+                        human_bytes(total_bytes)
+                    ),
+                    None,
+                ));
+                let non_innodb: Vec<String> =
+                    tables.iter().filter(|t| !t.transactional()).map(|t| format!("{} ({})", t.full_name(), t.engine)).collect();
+                if !non_innodb.is_empty() {
+                    findings.push(Finding::new(
+                        Severity::Warning,
+                        "source",
+                        "engines",
+                        format!("non-transactional tables converge only through the binlog replay: {}", non_innodb.join(", ")),
+                        None,
+                    ));
+                }
+            }
+            Err(e) => findings.push(Finding::new(Severity::Blocker, "source", "schema", e.what.clone(), e.hint.clone())),
+        }
+        let copy_seconds = total_bytes / (args.assume_mib_per_sec.max(1) << 20);
+        findings.extend(preflight::retention(src, copy_seconds).await?);
+    }
+    if let Some(tgt) = tgt.as_mut() {
+        let version = db::query_one(tgt, "SELECT VERSION()").await?.unwrap_or_default();
+        findings.push(Finding::new(Severity::Info, "target", "version", version, None));
+        findings.push(preflight::tls(tgt, target).await?);
+        findings.push(preflight::grants(tgt, target, preflight::TARGET_PRIVILEGES).await?);
+        for d in snapshot::non_empty_on_target(tgt, &dbs).await? {
+            findings.push(Finding::new(
+                Severity::Blocker,
+                "target",
+                &d,
+                "database already exists on the target and holds tables",
+                Some("drop it on the target, or run snapshot with --reuse-target to overwrite the copied tables".into()),
+            ));
+        }
+        if let Some(src) = src.as_mut() {
+            findings.extend(preflight::collations(src, tgt, &dbs).await?);
+            findings.push(preflight::packet_size(src, tgt).await?);
+        }
+    }
+    findings.sort_by_key(|f| f.severity);
+    let blockers = findings.iter().filter(|f| f.severity == Severity::Blocker).count();
+    if args.json {
+        let out = serde_json::json!({ "blockers": blockers, "findings": findings });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        for f in &findings {
+            let sev = match f.severity {
+                Severity::Blocker => "BLOCKER",
+                Severity::Warning => "warning",
+                Severity::Info => "info",
+            };
+            println!("{sev:>8}  {:<7} {:<22} {}", f.server, f.subject, f.message);
+            if let Some(fix) = &f.fix {
+                println!("{:>8}  fix: {fix}", "");
+            }
+        }
+        println!(
+            "\n{blockers} blocker(s), {} warning(s)",
+            findings.iter().filter(|f| f.severity == Severity::Warning).count()
+        );
+    }
+    Ok(if blockers > 0 { 1 } else { 0 })
+}

@@ -1,0 +1,206 @@
+//! Connection endpoints (URL, password sources, TLS) and the database/table filters.
+
+use crate::error::{Error, Result};
+use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disabled,
+    Preferred,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
+}
+
+/// One server to connect to. The password is never printed: `Display` masks it.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// "source" or "target", used in messages.
+    pub role: &'static str,
+    pub user: String,
+    pub password: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub ssl_mode: SslMode,
+    pub ssl_ca: Option<PathBuf>,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}@{}:{}", self.role, self.user, self.host, self.port)
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let h = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            match h {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                None => return Err(Error::usage("bad %-escape in URL", "escape '%' as %25")),
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| Error::usage("URL is not UTF-8 after %-decoding", "check the URL"))
+}
+
+impl Endpoint {
+    /// Parse `mysql://user[:password]@host[:port][?ssl-mode=..&ssl-ca=..]`.
+    /// Errors never echo the URL (it may hold a password).
+    pub fn parse(role: &'static str, url: &str) -> Result<Endpoint> {
+        let usage = |what: &str| {
+            Error::usage(
+                format!("--{role}: {what}"),
+                format!("use mysql://user@host:port, password in MIGRATE_{}_PASSWORD", role.to_uppercase()),
+            )
+        };
+        let rest = url.strip_prefix("mysql://").ok_or_else(|| usage("URL must start with mysql://"))?;
+        let (main, query) = match rest.split_once('?') {
+            Some((m, q)) => (m, Some(q)),
+            None => (rest, None),
+        };
+        let main = main.trim_end_matches('/');
+        let (auth, hostport) = main.rsplit_once('@').ok_or_else(|| usage("URL needs user@host"))?;
+        let (user, password) = match auth.split_once(':') {
+            Some((u, p)) => (percent_decode(u)?, Some(percent_decode(p)?)),
+            None => (percent_decode(auth)?, None),
+        };
+        if user.is_empty() {
+            return Err(usage("empty user name"));
+        }
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let (h, p) = h.split_once(']').ok_or_else(|| usage("unclosed [ in host"))?;
+            (h.to_string(), p.strip_prefix(':').unwrap_or(""))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p),
+                None => (hostport.to_string(), ""),
+            }
+        };
+        if host.is_empty() {
+            return Err(usage("empty host"));
+        }
+        let port = if port.is_empty() { 3306 } else { port.parse().map_err(|_| usage("port is not a number"))? };
+        let mut ep = Endpoint { role, user, password, host, port, ssl_mode: SslMode::Preferred, ssl_ca: None };
+        for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            match k {
+                "ssl-mode" | "sslmode" => {
+                    ep.ssl_mode = match v.to_ascii_lowercase().as_str() {
+                        "disabled" => SslMode::Disabled,
+                        "preferred" => SslMode::Preferred,
+                        "required" => SslMode::Required,
+                        "verify-ca" | "verify_ca" => SslMode::VerifyCa,
+                        "verify-identity" | "verify_identity" => SslMode::VerifyIdentity,
+                        _ => return Err(usage("ssl-mode must be disabled|preferred|required|verify-ca|verify-identity")),
+                    }
+                }
+                "ssl-ca" => ep.ssl_ca = Some(PathBuf::from(percent_decode(v)?)),
+                _ => return Err(usage(&format!("unknown URL option '{k}'"))),
+            }
+        }
+        if matches!(ep.ssl_mode, SslMode::VerifyCa | SslMode::VerifyIdentity) && ep.ssl_ca.is_none() {
+            return Err(usage("ssl-mode=verify-ca/verify-identity needs ssl-ca=PATH"));
+        }
+        Ok(ep)
+    }
+
+    /// Fill the password from the environment variable or a file, if the URL had none.
+    pub fn resolve_password(&mut self, env_value: Option<String>, file: Option<&PathBuf>) -> Result<()> {
+        if let Some(f) = file {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                Error::usage(format!("--{}-password-file {}: {e}", self.role, f.display()), "give a readable file")
+            })?;
+            self.password = Some(text.trim_end_matches(['\n', '\r']).to_string());
+        } else if self.password.is_none() {
+            self.password = env_value;
+        }
+        Ok(())
+    }
+}
+
+/// Which databases and tables take part.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Empty: every non-system database.
+    pub databases: Vec<String>,
+    pub exclude: Vec<glob::Pattern>,
+}
+
+pub const SYSTEM_DATABASES: &[&str] = &["mysql", "information_schema", "performance_schema", "sys", "_migrate"];
+
+impl Filter {
+    pub fn new(databases: &[String], exclude: &[String]) -> Result<Filter> {
+        let exclude = exclude
+            .iter()
+            .map(|p| {
+                glob::Pattern::new(p)
+                    .map_err(|e| Error::usage(format!("--exclude '{p}': {e}"), "use a glob such as 'shop.tmp_*'"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Filter { databases: databases.to_vec(), exclude })
+    }
+    pub fn includes_db(&self, db: &str) -> bool {
+        if SYSTEM_DATABASES.contains(&db) {
+            return false;
+        }
+        self.databases.is_empty() || self.databases.iter().any(|d| d == db)
+    }
+    pub fn includes_table(&self, db: &str, table: &str) -> bool {
+        if !self.includes_db(db) {
+            return false;
+        }
+        let full = format!("{db}.{table}");
+        !self.exclude.iter().any(|p| p.matches(&full))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_url() {
+        let e = Endpoint::parse("source", "mysql://app:p%40ss@db.example:3307?ssl-mode=verify-ca&ssl-ca=/ca.pem").unwrap();
+        assert_eq!(e.user, "app");
+        assert_eq!(e.password.as_deref(), Some("p@ss"));
+        assert_eq!(e.host, "db.example");
+        assert_eq!(e.port, 3307);
+        assert_eq!(e.ssl_mode, SslMode::VerifyCa);
+        assert!(!format!("{e}").contains("p@ss"));
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let e = Endpoint::parse("target", "mysql://root@127.0.0.1").unwrap();
+        assert_eq!(e.port, 3306);
+        assert!(e.password.is_none());
+        let err = Endpoint::parse("source", "postgres://u:secret@h").err().unwrap();
+        assert!(!err.to_string().contains("secret"));
+        assert!(Endpoint::parse("source", "mysql://u@h?ssl-mode=verify-ca").is_err());
+    }
+
+    #[test]
+    fn filters() {
+        let f = Filter::new(&[], &["shop.tmp_*".into()]).unwrap();
+        assert!(f.includes_table("shop", "orders"));
+        assert!(!f.includes_table("shop", "tmp_x"));
+        assert!(!f.includes_db("mysql"));
+    }
+}

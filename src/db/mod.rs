@@ -1,0 +1,169 @@
+//! Connections and session set-up for both servers.
+
+pub mod preflight;
+pub mod quote;
+
+use crate::config::{Endpoint, SslMode};
+use crate::error::{Error, Result};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder, SslOpts};
+use std::time::Duration;
+
+/// Which session settings a connection gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// Reads rows from the source: UTC, strings as raw bytes in their column charset.
+    SourceReader,
+    /// Writes rows to the target: UTC, permissive sql_mode (zero dates, id 0), no FK checks.
+    TargetWriter,
+    /// Metadata queries (information_schema, SHOW ...).
+    Meta,
+}
+
+fn session_sql(s: Session) -> Vec<&'static str> {
+    let mut v = vec!["SET NAMES utf8mb4", "SET time_zone = '+00:00'", "SET SESSION sql_quote_show_create = 1"];
+    match s {
+        Session::SourceReader => {
+            v.push("SET character_set_results = binary");
+            v.push("SET SESSION transaction_isolation = 'REPEATABLE-READ'");
+        }
+        Session::TargetWriter => {
+            v.push("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'");
+            v.push("SET SESSION foreign_key_checks = 0");
+            v.push("SET SESSION unique_checks = 1");
+        }
+        Session::Meta => {}
+    }
+    v
+}
+
+fn ssl_opts(ep: &Endpoint, verify: bool) -> Option<SslOpts> {
+    let base = SslOpts::default();
+    let base = match &ep.ssl_ca {
+        Some(ca) => base.with_root_certs(vec![ca.clone().into()]),
+        None => base,
+    };
+    match ep.ssl_mode {
+        SslMode::Disabled => None,
+        SslMode::Preferred | SslMode::Required => {
+            Some(base.with_danger_accept_invalid_certs(!verify).with_danger_skip_domain_validation(true))
+        }
+        SslMode::VerifyCa => Some(base.with_danger_skip_domain_validation(true)),
+        SslMode::VerifyIdentity => Some(base),
+    }
+}
+
+fn opts(ep: &Endpoint, tls: bool) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname(ep.host.clone())
+        .tcp_port(ep.port)
+        .user(Some(ep.user.clone()))
+        .pass(ep.password.clone())
+        .prefer_socket(false)
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .stmt_cache_size(0)
+        .ssl_opts(if tls { ssl_opts(ep, false) } else { None })
+}
+
+/// Open a connection with the session settings `s`. Errors name the server and the fix.
+pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
+    let try_tls = ep.ssl_mode != SslMode::Disabled;
+    let conn = match tokio::time::timeout(Duration::from_secs(20), Conn::new(opts(ep, try_tls))).await {
+        Err(_) => Err(Error::transient(format!("{ep}: connection timed out after 20 s"))),
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) if ep.ssl_mode == SslMode::Preferred && is_tls_refusal(&e) => {
+            tracing::warn!("{ep}: server does not offer TLS; connecting without (ssl-mode=preferred)");
+            Conn::new(opts(ep, false)).await.map_err(|e| connect_error(ep, e))
+        }
+        Ok(Err(e)) => Err(connect_error(ep, e)),
+    }?;
+    let mut conn = conn;
+    for sql in session_sql(s) {
+        conn.query_drop(sql).await.map_err(|e| Error::from(e).context(ep))?;
+    }
+    Ok(conn)
+}
+
+fn is_tls_refusal(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer))
+}
+
+fn connect_error(ep: &Endpoint, e: mysql_async::Error) -> Error {
+    use mysql_async::Error as E;
+    match &e {
+        E::Io(io) => {
+            let text = io.to_string();
+            if text.contains("certificate") || text.contains("Tls") || text.contains("tls") {
+                Error::definite(
+                    format!("{ep}: TLS handshake failed: {text}"),
+                    "check ssl-ca= (the CA that signed the server certificate) and ssl-mode=",
+                )
+            } else {
+                Error::transient(format!("{ep}: cannot connect: {text}"))
+            }
+        }
+        E::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => Error::definite(
+            format!("{ep}: TLS is required (ssl-mode) but the server does not offer it"),
+            "enable TLS on the server (ssl_cert/ssl_key) or use ssl-mode=preferred",
+        ),
+        _ => {
+            let mut err = Error::from(e);
+            if err.kind == crate::error::Kind::Transient {
+                err.what = format!("{ep}: cannot connect: {}", err.what);
+                return err;
+            }
+            err.context(ep)
+        }
+    }
+}
+
+/// Connect, retrying transient failures with backoff up to `attempts` times.
+pub async fn connect_retry(ep: &Endpoint, s: Session, attempts: u32) -> Result<Conn> {
+    let mut delay = Duration::from_millis(200);
+    let mut n = 0;
+    loop {
+        match connect(ep, s).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_transient() && n + 1 < attempts => {
+                tracing::warn!("{e}; retrying in {:?}", delay);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                n += 1;
+            }
+            Err(e) => {
+                if e.is_transient() {
+                    return Err(Error::definite(e.what, format!("check that {} is reachable from this host", ep.host)));
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Query returning rows of optional UTF-8 strings (metadata only).
+pub async fn query_strings(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+    let rows: Vec<mysql_async::Row> = conn.query(sql).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|v| match v {
+                    mysql_async::Value::NULL => None,
+                    mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    other => Some(other.as_sql(true).trim_matches('\'').to_string()),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// One string value (first column of first row).
+pub async fn query_one(conn: &mut Conn, sql: &str) -> Result<Option<String>> {
+    Ok(query_strings(conn, sql).await?.into_iter().next().and_then(|r| r.into_iter().next().flatten()))
+}
+
+/// A server variable, e.g. `log_bin`.
+pub async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>> {
+    query_one(conn, &format!("SELECT @@GLOBAL.{name}")).await
+}

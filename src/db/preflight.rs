@@ -1,0 +1,194 @@
+//! Preflight checks for `migrate check`. Each check is a small function returning findings
+//! with a severity and the fix; none of them writes anything.
+
+use crate::config::Endpoint;
+use crate::db::{query_strings, variable};
+use crate::error::Result;
+use mysql_async::Conn;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Blocker,
+    Warning,
+    Info,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub server: String,
+    pub subject: String,
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    pub fn new(severity: Severity, server: &str, subject: &str, message: impl Into<String>, fix: Option<String>) -> Self {
+        Finding { severity, server: server.into(), subject: subject.into(), message: message.into(), fix }
+    }
+}
+
+/// Settings the source's binlog must have for `follow`.
+pub async fn source_binlog(conn: &mut Conn) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    let expect: &[(&str, &str, &str)] = &[
+        ("log_bin", "1", "set log_bin=ON (log-bin=mysql-bin) in the source's my.cnf and restart it"),
+        ("binlog_format", "ROW", "SET GLOBAL binlog_format='ROW' and in my.cnf (running sessions keep the old format until they reconnect)"),
+        ("binlog_row_image", "FULL", "SET GLOBAL binlog_row_image='FULL' and in my.cnf"),
+        ("log_bin_compress", "0", "SET GLOBAL log_bin_compress=OFF: compressed binlog events are not read yet"),
+    ];
+    for (name, want, fix) in expect {
+        let got = variable(conn, name).await?.unwrap_or_default();
+        let ok = got.eq_ignore_ascii_case(want) || (*want == "1" && got.eq_ignore_ascii_case("ON"))
+            || (*want == "0" && got.eq_ignore_ascii_case("OFF"));
+        if ok {
+            out.push(Finding::new(Severity::Info, "source", name, format!("{name} = {got}"), None));
+        } else {
+            out.push(Finding::new(Severity::Blocker, "source", name, format!("{name} is {got}, needs {want}"), Some(fix.to_string())));
+        }
+    }
+    let sid = variable(conn, "server_id").await?.unwrap_or_default();
+    if sid == "0" {
+        out.push(Finding::new(Severity::Blocker, "source", "server_id", "server_id is 0", Some("set server_id to a unique non-zero value".into())));
+    }
+    Ok(out)
+}
+
+/// Binlog retention against the estimated copy time.
+pub async fn retention(conn: &mut Conn, copy_seconds: u64) -> Result<Vec<Finding>> {
+    let secs = match variable(conn, "binlog_expire_logs_seconds").await {
+        Ok(Some(s)) => s.parse::<u64>().unwrap_or(0),
+        _ => 0,
+    };
+    let days = variable(conn, "expire_logs_days").await?.and_then(|d| d.parse::<f64>().ok()).unwrap_or(0.0);
+    let keep = if secs > 0 { secs } else { (days * 86_400.0) as u64 };
+    let need = copy_seconds.saturating_mul(3).max(86_400);
+    Ok(vec![if keep == 0 {
+        Finding::new(Severity::Info, "source", "binlog retention", "binlogs are never expired automatically", None)
+    } else if keep < need {
+        Finding::new(
+            Severity::Warning,
+            "source",
+            "binlog retention",
+            format!("binlogs are kept {keep} s; the copy is estimated at {copy_seconds} s (want at least {need} s)"),
+            Some(format!("SET GLOBAL binlog_expire_logs_seconds = {need};")),
+        )
+    } else {
+        Finding::new(Severity::Info, "source", "binlog retention", format!("binlogs kept {keep} s, copy estimated {copy_seconds} s"), None)
+    }])
+}
+
+/// The global privileges `user` lacks among `needed`, from SHOW GRANTS.
+pub async fn missing_privileges(conn: &mut Conn, needed: &[&str]) -> Result<Vec<String>> {
+    let rows = query_strings(conn, "SHOW GRANTS FOR CURRENT_USER()").await?;
+    let grants: Vec<String> = rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+    let global: Vec<String> = grants
+        .iter()
+        .filter(|g| g.contains(" ON *.* "))
+        .map(|g| g.to_uppercase())
+        .collect();
+    if global.iter().any(|g| g.contains("ALL PRIVILEGES")) {
+        return Ok(Vec::new());
+    }
+    Ok(needed
+        .iter()
+        .filter(|p| !global.iter().any(|g| g.contains(&format!("GRANT {p}")) || g.contains(&format!(", {p}"))))
+        .map(|p| p.to_string())
+        .collect())
+}
+
+pub const SOURCE_PRIVILEGES: &[&str] = &["SELECT", "RELOAD", "REPLICATION SLAVE", "BINLOG MONITOR", "SHOW VIEW", "EVENT", "PROCESS"];
+pub const TARGET_PRIVILEGES: &[&str] = &[
+    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX", "REFERENCES", "CREATE VIEW", "SHOW VIEW",
+    "CREATE ROUTINE", "ALTER ROUTINE", "EVENT", "TRIGGER",
+];
+
+pub async fn grants(conn: &mut Conn, ep: &Endpoint, needed: &[&str]) -> Result<Finding> {
+    let missing = missing_privileges(conn, needed).await?;
+    let who = crate::db::query_one(conn, "SELECT CURRENT_USER()").await?.unwrap_or_default();
+    let account = match who.split_once('@') {
+        Some((u, h)) => format!("{}@{}", crate::db::quote::string(u), crate::db::quote::string(h)),
+        None => crate::db::quote::string(&who),
+    };
+    Ok(if missing.is_empty() {
+        Finding::new(Severity::Info, ep.role, "grants", format!("{who} has the privileges migrate needs"), None)
+    } else {
+        Finding::new(
+            Severity::Blocker,
+            ep.role,
+            "grants",
+            format!("{who} lacks {}", missing.join(", ")),
+            Some(format!("GRANT {} ON *.* TO {account};", missing.join(", "))),
+        )
+    })
+}
+
+/// Whether the connection uses TLS.
+pub async fn tls(conn: &mut Conn, ep: &Endpoint) -> Result<Finding> {
+    let rows = query_strings(conn, "SHOW SESSION STATUS LIKE 'Ssl_cipher'").await?;
+    let cipher = rows.into_iter().next().and_then(|r| r.into_iter().nth(1).flatten()).unwrap_or_default();
+    Ok(if cipher.is_empty() {
+        Finding::new(
+            Severity::Warning,
+            ep.role,
+            "tls",
+            "connection is not encrypted",
+            Some("enable TLS on the server and use ?ssl-mode=verify-ca&ssl-ca=PATH".into()),
+        )
+    } else {
+        Finding::new(Severity::Info, ep.role, "tls", format!("TLS with {cipher}"), None)
+    })
+}
+
+/// Collations used by the selected databases' columns that the target does not know.
+pub async fn collations(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Vec<Finding>> {
+    if dbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = dbs.iter().map(|d| crate::db::quote::string(d)).collect();
+    let used = query_strings(
+        src,
+        &format!(
+            "SELECT DISTINCT COLLATION_NAME FROM information_schema.COLUMNS WHERE COLLATION_NAME IS NOT NULL AND TABLE_SCHEMA IN ({})",
+            list.join(",")
+        ),
+    )
+    .await?;
+    let known: Vec<String> = query_strings(tgt, "SELECT COLLATION_NAME FROM information_schema.COLLATIONS")
+        .await?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect();
+    let mut out = Vec::new();
+    for c in used.into_iter().filter_map(|r| r.into_iter().next().flatten()) {
+        if !known.contains(&c) {
+            out.push(Finding::new(
+                Severity::Blocker,
+                "target",
+                "collation",
+                format!("collation {c} is used on the source but unknown to the target"),
+                Some("use a target MariaDB version that has it, or convert the columns on the source".into()),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// max_allowed_packet on the target must hold the largest row sent as a hex literal.
+pub async fn packet_size(src: &mut Conn, tgt: &mut Conn) -> Result<Finding> {
+    let s: u64 = variable(src, "max_allowed_packet").await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    let t: u64 = variable(tgt, "max_allowed_packet").await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(if t < 2 * s + (1 << 20) {
+        Finding::new(
+            Severity::Warning,
+            "target",
+            "max_allowed_packet",
+            format!("target max_allowed_packet {t} is below twice the source's {s}: rows near the source limit cannot be written"),
+            Some(format!("SET GLOBAL max_allowed_packet = {};", (2 * s + (1 << 20)).min(1 << 30))),
+        )
+    } else {
+        Finding::new(Severity::Info, "target", "max_allowed_packet", format!("{t} bytes"), None)
+    })
+}

@@ -1,0 +1,62 @@
+//! `migrate`: parse, set up logging, dispatch. Exit codes: 0 ok, 1 problem found, 2 error/usage.
+
+mod apply;
+mod binlog;
+mod cli;
+mod commands;
+mod config;
+mod db;
+mod error;
+mod obs;
+mod position;
+mod schema;
+mod snapshot;
+mod state;
+mod value;
+
+use clap::Parser;
+
+fn main() {
+    let mut cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    if let Err(e) = commands::merge_config(&mut cli.global) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    obs::init_logging(cli.global.log_format.as_deref().unwrap_or("text"));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = runtime.block_on(async {
+        let ctx = commands::Context::from_global(&cli.global)?;
+        if let Some(addr) = &cli.global.metrics_addr {
+            obs::metrics::serve(addr).await?;
+        }
+        match &cli.verb {
+            cli::Verb::Check(a) => commands::check::run(&ctx, a).await,
+            cli::Verb::Snapshot(a) => commands::snapshot::run(&ctx, a).await,
+            cli::Verb::Follow(a) => commands::follow::run(&ctx, a).await,
+            cli::Verb::Status(a) => commands::status::run(&ctx, a).await,
+        }
+    });
+    let code = match code {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            2
+        }
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    std::process::exit(code);
+}

@@ -1,0 +1,215 @@
+//! Table descriptions read from information_schema: columns with their kinds and charsets,
+//! the key used for chunking and for applying row changes, engine and size estimates.
+
+pub mod ddl;
+
+use crate::db::{query_strings, quote};
+use crate::error::{Error, Result};
+use mysql_async::Conn;
+
+/// How a column's values are read, compared and written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Int { unsigned: bool, bytes: u8 },
+    Decimal,
+    Float,
+    Double,
+    Bit,
+    Year,
+    Date,
+    Time,
+    DateTime,
+    Timestamp,
+    /// Character string; the charset is in `Column::charset`.
+    Text,
+    /// Binary string; `pad` is the fixed length of BINARY(n).
+    Binary { pad: Option<usize> },
+    Enum,
+    Set,
+    Geometry,
+    Inet6,
+    Uuid,
+}
+
+#[derive(Clone, Debug)]
+pub struct Column {
+    pub name: String,
+    pub kind: Kind,
+    pub charset: Option<String>,
+    pub column_type: String,
+    pub nullable: bool,
+    /// VIRTUAL or STORED generated: present in row images, never written.
+    pub generated: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub db: String,
+    pub name: String,
+    pub engine: String,
+    pub columns: Vec<Column>,
+    /// Positions in `columns` of the primary key, or else of a NOT NULL unique key.
+    pub key: Vec<usize>,
+    pub key_name: Option<String>,
+    pub rows_estimate: u64,
+    pub bytes_estimate: u64,
+    pub avg_row_length: u64,
+}
+
+impl Table {
+    pub fn quoted(&self) -> String {
+        quote::table(&self.db, &self.name)
+    }
+    pub fn full_name(&self) -> String {
+        format!("{}.{}", self.db, self.name)
+    }
+    pub fn transactional(&self) -> bool {
+        self.engine.eq_ignore_ascii_case("InnoDB")
+    }
+    pub fn has_key(&self) -> bool {
+        !self.key.is_empty()
+    }
+    /// Columns that are written (generated columns are not).
+    pub fn writable(&self) -> impl Iterator<Item = (usize, &Column)> {
+        self.columns.iter().enumerate().filter(|(_, c)| !c.generated)
+    }
+}
+
+pub fn kind_of(data_type: &str, column_type: &str) -> Option<Kind> {
+    let unsigned = column_type.contains("unsigned");
+    Some(match data_type {
+        "tinyint" => Kind::Int { unsigned, bytes: 1 },
+        "smallint" => Kind::Int { unsigned, bytes: 2 },
+        "mediumint" => Kind::Int { unsigned, bytes: 3 },
+        "int" => Kind::Int { unsigned, bytes: 4 },
+        "bigint" => Kind::Int { unsigned, bytes: 8 },
+        "decimal" => Kind::Decimal,
+        "float" => Kind::Float,
+        "double" => Kind::Double,
+        "bit" => Kind::Bit,
+        "year" => Kind::Year,
+        "date" => Kind::Date,
+        "time" => Kind::Time,
+        "datetime" => Kind::DateTime,
+        "timestamp" => Kind::Timestamp,
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "json" => Kind::Text,
+        "binary" => {
+            let n = column_type.trim_start_matches("binary(").trim_end_matches(')').parse().ok();
+            Kind::Binary { pad: n }
+        }
+        "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Kind::Binary { pad: None },
+        "enum" => Kind::Enum,
+        "set" => Kind::Set,
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"
+        | "geometrycollection" => Kind::Geometry,
+        "inet6" => Kind::Inet6,
+        "uuid" => Kind::Uuid,
+        _ => return None,
+    })
+}
+
+/// Names of the base tables of `db`, in name order.
+pub async fn list_tables(conn: &mut Conn, db: &str) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+        quote::string(db)
+    );
+    Ok(query_strings(conn, &sql).await?.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect())
+}
+
+/// Names of the non-system databases.
+pub async fn list_databases(conn: &mut Conn) -> Result<Vec<String>> {
+    let rows = query_strings(conn, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME").await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .filter(|d| !crate::config::SYSTEM_DATABASES.contains(&d.as_str()))
+        .collect())
+}
+
+/// Describe one table. Unknown column types are an error naming the column.
+pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
+    let (qdb, qname) = (quote::string(db), quote::string(name));
+    let trows = query_strings(
+        conn,
+        &format!(
+            "SELECT ENGINE, IFNULL(TABLE_ROWS,0), IFNULL(DATA_LENGTH,0), IFNULL(AVG_ROW_LENGTH,0) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = {qdb} AND TABLE_NAME = {qname}"
+        ),
+    )
+    .await?;
+    let t = trows.into_iter().next().ok_or_else(|| {
+        Error::definite(format!("table {db}.{name} not found"), "check --databases and --exclude")
+    })?;
+    let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let crows = query_strings(
+        conn,
+        &format!(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE, IS_GENERATED \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {qdb} AND TABLE_NAME = {qname} ORDER BY ORDINAL_POSITION"
+        ),
+    )
+    .await?;
+    let mut columns = Vec::new();
+    for r in crows {
+        let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        let (cname, data_type, column_type) = (get(0), get(1).to_lowercase(), get(2).to_lowercase());
+        let kind = kind_of(&data_type, &column_type).ok_or_else(|| {
+            Error::definite(
+                format!("{db}.{name}: column `{cname}` has type {column_type} that migrate cannot copy yet"),
+                format!("exclude the table with --exclude '{db}.{name}'"),
+            )
+        })?;
+        columns.push(Column {
+            name: cname,
+            kind,
+            charset: r.get(3).cloned().flatten(),
+            column_type,
+            nullable: get(4) == "YES",
+            generated: get(5) == "ALWAYS",
+        });
+    }
+    let (key, key_name) = choose_key(conn, db, name, &columns).await?;
+    Ok(Table {
+        db: db.to_string(),
+        name: name.to_string(),
+        engine: t[0].clone().unwrap_or_default(),
+        columns,
+        key,
+        key_name,
+        rows_estimate: num(&t[1]),
+        bytes_estimate: num(&t[2]),
+        avg_row_length: num(&t[3]),
+    })
+}
+
+/// The primary key, else the first unique key whose columns are all NOT NULL and whole
+/// (no prefix), else none.
+async fn choose_key(conn: &mut Conn, db: &str, name: &str, columns: &[Column]) -> Result<(Vec<usize>, Option<String>)> {
+    let rows = query_strings(
+        conn,
+        &format!(
+            "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND NON_UNIQUE = 0 \
+             ORDER BY INDEX_NAME = 'PRIMARY' DESC, INDEX_NAME, SEQ_IN_INDEX",
+            quote::string(db),
+            quote::string(name)
+        ),
+    )
+    .await?;
+    let mut indexes: Vec<(String, Vec<usize>, bool)> = Vec::new();
+    for r in rows {
+        let iname = r[0].clone().unwrap_or_default();
+        let cname = r[1].clone().unwrap_or_default();
+        let pos = columns.iter().position(|c| c.name == cname);
+        let usable = pos.is_some_and(|p| !columns[p].nullable) && r[2].is_none();
+        match indexes.last_mut() {
+            Some((n, cols, ok)) if *n == iname => {
+                cols.extend(pos);
+                *ok &= usable;
+            }
+            _ => indexes.push((iname, pos.into_iter().collect(), usable)),
+        }
+    }
+    Ok(indexes.into_iter().find(|(_, _, ok)| *ok).map(|(n, c, _)| (c, Some(n))).unwrap_or_default())
+}

@@ -1,0 +1,168 @@
+//! Keyset chunk SQL, pure and unit-tested. A chunk is the rows with key in (lo, hi]:
+//! `lo` is the last key of the previous chunk (none for the first), `hi` the last key read
+//! (none for the last chunk, which runs to the end of the table). The same builder serves
+//! the reader (SELECT ... LIMIT n) and the writer (DELETE the range, then REPLACE the rows),
+//! which makes a chunk written twice leave the same rows as written once.
+
+use crate::db::quote;
+use crate::schema::{Kind, Table};
+use crate::value::{encode, Value};
+
+/// The select expression for each column, in table order (see value::decode::from_text).
+pub fn select_list(t: &Table) -> String {
+    t.columns
+        .iter()
+        .map(|c| {
+            let q = quote::ident(&c.name);
+            match c.kind {
+                Kind::Float => format!("CAST({q} AS DOUBLE)"),
+                Kind::Bit | Kind::Enum | Kind::Set => format!("({q} + 0)"),
+                Kind::Inet6 | Kind::Uuid => format!("CAST({q} AS BINARY(16))"),
+                _ => q,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `key > lo` spelled out for composite keys: `a > x OR (a = x AND b > y)`, which
+/// MariaDB turns into index ranges. `strict` false gives `>=`... not needed; `<=` via `upper`.
+fn compare(t: &Table, bound: &[Value], op_last: &str, op_prefix: &str) -> String {
+    let mut ors = Vec::new();
+    for i in 0..t.key.len() {
+        let mut ands = Vec::new();
+        for (j, v) in bound.iter().enumerate().take(i + 1) {
+            let col = &t.columns[t.key[j]];
+            let mut lit = String::new();
+            encode::literal(&mut lit, v, col);
+            let op = if j == i { if i + 1 == t.key.len() { op_last } else { op_prefix } } else { "=" };
+            ands.push(format!("{} {op} {lit}", quote::ident(&col.name)));
+        }
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    format!("({})", ors.join(" OR "))
+}
+
+pub fn after(t: &Table, lo: &[Value]) -> String {
+    compare(t, lo, ">", ">")
+}
+
+pub fn at_or_before(t: &Table, hi: &[Value]) -> String {
+    compare(t, hi, "<=", "<")
+}
+
+fn order_by(t: &Table) -> String {
+    t.key.iter().map(|&i| quote::ident(&t.columns[i].name)).collect::<Vec<_>>().join(", ")
+}
+
+fn force_index(t: &Table) -> String {
+    match &t.key_name {
+        Some(k) => format!(" FORCE INDEX ({})", if k == "PRIMARY" { "PRIMARY".to_string() } else { quote::ident(k) }),
+        None => String::new(),
+    }
+}
+
+/// Read up to `limit` rows after `lo`, in key order.
+pub fn read_chunk(t: &Table, lo: Option<&[Value]>, limit: u64) -> String {
+    let mut sql = format!("SELECT {} FROM {}{}", select_list(t), t.quoted(), force_index(t));
+    if let Some(lo) = lo {
+        sql.push_str(" WHERE ");
+        sql.push_str(&after(t, lo));
+    }
+    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", order_by(t)));
+    sql
+}
+
+/// Delete what the target holds in (lo, hi].
+pub fn delete_range(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>) -> String {
+    let mut conds = Vec::new();
+    if let Some(lo) = lo {
+        conds.push(after(t, lo));
+    }
+    if let Some(hi) = hi {
+        conds.push(at_or_before(t, hi));
+    }
+    let mut sql = format!("DELETE FROM {}", t.quoted());
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    sql
+}
+
+/// `REPLACE INTO t (writable cols) VALUES` prefix.
+pub fn replace_prefix(t: &Table) -> String {
+    let cols: Vec<String> = t.writable().map(|(_, c)| quote::ident(&c.name)).collect();
+    format!("REPLACE INTO {} ({}) VALUES ", t.quoted(), cols.join(", "))
+}
+
+/// Append `(v1, v2, ...)` for the writable columns of `row`.
+pub fn push_row(sql: &mut String, t: &Table, row: &[Value]) {
+    sql.push('(');
+    let mut first = true;
+    for (i, c) in t.writable() {
+        if !first {
+            sql.push_str(", ");
+        }
+        first = false;
+        encode::literal(sql, &row[i], c);
+    }
+    sql.push(')');
+}
+
+/// Key values of a row.
+pub fn key_of(t: &Table, row: &[Value]) -> Vec<Value> {
+    t.key.iter().map(|&i| row[i].clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Column;
+
+    fn table() -> Table {
+        let col = |n: &str, kind: Kind| Column {
+            name: n.into(),
+            kind,
+            charset: Some("utf8mb4".into()),
+            column_type: String::new(),
+            nullable: false,
+            generated: false,
+        };
+        Table {
+            db: "shop".into(),
+            name: "order items".into(),
+            engine: "InnoDB".into(),
+            columns: vec![
+                col("order_id", Kind::Int { unsigned: false, bytes: 4 }),
+                col("line", Kind::Int { unsigned: false, bytes: 4 }),
+                col("이름", Kind::Text),
+                col("f", Kind::Float),
+            ],
+            key: vec![0, 1],
+            key_name: Some("PRIMARY".into()),
+            rows_estimate: 0,
+            bytes_estimate: 0,
+            avg_row_length: 0,
+        }
+    }
+
+    #[test]
+    fn chunk_sql() {
+        let t = table();
+        assert_eq!(
+            read_chunk(&t, None, 10),
+            "SELECT `order_id`, `line`, `이름`, CAST(`f` AS DOUBLE) FROM `shop`.`order items` FORCE INDEX (PRIMARY) ORDER BY `order_id`, `line` LIMIT 10"
+        );
+        let lo = [Value::Int(5), Value::Int(2)];
+        assert_eq!(after(&t, &lo), "((`order_id` > 5) OR (`order_id` = 5 AND `line` > 2))");
+        let hi = [Value::Int(9), Value::Int(1)];
+        assert_eq!(
+            delete_range(&t, Some(&lo), Some(&hi)),
+            "DELETE FROM `shop`.`order items` WHERE ((`order_id` > 5) OR (`order_id` = 5 AND `line` > 2)) AND ((`order_id` < 9) OR (`order_id` = 9 AND `line` <= 1))"
+        );
+        let mut s = replace_prefix(&t);
+        push_row(&mut s, &t, &[Value::Int(1), Value::Int(2), Value::Text("가".as_bytes().to_vec()), Value::Null]);
+        assert_eq!(s, "REPLACE INTO `shop`.`order items` (`order_id`, `line`, `이름`, `f`) VALUES (1, 2, _utf8mb4 X'EAB080', NULL)");
+    }
+}

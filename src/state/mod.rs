@@ -1,0 +1,237 @@
+//! The SQLite state store. Every verb records progress here as it finishes each step, so a
+//! crash resumes where it stopped; `status` reads it while another verb runs (WAL mode).
+//! Never holds a password.
+
+use crate::error::{Error, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Mutex;
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/001_init.sql")];
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TableProgress {
+    pub db: String,
+    pub name: String,
+    pub status: String,
+    pub rows_est: u64,
+    pub bytes_est: u64,
+    pub rows_done: u64,
+    pub bytes_done: u64,
+    pub chunks_done: u64,
+    pub last_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FollowStatus {
+    pub applied_gtid: String,
+    pub lag_seconds: Option<f64>,
+    pub events_behind: Option<u64>,
+    pub bytes_behind: Option<u64>,
+    pub rows_applied: u64,
+    pub trx_applied: u64,
+    pub reconnects: u64,
+    pub pid: Option<u32>,
+    pub updated_at: String,
+}
+
+pub fn now() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|e| {
+            Error::definite(format!("cannot open state file {}: {e}", path.display()), "check --state")
+        })?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(Error::definite(
+                format!("state file {} was written by a newer migrate", path.display()),
+                "use the newer migrate binary",
+            ));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
+        }
+        Ok(Store { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let c = self.conn.lock().map_err(|_| Error::definite("state store lock poisoned", "restart migrate"))?;
+        Ok(f(&c)?)
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<String>> {
+        self.with(|c| c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
+    }
+    pub fn set(&self, key: &str, value: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2", [key, value])
+                .map(|_| ())
+        })
+    }
+    pub fn delete(&self, key: &str) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM meta WHERE key = ?1", [key]).map(|_| ()))
+    }
+
+    pub fn step_done(&self, step: &str) -> Result<bool> {
+        self.with(|c| {
+            c.query_row("SELECT 1 FROM schema_steps WHERE step = ?1", [step], |_| Ok(())).optional().map(|o| o.is_some())
+        })
+    }
+    pub fn mark_step(&self, step: &str) -> Result<()> {
+        self.with(|c| c.execute("INSERT OR REPLACE INTO schema_steps VALUES (?1, ?2)", [step, &now()]).map(|_| ()))
+    }
+    pub fn any_steps(&self) -> Result<bool> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM schema_steps", [], |r| r.get::<_, i64>(0)).map(|n| n > 0))
+    }
+
+    pub fn ensure_table(&self, db: &str, name: &str, rows_est: u64, bytes_est: u64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO tables(db, name, status, rows_est, bytes_est) VALUES (?1, ?2, 'pending', ?3, ?4) \
+                 ON CONFLICT(db, name) DO UPDATE SET rows_est = ?3, bytes_est = ?4",
+                params![db, name, rows_est as i64, bytes_est as i64],
+            )
+            .map(|_| ())
+        })
+    }
+    pub fn set_table_status(&self, db: &str, name: &str, status: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE tables SET status = ?3 WHERE db = ?1 AND name = ?2", params![db, name, status]).map(|_| ())
+        })
+    }
+    pub fn tables(&self) -> Result<Vec<TableProgress>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT db, name, status, rows_est, bytes_est, rows_done, bytes_done, chunks_done, last_key FROM tables ORDER BY db, name",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(TableProgress {
+                    db: r.get(0)?,
+                    name: r.get(1)?,
+                    status: r.get(2)?,
+                    rows_est: r.get::<_, i64>(3)? as u64,
+                    bytes_est: r.get::<_, i64>(4)? as u64,
+                    rows_done: r.get::<_, i64>(5)? as u64,
+                    bytes_done: r.get::<_, i64>(6)? as u64,
+                    chunks_done: r.get::<_, i64>(7)? as u64,
+                    last_key: r.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Record a finished chunk and advance the table's resume key, in one SQLite transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_chunk(
+        &self,
+        db: &str,
+        name: &str,
+        seq: u64,
+        rows: u64,
+        bytes: u64,
+        binlog: (&str, u64),
+        last_key: Option<&str>,
+        finished: bool,
+    ) -> Result<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![db, name, seq as i64, rows as i64, bytes as i64, binlog.0, binlog.1 as i64, now()],
+            )?;
+            tx.execute(
+                "UPDATE tables SET rows_done = rows_done + ?3, bytes_done = bytes_done + ?4, chunks_done = ?5, \
+                 last_key = COALESCE(?6, last_key), status = ?7 WHERE db = ?1 AND name = ?2",
+                params![
+                    db,
+                    name,
+                    rows as i64,
+                    bytes as i64,
+                    (seq + 1) as i64,
+                    last_key,
+                    if finished { "copied" } else { "copying" }
+                ],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Lowest and highest binlog position over all recorded chunks.
+    pub fn chunk_position_range(&self) -> Result<Vec<(String, u64)>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT DISTINCT binlog_file, binlog_pos FROM chunks")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        })
+    }
+
+    pub fn write_follow_status(&self, s: &FollowStatus) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO follow_status VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    s.applied_gtid,
+                    s.lag_seconds,
+                    s.events_behind.map(|v| v as i64),
+                    s.bytes_behind.map(|v| v as i64),
+                    s.rows_applied as i64,
+                    s.trx_applied as i64,
+                    s.reconnects as i64,
+                    s.pid,
+                    s.updated_at
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+    pub fn follow_status(&self) -> Result<Option<FollowStatus>> {
+        self.with(|c| {
+            c.query_row("SELECT applied_gtid, lag_seconds, events_behind, bytes_behind, rows_applied, trx_applied, reconnects, pid, updated_at FROM follow_status WHERE id = 1", [], |r| {
+                Ok(FollowStatus {
+                    applied_gtid: r.get(0)?,
+                    lag_seconds: r.get(1)?,
+                    events_behind: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    bytes_behind: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                    rows_applied: r.get::<_, i64>(4)? as u64,
+                    trx_applied: r.get::<_, i64>(5)? as u64,
+                    reconnects: r.get::<_, i64>(6)? as u64,
+                    pid: r.get(7)?,
+                    updated_at: r.get(8)?,
+                })
+            })
+            .optional()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn chunks_and_resume_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        s.ensure_table("shop", "orders", 10, 100).unwrap();
+        s.record_chunk("shop", "orders", 0, 5, 50, ("bin.000001", 400), Some("[1]"), false).unwrap();
+        s.record_chunk("shop", "orders", 1, 5, 50, ("bin.000002", 4), Some("[2]"), true).unwrap();
+        let t = &s.tables().unwrap()[0];
+        assert_eq!((t.rows_done, t.chunks_done, t.status.as_str()), (10, 2, "copied"));
+        assert_eq!(t.last_key.as_deref(), Some("[2]"));
+        assert_eq!(s.chunk_position_range().unwrap().len(), 2);
+        drop(s);
+        let s = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        assert_eq!(s.tables().unwrap().len(), 1);
+    }
+}
