@@ -1,10 +1,363 @@
+//! `migrate follow` and the snapshot's catch-up: one loop (binlog reader -> batch -> applier)
+//! with an optional stop position. Transient errors on either side reconnect with backoff and
+//! resume from the checkpoint stored on the target, forever; definite ones stop with exit 2.
+
 use super::Context;
+use crate::apply::{batch::Batch, Applier};
+use crate::binlog::stream::{self, Item, Reader, SchemaCache};
 use crate::cli::FollowArgs;
+use crate::config::{Endpoint, Filter};
+use crate::db::{self, Session};
 use crate::error::{Error, Result};
-use crate::state::Store;
-pub async fn run(_ctx: &Context, _args: &FollowArgs) -> Result<i32> {
-    Err(Error::definite("follow is not built yet", "wait"))
+use crate::obs::{metrics, progress};
+use crate::position::{Gtid, Position};
+use crate::state::{FollowStatus, Store};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub enum Until {
+    Forever,
+    /// Everything the source had when follow first reached it.
+    CaughtUp,
+    Gtid(Gtid),
+    Position(Position),
 }
-pub async fn catch_up(_ctx: &Context, _s: &Store, lo: &str, _hi: &str) -> Result<String> {
-    Ok(lo.to_string())
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnDdl {
+    Exec,
+    Stop,
+    Ignore,
+}
+
+pub struct Options {
+    pub until: Until,
+    pub on_ddl: OnDdl,
+    pub server_id: u32,
+    pub group_size: usize,
+    pub max_source_load: Option<u64>,
+    pub live_line: bool,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn install_signal_handlers() {
+    tokio::spawn(async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stop requested: finishing the current group");
+        STOP.store(true, Ordering::SeqCst);
+    });
+}
+
+fn server_id(store: &Store, given: Option<u32>) -> Result<u32> {
+    if let Some(id) = given {
+        return Ok(id);
+    }
+    if let Some(id) = store.get("follow.server_id")?.and_then(|s| s.parse().ok()) {
+        return Ok(id);
+    }
+    let id = rand::random::<u32>() % 1_000_000_000 + 1_000_000_000;
+    store.set("follow.server_id", &id.to_string())?;
+    Ok(id)
+}
+
+pub async fn run(ctx: &Context, args: &FollowArgs) -> Result<i32> {
+    let (source, target) = (ctx.source()?, ctx.target()?);
+    let store = ctx.store()?;
+    let start = match store.get("snapshot.gtid_consistent")?.or(store.get("snapshot.gtid_low")?) {
+        Some(g) => Position::parse(&g)?,
+        None => {
+            return Err(Error::usage(
+                format!("state file {} has no snapshot position", ctx.state_path.display()),
+                "run `migrate snapshot` first (with the same --state)",
+            ))
+        }
+    };
+    let until = match (&args.until_gtid, args.until_caught_up) {
+        (Some(g), _) => Until::Gtid(Gtid::parse(g)?),
+        (None, true) => Until::CaughtUp,
+        (None, false) => Until::Forever,
+    };
+    let opts = Options {
+        until,
+        on_ddl: match args.on_ddl.as_str() {
+            "stop" => OnDdl::Stop,
+            "ignore" => OnDdl::Ignore,
+            _ => OnDdl::Exec,
+        },
+        server_id: server_id(&store, args.server_id)?,
+        group_size: args.group_size.max(1),
+        max_source_load: args.max_source_load,
+        live_line: true,
+    };
+    install_signal_handlers();
+    let pos = follow(source, target, &ctx.filter, &store, start, &opts).await?;
+    println!("follow stopped at GTID {pos}");
+    Ok(0)
+}
+
+/// The snapshot's catch-up: replay from `low` to `high` (a target consistent at one GTID).
+pub async fn catch_up(ctx: &Context, store: &Arc<Store>, low: &str, high: &str) -> Result<String> {
+    let (source, target) = (ctx.source()?, ctx.target()?);
+    let opts = Options {
+        until: Until::Position(Position::parse(high)?),
+        on_ddl: OnDdl::Exec,
+        server_id: server_id(store, None)?,
+        group_size: 2000,
+        max_source_load: None,
+        live_line: false,
+    };
+    tracing::info!("catch-up: replaying the binlog from {low} to {high}");
+    let pos = follow(source, target, &ctx.filter, store, Position::parse(low)?, &opts).await?;
+    Ok(pos.to_string())
+}
+
+/// Counters kept across reconnects.
+struct Live {
+    status: FollowStatus,
+    goal: Option<Position>,
+    started: Instant,
+    last_status: Instant,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+fn done(pos: &Position, until: &Until, goal: &Option<Position>) -> bool {
+    match until {
+        Until::Forever => false,
+        Until::CaughtUp => goal.as_ref().is_some_and(|g| pos.contains(g)),
+        Until::Gtid(g) => pos.includes(g),
+        Until::Position(p) => pos.contains(p),
+    }
+}
+
+pub async fn follow(
+    source: &Endpoint,
+    target: &Endpoint,
+    filter: &Filter,
+    store: &Store,
+    start: Position,
+    opts: &Options,
+) -> Result<Position> {
+    let bar = if opts.live_line && progress::is_terminal() {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(200));
+        Some(b)
+    } else {
+        None
+    };
+    let mut live = Live {
+        status: store.follow_status()?.unwrap_or_default(),
+        goal: None,
+        started: Instant::now(),
+        last_status: Instant::now(),
+        bar,
+    };
+    live.status.pid = Some(std::process::id());
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match follow_once(source, target, filter, store, &start, opts, &mut live).await {
+            Ok(pos) => {
+                if let Some(b) = &live.bar {
+                    b.finish_and_clear();
+                }
+                write_status(store, &mut live, &pos, true)?;
+                return Ok(pos);
+            }
+            Err(e) if e.is_transient() && !STOP.load(Ordering::SeqCst) => {
+                live.status.reconnects += 1;
+                metrics::add("migrate_reconnects_total", &[], 1.0);
+                tracing::warn!("{e}; reconnecting in {delay:?} (attempt {})", live.status.reconnects);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> Result<()> {
+    if !force && live.last_status.elapsed() < Duration::from_secs(1) {
+        return Ok(());
+    }
+    live.last_status = Instant::now();
+    live.status.applied_gtid = pos.to_string();
+    live.status.updated_at = crate::state::now();
+    store.write_follow_status(&live.status)?;
+    let lag = live.status.lag_seconds.unwrap_or(0.0);
+    metrics::set("migrate_follow_lag_seconds", &[], lag);
+    metrics::set("migrate_follow_events_behind", &[], live.status.events_behind.unwrap_or(0) as f64);
+    metrics::set("migrate_follow_bytes_behind", &[], live.status.bytes_behind.unwrap_or(0) as f64);
+    let rate = live.status.rows_applied as f64 / live.started.elapsed().as_secs_f64().max(0.001);
+    let line = format!(
+        "applied {pos}  lag {lag:.0} s  behind {} trx / {}  {} trx, {} rows ({rate:.0} rows/s)",
+        live.status.events_behind.unwrap_or(0),
+        progress::human_bytes(live.status.bytes_behind.unwrap_or(0)),
+        live.status.trx_applied,
+        live.status.rows_applied
+    );
+    match &live.bar {
+        Some(b) => b.set_message(line),
+        None => {
+            if force || live.status.trx_applied % 1 == 0 && live.last_status.elapsed().as_secs() == 0 {
+                tracing::debug!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How far the source is ahead: transactions (per-domain seq_no difference) and bytes.
+async fn measure_behind(mon: &mut mysql_async::Conn, pos: &Position, reader: &Reader) -> Result<(u64, Option<u64>, bool)> {
+    let src = stream::source_position(mon).await?;
+    let trx: u64 = src
+        .gtids()
+        .map(|g| {
+            let applied = pos.gtids().find(|a| a.domain == g.domain).map_or(0, |a| a.seq);
+            g.seq.saturating_sub(applied)
+        })
+        .sum();
+    let logs = db::query_strings(mon, "SHOW BINARY LOGS").await.unwrap_or_default();
+    let mut bytes = None;
+    let mut oldest = false;
+    if let Some(i) = logs.iter().position(|r| r[0].as_deref() == Some(reader.file.as_str())) {
+        oldest = i == 0 && logs.len() > 1;
+        let sizes: Vec<u64> = logs.iter().map(|r| r.get(1).cloned().flatten().and_then(|s| s.parse().ok()).unwrap_or(0)).collect();
+        bytes = Some(sizes[i].saturating_sub(reader.pos) + sizes[i + 1..].iter().sum::<u64>());
+    }
+    Ok((trx, bytes, oldest))
+}
+
+async fn follow_once(
+    source: &Endpoint,
+    target: &Endpoint,
+    filter: &Filter,
+    store: &Store,
+    start: &Position,
+    opts: &Options,
+    live: &mut Live,
+) -> Result<Position> {
+    let mut applier = Applier::connect(target).await?;
+    let mut pos = applier.checkpoint().await?.unwrap_or_else(|| start.clone());
+    let mut mon = db::connect(source, Session::Meta).await?;
+    if matches!(opts.until, Until::CaughtUp) && live.goal.is_none() {
+        live.goal = Some(stream::source_position(&mut mon).await?);
+        tracing::info!("following until caught up with {}", live.goal.as_ref().map(|g| g.to_string()).unwrap_or_default());
+    }
+    if done(&pos, &opts.until, &live.goal) {
+        return Ok(pos);
+    }
+    let mut cache = SchemaCache::new(target).await?;
+    let mut reader = Reader::connect(source, &pos, opts.server_id, filter.clone()).await?;
+    tracing::info!("reading the source binlog from {pos} as server_id {}", opts.server_id);
+    let mut batch = Batch::default();
+    let mut batch_pos = pos.clone();
+    let mut last_measure = Instant::now() - Duration::from_secs(60);
+    let mut warned_oldest = false;
+    loop {
+        if last_measure.elapsed() >= Duration::from_secs(2) {
+            last_measure = Instant::now();
+            let (trx, bytes, oldest) = measure_behind(&mut mon, &pos, &reader).await?;
+            live.status.events_behind = Some(trx);
+            live.status.bytes_behind = bytes;
+            if oldest && !warned_oldest {
+                warned_oldest = true;
+                tracing::warn!("follow is reading the source's oldest binlog file {}: purging it now would lose the position", reader.file);
+            }
+            if trx == 0 {
+                live.status.lag_seconds = Some(0.0);
+            }
+            if let Some(max) = opts.max_source_load {
+                throttle(&mut mon, max).await?;
+            }
+        }
+        let stop = STOP.load(Ordering::SeqCst);
+        let idle = if batch.is_empty() { Duration::from_millis(500) } else { Duration::from_millis(5) };
+        let item = if stop { Item::Idle } else { reader.next(&mut cache, idle).await? };
+        let mut flush = matches!(item, Item::Idle);
+        if let Item::Transaction(t) = item {
+            let gtid = t.gtid;
+            if t.ddl.is_some() {
+                if !batch.is_empty() {
+                    apply_batch(&mut applier, &mut batch, &batch_pos, live).await?;
+                    pos = batch_pos.clone();
+                }
+                batch_pos.advance(gtid);
+                match opts.on_ddl {
+                    OnDdl::Stop => {
+                        return Err(Error::definite(
+                            format!("DDL at {gtid}: {}", t.ddl.as_ref().map(|d| d.1.as_str()).unwrap_or_default()),
+                            "apply it on the target yourself, then restart follow with --on-ddl ignore for this one",
+                        ))
+                    }
+                    OnDdl::Exec => applier.apply_ddl(&t, &batch_pos).await?,
+                    OnDdl::Ignore => {
+                        let mut t = t;
+                        t.ddl = None;
+                        applier.apply_ddl(&t, &batch_pos).await?
+                    }
+                }
+                cache.clear();
+                pos = batch_pos.clone();
+                live.status.trx_applied += 1;
+                metrics::add("migrate_ddl_applied_total", &[], 1.0);
+            } else {
+                batch_pos.advance(gtid);
+                batch.add(t);
+                if batch.transactions >= opts.group_size || batch.rows >= 50_000 || batch.bytes >= 64 << 20 {
+                    flush = true;
+                }
+            }
+            if done(&batch_pos, &opts.until, &live.goal) {
+                flush = true;
+            }
+        }
+        if flush && !batch.is_empty() {
+            apply_batch(&mut applier, &mut batch, &batch_pos, live).await?;
+            pos = batch_pos.clone();
+        }
+        write_status(store, live, &pos, false)?;
+        if done(&pos, &opts.until, &live.goal) || stop {
+            return Ok(pos);
+        }
+    }
+}
+
+async fn apply_batch(applier: &mut Applier, batch: &mut Batch, pos: &Position, live: &mut Live) -> Result<()> {
+    applier.apply(batch, pos).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    if batch.last_ts > 0 {
+        live.status.lag_seconds = Some((now - batch.last_ts as f64).max(0.0));
+    }
+    live.status.trx_applied += batch.transactions as u64;
+    live.status.rows_applied += batch.rows as u64;
+    metrics::add("migrate_transactions_applied_total", &[], batch.transactions as f64);
+    for ((table, kind), n) in &batch.counts {
+        metrics::add("migrate_rows_applied_total", &[("table", table), ("kind", kind)], *n as f64);
+    }
+    *batch = Batch::default();
+    Ok(())
+}
+
+/// Wait while the source has more than `max` threads running.
+async fn throttle(mon: &mut mysql_async::Conn, max: u64) -> Result<()> {
+    loop {
+        let rows = db::query_strings(mon, "SHOW GLOBAL STATUS LIKE 'Threads_running'").await?;
+        let running: u64 = rows.first().and_then(|r| r.get(1).cloned().flatten()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if running <= max || STOP.load(Ordering::SeqCst) {
+            metrics::set("migrate_throttled", &[], 0.0);
+            return Ok(());
+        }
+        metrics::set("migrate_throttled", &[], 1.0);
+        tracing::info!("source Threads_running {running} > {max}: pausing reads");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

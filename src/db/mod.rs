@@ -25,7 +25,7 @@ fn session_sql(s: Session) -> Vec<&'static str> {
     match s {
         Session::SourceReader => {
             v.push("SET character_set_results = binary");
-            v.push("SET SESSION transaction_isolation = 'REPEATABLE-READ'");
+            v.push("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ");
         }
         Session::TargetWriter => {
             v.push("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'");
@@ -72,7 +72,7 @@ pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
         Err(_) => Err(Error::transient(format!("{ep}: connection timed out after 20 s"))),
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) if ep.ssl_mode == SslMode::Preferred && is_tls_refusal(&e) => {
-            tracing::warn!("{ep}: server does not offer TLS; connecting without (ssl-mode=preferred)");
+            tracing::debug!("{ep}: server does not offer TLS; connecting without (ssl-mode=preferred)");
             Conn::new(opts(ep, false)).await.map_err(|e| connect_error(ep, e))
         }
         Ok(Err(e)) => Err(connect_error(ep, e)),

@@ -180,13 +180,14 @@ pub async fn collations(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Resul
 pub async fn packet_size(src: &mut Conn, tgt: &mut Conn) -> Result<Finding> {
     let s: u64 = variable(src, "max_allowed_packet").await?.and_then(|v| v.parse().ok()).unwrap_or(0);
     let t: u64 = variable(tgt, "max_allowed_packet").await?.and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(if t < 2 * s + (1 << 20) {
+    let want = (2 * s + (1 << 20)).min(1 << 30);
+    Ok(if t < want {
         Finding::new(
             Severity::Warning,
             "target",
             "max_allowed_packet",
             format!("target max_allowed_packet {t} is below twice the source's {s}: rows near the source limit cannot be written"),
-            Some(format!("SET GLOBAL max_allowed_packet = {};", (2 * s + (1 << 20)).min(1 << 30))),
+            Some(format!("SET GLOBAL max_allowed_packet = {want};")),
         )
     } else {
         Finding::new(Severity::Info, "target", "max_allowed_packet", format!("{t} bytes"), None)

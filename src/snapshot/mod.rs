@@ -217,6 +217,10 @@ pub async fn run(source: &Endpoint, target: &Endpoint, filter: &Filter, store: A
             ));
         }
     }
+    if !store.any_steps()? {
+        // A fresh snapshot: a checkpoint left by an earlier migration must not skip events.
+        crate::apply::Applier::reset_checkpoint(target).await?;
+    }
     store.set("source", &source.to_string())?;
     store.set("target", &target.to_string())?;
     store.set("snapshot.state", "running")?;

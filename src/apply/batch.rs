@@ -1,0 +1,202 @@
+//! A group of source transactions turned into the fewest statements that leave the same rows:
+//! per table, an ordered list of operations where a later change to the same key replaces the
+//! earlier one (moving to its position); consecutive deletes become one `DELETE ... IN`,
+//! consecutive replaces one multi-row `REPLACE`.
+
+use crate::binlog::{Change, Transaction};
+use crate::db::quote;
+use crate::schema::Table;
+use crate::snapshot::plan;
+use crate::value::{encode, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+enum Op {
+    Replace(Vec<Value>),
+    Delete,
+}
+
+struct TableOps {
+    table: Arc<Table>,
+    /// (key literal, op); None where a later op on the same key superseded it.
+    ops: Vec<Option<(String, Op)>>,
+    index: HashMap<String, usize>,
+}
+
+#[derive(Default)]
+pub struct Batch {
+    tables: Vec<TableOps>,
+    by_name: HashMap<(String, String), usize>,
+    pub transactions: usize,
+    pub rows: usize,
+    pub bytes: u64,
+    pub last_ts: u32,
+    /// Rows changed per (table, kind), for metrics.
+    pub counts: HashMap<(String, &'static str), u64>,
+}
+
+fn key_literal(t: &Table, row: &[Value]) -> String {
+    let mut s = String::new();
+    if t.key.len() > 1 {
+        s.push('(');
+    }
+    for (n, &i) in t.key.iter().enumerate() {
+        if n > 0 {
+            s.push_str(", ");
+        }
+        encode::literal(&mut s, &row[i], &t.columns[i]);
+    }
+    if t.key.len() > 1 {
+        s.push(')');
+    }
+    s
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.transactions == 0
+    }
+
+    fn push(&mut self, table: &Arc<Table>, row: &[Value], op: Op) {
+        let k = (table.db.clone(), table.name.clone());
+        let idx = *self.by_name.entry(k).or_insert_with(|| {
+            self.tables.push(TableOps { table: table.clone(), ops: Vec::new(), index: HashMap::new() });
+            self.tables.len() - 1
+        });
+        let t = &mut self.tables[idx];
+        let key = key_literal(&t.table, row);
+        if let Some(old) = t.index.insert(key.clone(), t.ops.len()) {
+            t.ops[old] = None;
+        }
+        t.ops.push(Some((key, op)));
+    }
+
+    pub fn add(&mut self, tx: Transaction) {
+        self.transactions += 1;
+        self.bytes += tx.bytes;
+        self.last_ts = tx.timestamp;
+        for c in tx.changes {
+            self.rows += 1;
+            match c {
+                Change::Upsert { table, row } => {
+                    *self.counts.entry((table.full_name(), "upsert")).or_default() += 1;
+                    self.push(&table, &row, Op::Replace(row.clone()));
+                }
+                Change::Delete { table, row } => {
+                    *self.counts.entry((table.full_name(), "delete")).or_default() += 1;
+                    self.push(&table, &row, Op::Delete);
+                }
+                Change::KeyChange { table, before, after } => {
+                    *self.counts.entry((table.full_name(), "update_key")).or_default() += 1;
+                    self.push(&table, &before, Op::Delete);
+                    self.push(&table, &after, Op::Replace(after.clone()));
+                }
+            }
+        }
+    }
+
+    /// The statements, in order. Each is at most about `max_statement` bytes (one row more).
+    pub fn statements(&self, max_statement: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for t in &self.tables {
+            let table = &t.table;
+            let key_cols: Vec<String> = table.key.iter().map(|&i| quote::ident(&table.columns[i].name)).collect();
+            let key_expr = if key_cols.len() > 1 { format!("({})", key_cols.join(", ")) } else { key_cols.join("") };
+            let delete_prefix = format!("DELETE FROM {} WHERE {key_expr} IN (", table.quoted());
+            let replace_prefix = plan::replace_prefix(table);
+            let mut sql = String::new();
+            let mut in_delete = false;
+            let flush = |sql: &mut String, in_delete: bool, out: &mut Vec<String>| {
+                if !sql.is_empty() {
+                    if in_delete {
+                        sql.push(')');
+                    }
+                    out.push(std::mem::take(sql));
+                }
+            };
+            for (key, op) in t.ops.iter().flatten() {
+                let is_delete = matches!(op, Op::Delete);
+                if !sql.is_empty() && (is_delete != in_delete || sql.len() >= max_statement) {
+                    flush(&mut sql, in_delete, &mut out);
+                }
+                in_delete = is_delete;
+                match op {
+                    Op::Delete => {
+                        if sql.is_empty() {
+                            sql.push_str(&delete_prefix);
+                        } else {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(key);
+                    }
+                    Op::Replace(row) => {
+                        if sql.is_empty() {
+                            sql.push_str(&replace_prefix);
+                        } else {
+                            sql.push_str(", ");
+                        }
+                        plan::push_row(&mut sql, table, row);
+                    }
+                }
+            }
+            flush(&mut sql, in_delete, &mut out);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::Gtid;
+    use crate::schema::{Column, Kind};
+
+    fn table() -> Arc<Table> {
+        let col = |n: &str| Column {
+            name: n.into(),
+            kind: Kind::Int { unsigned: false, bytes: 4 },
+            charset: None,
+            column_type: String::new(),
+            nullable: false,
+            generated: false,
+        };
+        Arc::new(Table {
+            db: "s".into(),
+            name: "inv".into(),
+            engine: "InnoDB".into(),
+            columns: vec![col("id"), col("qty")],
+            key: vec![0],
+            key_name: Some("PRIMARY".into()),
+            rows_estimate: 0,
+            bytes_estimate: 0,
+            avg_row_length: 0,
+        })
+    }
+
+    fn tx(changes: Vec<Change>) -> Transaction {
+        Transaction { gtid: Gtid { domain: 0, server: 1, seq: 1 }, timestamp: 0, changes, ddl: None, end_pos: 0, bytes: 0 }
+    }
+
+    #[test]
+    fn last_image_wins_in_order() {
+        let t = table();
+        let row = |id, q| vec![Value::Int(id), Value::Int(q)];
+        let mut b = Batch::default();
+        b.add(tx(vec![Change::Upsert { table: t.clone(), row: row(1, 10) }]));
+        b.add(tx(vec![Change::Upsert { table: t.clone(), row: row(1, 9) }, Change::Delete { table: t.clone(), row: row(2, 0) }]));
+        b.add(tx(vec![Change::KeyChange { table: t.clone(), before: row(3, 1), after: row(4, 1) }]));
+        b.add(tx(vec![Change::Upsert { table: t.clone(), row: row(1, 8) }]));
+        assert_eq!(
+            b.statements(1 << 20),
+            vec![
+                "DELETE FROM `s`.`inv` WHERE `id` IN (2, 3)".to_string(),
+                "REPLACE INTO `s`.`inv` (`id`, `qty`) VALUES (4, 1), (1, 8)".to_string(),
+            ]
+        );
+        assert_eq!(b.transactions, 4);
+        // delete then re-insert of the same key keeps only the re-insert
+        let mut b = Batch::default();
+        b.add(tx(vec![Change::Delete { table: t.clone(), row: row(5, 0) }, Change::Upsert { table: t.clone(), row: row(5, 2) }]));
+        assert_eq!(b.statements(1 << 20), vec!["REPLACE INTO `s`.`inv` (`id`, `qty`) VALUES (5, 2)".to_string()]);
+    }
+}
