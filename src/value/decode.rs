@@ -46,10 +46,20 @@ pub fn from_binlog(col: &Column, v: mysql_async::Value) -> Result<Value> {
         (_, M::NULL) => Value::Null,
         (Kind::Int { unsigned, bytes }, M::Int(i)) => int_fixup(*unsigned, *bytes, i as u64),
         (Kind::Int { unsigned, bytes }, M::UInt(u)) => int_fixup(*unsigned, *bytes, u),
+        // YEAR 0000 arrives as 1900 (1901..2155 are the real years)
         (Kind::Year, M::Int(y)) => Value::UInt(if y == 1900 { 0 } else { y as u64 }),
         (Kind::Year, M::UInt(y)) => Value::UInt(if y == 1900 { 0 } else { y }),
+        (Kind::Year, M::Bytes(b)) => {
+            let y: u64 = parse(col, &b)?;
+            Value::UInt(if y == 1900 { 0 } else { y })
+        }
         (Kind::Enum | Kind::Set | Kind::Bit, M::Int(i)) => Value::UInt(i as u64),
         (Kind::Enum | Kind::Set | Kind::Bit, M::UInt(u)) => Value::UInt(u),
+        // ENUM index and SET bitmask: little-endian bytes
+        (Kind::Enum | Kind::Set, M::Bytes(b)) => {
+            Value::UInt(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+        }
+        // BIT: big-endian bytes
         (Kind::Bit, M::Bytes(b)) => Value::UInt(b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64)),
         (Kind::Decimal, M::Bytes(b)) => Value::Decimal(text(col, b)?),
         (Kind::Float, M::Float(f)) => Value::Float(f),

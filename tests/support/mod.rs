@@ -1,0 +1,273 @@
+//! Test harness: real MariaDB servers on 127.0.0.1 with their own data directories, a TCP
+//! proxy that can cut connections, and an independent comparison (mariadb-dump, ordered).
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn servers_dir() -> PathBuf {
+    let d = root().join("target").join("test-servers");
+    std::fs::create_dir_all(&d).expect("create target/test-servers");
+    d
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// One data directory made by mariadb-install-db per test process, copied for each server.
+fn template() -> &'static Path {
+    static T: OnceLock<PathBuf> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = servers_dir().join(format!("template-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(format!("--datadir={}", dir.display()))
+            .output()
+            .expect("mariadb-install-db (apt-get install mariadb-server)");
+        assert!(out.status.success(), "mariadb-install-db failed: {}", String::from_utf8_lossy(&out.stderr));
+        dir
+    })
+}
+
+pub struct Server {
+    pub name: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+pub const SOURCE_ARGS: &[&str] = &[
+    "--log-bin=mysql-bin",
+    "--binlog-format=ROW",
+    "--binlog-row-image=FULL",
+    "--gtid-strict-mode=1",
+    "--default-time-zone=+09:00",
+    "--sql-mode=",
+];
+
+impl Server {
+    /// A source-like server: binlog on, +09:00, permissive sql_mode.
+    pub fn source(name: &str) -> Server {
+        Server::start(name, SOURCE_ARGS)
+    }
+    /// A target-like server: UTC, strict defaults, binlog on (it has a replica in production).
+    pub fn target(name: &str) -> Server {
+        Server::start(name, &["--log-bin=mysql-bin"])
+    }
+
+    pub fn start(name: &str, extra: &[&str]) -> Server {
+        let port = free_port();
+        let dir = servers_dir().join(format!("{name}-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir server dir");
+        let ok = Command::new("cp").arg("-a").arg(template()).arg(dir.join("data")).status().expect("cp");
+        assert!(ok.success(), "copying the template data directory failed");
+        let server_id = (port as u32 % 60000) + 10;
+        let mut args: Vec<String> = vec![
+            "--no-defaults".into(),
+            "--user=root".into(),
+            format!("--datadir={}", dir.join("data").display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--socket={}", dir.join("sock").display()),
+            format!("--log-error={}", dir.join("error.log").display()),
+            format!("--pid-file={}", dir.join("pid").display()),
+            format!("--server-id={server_id}"),
+            "--innodb-buffer-pool-size=64M".into(),
+            "--innodb-log-file-size=48M".into(),
+            "--innodb-flush-log-at-trx-commit=2".into(),
+            "--skip-name-resolve".into(),
+            "--max-allowed-packet=256M".into(),
+            "--performance-schema=OFF".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = Server { name: name.into(), port, dir, args, child: None };
+        s.launch();
+        s
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("mariadbd")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mariadbd");
+        self.child = Some(child);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            if self.try_sql("SELECT 1").is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+        panic!("MariaDB {} did not start on {}: {log}", self.name, self.port);
+    }
+
+    /// Stop cleanly and start again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}?ssl-mode=disabled", self.port)
+    }
+
+    fn client(&self) -> Command {
+        let mut c = Command::new("mariadb");
+        c.args(["--no-defaults", "-uroot", "-h127.0.0.1", "--batch", "--skip-column-names", "--default-character-set=utf8mb4"])
+            .arg(format!("-P{}", self.port));
+        c
+    }
+
+    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
+        let out = self.client().arg("-e").arg(sql).output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+
+    /// Run SQL through the mariadb client; panics on error.
+    pub fn sql(&self, sql: &str) -> String {
+        self.try_sql(sql).unwrap_or_else(|e| panic!("{} SQL failed: {e}\n{sql}", self.name))
+    }
+
+    /// Run a SQL script from stdin (binary-safe).
+    pub fn script(&self, sql: &[u8]) {
+        use std::io::Write;
+        let mut c = self.client().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("client");
+        c.stdin.take().expect("stdin").write_all(sql).expect("write");
+        let out = c.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{} script failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Data of `db` as mariadb-dump prints it: ordered by primary key, blobs in hex, UTC.
+    pub fn dump_data(&self, db: &str) -> String {
+        let out = Command::new("mariadb-dump")
+            .args([
+                "--no-defaults",
+                "-uroot",
+                "-h127.0.0.1",
+                "--no-create-info",
+                "--skip-extended-insert",
+                "--order-by-primary",
+                "--hex-blob",
+                "--tz-utc",
+                "--skip-comments",
+                "--skip-triggers",
+                "--default-character-set=binary",
+            ])
+            .arg(format!("-P{}", self.port))
+            .arg(db)
+            .output()
+            .expect("mariadb-dump");
+        assert!(out.status.success(), "mariadb-dump {db}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `SHOW CREATE TABLE` of every table of `db` (AUTO_INCREMENT counters removed).
+    pub fn dump_schema(&self, db: &str) -> String {
+        let tables = self.sql(&format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' ORDER BY TABLE_NAME"
+        ));
+        let mut out = String::new();
+        for t in tables.lines() {
+            let create = self.sql(&format!("SHOW CREATE TABLE `{db}`.`{}`", t.replace('`', "``")));
+            let cleaned: String = create
+                .split(' ')
+                .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+                .collect::<Vec<_>>()
+                .join(" ");
+            out.push_str(&cleaned);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Run the migrate binary with source/target/state set; returns its output.
+pub fn migrate(source: &str, target: &str, state: &Path, args: &[&str]) -> Output {
+    migrate_cmd(source, target, state, args).output().expect("run migrate")
+}
+
+pub fn migrate_cmd(source: &str, target: &str, state: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_migrate"));
+    c.env("MIGRATE_SOURCE", source)
+        .env("MIGRATE_TARGET", target)
+        .env("MIGRATE_STATE", state)
+        .env("CI", "true")
+        .env_remove("MIGRATE_SOURCE_PASSWORD")
+        .env_remove("MIGRATE_TARGET_PASSWORD")
+        .args(args);
+    c
+}
+
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "migrate failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Source and target hold the same rows and the same table definitions in `db`.
+pub fn assert_same(src: &Server, dst: &Server, db: &str) {
+    let (a, b) = (src.dump_data(db), dst.dump_data(db));
+    if a != b {
+        let diff: Vec<String> = a
+            .lines()
+            .zip(b.lines())
+            .filter(|(x, y)| x != y)
+            .take(5)
+            .map(|(x, y)| format!("source: {}\ntarget: {}", &x[..x.len().min(300)], &y[..y.len().min(300)]))
+            .collect();
+        panic!(
+            "data of {db} differs ({} vs {} lines):\n{}",
+            a.lines().count(),
+            b.lines().count(),
+            diff.join("\n")
+        );
+    }
+    assert_eq!(src.dump_schema(db), dst.dump_schema(db), "schema of {db} differs");
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(servers_dir()).expect("tempdir")
+}
