@@ -78,7 +78,7 @@ impl Batch {
         for c in tx.changes {
             self.rows += 1;
             match c {
-                Change::Upsert { table, row } => {
+                Change::Upsert { table, row, .. } => {
                     *self.counts.entry((table.full_name(), "upsert")).or_default() += 1;
                     self.push(&table, &row, Op::Replace(row.clone()));
                 }
@@ -170,6 +170,8 @@ mod tests {
             rows_estimate: 0,
             bytes_estimate: 0,
             avg_row_length: 0,
+            children: Vec::new(),
+            key_moved_by_cascade: false,
         })
     }
 
@@ -182,10 +184,10 @@ mod tests {
         let t = table();
         let row = |id, q| vec![Value::Int(id), Value::Int(q)];
         let mut b = Batch::default();
-        b.add(tx(vec![Change::Upsert { table: t.clone(), row: row(1, 10) }]));
-        b.add(tx(vec![Change::Upsert { table: t.clone(), row: row(1, 9) }, Change::Delete { table: t.clone(), row: row(2, 0) }]));
+        b.add(tx(vec![Change::Upsert { table: t.clone(), before: None, row: row(1, 10) }]));
+        b.add(tx(vec![Change::Upsert { table: t.clone(), before: None, row: row(1, 9) }, Change::Delete { table: t.clone(), row: row(2, 0) }]));
         b.add(tx(vec![Change::KeyChange { table: t.clone(), before: row(3, 1), after: row(4, 1) }]));
-        b.add(tx(vec![Change::Upsert { table: t.clone(), row: row(1, 8) }]));
+        b.add(tx(vec![Change::Upsert { table: t.clone(), before: None, row: row(1, 8) }]));
         assert_eq!(
             b.statements(1 << 20),
             vec![
@@ -196,7 +198,7 @@ mod tests {
         assert_eq!(b.transactions, 4);
         // delete then re-insert of the same key keeps only the re-insert
         let mut b = Batch::default();
-        b.add(tx(vec![Change::Delete { table: t.clone(), row: row(5, 0) }, Change::Upsert { table: t.clone(), row: row(5, 2) }]));
+        b.add(tx(vec![Change::Delete { table: t.clone(), row: row(5, 0) }, Change::Upsert { table: t.clone(), before: None, row: row(5, 2) }]));
         assert_eq!(b.statements(1 << 20), vec!["REPLACE INTO `s`.`inv` (`id`, `qty`) VALUES (5, 2)".to_string()]);
     }
 }

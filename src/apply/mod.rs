@@ -7,6 +7,7 @@
 //! position is written to `_migrate.checkpoint` in the same target transaction as the rows.
 
 pub mod batch;
+pub mod cascade;
 
 use crate::binlog::Transaction;
 use crate::config::Endpoint;
@@ -85,6 +86,29 @@ impl Applier {
             self.conn.query_drop(sql).await?;
         }
         self.conn.query_drop(Self::checkpoint_sql(pos, batch.last_ts)).await?;
+        self.conn.query_drop("COMMIT").await?;
+        Ok(())
+    }
+
+    /// Apply one transaction change by change, in source order, performing the foreign-key
+    /// actions the source ran without logging them (see `cascade`).
+    pub async fn apply_exact(&mut self, t: &Transaction, pos: &Position) -> Result<()> {
+        use crate::binlog::Change;
+        self.conn.query_drop("BEGIN").await?;
+        for c in &t.changes {
+            let mut one = Batch::default();
+            one.add(Transaction { changes: vec![c.clone()], ddl: None, ..t.clone_header() });
+            match c {
+                Change::Delete { table, row } => cascade::on_delete(&mut self.conn, table, vec![row.clone()]).await?,
+                Change::KeyChange { table, before, after } => cascade::on_update(&mut self.conn, table, before, after).await?,
+                Change::Upsert { table, before: Some(before), row } => cascade::on_update(&mut self.conn, table, before, row).await?,
+                Change::Upsert { .. } => {}
+            }
+            for sql in one.statements(self.max_statement) {
+                self.conn.query_drop(sql).await?;
+            }
+        }
+        self.conn.query_drop(Self::checkpoint_sql(pos, t.timestamp)).await?;
         self.conn.query_drop("COMMIT").await?;
         Ok(())
     }

@@ -11,11 +11,27 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// Insert or the after-image of an update whose key did not change.
-    Upsert { table: Arc<Table>, row: Vec<Value> },
+    /// Insert (`before` None) or update whose key did not change (`before` is the old image).
+    Upsert { table: Arc<Table>, before: Option<Vec<Value>>, row: Vec<Value> },
     /// Update that changed the key: delete `before`'s key, then upsert `after`.
     KeyChange { table: Arc<Table>, before: Vec<Value>, after: Vec<Value> },
     Delete { table: Arc<Table>, row: Vec<Value> },
+}
+
+impl Change {
+    pub fn table(&self) -> &Arc<Table> {
+        match self {
+            Change::Upsert { table, .. } | Change::KeyChange { table, .. } | Change::Delete { table, .. } => table,
+        }
+    }
+    /// Whether applying this change on the source fired a foreign-key cascade, which the
+    /// binlog does not carry (only the parent's change is logged).
+    pub fn may_cascade(&self) -> bool {
+        match self {
+            Change::Upsert { before: None, .. } => false,
+            c => c.table().has_cascades(),
+        }
+    }
 }
 
 /// One committed source transaction (or one DDL statement).
@@ -30,4 +46,22 @@ pub struct Transaction {
     /// Binlog file position after this transaction.
     pub end_pos: u64,
     pub bytes: u64,
+}
+
+impl Transaction {
+    /// Same GTID, time and position, no changes.
+    pub fn clone_header(&self) -> Transaction {
+        Transaction {
+            gtid: self.gtid,
+            timestamp: self.timestamp,
+            changes: Vec::new(),
+            ddl: None,
+            end_pos: self.end_pos,
+            bytes: 0,
+        }
+    }
+    /// Must be applied change by change (a foreign-key action has to run between changes).
+    pub fn needs_exact_apply(&self) -> bool {
+        self.changes.iter().any(Change::may_cascade)
+    }
 }

@@ -264,11 +264,11 @@ impl Reader {
             let before = before.map(|b| convert(&table, b)).transpose()?;
             let after = after.map(|a| convert(&table, a)).transpose()?;
             changes.push(match (kind, before, after) {
-                (EventType::WRITE_ROWS_EVENT, _, Some(a)) => Change::Upsert { table: table.clone(), row: a },
+                (EventType::WRITE_ROWS_EVENT, _, Some(a)) => Change::Upsert { table: table.clone(), before: None, row: a },
                 (EventType::DELETE_ROWS_EVENT, Some(b), _) => Change::Delete { table: table.clone(), row: b },
                 (EventType::UPDATE_ROWS_EVENT, Some(b), Some(a)) => {
                     if table.key.iter().all(|&i| b[i] == a[i]) {
-                        Change::Upsert { table: table.clone(), row: a }
+                        Change::Upsert { table: table.clone(), before: Some(b), row: a }
                     } else {
                         Change::KeyChange { table: table.clone(), before: b, after: a }
                     }

@@ -309,6 +309,15 @@ async fn follow_once(
                 pos = batch_pos.clone();
                 live.status.trx_applied += 1;
                 metrics::add("migrate_ddl_applied_total", &[], 1.0);
+            } else if t.needs_exact_apply() {
+                if !batch.is_empty() {
+                    apply_batch(&mut applier, &mut batch, &batch_pos, live).await?;
+                }
+                batch_pos.advance(gtid);
+                applier.apply_exact(&t, &batch_pos).await?;
+                pos = batch_pos.clone();
+                live.status.trx_applied += 1;
+                live.status.rows_applied += t.changes.len() as u64;
             } else {
                 batch_pos.advance(gtid);
                 batch.add(t);

@@ -42,6 +42,18 @@ pub struct Column {
     pub generated: bool,
 }
 
+/// A foreign key of another table that references this one with an action the binlog does
+/// not carry (ON DELETE/UPDATE CASCADE or SET NULL).
+#[derive(Clone, Debug)]
+pub struct ChildFk {
+    pub db: String,
+    pub table: String,
+    pub child_columns: Vec<String>,
+    pub parent_columns: Vec<String>,
+    pub on_delete: String,
+    pub on_update: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct Table {
     pub db: String,
@@ -54,9 +66,21 @@ pub struct Table {
     pub rows_estimate: u64,
     pub bytes_estimate: u64,
     pub avg_row_length: u64,
+    /// Cascading foreign keys of other tables that reference this one.
+    pub children: Vec<ChildFk>,
+    /// An ON UPDATE CASCADE foreign key of this table changes its chunking key: the binlog
+    /// does not carry those moves, so the snapshot reads this table in one consistent
+    /// snapshot (see snapshot/copy.rs).
+    pub key_moved_by_cascade: bool,
 }
 
 impl Table {
+    pub fn has_cascades(&self) -> bool {
+        !self.children.is_empty()
+    }
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
     pub fn quoted(&self) -> String {
         quote::table(&self.db, &self.name)
     }
@@ -170,6 +194,9 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
         });
     }
     let (key, key_name) = choose_key(conn, db, name, &columns).await?;
+    let children = cascading_children(conn, db, name).await?;
+    let key_names: Vec<&str> = key.iter().map(|&i| columns[i].name.as_str()).collect();
+    let key_moved_by_cascade = update_cascade_columns(conn, db, name).await?.iter().any(|c| key_names.contains(&c.as_str()));
     Ok(Table {
         db: db.to_string(),
         name: name.to_string(),
@@ -180,6 +207,8 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
         rows_estimate: num(&t[1]),
         bytes_estimate: num(&t[2]),
         avg_row_length: num(&t[3]),
+        children,
+        key_moved_by_cascade,
     })
 }
 
@@ -212,4 +241,62 @@ async fn choose_key(conn: &mut Conn, db: &str, name: &str, columns: &[Column]) -
         }
     }
     Ok(indexes.into_iter().find(|(_, _, ok)| *ok).map(|(n, c, _)| (c, Some(n))).unwrap_or_default())
+}
+
+/// Foreign keys of other tables referencing `db.name` with CASCADE or SET NULL actions.
+async fn cascading_children(conn: &mut Conn, db: &str, name: &str) -> Result<Vec<ChildFk>> {
+    let rows = query_strings(
+        conn,
+        &format!(
+            "SELECT rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, rc.DELETE_RULE, rc.UPDATE_RULE, \
+             k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS rc JOIN information_schema.KEY_COLUMN_USAGE k \
+             ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME \
+             WHERE rc.UNIQUE_CONSTRAINT_SCHEMA = {} AND rc.REFERENCED_TABLE_NAME = {} \
+             AND (rc.DELETE_RULE IN ('CASCADE', 'SET NULL') OR rc.UPDATE_RULE IN ('CASCADE', 'SET NULL')) \
+             ORDER BY rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+            quote::string(db),
+            quote::string(name)
+        ),
+    )
+    .await?;
+    let mut out: Vec<(String, ChildFk)> = Vec::new();
+    for r in rows {
+        let g = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        let id = format!("{}.{}.{}", g(0), g(1), g(2));
+        match out.last_mut() {
+            Some((last, fk)) if *last == id => {
+                fk.child_columns.push(g(5));
+                fk.parent_columns.push(g(6));
+            }
+            _ => out.push((
+                id,
+                ChildFk {
+                    db: g(0),
+                    table: g(1),
+                    child_columns: vec![g(5)],
+                    parent_columns: vec![g(6)],
+                    on_delete: g(3),
+                    on_update: g(4),
+                },
+            )),
+        }
+    }
+    Ok(out.into_iter().map(|(_, fk)| fk).collect())
+}
+
+/// Columns of `db.name` that an ON UPDATE CASCADE foreign key of its own can change.
+async fn update_cascade_columns(conn: &mut Conn, db: &str, name: &str) -> Result<Vec<String>> {
+    let rows = query_strings(
+        conn,
+        &format!(
+            "SELECT k.COLUMN_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS rc JOIN information_schema.KEY_COLUMN_USAGE k \
+             ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME \
+             WHERE rc.CONSTRAINT_SCHEMA = {} AND rc.TABLE_NAME = {} AND rc.UPDATE_RULE = 'CASCADE'",
+            quote::string(db),
+            quote::string(name)
+        ),
+    )
+    .await?;
+    Ok(rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect())
 }

@@ -72,14 +72,18 @@ async fn binlog_snapshot_position(conn: &mut Conn) -> Result<(String, u64)> {
     }
 }
 
-async fn read_once(conn: &mut Conn, t: &Table, lo: Option<&[Value]>, limit: u64) -> Result<(Vec<Vec<Value>>, u64, (String, u64))> {
+/// Open a consistent snapshot and return the binlog position it corresponds to.
+async fn open_snapshot(conn: &mut Conn) -> Result<(String, u64)> {
     conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;
-    let pos = binlog_snapshot_position(conn).await?;
+    binlog_snapshot_position(conn).await
+}
+
+/// Read up to `limit` rows after `lo` inside the open transaction.
+async fn read_rows(conn: &mut Conn, t: &Table, lo: Option<&[Value]>, limit: u64) -> Result<(Vec<Vec<Value>>, u64)> {
     let sql = plan::read_chunk(t, lo, limit);
     let mut result = conn.query_iter(sql).await?;
     let raw: Vec<Vec<mysql_async::Value>> = result.map(|row| row.unwrap()).await?;
     drop(result);
-    conn.query_drop("COMMIT").await?;
     let mut bytes = 0u64;
     let mut rows = Vec::with_capacity(raw.len());
     for r in raw {
@@ -96,6 +100,37 @@ async fn read_once(conn: &mut Conn, t: &Table, lo: Option<&[Value]>, limit: u64)
         }
         rows.push(row);
     }
+    Ok((rows, bytes))
+}
+
+/// One chunk in its own short snapshot transaction, or (`shared` given) inside the table's
+/// single open snapshot.
+async fn read_once(
+    conn: &mut Conn,
+    t: &Table,
+    lo: Option<&[Value]>,
+    limit: u64,
+    shared: &mut Option<(String, u64)>,
+) -> Result<(Vec<Vec<Value>>, u64, (String, u64))> {
+    if t.key_moved_by_cascade {
+        let pos = match shared.clone() {
+            Some(p) => p,
+            None => {
+                let p = open_snapshot(conn).await?;
+                *shared = Some(p.clone());
+                p
+            }
+        };
+        let (rows, bytes) = read_rows(conn, t, lo, limit).await?;
+        if (rows.len() as u64) < limit {
+            conn.query_drop("COMMIT").await?;
+            *shared = None;
+        }
+        return Ok((rows, bytes, pos));
+    }
+    let pos = open_snapshot(conn).await?;
+    let (rows, bytes) = read_rows(conn, t, lo, limit).await?;
+    conn.query_drop("COMMIT").await?;
     Ok((rows, bytes, pos))
 }
 
@@ -136,13 +171,27 @@ impl Worker<'_> {
             let Some(t) = next else { return Ok(()) };
             let (mut seq, mut lo) = self.resume_point(&t)?;
             let limit = (self.plan.chunk_bytes / t.avg_row_length.max(1)).clamp(1, self.plan.chunk_rows);
+            let mut shared = None;
+            if t.key_moved_by_cascade {
+                tracing::info!(
+                    "{}: an ON UPDATE CASCADE foreign key changes its key; reading it in one consistent snapshot",
+                    t.full_name()
+                );
+            }
             loop {
                 let mut attempt = 0;
                 let (rows, bytes, binlog) = loop {
-                    match read_once(&mut conn, &t, lo.as_deref(), limit).await {
+                    match read_once(&mut conn, &t, lo.as_deref(), limit, &mut shared).await {
                         Ok(r) => break r,
                         Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
                             attempt += 1;
+                            if t.key_moved_by_cascade {
+                                // the table's single snapshot is gone: read it again from the start
+                                shared = None;
+                                seq = 0;
+                                lo = None;
+                                self.plan.store.reset_table(&t.db, &t.name)?;
+                            }
                             tracing::warn!("reading {}: {e}; retry {attempt}", t.full_name());
                             metrics::add("migrate_retries_total", &[("side", "source")], 1.0);
                             tokio::time::sleep(backoff(attempt)).await;
@@ -170,6 +219,11 @@ impl Worker<'_> {
     fn resume_point(&self, t: &Table) -> Result<(u64, Option<Vec<Value>>)> {
         let done = self.plan.store.tables()?.into_iter().find(|p| p.db == t.db && p.name == t.name);
         Ok(match done {
+            // read again from the start: its chunks must come from one snapshot
+            Some(p) if p.chunks_done > 0 && t.key_moved_by_cascade && p.status != "copied" => {
+                self.plan.store.reset_table(&t.db, &t.name)?;
+                (0, None)
+            }
             Some(p) if p.chunks_done > 0 => {
                 let lo = match p.last_key.as_deref() {
                     Some(k) => Some(serde_json::from_str(k).map_err(|e| {

@@ -144,6 +144,8 @@ mod tests {
             rows_estimate: 0,
             bytes_estimate: 0,
             avg_row_length: 0,
+            children: Vec::new(),
+            key_moved_by_cascade: false,
         }
     }
 

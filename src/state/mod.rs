@@ -110,6 +110,19 @@ impl Store {
             c.execute("UPDATE tables SET status = ?3 WHERE db = ?1 AND name = ?2", params![db, name, status]).map(|_| ())
         })
     }
+    /// Forget a table's copy progress (it will be copied again from its first row).
+    pub fn reset_table(&self, db: &str, name: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute("DELETE FROM chunks WHERE db = ?1 AND name = ?2", params![db, name])?;
+            tx.execute(
+                "UPDATE tables SET rows_done = 0, bytes_done = 0, chunks_done = 0, last_key = NULL, status = 'pending' \
+                 WHERE db = ?1 AND name = ?2",
+                params![db, name],
+            )?;
+            tx.commit()
+        })
+    }
     pub fn tables(&self) -> Result<Vec<TableProgress>> {
         self.with(|c| {
             let mut st = c.prepare(

@@ -2,6 +2,7 @@
 //! proxy that can cut connections, and an independent comparison (mariadb-dump, ordered).
 #![allow(dead_code)]
 
+pub mod load;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -118,6 +119,11 @@ impl Server {
         panic!("MariaDB {} did not start on {}: {log}", self.name, self.port);
     }
 
+    /// A handle on a server started elsewhere (for client calls from another thread).
+    pub fn attach(name: &str, port: u16) -> Server {
+        Server { name: name.into(), port, dir: PathBuf::new(), args: Vec::new(), child: None }
+    }
+
     /// Stop cleanly and start again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();
@@ -211,6 +217,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.child.is_none() {
+            return; // attached handle
+        }
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
