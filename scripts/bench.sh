@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Benchmarks against peers, measured in the same run on this machine (ratios, not absolutes).
+#   scripts/bench.sh snapshot   migrate snapshot vs mydumper -t 2 + myloader -t 2 (sysbench tables)
+#   scripts/bench.sh follow     migrate follow --until-caught-up vs a native MariaDB replica
+#                               (single-threaded and slave_parallel_threads=4 optimistic) on the
+#                               same binlog backlog; then the highest sysbench write rate at which
+#                               follow's lag stays under 1 s
+# Sizes: BENCH_TABLES (4), BENCH_ROWS (250000 per table), BENCH_EVENTS (25000 write trx = ~100k row events).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+what=${1:?usage: scripts/bench.sh snapshot|follow}
+tables=${BENCH_TABLES:-4}; rows=${BENCH_ROWS:-250000}; events=${BENCH_EVENTS:-25000}
+scripts/install-deps.sh bench
+cargo build --release --quiet
+bin=$root/target/release/migrate
+export MIGRATE_RUN_DIR=$root/.run/bench
+for s in src dst rep1 rep4; do scripts/mariadb.sh stop $s 2>/dev/null || true; done
+rm -rf "$MIGRATE_RUN_DIR"
+src_opts=(--server-id=1 --log-bin=mysql-bin --binlog-format=ROW --binlog-row-image=FULL --gtid-strict-mode=1)
+scripts/mariadb.sh start src 14306 "${src_opts[@]}"
+q() { local port=$1; shift; mariadb --no-defaults -uroot -h127.0.0.1 -P"$port" -N -B "$@"; }
+now() { date +%s.%N; }
+sb() { sysbench --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port=14306 --mysql-user=root --mysql-db=sbtest \
+  --tables="$tables" --table-size="$rows" "$@"; }
+q 14306 -e "CREATE DATABASE sbtest"
+echo "== sysbench prepare: $tables tables x $rows rows"
+sb oltp_write_only prepare >/dev/null
+
+snapshot_bench() {
+  scripts/mariadb.sh start dst 14307 --server-id=2 --skip-log-bin
+  local out=$MIGRATE_RUN_DIR/dump
+  echo "== mydumper -t 2, then myloader -t 2"
+  local t0; t0=$(now)
+  mydumper -h 127.0.0.1 -P 14306 -u root -t 2 -B sbtest -o "$out" >/dev/null 2>&1
+  local t1; t1=$(now)
+  myloader -h 127.0.0.1 -P 14307 -u root -t 2 -d "$out" -B sbtest >/dev/null 2>&1
+  local t2; t2=$(now)
+  local peer; peer=$(echo "$t2 - $t0" | bc)
+  echo "mydumper $(echo "$t1 - $t0" | bc) s + myloader $(echo "$t2 - $t1" | bc) s = $peer s"
+  q 14307 -e "DROP DATABASE sbtest"
+  echo "== migrate snapshot --threads 2"
+  t0=$(now)
+  MIGRATE_STATE=$MIGRATE_RUN_DIR/snap.sqlite "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:14307 \
+    --databases sbtest snapshot --threads 2 --defer-indexes >/dev/null 2>&1
+  t1=$(now)
+  local ours; ours=$(echo "$t1 - $t0" | bc)
+  echo "migrate snapshot $ours s"
+  for i in $(seq 1 "$tables"); do
+    a=$(q 14306 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2); b=$(q 14307 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2)
+    [ "$a" = "$b" ] || { echo "sbtest$i differs after migrate snapshot" >&2; exit 1; }
+  done
+  printf 'RESULT snapshot: migrate %.2f s, mydumper+myloader %.2f s, ratio %.3f (goal <= 0.67)\n' "$ours" "$peer" "$(echo "$ours / $peer" | bc -l)"
+}
+
+wait_replica() { # port, goal gtid
+  while :; do
+    local pos; pos=$(q "$1" -e "SELECT @@gtid_slave_pos")
+    [ "$pos" = "$2" ] && return 0
+    local err; err=$(q "$1" -e "SHOW SLAVE STATUS\G" | grep -E "Last_(SQL|IO)_Error: ." || true)
+    [ -z "$err" ] || { echo "replica $1: $err" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+
+follow_bench() {
+  scripts/mariadb.sh start dst 14307 --server-id=2 --log-bin=mysql-bin
+  scripts/mariadb.sh start rep1 14308 --server-id=3 --log-bin=mysql-bin --log-slave-updates
+  scripts/mariadb.sh start rep4 14309 --server-id=4 --log-bin=mysql-bin --log-slave-updates --slave-parallel-threads=4 \
+    --slave-parallel-mode=optimistic
+  local g0; g0=$(q 14306 -e "SELECT @@gtid_binlog_pos")
+  for p in 14308 14309; do
+    q $p -e "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=14306, MASTER_USER='root', MASTER_USE_GTID=slave_pos; START SLAVE"
+    wait_replica $p "$g0"; q $p -e "STOP SLAVE"
+  done
+  export MIGRATE_STATE=$MIGRATE_RUN_DIR/follow.sqlite MIGRATE_SOURCE=mysql://root@127.0.0.1:14306 MIGRATE_TARGET=mysql://root@127.0.0.1:14307
+  "$bin" --databases sbtest snapshot --threads 2 >/dev/null 2>&1
+  echo "== backlog: sysbench oltp_write_only, $events transactions, 2 threads, nothing applying"
+  sb oltp_write_only --threads=2 --events="$events" --time=0 run >/dev/null
+  local goal; goal=$(q 14306 -e "SELECT @@gtid_binlog_pos")
+  local bytes; bytes=$(q 14306 -e "SHOW BINARY LOGS" | awk '{s+=$2} END {print s}')
+  echo "backlog up to $goal ($bytes binlog bytes in all)"
+  local t0 t1 ours one four
+  t0=$(now); "$bin" --databases sbtest follow --until-caught-up >/dev/null 2>&1; t1=$(now); ours=$(echo "$t1 - $t0" | bc)
+  echo "migrate follow: $ours s"
+  t0=$(now); q 14308 -e "START SLAVE"; wait_replica 14308 "$goal"; t1=$(now); one=$(echo "$t1 - $t0" | bc)
+  echo "native replica, 1 thread: $one s"
+  t0=$(now); q 14309 -e "START SLAVE"; wait_replica 14309 "$goal"; t1=$(now); four=$(echo "$t1 - $t0" | bc)
+  echo "native replica, slave_parallel_threads=4 optimistic: $four s"
+  for i in $(seq 1 "$tables"); do
+    a=$(q 14306 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2); b=$(q 14307 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2)
+    [ "$a" = "$b" ] || { echo "sbtest$i differs after migrate follow" >&2; exit 1; }
+  done
+  local best; best=$(echo "if ($one < $four) $one else $four" | bc -l)
+  printf 'RESULT follow catch-up: migrate %.2f s, native 1 thread %.2f s, native 4 threads %.2f s; speed-up vs best native %.2fx (goal >= 2)\n' \
+    "$ours" "$one" "$four" "$(echo "$best / $ours" | bc -l)"
+
+  echo "== sustained rate: sysbench --rate while follow runs; lag sampled from migrate status"
+  "$bin" --databases sbtest follow >/dev/null 2>&1 &
+  local follower=$! best_rate=0
+  for rate in ${BENCH_RATES:-250 500 1000 2000 4000}; do
+    sb oltp_write_only --threads=2 --rate="$rate" --time=15 run > "$MIGRATE_RUN_DIR/rate.txt" &
+    local sbpid=$! max_lag=0
+    sleep 3
+    while kill -0 $sbpid 2>/dev/null; do
+      local lag; lag=$("$bin" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["follow"]["lag_seconds"] or 0)')
+      max_lag=$(echo "if ($lag > $max_lag) $lag else $max_lag" | bc -l)
+      sleep 1
+    done
+    local tps; tps=$(grep -Eo 'transactions: +[0-9]+ +\([0-9.]+' "$MIGRATE_RUN_DIR/rate.txt" | grep -Eo '[0-9.]+$' || echo 0)
+    echo "rate $rate trx/s requested, $tps trx/s achieved: max lag $max_lag s"
+    if [ "$(echo "$max_lag < 1" | bc)" = 1 ]; then best_rate=$tps; else break; fi
+  done
+  kill -TERM $follower; wait $follower || true
+  echo "RESULT sustained: lag stayed under 1 s up to $best_rate sysbench write trx/s (2 threads)"
+}
+
+case "$what" in
+  snapshot) snapshot_bench ;;
+  follow) follow_bench ;;
+  *) echo "usage: $0 snapshot|follow" >&2; exit 2 ;;
+esac
+for s in src dst rep1 rep4; do scripts/mariadb.sh stop $s 2>/dev/null || true; done
