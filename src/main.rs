@@ -16,6 +16,11 @@ mod value;
 
 use clap::Parser;
 
+/// glibc malloc spent half of the snapshot's client CPU in contention between the reader and
+/// writer threads (perf, docs/design.md); mimalloc removes most of it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut cli = match cli::Cli::try_parse() {
         Ok(c) => c,

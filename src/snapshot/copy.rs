@@ -134,15 +134,28 @@ async fn read_once(
     Ok((rows, bytes, pos))
 }
 
+/// Write a chunk: plain INSERT (fastest); if a stale row under another unique key collides
+/// (error 1062), roll back and write it again with REPLACE, whose semantics the convergence
+/// argument assumes.
 async fn write_once(conn: &mut Conn, c: &Chunk, max_statement: usize) -> Result<()> {
+    match write_with(conn, c, max_statement, &plan::insert_prefix(&c.table)).await {
+        Err(Error { what, .. }) if what.contains("server error 1062 ") => {
+            conn.query_drop("ROLLBACK").await?;
+            tracing::debug!("{} chunk {}: duplicate under a unique key, writing with REPLACE", c.table.full_name(), c.seq);
+            write_with(conn, c, max_statement, &plan::replace_prefix(&c.table)).await
+        }
+        other => other,
+    }
+}
+
+async fn write_with(conn: &mut Conn, c: &Chunk, max_statement: usize, prefix: &str) -> Result<()> {
     let t = &c.table;
     conn.query_drop("BEGIN").await?;
     conn.query_drop(plan::delete_range(t, c.lo.as_deref(), c.hi.as_deref())).await?;
-    let prefix = plan::replace_prefix(t);
     let mut sql = String::with_capacity(max_statement.min(16 << 20));
     for row in &c.rows {
         if sql.is_empty() {
-            sql.push_str(&prefix);
+            sql.push_str(prefix);
         } else {
             sql.push_str(", ");
         }

@@ -92,8 +92,18 @@ pub fn delete_range(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>) -> St
 
 /// `REPLACE INTO t (writable cols) VALUES` prefix.
 pub fn replace_prefix(t: &Table) -> String {
+    write_prefix(t, "REPLACE")
+}
+
+/// `INSERT INTO t (writable cols) VALUES` prefix (the snapshot's fast path: its chunk range
+/// was just emptied, so only a stale row under another unique key can collide).
+pub fn insert_prefix(t: &Table) -> String {
+    write_prefix(t, "INSERT")
+}
+
+fn write_prefix(t: &Table, verb: &str) -> String {
     let cols: Vec<String> = t.writable().map(|(_, c)| quote::ident(&c.name)).collect();
-    format!("REPLACE INTO {} ({}) VALUES ", t.quoted(), cols.join(", "))
+    format!("{verb} INTO {} ({}) VALUES ", t.quoted(), cols.join(", "))
 }
 
 /// Append `(v1, v2, ...)` for the writable columns of `row`.

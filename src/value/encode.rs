@@ -58,9 +58,10 @@ pub fn literal(out: &mut String, v: &Value, col: &Column) {
             out.push('_');
             out.push_str(cs);
             if plain_ascii(b) {
+                // plain_ascii excludes quote and backslash: the literal cannot be escaped from
+                out.reserve(b.len() + 2);
                 out.push('\'');
-                // SAFETY of the literal: plain_ascii excludes quote and backslash.
-                out.push_str(std::str::from_utf8(b).unwrap_or_default());
+                out.extend(b.iter().map(|&c| c as char));
                 out.push('\'');
             } else {
                 out.push(' ');
