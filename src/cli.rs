@@ -115,8 +115,9 @@ pub struct FollowArgs {
     /// server_id this reader presents to the source (must be unique among its replicas)
     #[arg(long, env = "MIGRATE_SERVER_ID")]
     pub server_id: Option<u32>,
-    /// Most source transactions grouped into one target transaction
-    #[arg(long, default_value_t = 2000)]
+    /// Most source transactions grouped into one target transaction (a group also ends at
+    /// 200k rows, 128 MiB, or when the binlog goes quiet)
+    #[arg(long, default_value_t = 20_000)]
     pub group_size: usize,
     /// Pause reading when the source's Threads_running exceeds this
     #[arg(long)]

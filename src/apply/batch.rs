@@ -31,6 +31,8 @@ pub struct Batch {
     pub rows: usize,
     pub bytes: u64,
     pub last_ts: u32,
+    /// Estimated source commit time of the last transaction (unix seconds).
+    pub last_commit: f64,
     /// Rows changed per (table, kind), for metrics.
     pub counts: HashMap<(String, &'static str), u64>,
 }
@@ -75,6 +77,7 @@ impl Batch {
         self.transactions += 1;
         self.bytes += tx.bytes;
         self.last_ts = tx.timestamp;
+        self.last_commit = tx.commit_estimate();
         for c in tx.changes {
             self.rows += 1;
             match c {
@@ -176,7 +179,7 @@ mod tests {
     }
 
     fn tx(changes: Vec<Change>) -> Transaction {
-        Transaction { gtid: Gtid { domain: 0, server: 1, seq: 1 }, timestamp: 0, changes, ddl: None, end_pos: 0, bytes: 0 }
+        Transaction { gtid: Gtid { domain: 0, server: 1, seq: 1 }, timestamp: 0, changes, ddl: None, end_pos: 0, bytes: 0, seen_at: 0.0 }
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Transaction {
     /// Binlog file position after this transaction.
     pub end_pos: u64,
     pub bytes: u64,
+    /// When the reader received the transaction's first event (unix seconds).
+    pub seen_at: f64,
 }
 
 impl Transaction {
@@ -58,7 +60,14 @@ impl Transaction {
             ddl: None,
             end_pos: self.end_pos,
             bytes: 0,
+            seen_at: self.seen_at,
         }
+    }
+    /// Best estimate of the source commit time: the binlog header has whole seconds; a
+    /// reader that is caught up receives the transaction within milliseconds of its commit.
+    pub fn commit_estimate(&self) -> f64 {
+        let ts = self.timestamp as f64;
+        self.seen_at.clamp(ts, ts + 1.0)
     }
     /// Must be applied change by change (a foreign-key action has to run between changes).
     pub fn needs_exact_apply(&self) -> bool {

@@ -142,6 +142,7 @@ impl Reader {
                     ddl: None,
                     end_pos: 0,
                     bytes: header.event_size() as u64,
+                    seen_at: unix_now(),
                 });
                 self.standalone = g.standalone;
                 return Ok(None);
@@ -322,4 +323,8 @@ fn convert(table: &Table, row: mysql_async::binlog::row::BinlogRow) -> Result<Ve
 /// The next GTID after a transaction, for `--until-gtid`.
 pub fn reached(applied: &Position, until: &Gtid) -> bool {
     applied.includes(until)
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }

@@ -5,6 +5,8 @@
 use super::Context;
 use crate::apply::{batch::Batch, Applier};
 use crate::binlog::stream::{self, Item, Reader, SchemaCache};
+use crate::binlog::Transaction;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::cli::FollowArgs;
 use crate::config::{Endpoint, Filter};
 use crate::db::{self, Session};
@@ -112,7 +114,7 @@ pub async fn catch_up(ctx: &Context, store: &Arc<Store>, low: &str, high: &str) 
         until: Until::Position(Position::parse(high)?),
         on_ddl: OnDdl::Exec,
         server_id: server_id(store, None)?,
-        group_size: 2000,
+        group_size: 20_000,
         max_source_load: None,
         live_line: false,
     };
@@ -216,7 +218,7 @@ fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> 
 }
 
 /// How far the source is ahead: transactions (per-domain seq_no difference) and bytes.
-async fn measure_behind(mon: &mut mysql_async::Conn, pos: &Position, reader: &Reader) -> Result<(u64, Option<u64>, bool)> {
+async fn measure_behind(mon: &mut mysql_async::Conn, pos: &Position, reader_at: &(String, u64)) -> Result<(u64, Option<u64>, bool)> {
     let src = stream::source_position(mon).await?;
     let trx: u64 = src
         .gtids()
@@ -228,12 +230,70 @@ async fn measure_behind(mon: &mut mysql_async::Conn, pos: &Position, reader: &Re
     let logs = db::query_strings(mon, "SHOW BINARY LOGS").await.unwrap_or_default();
     let mut bytes = None;
     let mut oldest = false;
-    if let Some(i) = logs.iter().position(|r| r[0].as_deref() == Some(reader.file.as_str())) {
+    if let Some(i) = logs.iter().position(|r| r[0].as_deref() == Some(reader_at.0.as_str())) {
         oldest = i == 0 && logs.len() > 1;
         let sizes: Vec<u64> = logs.iter().map(|r| r.get(1).cloned().flatten().and_then(|s| s.parse().ok()).unwrap_or(0)).collect();
-        bytes = Some(sizes[i].saturating_sub(reader.pos) + sizes[i + 1..].iter().sum::<u64>());
+        bytes = Some(sizes[i].saturating_sub(reader_at.1) + sizes[i + 1..].iter().sum::<u64>());
     }
     Ok((trx, bytes, oldest))
+}
+
+/// What the reader task hands to the apply loop.
+enum Msg {
+    Trx(Transaction, OwnedSemaphorePermit),
+    /// A DDL transaction: the reader waits for the ack before decoding further rows, because
+    /// later row events must be decoded with the changed table.
+    Ddl(Transaction, oneshot::Sender<()>),
+    /// No event arrived for a moment: apply what is pending.
+    Idle,
+    Failed(Error),
+}
+
+/// Memory the reader may run ahead of the applier, in KiB of binlog.
+const READ_AHEAD_KIB: u32 = 64 * 1024;
+
+/// The reader task: decodes while the applier writes (they overlap).
+async fn read_ahead(
+    mut reader: Reader,
+    mut cache: SchemaCache,
+    tx: mpsc::Sender<Msg>,
+    budget: Arc<Semaphore>,
+    at: Arc<std::sync::Mutex<(String, u64)>>,
+) {
+    let mut idle_sent = false;
+    loop {
+        let wait = if idle_sent { Duration::from_millis(500) } else { Duration::from_millis(5) };
+        let msg = match reader.next(&mut cache, wait).await {
+            Ok(Item::Idle) => {
+                idle_sent = true;
+                Msg::Idle
+            }
+            Ok(Item::Transaction(t)) => {
+                idle_sent = false;
+                if let Ok(mut a) = at.lock() {
+                    *a = (reader.file.clone(), reader.pos);
+                }
+                if t.ddl.is_some() {
+                    let (ack, done) = oneshot::channel();
+                    if tx.send(Msg::Ddl(t, ack)).await.is_err() || done.await.is_err() {
+                        return;
+                    }
+                    cache.clear();
+                    continue;
+                }
+                let kib = ((t.bytes / 1024) as u32).clamp(1, READ_AHEAD_KIB);
+                let Ok(permit) = budget.clone().acquire_many_owned(kib).await else { return };
+                Msg::Trx(t, permit)
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(e)).await;
+                return;
+            }
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn follow_once(
@@ -255,41 +315,72 @@ async fn follow_once(
     if done(&pos, &opts.until, &live.goal) {
         return Ok(pos);
     }
-    let mut cache = SchemaCache::new(target).await?;
-    let mut reader = Reader::connect(source, &pos, opts.server_id, filter.clone()).await?;
+    let cache = SchemaCache::new(target).await?;
+    let reader = Reader::connect(source, &pos, opts.server_id, filter.clone()).await?;
     tracing::info!("reading the source binlog from {pos} as server_id {}", opts.server_id);
+    let (tx, mut rx) = mpsc::channel(1024);
+    let reader_at = Arc::new(std::sync::Mutex::new((String::new(), 0u64)));
+    let budget = Arc::new(Semaphore::new(READ_AHEAD_KIB as usize));
+    let task = tokio::spawn(read_ahead(reader, cache, tx, budget, reader_at.clone()));
+    let result = apply_loop(&mut applier, &mut mon, &mut rx, &mut pos, opts, live, store, &reader_at).await;
+    task.abort();
+    result.map(|()| pos)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_loop(
+    applier: &mut Applier,
+    mon: &mut mysql_async::Conn,
+    rx: &mut mpsc::Receiver<Msg>,
+    pos: &mut Position,
+    opts: &Options,
+    live: &mut Live,
+    store: &Store,
+    reader_at: &std::sync::Mutex<(String, u64)>,
+) -> Result<()> {
     let mut batch = Batch::default();
+    let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
     let mut batch_pos = pos.clone();
     let mut last_measure = Instant::now() - Duration::from_secs(60);
     let mut warned_oldest = false;
     loop {
         if last_measure.elapsed() >= Duration::from_secs(2) {
             last_measure = Instant::now();
-            let (trx, bytes, oldest) = measure_behind(&mut mon, &pos, &reader).await?;
+            let at = reader_at.lock().map(|a| a.clone()).unwrap_or_default();
+            let (trx, bytes, oldest) = measure_behind(mon, pos, &at).await?;
             live.status.events_behind = Some(trx);
             live.status.bytes_behind = bytes;
             if oldest && !warned_oldest {
                 warned_oldest = true;
-                tracing::warn!("follow is reading the source's oldest binlog file {}: purging it now would lose the position", reader.file);
+                tracing::warn!("follow is reading the source's oldest binlog file {}: purging it now would lose the position", at.0);
             }
             if trx == 0 {
                 live.status.lag_seconds = Some(0.0);
             }
             if let Some(max) = opts.max_source_load {
-                throttle(&mut mon, max).await?;
+                throttle(mon, max).await?;
             }
         }
         let stop = STOP.load(Ordering::SeqCst);
-        let idle = if batch.is_empty() { Duration::from_millis(500) } else { Duration::from_millis(5) };
-        let item = if stop { Item::Idle } else { reader.next(&mut cache, idle).await? };
-        let mut flush = matches!(item, Item::Idle);
-        if let Item::Transaction(t) = item {
-            let gtid = t.gtid;
-            if t.ddl.is_some() {
+        let msg = if stop {
+            Msg::Idle
+        } else {
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(Error::transient("binlog reader stopped")),
+                Err(_) => Msg::Idle,
+            }
+        };
+        let mut flush = matches!(msg, Msg::Idle);
+        match msg {
+            Msg::Failed(e) => return Err(e),
+            Msg::Idle => {}
+            Msg::Ddl(t, ack) => {
                 if !batch.is_empty() {
-                    apply_batch(&mut applier, &mut batch, &batch_pos, live).await?;
-                    pos = batch_pos.clone();
+                    apply_batch(applier, &mut batch, &batch_pos, live).await?;
+                    permits.clear();
                 }
+                let gtid = t.gtid;
                 batch_pos.advance(gtid);
                 match opts.on_ddl {
                     OnDdl::Stop => {
@@ -305,37 +396,43 @@ async fn follow_once(
                         applier.apply_ddl(&t, &batch_pos).await?
                     }
                 }
-                cache.clear();
-                pos = batch_pos.clone();
+                let _ = ack.send(());
+                *pos = batch_pos.clone();
                 live.status.trx_applied += 1;
                 metrics::add("migrate_ddl_applied_total", &[], 1.0);
-            } else if t.needs_exact_apply() {
-                if !batch.is_empty() {
-                    apply_batch(&mut applier, &mut batch, &batch_pos, live).await?;
+            }
+            Msg::Trx(t, permit) => {
+                if t.needs_exact_apply() {
+                    if !batch.is_empty() {
+                        apply_batch(applier, &mut batch, &batch_pos, live).await?;
+                        permits.clear();
+                    }
+                    batch_pos.advance(t.gtid);
+                    applier.apply_exact(&t, &batch_pos).await?;
+                    *pos = batch_pos.clone();
+                    live.status.trx_applied += 1;
+                    live.status.rows_applied += t.changes.len() as u64;
+                } else {
+                    batch_pos.advance(t.gtid);
+                    batch.add(t);
+                    permits.push(permit);
+                    if batch.transactions >= opts.group_size || batch.rows >= 200_000 || batch.bytes >= 128 << 20 {
+                        flush = true;
+                    }
                 }
-                batch_pos.advance(gtid);
-                applier.apply_exact(&t, &batch_pos).await?;
-                pos = batch_pos.clone();
-                live.status.trx_applied += 1;
-                live.status.rows_applied += t.changes.len() as u64;
-            } else {
-                batch_pos.advance(gtid);
-                batch.add(t);
-                if batch.transactions >= opts.group_size || batch.rows >= 50_000 || batch.bytes >= 64 << 20 {
+                if done(&batch_pos, &opts.until, &live.goal) {
                     flush = true;
                 }
             }
-            if done(&batch_pos, &opts.until, &live.goal) {
-                flush = true;
-            }
         }
         if flush && !batch.is_empty() {
-            apply_batch(&mut applier, &mut batch, &batch_pos, live).await?;
-            pos = batch_pos.clone();
+            apply_batch(applier, &mut batch, &batch_pos, live).await?;
+            permits.clear();
+            *pos = batch_pos.clone();
         }
-        write_status(store, live, &pos, false)?;
-        if done(&pos, &opts.until, &live.goal) || stop {
-            return Ok(pos);
+        write_status(store, live, pos, false)?;
+        if done(pos, &opts.until, &live.goal) || stop {
+            return Ok(());
         }
     }
 }
@@ -344,7 +441,7 @@ async fn apply_batch(applier: &mut Applier, batch: &mut Batch, pos: &Position, l
     applier.apply(batch, pos).await?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     if batch.last_ts > 0 {
-        live.status.lag_seconds = Some((now - batch.last_ts as f64).max(0.0));
+        live.status.lag_seconds = Some((now - batch.last_commit).max(0.0));
     }
     live.status.trx_applied += batch.transactions as u64;
     live.status.rows_applied += batch.rows as u64;
