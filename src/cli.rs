@@ -96,6 +96,9 @@ pub struct SnapshotArgs {
     /// Allow databases that already hold tables on the target; copied tables are replaced
     #[arg(long)]
     pub reuse_target: bool,
+    /// Write with multi-row INSERT instead of LOAD DATA LOCAL INFILE
+    #[arg(long)]
+    pub no_load_data: bool,
     /// Stop after the copy without the catch-up replay (the target is then not yet consistent)
     #[arg(long)]
     pub no_catch_up: bool,

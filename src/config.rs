@@ -44,7 +44,9 @@ fn percent_decode(s: &str) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let h = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            let h = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             match h {
                 Some(b) => {
                     out.push(b);
@@ -57,7 +59,8 @@ fn percent_decode(s: &str) -> Result<String> {
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| Error::usage("URL is not UTF-8 after %-decoding", "check the URL"))
+    String::from_utf8(out)
+        .map_err(|_| Error::usage("URL is not UTF-8 after %-decoding", "check the URL"))
 }
 
 impl Endpoint {
@@ -67,16 +70,23 @@ impl Endpoint {
         let usage = |what: &str| {
             Error::usage(
                 format!("--{role}: {what}"),
-                format!("use mysql://user@host:port, password in MIGRATE_{}_PASSWORD", role.to_uppercase()),
+                format!(
+                    "use mysql://user@host:port, password in MIGRATE_{}_PASSWORD",
+                    role.to_uppercase()
+                ),
             )
         };
-        let rest = url.strip_prefix("mysql://").ok_or_else(|| usage("URL must start with mysql://"))?;
+        let rest = url
+            .strip_prefix("mysql://")
+            .ok_or_else(|| usage("URL must start with mysql://"))?;
         let (main, query) = match rest.split_once('?') {
             Some((m, q)) => (m, Some(q)),
             None => (rest, None),
         };
         let main = main.trim_end_matches('/');
-        let (auth, hostport) = main.rsplit_once('@').ok_or_else(|| usage("URL needs user@host"))?;
+        let (auth, hostport) = main
+            .rsplit_once('@')
+            .ok_or_else(|| usage("URL needs user@host"))?;
         let (user, password) = match auth.split_once(':') {
             Some((u, p)) => (percent_decode(u)?, Some(percent_decode(p)?)),
             None => (percent_decode(auth)?, None),
@@ -85,7 +95,9 @@ impl Endpoint {
             return Err(usage("empty user name"));
         }
         let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            let (h, p) = h.split_once(']').ok_or_else(|| usage("unclosed [ in host"))?;
+            let (h, p) = h
+                .split_once(']')
+                .ok_or_else(|| usage("unclosed [ in host"))?;
             (h.to_string(), p.strip_prefix(':').unwrap_or(""))
         } else {
             match hostport.rsplit_once(':') {
@@ -96,36 +108,58 @@ impl Endpoint {
         if host.is_empty() {
             return Err(usage("empty host"));
         }
-        let port = if port.is_empty() { 3306 } else { port.parse().map_err(|_| usage("port is not a number"))? };
-        let mut ep = Endpoint { role, user, password, host, port, ssl_mode: SslMode::Preferred, ssl_ca: None };
+        let port = if port.is_empty() {
+            3306
+        } else {
+            port.parse().map_err(|_| usage("port is not a number"))?
+        };
+        let mut ep = Endpoint {
+            role,
+            user,
+            password,
+            host,
+            port,
+            ssl_mode: SslMode::Preferred,
+            ssl_ca: None,
+        };
         for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             match k {
-                "ssl-mode" | "sslmode" => {
-                    ep.ssl_mode = match v.to_ascii_lowercase().as_str() {
-                        "disabled" => SslMode::Disabled,
-                        "preferred" => SslMode::Preferred,
-                        "required" => SslMode::Required,
-                        "verify-ca" | "verify_ca" => SslMode::VerifyCa,
-                        "verify-identity" | "verify_identity" => SslMode::VerifyIdentity,
-                        _ => return Err(usage("ssl-mode must be disabled|preferred|required|verify-ca|verify-identity")),
-                    }
-                }
+                "ssl-mode" | "sslmode" => ep.ssl_mode = match v.to_ascii_lowercase().as_str() {
+                    "disabled" => SslMode::Disabled,
+                    "preferred" => SslMode::Preferred,
+                    "required" => SslMode::Required,
+                    "verify-ca" | "verify_ca" => SslMode::VerifyCa,
+                    "verify-identity" | "verify_identity" => SslMode::VerifyIdentity,
+                    _ => return Err(usage(
+                        "ssl-mode must be disabled|preferred|required|verify-ca|verify-identity",
+                    )),
+                },
                 "ssl-ca" => ep.ssl_ca = Some(PathBuf::from(percent_decode(v)?)),
                 _ => return Err(usage(&format!("unknown URL option '{k}'"))),
             }
         }
-        if matches!(ep.ssl_mode, SslMode::VerifyCa | SslMode::VerifyIdentity) && ep.ssl_ca.is_none() {
-            return Err(usage("ssl-mode=verify-ca/verify-identity needs ssl-ca=PATH"));
+        if matches!(ep.ssl_mode, SslMode::VerifyCa | SslMode::VerifyIdentity) && ep.ssl_ca.is_none()
+        {
+            return Err(usage(
+                "ssl-mode=verify-ca/verify-identity needs ssl-ca=PATH",
+            ));
         }
         Ok(ep)
     }
 
     /// Fill the password from the environment variable or a file, if the URL had none.
-    pub fn resolve_password(&mut self, env_value: Option<String>, file: Option<&PathBuf>) -> Result<()> {
+    pub fn resolve_password(
+        &mut self,
+        env_value: Option<String>,
+        file: Option<&PathBuf>,
+    ) -> Result<()> {
         if let Some(f) = file {
             let text = std::fs::read_to_string(f).map_err(|e| {
-                Error::usage(format!("--{}-password-file {}: {e}", self.role, f.display()), "give a readable file")
+                Error::usage(
+                    format!("--{}-password-file {}: {e}", self.role, f.display()),
+                    "give a readable file",
+                )
             })?;
             self.password = Some(text.trim_end_matches(['\n', '\r']).to_string());
         } else if self.password.is_none() {
@@ -143,18 +177,31 @@ pub struct Filter {
     pub exclude: Vec<glob::Pattern>,
 }
 
-pub const SYSTEM_DATABASES: &[&str] = &["mysql", "information_schema", "performance_schema", "sys", "_migrate"];
+pub const SYSTEM_DATABASES: &[&str] = &[
+    "mysql",
+    "information_schema",
+    "performance_schema",
+    "sys",
+    "_migrate",
+];
 
 impl Filter {
     pub fn new(databases: &[String], exclude: &[String]) -> Result<Filter> {
         let exclude = exclude
             .iter()
             .map(|p| {
-                glob::Pattern::new(p)
-                    .map_err(|e| Error::usage(format!("--exclude '{p}': {e}"), "use a glob such as 'shop.tmp_*'"))
+                glob::Pattern::new(p).map_err(|e| {
+                    Error::usage(
+                        format!("--exclude '{p}': {e}"),
+                        "use a glob such as 'shop.tmp_*'",
+                    )
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Filter { databases: databases.to_vec(), exclude })
+        Ok(Filter {
+            databases: databases.to_vec(),
+            exclude,
+        })
     }
     pub fn includes_db(&self, db: &str) -> bool {
         if SYSTEM_DATABASES.contains(&db) {
@@ -177,7 +224,11 @@ mod tests {
 
     #[test]
     fn parses_full_url() {
-        let e = Endpoint::parse("source", "mysql://app:p%40ss@db.example:3307?ssl-mode=verify-ca&ssl-ca=/ca.pem").unwrap();
+        let e = Endpoint::parse(
+            "source",
+            "mysql://app:p%40ss@db.example:3307?ssl-mode=verify-ca&ssl-ca=/ca.pem",
+        )
+        .unwrap();
         assert_eq!(e.user, "app");
         assert_eq!(e.password.as_deref(), Some("p@ss"));
         assert_eq!(e.host, "db.example");
@@ -191,7 +242,9 @@ mod tests {
         let e = Endpoint::parse("target", "mysql://root@127.0.0.1").unwrap();
         assert_eq!(e.port, 3306);
         assert!(e.password.is_none());
-        let err = Endpoint::parse("source", "postgres://u:secret@h").err().unwrap();
+        let err = Endpoint::parse("source", "postgres://u:secret@h")
+            .err()
+            .unwrap();
         assert!(!err.to_string().contains("secret"));
         assert!(Endpoint::parse("source", "mysql://u@h?ssl-mode=verify-ca").is_err());
     }

@@ -24,13 +24,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn definite(what: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error { kind: Kind::Definite, what: what.into(), hint: Some(hint.into()) }
+        Error {
+            kind: Kind::Definite,
+            what: what.into(),
+            hint: Some(hint.into()),
+        }
     }
     pub fn usage(what: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error { kind: Kind::Usage, what: what.into(), hint: Some(hint.into()) }
+        Error {
+            kind: Kind::Usage,
+            what: what.into(),
+            hint: Some(hint.into()),
+        }
     }
     pub fn transient(what: impl Into<String>) -> Self {
-        Error { kind: Kind::Transient, what: what.into(), hint: None }
+        Error {
+            kind: Kind::Transient,
+            what: what.into(),
+            hint: None,
+        }
     }
     pub fn is_transient(&self) -> bool {
         self.kind == Kind::Transient
@@ -74,15 +86,20 @@ impl From<mysql_async::Error> for Error {
             E::Io(_) | E::Driver(mysql_async::DriverError::ConnectionClosed) => {
                 Error::transient(format!("connection lost: {e}"))
             }
-            E::Server(s) if TRANSIENT_SERVER_CODES.contains(&s.code) => {
-                Error::transient(format!("server error {} ({}): {}", s.code, s.state, s.message))
-            }
+            E::Server(s) if TRANSIENT_SERVER_CODES.contains(&s.code) => Error::transient(format!(
+                "server error {} ({}): {}",
+                s.code, s.state, s.message
+            )),
             E::Server(s) => Error {
                 kind: Kind::Definite,
                 what: format!("server error {} ({}): {}", s.code, s.state, s.message),
                 hint: server_hint(s.code).map(str::to_string),
             },
-            _ => Error { kind: Kind::Definite, what: e.to_string(), hint: None },
+            _ => Error {
+                kind: Kind::Definite,
+                what: e.to_string(),
+                hint: None,
+            },
         }
     }
 }
@@ -109,6 +126,10 @@ impl From<rusqlite::Error> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error { kind: Kind::Definite, what: e.to_string(), hint: None }
+        Error {
+            kind: Kind::Definite,
+            what: e.to_string(),
+            hint: None,
+        }
     }
 }

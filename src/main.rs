@@ -35,7 +35,10 @@ fn main() {
         std::process::exit(2);
     }
     obs::init_logging(cli.global.log_format.as_deref().unwrap_or("text"));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -24,28 +24,53 @@ fn bad_inputs_fail_clearly() {
     let mig_url = format!("mysql://mig@127.0.0.1:{}?ssl-mode=disabled", src.port);
 
     // wrong password (from the environment): exit 2, names the fix, never echoes it
-    let out = migrate_cmd(&mig_url, &dst.url(), &state, &["snapshot", "--databases", "shop"])
-        .env("MIGRATE_SOURCE_PASSWORD", "wrong-password")
-        .output()
-        .expect("run");
+    let out = migrate_cmd(
+        &mig_url,
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "shop"],
+    )
+    .env("MIGRATE_SOURCE_PASSWORD", "wrong-password")
+    .output()
+    .expect("run");
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("1045") && stderr(&out).contains("password"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1045") && stderr(&out).contains("password"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains("wrong-password"));
 
     // right password from a file works, and appears nowhere
     let pwfile = dir.path().join("pw");
     std::fs::write(&pwfile, format!("{PW}\n")).expect("write pw");
-    let out = migrate_cmd(&mig_url, &dst.url(), &state, &["check", "--databases", "shop"])
-        .arg("--source-password-file")
-        .arg(&pwfile)
-        .output()
-        .expect("run");
-    assert_eq!(code(&out), 0, "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    let out = migrate_cmd(
+        &mig_url,
+        &dst.url(),
+        &state,
+        &["check", "--databases", "shop"],
+    )
+    .arg("--source-password-file")
+    .arg(&pwfile)
+    .output()
+    .expect("run");
+    assert_eq!(
+        code(&out),
+        0,
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains(PW) && !stderr(&out).contains(PW));
 
     // password in the URL: works, not in logs nor in the state file
     let url_pw = format!("mysql://mig:{PW}@127.0.0.1:{}?ssl-mode=disabled", src.port);
-    let out = migrate(&url_pw, &dst.url(), &state, &["snapshot", "--databases", "shop"]);
+    let out = migrate(
+        &url_pw,
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "shop"],
+    );
     assert_ok(&out);
     assert!(!stderr(&out).contains(PW) && !String::from_utf8_lossy(&out.stdout).contains(PW));
     for f in std::fs::read_dir(dir.path()).expect("ls") {
@@ -54,46 +79,137 @@ fn bad_inputs_fail_clearly() {
             continue;
         }
         let bytes = std::fs::read(&path).expect("read");
-        assert!(!bytes.windows(PW.len()).any(|w| w == PW.as_bytes()), "password found in a state file");
+        assert!(
+            !bytes.windows(PW.len()).any(|w| w == PW.as_bytes()),
+            "password found in a state file"
+        );
     }
 
     // --help does not print environment values
-    let out = migrate_cmd(&url_pw, &dst.url(), &state, &["--help"]).output().expect("run");
+    let out = migrate_cmd(&url_pw, &dst.url(), &state, &["--help"])
+        .output()
+        .expect("run");
     assert!(!String::from_utf8_lossy(&out.stdout).contains(PW));
 
     // non-empty target: check says BLOCKER (exit 1), snapshot refuses (exit 2) with a fresh state
     let state2 = dir.path().join("s2.sqlite");
-    let out = migrate(&src.url(), &dst.url(), &state2, &["check", "--databases", "shop"]);
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state2,
+        &["check", "--databases", "shop"],
+    );
     assert_eq!(code(&out), 1);
     assert!(String::from_utf8_lossy(&out.stdout).contains("BLOCKER"));
-    let out = migrate(&src.url(), &dst.url(), &state2, &["snapshot", "--databases", "shop"]);
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state2,
+        &["snapshot", "--databases", "shop"],
+    );
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("already has tables") && stderr(&out).contains("--reuse-target"), "{}", stderr(&out));
-    assert_eq!(dst.sql("SELECT COUNT(*) FROM shop.t"), "1", "refused snapshot must not touch the target");
+    assert!(
+        stderr(&out).contains("already has tables") && stderr(&out).contains("--reuse-target"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        dst.sql("SELECT COUNT(*) FROM shop.t"),
+        "1",
+        "refused snapshot must not touch the target"
+    );
     // ... unless told to reuse it
-    let out = migrate(&src.url(), &dst.url(), &state2, &["snapshot", "--databases", "shop", "--reuse-target"]);
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state2,
+        &["snapshot", "--databases", "shop", "--reuse-target"],
+    );
     assert_ok(&out);
 
     // a database that does not exist
-    let out = migrate(&src.url(), &dst.url(), &dir.path().join("s3.sqlite"), &["snapshot", "--databases", "nope"]);
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &dir.path().join("s3.sqlite"),
+        &["snapshot", "--databases", "nope"],
+    );
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("`nope` does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`nope` does not exist"),
+        "{}",
+        stderr(&out)
+    );
 
     // a table without a usable key (nullable unique key does not count)
-    let out = migrate(&src.url(), &dst.url(), &dir.path().join("s4.sqlite"), &["snapshot", "--databases", "nokey"]);
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &dir.path().join("s4.sqlite"),
+        &["snapshot", "--databases", "nokey"],
+    );
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("nokey.log"), "{}", stderr(&out));
-    assert!(dst.try_sql("USE nokey").is_err(), "nothing may be written for a refused snapshot");
-    let out = migrate(&src.url(), &dst.url(), &dir.path().join("s4.sqlite"), &["check", "--databases", "nokey", "--json"]);
+    assert!(
+        dst.try_sql("USE nokey").is_err(),
+        "nothing may be written for a refused snapshot"
+    );
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &dir.path().join("s4.sqlite"),
+        &["check", "--databases", "nokey", "--json"],
+    );
     assert_eq!(code(&out), 1);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert!(j["findings"].as_array().expect("array").iter().any(|f| f["subject"] == "nokey.log" && f["severity"] == "blocker"));
+    assert!(j["findings"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|f| f["subject"] == "nokey.log" && f["severity"] == "blocker"));
+
+    // a source user without the replication grants: check names them as GRANT statements
+    src.sql("CREATE USER 'ro'@'127.0.0.1'; GRANT SELECT ON *.* TO 'ro'@'127.0.0.1';");
+    let ro = format!("mysql://ro@127.0.0.1:{}?ssl-mode=disabled", src.port);
+    let out = migrate(
+        &ro,
+        &dst.url(),
+        &dir.path().join("s7.sqlite"),
+        &["check", "--databases", "shop", "--json"],
+    );
+    assert_eq!(code(&out), 1);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let grants = j["findings"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|f| f["server"] == "source" && f["subject"] == "grants")
+        .cloned();
+    let fix = grants
+        .as_ref()
+        .and_then(|g| g["fix"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        fix,
+        "GRANT REPLICATION SLAVE, BINLOG MONITOR, SHOW VIEW, EVENT ON *.* TO 'ro'@'127.0.0.1';",
+        "{grants:?}"
+    );
 
     // unreachable host
     let dead = free_port();
-    let out = migrate(&format!("mysql://root@127.0.0.1:{dead}"), &dst.url(), &dir.path().join("s5.sqlite"), &["snapshot"]);
+    let out = migrate(
+        &format!("mysql://root@127.0.0.1:{dead}"),
+        &dst.url(),
+        &dir.path().join("s5.sqlite"),
+        &["snapshot"],
+    );
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("cannot connect") && stderr(&out).contains("reachable"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot connect") && stderr(&out).contains("reachable"),
+        "{}",
+        stderr(&out)
+    );
 
     // TLS required but the server offers none
     let out = migrate(
@@ -109,7 +225,10 @@ fn bad_inputs_fail_clearly() {
     let out = migrate("postgres://x", &dst.url(), &state, &["check"]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("mysql://"));
-    let out = Command::new(env!("CARGO_BIN_EXE_migrate")).arg("nonsense").output().expect("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("nonsense")
+        .output()
+        .expect("run");
     assert_eq!(code(&out), 2);
 }
 
@@ -119,8 +238,17 @@ fn tls_verify_ca() {
     let dir = tempdir();
     let d = dir.path();
     let sh = |cmd: &str| {
-        let ok = Command::new("sh").arg("-c").arg(cmd).current_dir(d).output().expect("sh");
-        assert!(ok.status.success(), "{cmd}: {}", String::from_utf8_lossy(&ok.stderr));
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(d)
+            .output()
+            .expect("sh");
+        assert!(
+            ok.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
     };
     sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=test-ca' -keyout ca.key -out ca.pem");
     sh("openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' -keyout server.key -out server.csr");
@@ -136,17 +264,53 @@ fn tls_verify_ca() {
     let src = Server::start("tls-src", &args);
     let dst = Server::target("tls-dst");
     src.sql("CREATE USER 'tls'@'%' REQUIRE SSL; GRANT ALL ON *.* TO 'tls'@'%'; CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); INSERT INTO shop.t VALUES (1);");
-    let good = format!("mysql://tls@127.0.0.1:{}?ssl-mode=verify-identity&ssl-ca={}", src.port, d.join("ca.pem").display());
-    let out = migrate(&good, &dst.url(), &d.join("s.sqlite"), &["snapshot", "--databases", "shop"]);
+    let good = format!(
+        "mysql://tls@127.0.0.1:{}?ssl-mode=verify-identity&ssl-ca={}",
+        src.port,
+        d.join("ca.pem").display()
+    );
+    let out = migrate(
+        &good,
+        &dst.url(),
+        &d.join("s.sqlite"),
+        &["snapshot", "--databases", "shop"],
+    );
     assert_ok(&out);
-    let out = migrate(&good, &dst.url(), &d.join("s.sqlite"), &["check", "--databases", "shop"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("TLS with"), "{}", String::from_utf8_lossy(&out.stdout));
-    let bad = format!("mysql://tls@127.0.0.1:{}?ssl-mode=verify-ca&ssl-ca={}", src.port, d.join("other.pem").display());
-    let out = migrate(&bad, &dst.url(), &d.join("s2.sqlite"), &["snapshot", "--databases", "shop"]);
+    let out = migrate(
+        &good,
+        &dst.url(),
+        &d.join("s.sqlite"),
+        &["check", "--databases", "shop"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("TLS with"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let bad = format!(
+        "mysql://tls@127.0.0.1:{}?ssl-mode=verify-ca&ssl-ca={}",
+        src.port,
+        d.join("other.pem").display()
+    );
+    let out = migrate(
+        &bad,
+        &dst.url(),
+        &d.join("s2.sqlite"),
+        &["snapshot", "--databases", "shop"],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("TLS") || stderr(&out).contains("certificate"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TLS") || stderr(&out).contains("certificate"),
+        "{}",
+        stderr(&out)
+    );
     // the account requires SSL: without TLS it is refused
     let plain = format!("mysql://tls@127.0.0.1:{}?ssl-mode=disabled", src.port);
-    let out = migrate(&plain, &dst.url(), &d.join("s3.sqlite"), &["snapshot", "--databases", "shop"]);
+    let out = migrate(
+        &plain,
+        &dst.url(),
+        &d.join("s3.sqlite"),
+        &["snapshot", "--databases", "shop"],
+    );
     assert_eq!(out.status.code(), Some(2));
 }

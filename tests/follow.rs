@@ -7,7 +7,20 @@ use std::time::Duration;
 use support::*;
 
 fn snapshot(src_url: &str, dst_url: &str, state: &std::path::Path) {
-    assert_ok(&migrate(src_url, dst_url, state, &["snapshot", "--databases", "shop", "--threads", "2", "--chunk-rows", "500"]));
+    assert_ok(&migrate(
+        src_url,
+        dst_url,
+        state,
+        &[
+            "snapshot",
+            "--databases",
+            "shop",
+            "--threads",
+            "2",
+            "--chunk-rows",
+            "500",
+        ],
+    ));
 }
 
 #[test]
@@ -34,24 +47,40 @@ fn kill_nine_during_load_converges() {
     let mut rng = load::Rng::new(7);
     let mut kills = 0;
     while !writer.is_finished() {
-        let mut child = migrate_cmd(&src.url(), &dst.url(), &state, &["follow", "--databases", "shop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("follow");
+        let mut child = migrate_cmd(
+            &src.url(),
+            &dst.url(),
+            &state,
+            &["follow", "--databases", "shop"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("follow");
         std::thread::sleep(Duration::from_millis(300 + rng.next(1200)));
         child.kill().expect("kill -9");
         let _ = child.wait();
         kills += 1;
     }
     writer.join().expect("writer");
-    assert!(kills >= 2, "the load ended before follow could be killed twice");
-    let out = migrate(&src.url(), &dst.url(), &state, &["follow", "--until-caught-up", "--databases", "shop"]);
+    assert!(
+        kills >= 2,
+        "the load ended before follow could be killed twice"
+    );
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up", "--databases", "shop"],
+    );
     assert_ok(&out);
     assert_same(&src, &dst, "shop");
     // cascades happened on the target without triggers: no orphan items
     assert_eq!(dst.sql("SELECT COUNT(*) FROM shop.order_items i LEFT JOIN shop.orders o ON o.id = i.order_id WHERE o.id IS NULL"), "0");
-    assert_eq!(dst.sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'"), "0");
+    assert_eq!(
+        dst.sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'"),
+        "0"
+    );
     let status = migrate(&src.url(), &dst.url(), &state, &["status", "--json"]);
     let j: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert!(j["follow"]["trx_applied"].as_u64().unwrap_or(0) > 0);
@@ -68,11 +97,16 @@ fn dropped_connections_and_restarts_converge() {
     let tp = proxy::Proxy::start(dst.port);
     snapshot(&sp.url(), &tp.url(), &state);
 
-    let mut follower = migrate_cmd(&sp.url(), &tp.url(), &state, &["follow", "--databases", "shop"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("follow");
+    let follower = migrate_cmd(
+        &sp.url(),
+        &tp.url(),
+        &state,
+        &["follow", "--databases", "shop"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("follow");
     load::run(&src, 0, 30, 3);
     sp.cut();
     load::run(&src, 30, 30, 4);
@@ -87,13 +121,27 @@ fn dropped_connections_and_restarts_converge() {
     load::run(&src, 120, 20, 8);
     std::thread::sleep(Duration::from_secs(2));
     // SIGTERM: finishes the current group and exits 0
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(follower.id().to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(follower.id().to_string())
+        .status();
     let out = follower.wait_with_output().expect("wait");
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "follow did not exit 0 on SIGTERM: {log}");
-    assert!(log.contains("reconnecting"), "no reconnect was logged: {log}");
+    assert!(
+        out.status.success(),
+        "follow did not exit 0 on SIGTERM: {log}"
+    );
+    assert!(
+        log.contains("reconnecting"),
+        "no reconnect was logged: {log}"
+    );
 
-    let out = migrate(&sp.url(), &tp.url(), &state, &["follow", "--until-caught-up", "--databases", "shop"]);
+    let out = migrate(
+        &sp.url(),
+        &tp.url(),
+        &state,
+        &["follow", "--until-caught-up", "--databases", "shop"],
+    );
     assert_ok(&out);
     assert_same(&src, &dst, "shop");
 }

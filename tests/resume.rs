@@ -18,16 +18,30 @@ fn snapshot_resumes_after_kill_nine() {
     let dir = tempdir();
     let state = dir.path().join("s.sqlite");
     let src_port = src.port;
-    let writer = std::thread::spawn(move || load::run(&Server::attach("r-load", src_port), 0, 80, 11));
+    let writer =
+        std::thread::spawn(move || load::run(&Server::attach("r-load", src_port), 0, 80, 11));
 
     let mut rng = load::Rng::new(42);
     let mut kills = 0;
     for _ in 0..6 {
-        let mut child = migrate_cmd(&src.url(), &dst.url(), &state, &["snapshot", "--databases", "shop", "--threads", "2", "--chunk-rows", "700"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("snapshot");
+        let mut child = migrate_cmd(
+            &src.url(),
+            &dst.url(),
+            &state,
+            &[
+                "snapshot",
+                "--databases",
+                "shop",
+                "--threads",
+                "2",
+                "--chunk-rows",
+                "700",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("snapshot");
         std::thread::sleep(Duration::from_millis(100 + rng.next(600)));
         if child.try_wait().expect("wait").is_none() {
             child.kill().expect("kill -9");
@@ -35,18 +49,44 @@ fn snapshot_resumes_after_kill_nine() {
         }
         let _ = child.wait();
     }
-    assert!(kills >= 3, "snapshot finished too fast to be interrupted ({kills} kills)");
-    let out = migrate(&src.url(), &dst.url(), &state, &["snapshot", "--databases", "shop", "--threads", "2", "--chunk-rows", "700"]);
+    assert!(
+        kills >= 3,
+        "snapshot finished too fast to be interrupted ({kills} kills)"
+    );
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &[
+            "snapshot",
+            "--databases",
+            "shop",
+            "--threads",
+            "2",
+            "--chunk-rows",
+            "700",
+        ],
+    );
     assert_ok(&out);
     writer.join().expect("writer");
     // the snapshot is consistent at its GTID; after the writes stop, follow brings the rest
-    let out = migrate(&src.url(), &dst.url(), &state, &["follow", "--until-caught-up", "--databases", "shop"]);
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up", "--databases", "shop"],
+    );
     assert_ok(&out);
     assert_same(&src, &dst, "shop");
 
     // and an uninterrupted run into a fresh target gives the same data
     let dst2 = Server::target("r-dst2");
-    let out = migrate(&src.url(), &dst2.url(), &dir.path().join("s2.sqlite"), &["snapshot", "--databases", "shop"]);
+    let out = migrate(
+        &src.url(),
+        &dst2.url(),
+        &dir.path().join("s2.sqlite"),
+        &["snapshot", "--databases", "shop"],
+    );
     assert_ok(&out);
     assert_eq!(dst.dump_data("shop"), dst2.dump_data("shop"));
 }

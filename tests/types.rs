@@ -36,19 +36,40 @@ fn type_matrix_through_snapshot_and_binlog() {
     let dir = tempdir();
     let state = dir.path().join("state.sqlite");
 
-    let out = migrate(&src.url(), &dst.url(), &state, &["snapshot", "--threads", "2", "--databases", DB]);
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--threads", "2", "--databases", DB],
+    );
     assert_ok(&out);
     assert_same(&src, &dst, DB);
 
     // schema objects: views (one depends on the other), routines, events disabled, no triggers
     assert_eq!(dst.sql("SELECT COUNT(*) FROM `types db`.a_top"), "3");
     assert_eq!(dst.sql("SELECT `types db`.twice(21)"), "42");
-    assert_eq!(dst.sql("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'types db'"), "2");
-    assert_eq!(dst.sql("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'types db'"), "DISABLED");
-    assert_eq!(dst.sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'types db'"), "0");
+    assert_eq!(
+        dst.sql(
+            "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'types db'"
+        ),
+        "2"
+    );
+    assert_eq!(
+        dst.sql("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'types db'"),
+        "DISABLED"
+    );
+    assert_eq!(
+        dst.sql(
+            "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'types db'"
+        ),
+        "0"
+    );
     // AUTO_INCREMENT counter kept, id 0 kept
     assert_eq!(dst.sql("SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'types db' AND TABLE_NAME = 'counters'"), "1001");
-    assert_eq!(dst.sql("SELECT COUNT(*) FROM `types db`.nums WHERE id = 0"), "1");
+    assert_eq!(
+        dst.sql("SELECT COUNT(*) FROM `types db`.nums WHERE id = 0"),
+        "1"
+    );
     // the 20 MiB row arrived byte for byte
     assert_eq!(
         dst.sql("SELECT LENGTH(lb), SHA2(lb, 256) FROM `types db`.strs WHERE id = 5"),
@@ -59,12 +80,37 @@ fn type_matrix_through_snapshot_and_binlog() {
     let s: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
     assert_eq!(s["meta"]["snapshot.state"], "done");
 
+    // the multi-row INSERT writer (used where LOAD DATA is off) gives the same bytes
+    let dst2 = Server::target("types-dst2");
+    let out = migrate(
+        &src.url(),
+        &dst2.url(),
+        &dir.path().join("s2.sqlite"),
+        &["snapshot", "--databases", DB, "--no-load-data"],
+    );
+    assert_ok(&out);
+    assert_same(&src, &dst2, DB);
+    drop(dst2);
+
     // every type again through the binlog
     src.script(BINLOG_CHANGES.as_bytes());
-    let out = migrate(&src.url(), &dst.url(), &state, &["follow", "--until-caught-up", "--databases", DB]);
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up", "--databases", DB],
+    );
     assert_ok(&out);
     assert_same(&src, &dst, DB);
-    assert_eq!(dst.sql("SELECT COUNT(*) FROM `types db`.strs WHERE id = 105 AND LENGTH(lb) = 20971520"), "1");
+    assert_eq!(
+        dst.sql("SELECT COUNT(*) FROM `types db`.strs WHERE id = 105 AND LENGTH(lb) = 20971520"),
+        "1"
+    );
     // the trigger did not fire on the target (rows carry the source's values)
-    assert_eq!(dst.sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'types db'"), "0");
+    assert_eq!(
+        dst.sql(
+            "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'types db'"
+        ),
+        "0"
+    );
 }

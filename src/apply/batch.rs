@@ -62,7 +62,11 @@ impl Batch {
     fn push(&mut self, table: &Arc<Table>, row: &[Value], op: Op) {
         let k = (table.db.clone(), table.name.clone());
         let idx = *self.by_name.entry(k).or_insert_with(|| {
-            self.tables.push(TableOps { table: table.clone(), ops: Vec::new(), index: HashMap::new() });
+            self.tables.push(TableOps {
+                table: table.clone(),
+                ops: Vec::new(),
+                index: HashMap::new(),
+            });
             self.tables.len() - 1
         });
         let t = &mut self.tables[idx];
@@ -82,15 +86,28 @@ impl Batch {
             self.rows += 1;
             match c {
                 Change::Upsert { table, row, .. } => {
-                    *self.counts.entry((table.full_name(), "upsert")).or_default() += 1;
+                    *self
+                        .counts
+                        .entry((table.full_name(), "upsert"))
+                        .or_default() += 1;
                     self.push(&table, &row, Op::Replace(row.clone()));
                 }
                 Change::Delete { table, row } => {
-                    *self.counts.entry((table.full_name(), "delete")).or_default() += 1;
+                    *self
+                        .counts
+                        .entry((table.full_name(), "delete"))
+                        .or_default() += 1;
                     self.push(&table, &row, Op::Delete);
                 }
-                Change::KeyChange { table, before, after } => {
-                    *self.counts.entry((table.full_name(), "update_key")).or_default() += 1;
+                Change::Rekey {
+                    table,
+                    before,
+                    after,
+                } => {
+                    *self
+                        .counts
+                        .entry((table.full_name(), "update_key"))
+                        .or_default() += 1;
                     self.push(&table, &before, Op::Delete);
                     self.push(&table, &after, Op::Replace(after.clone()));
                 }
@@ -103,8 +120,16 @@ impl Batch {
         let mut out = Vec::new();
         for t in &self.tables {
             let table = &t.table;
-            let key_cols: Vec<String> = table.key.iter().map(|&i| quote::ident(&table.columns[i].name)).collect();
-            let key_expr = if key_cols.len() > 1 { format!("({})", key_cols.join(", ")) } else { key_cols.join("") };
+            let key_cols: Vec<String> = table
+                .key
+                .iter()
+                .map(|&i| quote::ident(&table.columns[i].name))
+                .collect();
+            let key_expr = if key_cols.len() > 1 {
+                format!("({})", key_cols.join(", "))
+            } else {
+                key_cols.join("")
+            };
             let delete_prefix = format!("DELETE FROM {} WHERE {key_expr} IN (", table.quoted());
             let replace_prefix = plan::replace_prefix(table);
             let mut sql = String::new();
@@ -157,11 +182,14 @@ mod tests {
     fn table() -> Arc<Table> {
         let col = |n: &str| Column {
             name: n.into(),
-            kind: Kind::Int { unsigned: false, bytes: 4 },
+            kind: Kind::Int {
+                unsigned: false,
+                bytes: 4,
+            },
             charset: None,
-            column_type: String::new(),
             nullable: false,
             generated: false,
+            auto_increment: false,
         };
         Arc::new(Table {
             db: "s".into(),
@@ -179,7 +207,19 @@ mod tests {
     }
 
     fn tx(changes: Vec<Change>) -> Transaction {
-        Transaction { gtid: Gtid { domain: 0, server: 1, seq: 1 }, timestamp: 0, changes, ddl: None, end_pos: 0, bytes: 0, seen_at: 0.0 }
+        Transaction {
+            gtid: Gtid {
+                domain: 0,
+                server: 1,
+                seq: 1,
+            },
+            timestamp: 0,
+            changes,
+            ddl: None,
+            end_pos: 0,
+            bytes: 0,
+            seen_at: 0.0,
+        }
     }
 
     #[test]
@@ -187,10 +227,32 @@ mod tests {
         let t = table();
         let row = |id, q| vec![Value::Int(id), Value::Int(q)];
         let mut b = Batch::default();
-        b.add(tx(vec![Change::Upsert { table: t.clone(), before: None, row: row(1, 10) }]));
-        b.add(tx(vec![Change::Upsert { table: t.clone(), before: None, row: row(1, 9) }, Change::Delete { table: t.clone(), row: row(2, 0) }]));
-        b.add(tx(vec![Change::KeyChange { table: t.clone(), before: row(3, 1), after: row(4, 1) }]));
-        b.add(tx(vec![Change::Upsert { table: t.clone(), before: None, row: row(1, 8) }]));
+        b.add(tx(vec![Change::Upsert {
+            table: t.clone(),
+            before: None,
+            row: row(1, 10),
+        }]));
+        b.add(tx(vec![
+            Change::Upsert {
+                table: t.clone(),
+                before: None,
+                row: row(1, 9),
+            },
+            Change::Delete {
+                table: t.clone(),
+                row: row(2, 0),
+            },
+        ]));
+        b.add(tx(vec![Change::Rekey {
+            table: t.clone(),
+            before: row(3, 1),
+            after: row(4, 1),
+        }]));
+        b.add(tx(vec![Change::Upsert {
+            table: t.clone(),
+            before: None,
+            row: row(1, 8),
+        }]));
         assert_eq!(
             b.statements(1 << 20),
             vec![
@@ -201,7 +263,20 @@ mod tests {
         assert_eq!(b.transactions, 4);
         // delete then re-insert of the same key keeps only the re-insert
         let mut b = Batch::default();
-        b.add(tx(vec![Change::Delete { table: t.clone(), row: row(5, 0) }, Change::Upsert { table: t.clone(), before: None, row: row(5, 2) }]));
-        assert_eq!(b.statements(1 << 20), vec!["REPLACE INTO `s`.`inv` (`id`, `qty`) VALUES (5, 2)".to_string()]);
+        b.add(tx(vec![
+            Change::Delete {
+                table: t.clone(),
+                row: row(5, 0),
+            },
+            Change::Upsert {
+                table: t.clone(),
+                before: None,
+                row: row(5, 2),
+            },
+        ]));
+        assert_eq!(
+            b.statements(1 << 20),
+            vec!["REPLACE INTO `s`.`inv` (`id`, `qty`) VALUES (5, 2)".to_string()]
+        );
     }
 }

@@ -14,7 +14,11 @@ use std::sync::Arc;
 
 /// `(c1 = v1 AND c2 = v2) OR ...` over the child's columns for each parent value tuple.
 fn match_condition(child: &Table, fk: &ChildFk, tuples: &[Vec<Value>]) -> Option<String> {
-    let cols: Vec<usize> = fk.child_columns.iter().filter_map(|c| child.column_index(c)).collect();
+    let cols: Vec<usize> = fk
+        .child_columns
+        .iter()
+        .filter_map(|c| child.column_index(c))
+        .collect();
     if cols.len() != fk.child_columns.len() {
         return None;
     }
@@ -54,10 +58,16 @@ fn referenced(parent: &Table, fk: &ChildFk, row: &[Value]) -> Option<Vec<Value>>
 }
 
 async fn read_rows(conn: &mut Conn, t: &Table, cond: &str) -> Result<Vec<Vec<Value>>> {
-    conn.query_drop("SET character_set_results = binary").await?;
-    let sql = format!("SELECT {} FROM {} WHERE {cond}", plan::select_list(t), t.quoted());
+    conn.query_drop("SET character_set_results = binary")
+        .await?;
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {cond}",
+        plan::select_list(t),
+        t.quoted()
+    );
     let raw: Vec<mysql_async::Row> = conn.query(sql).await?;
-    conn.query_drop("SET character_set_results = utf8mb4").await?;
+    conn.query_drop("SET character_set_results = utf8mb4")
+        .await?;
     let mut rows = Vec::new();
     for r in raw {
         let mut row = Vec::new();
@@ -79,20 +89,33 @@ pub async fn on_delete(conn: &mut Conn, parent: &Arc<Table>, rows: Vec<Vec<Value
     let mut work = vec![(parent.clone(), rows)];
     while let Some((t, rows)) = work.pop() {
         for fk in &t.children {
-            let tuples: Vec<Vec<Value>> = rows.iter().filter_map(|r| referenced(&t, fk, r)).collect();
+            let tuples: Vec<Vec<Value>> =
+                rows.iter().filter_map(|r| referenced(&t, fk, r)).collect();
             let child = Arc::new(schema::describe(conn, &fk.db, &fk.table).await?);
-            let Some(cond) = match_condition(&child, fk, &tuples) else { continue };
+            let Some(cond) = match_condition(&child, fk, &tuples) else {
+                continue;
+            };
             match fk.on_delete.as_str() {
                 "CASCADE" => {
                     if child.has_cascades() {
                         let grandchildren = read_rows(conn, &child, &cond).await?;
                         work.push((child.clone(), grandchildren));
                     }
-                    conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted())).await?;
+                    conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
+                        .await?;
                 }
                 "SET NULL" => {
-                    let set: Vec<String> = fk.child_columns.iter().map(|c| format!("{} = NULL", quote::ident(c))).collect();
-                    conn.query_drop(format!("UPDATE {} SET {} WHERE {cond}", child.quoted(), set.join(", "))).await?;
+                    let set: Vec<String> = fk
+                        .child_columns
+                        .iter()
+                        .map(|c| format!("{} = NULL", quote::ident(c)))
+                        .collect();
+                    conn.query_drop(format!(
+                        "UPDATE {} SET {} WHERE {cond}",
+                        child.quoted(),
+                        set.join(", ")
+                    ))
+                    .await?;
                 }
                 _ => {}
             }
@@ -102,14 +125,26 @@ pub async fn on_delete(conn: &mut Conn, parent: &Arc<Table>, rows: Vec<Vec<Value
 }
 
 /// After changing `before` to `after` in `parent`: carry changed referenced values to children.
-pub async fn on_update(conn: &mut Conn, parent: &Arc<Table>, before: &[Value], after: &[Value]) -> Result<()> {
+pub async fn on_update(
+    conn: &mut Conn,
+    parent: &Arc<Table>,
+    before: &[Value],
+    after: &[Value],
+) -> Result<()> {
     for fk in &parent.children {
-        let (Some(old), new) = (referenced(parent, fk, before), referenced(parent, fk, after)) else { continue };
+        let (Some(old), new) = (
+            referenced(parent, fk, before),
+            referenced(parent, fk, after),
+        ) else {
+            continue;
+        };
         if new.as_ref() == Some(&old) {
             continue;
         }
         let child = schema::describe(conn, &fk.db, &fk.table).await?;
-        let Some(cond) = match_condition(&child, fk, std::slice::from_ref(&old)) else { continue };
+        let Some(cond) = match_condition(&child, fk, std::slice::from_ref(&old)) else {
+            continue;
+        };
         match (fk.on_update.as_str(), new) {
             ("CASCADE", Some(new)) => {
                 // Replace semantics, like every other write of the applier: the child rows
@@ -118,7 +153,8 @@ pub async fn on_update(conn: &mut Conn, parent: &Arc<Table>, before: &[Value], a
                 if rows.is_empty() {
                     continue;
                 }
-                conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted())).await?;
+                conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
+                    .await?;
                 let mut sql = plan::replace_prefix(&child);
                 for (n, mut row) in rows.into_iter().enumerate() {
                     for (c, v) in fk.child_columns.iter().zip(&new) {
@@ -134,8 +170,17 @@ pub async fn on_update(conn: &mut Conn, parent: &Arc<Table>, before: &[Value], a
                 conn.query_drop(sql).await?;
             }
             ("CASCADE", None) | ("SET NULL", _) => {
-                let set: Vec<String> = fk.child_columns.iter().map(|c| format!("{} = NULL", quote::ident(c))).collect();
-                conn.query_drop(format!("UPDATE {} SET {} WHERE {cond}", child.quoted(), set.join(", "))).await?;
+                let set: Vec<String> = fk
+                    .child_columns
+                    .iter()
+                    .map(|c| format!("{} = NULL", quote::ident(c)))
+                    .collect();
+                conn.query_drop(format!(
+                    "UPDATE {} SET {} WHERE {cond}",
+                    child.quoted(),
+                    set.join(", ")
+                ))
+                .await?;
             }
             _ => {}
         }

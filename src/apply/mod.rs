@@ -26,12 +26,17 @@ pub struct Applier {
 }
 
 /// Errors a DDL statement gives when it was already applied before a crash.
-const ALREADY_APPLIED: &[u16] = &[1007, 1008, 1050, 1051, 1060, 1061, 1091, 1146, 1304, 1305, 1537, 1539, 4092];
+const ALREADY_APPLIED: &[u16] = &[
+    1007, 1008, 1050, 1051, 1060, 1061, 1091, 1146, 1304, 1305, 1537, 1539, 4092,
+];
 
 impl Applier {
     pub async fn connect(target: &Endpoint) -> Result<Applier> {
         let mut conn = db::connect(target, Session::TargetWriter).await?;
-        let packet: usize = db::variable(&mut conn, "max_allowed_packet").await?.and_then(|v| v.parse().ok()).unwrap_or(16 << 20);
+        let packet: usize = db::variable(&mut conn, "max_allowed_packet")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16 << 20);
         for sql in [
             format!("CREATE DATABASE IF NOT EXISTS {}", quote::ident(CHECKPOINT_DB)),
             format!(
@@ -42,12 +47,18 @@ impl Applier {
         ] {
             conn.query_drop(sql).await.map_err(|e| Error::from(e).context("target checkpoint table"))?;
         }
-        Ok(Applier { conn, max_statement: (packet / 4).clamp(64 << 10, 4 << 20) })
+        Ok(Applier {
+            conn,
+            max_statement: (packet / 4).clamp(64 << 10, 4 << 20),
+        })
     }
 
     /// The position stored by the last applied group, if any.
     pub async fn checkpoint(&mut self) -> Result<Option<Position>> {
-        let sql = format!("SELECT gtid_pos FROM {}.checkpoint WHERE id = 1", quote::ident(CHECKPOINT_DB));
+        let sql = format!(
+            "SELECT gtid_pos FROM {}.checkpoint WHERE id = 1",
+            quote::ident(CHECKPOINT_DB)
+        );
         match db::query_one(&mut self.conn, &sql).await? {
             Some(p) => Ok(Some(Position::parse(&p)?)),
             None => Ok(None),
@@ -66,7 +77,11 @@ impl Applier {
         )
         .await?;
         if exists.as_deref() == Some("1") {
-            conn.query_drop(format!("DELETE FROM {}.checkpoint", quote::ident(CHECKPOINT_DB))).await?;
+            conn.query_drop(format!(
+                "DELETE FROM {}.checkpoint",
+                quote::ident(CHECKPOINT_DB)
+            ))
+            .await?;
         }
         Ok(())
     }
@@ -85,7 +100,9 @@ impl Applier {
         for sql in batch.statements(self.max_statement) {
             self.conn.query_drop(sql).await?;
         }
-        self.conn.query_drop(Self::checkpoint_sql(pos, batch.last_ts)).await?;
+        self.conn
+            .query_drop(Self::checkpoint_sql(pos, batch.last_ts))
+            .await?;
         self.conn.query_drop("COMMIT").await?;
         Ok(())
     }
@@ -97,18 +114,34 @@ impl Applier {
         self.conn.query_drop("BEGIN").await?;
         for c in &t.changes {
             let mut one = Batch::default();
-            one.add(Transaction { changes: vec![c.clone()], ddl: None, ..t.clone_header() });
+            one.add(Transaction {
+                changes: vec![c.clone()],
+                ddl: None,
+                ..t.clone_header()
+            });
             match c {
-                Change::Delete { table, row } => cascade::on_delete(&mut self.conn, table, vec![row.clone()]).await?,
-                Change::KeyChange { table, before, after } => cascade::on_update(&mut self.conn, table, before, after).await?,
-                Change::Upsert { table, before: Some(before), row } => cascade::on_update(&mut self.conn, table, before, row).await?,
+                Change::Delete { table, row } => {
+                    cascade::on_delete(&mut self.conn, table, vec![row.clone()]).await?
+                }
+                Change::Rekey {
+                    table,
+                    before,
+                    after,
+                } => cascade::on_update(&mut self.conn, table, before, after).await?,
+                Change::Upsert {
+                    table,
+                    before: Some(before),
+                    row,
+                } => cascade::on_update(&mut self.conn, table, before, row).await?,
                 Change::Upsert { .. } => {}
             }
             for sql in one.statements(self.max_statement) {
                 self.conn.query_drop(sql).await?;
             }
         }
-        self.conn.query_drop(Self::checkpoint_sql(pos, t.timestamp)).await?;
+        self.conn
+            .query_drop(Self::checkpoint_sql(pos, t.timestamp))
+            .await?;
         self.conn.query_drop("COMMIT").await?;
         Ok(())
     }
@@ -119,12 +152,19 @@ impl Applier {
         if let Some((schema, sql)) = &t.ddl {
             if !schema.is_empty() {
                 // The default schema may not exist on the target (not selected): ignore.
-                let _ = self.conn.query_drop(format!("USE {}", quote::ident(schema))).await;
+                let _ = self
+                    .conn
+                    .query_drop(format!("USE {}", quote::ident(schema)))
+                    .await;
             }
             match self.conn.query_drop(sql.as_str()).await {
                 Ok(()) => tracing::info!("applied DDL {}: {sql}", t.gtid),
                 Err(mysql_async::Error::Server(e)) if ALREADY_APPLIED.contains(&e.code) => {
-                    tracing::warn!("DDL {} looks already applied ({}), skipping: {sql}", t.gtid, e.message)
+                    tracing::warn!(
+                        "DDL {} looks already applied ({}), skipping: {sql}",
+                        t.gtid,
+                        e.message
+                    )
                 }
                 Err(e) => {
                     let mut err = Error::from(e);
@@ -135,7 +175,9 @@ impl Applier {
                 }
             }
         }
-        self.conn.query_drop(Self::checkpoint_sql(pos, t.timestamp)).await?;
+        self.conn
+            .query_drop(Self::checkpoint_sql(pos, t.timestamp))
+            .await?;
         Ok(())
     }
 }

@@ -12,16 +12,29 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub enum Change {
     /// Insert (`before` None) or update whose key did not change (`before` is the old image).
-    Upsert { table: Arc<Table>, before: Option<Vec<Value>>, row: Vec<Value> },
+    Upsert {
+        table: Arc<Table>,
+        before: Option<Vec<Value>>,
+        row: Vec<Value>,
+    },
     /// Update that changed the key: delete `before`'s key, then upsert `after`.
-    KeyChange { table: Arc<Table>, before: Vec<Value>, after: Vec<Value> },
-    Delete { table: Arc<Table>, row: Vec<Value> },
+    Rekey {
+        table: Arc<Table>,
+        before: Vec<Value>,
+        after: Vec<Value>,
+    },
+    Delete {
+        table: Arc<Table>,
+        row: Vec<Value>,
+    },
 }
 
 impl Change {
     pub fn table(&self) -> &Arc<Table> {
         match self {
-            Change::Upsert { table, .. } | Change::KeyChange { table, .. } | Change::Delete { table, .. } => table,
+            Change::Upsert { table, .. }
+            | Change::Rekey { table, .. }
+            | Change::Delete { table, .. } => table,
         }
     }
     /// Whether applying this change on the source fired a foreign-key cascade, which the

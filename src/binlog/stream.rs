@@ -8,7 +8,7 @@ use super::{Change, Transaction};
 use crate::config::{Endpoint, Filter};
 use crate::db::{self, quote, Session};
 use crate::error::{Error, Result};
-use crate::position::{Gtid, Position};
+use crate::position::Position;
 use crate::schema::{self, Table};
 use crate::value::{decode, Value};
 use futures_util::StreamExt;
@@ -32,14 +32,21 @@ pub struct SchemaCache {
 
 impl SchemaCache {
     pub async fn new(target: &Endpoint) -> Result<SchemaCache> {
-        Ok(SchemaCache { conn: db::connect_retry(target, Session::Meta, 40).await?, tables: HashMap::new() })
+        Ok(SchemaCache {
+            conn: db::connect_retry(target, Session::Meta, 40).await?,
+            tables: HashMap::new(),
+        })
     }
     pub async fn get(&mut self, db: &str, table: &str) -> Result<Arc<Table>> {
         let k = (db.to_string(), table.to_string());
         if let Some(t) = self.tables.get(&k) {
             return Ok(t.clone());
         }
-        let t = Arc::new(schema::describe(&mut self.conn, db, table).await.map_err(|e| e.context("target schema"))?);
+        let t = Arc::new(
+            schema::describe(&mut self.conn, db, table)
+                .await
+                .map_err(|e| e.context("target schema"))?,
+        );
         self.tables.insert(k, t.clone());
         Ok(t)
     }
@@ -67,13 +74,24 @@ pub enum Item {
 
 /// Source GTID position now (`@@gtid_binlog_pos`).
 pub async fn source_position(conn: &mut Conn) -> Result<Position> {
-    Position::parse(&db::query_one(conn, "SELECT @@GLOBAL.gtid_binlog_pos").await?.unwrap_or_default())
+    Position::parse(
+        &db::query_one(conn, "SELECT @@GLOBAL.gtid_binlog_pos")
+            .await?
+            .unwrap_or_default(),
+    )
 }
 
 impl Reader {
-    pub async fn connect(source: &Endpoint, start: &Position, server_id: u32, filter: Filter) -> Result<Reader> {
+    pub async fn connect(
+        source: &Endpoint,
+        start: &Position,
+        server_id: u32,
+        filter: Filter,
+    ) -> Result<Reader> {
         let mut conn = db::connect(source, Session::Meta).await?;
-        let compress = db::variable(&mut conn, "log_bin_compress").await?.unwrap_or_default();
+        let compress = db::variable(&mut conn, "log_bin_compress")
+            .await?
+            .unwrap_or_default();
         if compress == "1" || compress.eq_ignore_ascii_case("ON") {
             return Err(Error::definite(
                 "source: log_bin_compress=ON: compressed binlog events cannot be read yet",
@@ -82,30 +100,58 @@ impl Reader {
         }
         let setup = [
             "SET @mariadb_slave_capability = 4".to_string(),
-            format!("SET @slave_connect_state = {}", quote::string(&start.to_string())),
+            format!(
+                "SET @slave_connect_state = {}",
+                quote::string(&start.to_string())
+            ),
             "SET @slave_gtid_strict_mode = 1".to_string(),
             "SET @slave_gtid_ignore_duplicates = 0".to_string(),
             format!("SET @master_heartbeat_period = {}", HEARTBEAT.as_nanos()),
             "SET @master_binlog_checksum = @@global.binlog_checksum".to_string(),
         ];
         for s in setup {
-            conn.query_drop(s).await.map_err(|e| Error::from(e).context("source binlog set-up"))?;
+            conn.query_drop(s)
+                .await
+                .map_err(|e| Error::from(e).context("source binlog set-up"))?;
         }
         let stream = conn
-            .get_binlog_stream(BinlogStreamRequest::new(server_id).with_filename(b"").with_pos(4u64))
+            .get_binlog_stream(
+                BinlogStreamRequest::new(server_id)
+                    .with_filename(b"")
+                    .with_pos(4u64),
+            )
             .await
             .map_err(|e| Error::from(e).context("source binlog request"))?;
-        Ok(Reader { stream, filter, current: None, standalone: false, file: String::new(), pos: 0 })
+        Ok(Reader {
+            stream,
+            filter,
+            current: None,
+            standalone: false,
+            file: String::new(),
+            pos: 0,
+        })
     }
 
     /// Next whole transaction, or Idle after `idle` without events between transactions.
     pub async fn next(&mut self, cache: &mut SchemaCache, idle: Duration) -> Result<Item> {
         loop {
-            let wait = if self.current.is_none() { idle.min(READ_TIMEOUT) } else { READ_TIMEOUT };
+            let wait = if self.current.is_none() {
+                idle.min(READ_TIMEOUT)
+            } else {
+                READ_TIMEOUT
+            };
             let ev = match tokio::time::timeout(wait, self.stream.next()).await {
                 Err(_) if self.current.is_none() && wait < READ_TIMEOUT => return Ok(Item::Idle),
-                Err(_) => return Err(Error::transient("source binlog: no event or heartbeat for 10 s")),
-                Ok(None) => return Err(Error::transient("source binlog: stream closed by the server")),
+                Err(_) => {
+                    return Err(Error::transient(
+                        "source binlog: no event or heartbeat for 10 s",
+                    ))
+                }
+                Ok(None) => {
+                    return Err(Error::transient(
+                        "source binlog: stream closed by the server",
+                    ))
+                }
                 Ok(Some(Err(e))) => return Err(Error::from(e).context("source binlog")),
                 Ok(Some(Ok(ev))) => ev,
             };
@@ -163,7 +209,10 @@ impl Reader {
             _ => {}
         }
         let data = ev.read_data().map_err(|e| {
-            Error::definite(format!("source binlog: cannot decode event type {raw_type}: {e}"), "report this with the source version")
+            Error::definite(
+                format!("source binlog: cannot decode event type {raw_type}: {e}"),
+                "report this with the source version",
+            )
         })?;
         match data {
             Some(EventData::RotateEvent(r)) => {
@@ -198,13 +247,23 @@ impl Reader {
                                 t.ddl = Some((schema, sql));
                             }
                         }
-                        Ok(if self.standalone { self.finish(log_pos) } else { None })
+                        Ok(if self.standalone {
+                            self.finish(log_pos)
+                        } else {
+                            None
+                        })
                     }
                     Statement::Trigger | Statement::Other => {
                         if matches!(events::classify(&sql, &schema), Statement::Trigger) {
-                            tracing::info!("trigger DDL in the binlog is not applied before cutover: {sql}");
+                            tracing::info!(
+                                "trigger DDL in the binlog is not applied before cutover: {sql}"
+                            );
                         }
-                        Ok(if self.standalone { self.finish(log_pos) } else { None })
+                        Ok(if self.standalone {
+                            self.finish(log_pos)
+                        } else {
+                            None
+                        })
                     }
                 }
             }
@@ -229,9 +288,15 @@ impl Reader {
 
     async fn rows(&mut self, rows: &RowsEventData<'_>, cache: &mut SchemaCache) -> Result<()> {
         let tme = self.stream.get_tme(rows.table_id()).ok_or_else(|| {
-            Error::definite("source binlog: rows event without its table map", "report this with the source version")
+            Error::definite(
+                "source binlog: rows event without its table map",
+                "report this with the source version",
+            )
         })?;
-        let (db, name) = (tme.database_name().into_owned(), tme.table_name().into_owned());
+        let (db, name) = (
+            tme.database_name().into_owned(),
+            tme.table_name().into_owned(),
+        );
         if !self.filter.includes_table(&db, &name) {
             return Ok(());
         }
@@ -247,9 +312,15 @@ impl Reader {
             ));
         }
         let kind = match rows {
-            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => EventType::WRITE_ROWS_EVENT,
-            RowsEventData::UpdateRowsEventV1(_) | RowsEventData::UpdateRowsEvent(_) => EventType::UPDATE_ROWS_EVENT,
-            RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => EventType::DELETE_ROWS_EVENT,
+            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => {
+                EventType::WRITE_ROWS_EVENT
+            }
+            RowsEventData::UpdateRowsEventV1(_) | RowsEventData::UpdateRowsEvent(_) => {
+                EventType::UPDATE_ROWS_EVENT
+            }
+            RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => {
+                EventType::DELETE_ROWS_EVENT
+            }
             _ => {
                 return Err(Error::definite(
                     format!("{db}.{name}: unsupported rows event (partial JSON update)"),
@@ -260,18 +331,36 @@ impl Reader {
         let mut changes = Vec::new();
         for r in rows.rows(tme) {
             let (before, after) = r.map_err(|e| {
-                Error::definite(format!("{db}.{name}: cannot decode a binlog row: {e}"), "report this with the column types")
+                Error::definite(
+                    format!("{db}.{name}: cannot decode a binlog row: {e}"),
+                    "report this with the column types",
+                )
             })?;
             let before = before.map(|b| convert(&table, b)).transpose()?;
             let after = after.map(|a| convert(&table, a)).transpose()?;
             changes.push(match (kind, before, after) {
-                (EventType::WRITE_ROWS_EVENT, _, Some(a)) => Change::Upsert { table: table.clone(), before: None, row: a },
-                (EventType::DELETE_ROWS_EVENT, Some(b), _) => Change::Delete { table: table.clone(), row: b },
+                (EventType::WRITE_ROWS_EVENT, _, Some(a)) => Change::Upsert {
+                    table: table.clone(),
+                    before: None,
+                    row: a,
+                },
+                (EventType::DELETE_ROWS_EVENT, Some(b), _) => Change::Delete {
+                    table: table.clone(),
+                    row: b,
+                },
                 (EventType::UPDATE_ROWS_EVENT, Some(b), Some(a)) => {
                     if table.key.iter().all(|&i| b[i] == a[i]) {
-                        Change::Upsert { table: table.clone(), before: Some(b), row: a }
+                        Change::Upsert {
+                            table: table.clone(),
+                            before: Some(b),
+                            row: a,
+                        }
                     } else {
-                        Change::KeyChange { table: table.clone(), before: b, after: a }
+                        Change::Rekey {
+                            table: table.clone(),
+                            before: b,
+                            after: a,
+                        }
                     }
                 }
                 _ => {
@@ -300,17 +389,28 @@ fn convert(table: &Table, row: mysql_async::binlog::row::BinlogRow) -> Result<Ve
     let values = row.unwrap();
     if values.len() != table.columns.len() {
         return Err(Error::definite(
-            format!("{}: binlog image has {} of {} columns", table.full_name(), values.len(), table.columns.len()),
+            format!(
+                "{}: binlog image has {} of {} columns",
+                table.full_name(),
+                values.len(),
+                table.columns.len()
+            ),
             "set binlog_row_image=FULL on the source",
         ));
     }
     let mut out = Vec::with_capacity(values.len());
     for (v, col) in values.into_iter().zip(&table.columns) {
         let value = match v {
-            BinlogValue::Value(v) => decode::from_binlog(col, v).map_err(|e| e.context(table.full_name()))?,
+            BinlogValue::Value(v) => {
+                decode::from_binlog(col, v).map_err(|e| e.context(table.full_name()))?
+            }
             other => {
                 return Err(Error::definite(
-                    format!("{}: column `{}`: MySQL JSON binlog value {other:?} is not MariaDB's", table.full_name(), col.name),
+                    format!(
+                        "{}: column `{}`: MySQL JSON binlog value {other:?} is not MariaDB's",
+                        table.full_name(),
+                        col.name
+                    ),
                     "report this with the source version",
                 ))
             }
@@ -320,11 +420,9 @@ fn convert(table: &Table, row: mysql_async::binlog::row::BinlogRow) -> Result<Ve
     Ok(out)
 }
 
-/// The next GTID after a transaction, for `--until-gtid`.
-pub fn reached(applied: &Position, until: &Gtid) -> bool {
-    applied.includes(until)
-}
-
 pub fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }

@@ -14,22 +14,42 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
     let mut src = match db::connect(source, Session::Meta).await {
         Ok(c) => Some(c),
         Err(e) => {
-            findings.push(Finding::new(Severity::Blocker, "source", "connection", e.what.clone(), e.hint.clone()));
+            findings.push(Finding::new(
+                Severity::Blocker,
+                "source",
+                "connection",
+                e.what.clone(),
+                e.hint.clone(),
+            ));
             None
         }
     };
     let mut tgt = match db::connect(target, Session::Meta).await {
         Ok(c) => Some(c),
         Err(e) => {
-            findings.push(Finding::new(Severity::Blocker, "target", "connection", e.what.clone(), e.hint.clone()));
+            findings.push(Finding::new(
+                Severity::Blocker,
+                "target",
+                "connection",
+                e.what.clone(),
+                e.hint.clone(),
+            ));
             None
         }
     };
     let mut dbs = Vec::new();
     let mut total_bytes = 0;
     if let Some(src) = src.as_mut() {
-        let version = db::query_one(src, "SELECT VERSION()").await?.unwrap_or_default();
-        findings.push(Finding::new(Severity::Info, "source", "version", version, None));
+        let version = db::query_one(src, "SELECT VERSION()")
+            .await?
+            .unwrap_or_default();
+        findings.push(Finding::new(
+            Severity::Info,
+            "source",
+            "version",
+            version,
+            None,
+        ));
         findings.push(preflight::tls(src, source).await?);
         findings.extend(preflight::source_binlog(src).await?);
         findings.push(preflight::grants(src, source, preflight::SOURCE_PRIVILEGES).await?);
@@ -43,7 +63,10 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
                         "source",
                         &t.full_name(),
                         "has neither a primary key nor a NOT NULL unique key",
-                        Some(format!("add a primary key, or --exclude '{}'", t.full_name())),
+                        Some(format!(
+                            "add a primary key, or --exclude '{}'",
+                            t.full_name()
+                        )),
                     ));
                 }
                 let rows: u64 = tables.iter().map(|t| t.rows_estimate).sum();
@@ -60,26 +83,55 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
                     ),
                     None,
                 ));
-                let non_innodb: Vec<String> =
-                    tables.iter().filter(|t| !t.transactional()).map(|t| format!("{} ({})", t.full_name(), t.engine)).collect();
+                for t in tables.iter().filter(|t| t.key_moved_by_cascade) {
+                    findings.push(Finding::new(
+                        Severity::Warning,
+                        "source",
+                        &t.full_name(),
+                        "an ON UPDATE CASCADE foreign key changes this table's key: snapshot reads it in one consistent snapshot (one transaction for the whole table)",
+                        None,
+                    ));
+                }
+                let non_innodb: Vec<String> = tables
+                    .iter()
+                    .filter(|t| !t.transactional())
+                    .map(|t| format!("{} ({})", t.full_name(), t.engine))
+                    .collect();
                 if !non_innodb.is_empty() {
                     findings.push(Finding::new(
                         Severity::Warning,
                         "source",
                         "engines",
-                        format!("non-transactional tables converge only through the binlog replay: {}", non_innodb.join(", ")),
+                        format!(
+                            "non-transactional tables converge only through the binlog replay: {}",
+                            non_innodb.join(", ")
+                        ),
                         None,
                     ));
                 }
             }
-            Err(e) => findings.push(Finding::new(Severity::Blocker, "source", "schema", e.what.clone(), e.hint.clone())),
+            Err(e) => findings.push(Finding::new(
+                Severity::Blocker,
+                "source",
+                "schema",
+                e.what.clone(),
+                e.hint.clone(),
+            )),
         }
         let copy_seconds = total_bytes / (args.assume_mib_per_sec.max(1) << 20);
         findings.extend(preflight::retention(src, copy_seconds).await?);
     }
     if let Some(tgt) = tgt.as_mut() {
-        let version = db::query_one(tgt, "SELECT VERSION()").await?.unwrap_or_default();
-        findings.push(Finding::new(Severity::Info, "target", "version", version, None));
+        let version = db::query_one(tgt, "SELECT VERSION()")
+            .await?
+            .unwrap_or_default();
+        findings.push(Finding::new(
+            Severity::Info,
+            "target",
+            "version",
+            version,
+            None,
+        ));
         findings.push(preflight::tls(tgt, target).await?);
         findings.push(preflight::grants(tgt, target, preflight::TARGET_PRIVILEGES).await?);
         for d in snapshot::non_empty_on_target(tgt, &dbs).await? {
@@ -97,7 +149,10 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         }
     }
     findings.sort_by_key(|f| f.severity);
-    let blockers = findings.iter().filter(|f| f.severity == Severity::Blocker).count();
+    let blockers = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Blocker)
+        .count();
     if args.json {
         let out = serde_json::json!({ "blockers": blockers, "findings": findings });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -115,7 +170,10 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         }
         println!(
             "\n{blockers} blocker(s), {} warning(s)",
-            findings.iter().filter(|f| f.severity == Severity::Warning).count()
+            findings
+                .iter()
+                .filter(|f| f.severity == Severity::Warning)
+                .count()
         );
     }
     Ok(if blockers > 0 { 1 } else { 0 })

@@ -6,7 +6,6 @@ use super::Context;
 use crate::apply::{batch::Batch, Applier};
 use crate::binlog::stream::{self, Item, Reader, SchemaCache};
 use crate::binlog::Transaction;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::cli::FollowArgs;
 use crate::config::{Endpoint, Filter};
 use crate::db::{self, Session};
@@ -17,6 +16,7 @@ use crate::state::{FollowStatus, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Clone, Debug)]
 pub enum Until {
@@ -47,10 +47,11 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 fn install_signal_handlers() {
     tokio::spawn(async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -75,11 +76,17 @@ fn server_id(store: &Store, given: Option<u32>) -> Result<u32> {
 pub async fn run(ctx: &Context, args: &FollowArgs) -> Result<i32> {
     let (source, target) = (ctx.source()?, ctx.target()?);
     let store = ctx.store()?;
-    let start = match store.get("snapshot.gtid_consistent")?.or(store.get("snapshot.gtid_low")?) {
+    let start = match store
+        .get("snapshot.gtid_consistent")?
+        .or(store.get("snapshot.gtid_low")?)
+    {
         Some(g) => Position::parse(&g)?,
         None => {
             return Err(Error::usage(
-                format!("state file {} has no snapshot position", ctx.state_path.display()),
+                format!(
+                    "state file {} has no snapshot position",
+                    ctx.state_path.display()
+                ),
                 "run `migrate snapshot` first (with the same --state)",
             ))
         }
@@ -119,7 +126,15 @@ pub async fn catch_up(ctx: &Context, store: &Arc<Store>, low: &str, high: &str) 
         live_line: false,
     };
     tracing::info!("catch-up: replaying the binlog from {low} to {high}");
-    let pos = follow(source, target, &ctx.filter, store, Position::parse(low)?, &opts).await?;
+    let pos = follow(
+        source,
+        target,
+        &ctx.filter,
+        store,
+        Position::parse(low)?,
+        &opts,
+    )
+    .await?;
     Ok(pos.to_string())
 }
 
@@ -129,6 +144,8 @@ struct Live {
     goal: Option<Position>,
     started: Instant,
     last_status: Instant,
+    /// Last plain progress line (not on a terminal).
+    last_line: Instant,
     bar: Option<indicatif::ProgressBar>,
 }
 
@@ -161,6 +178,7 @@ pub async fn follow(
         goal: None,
         started: Instant::now(),
         last_status: Instant::now(),
+        last_line: Instant::now(),
         bar,
     };
     live.status.pid = Some(std::process::id());
@@ -177,7 +195,10 @@ pub async fn follow(
             Err(e) if e.is_transient() && !STOP.load(Ordering::SeqCst) => {
                 live.status.reconnects += 1;
                 metrics::add("migrate_reconnects_total", &[], 1.0);
-                tracing::warn!("{e}; reconnecting in {delay:?} (attempt {})", live.status.reconnects);
+                tracing::warn!(
+                    "{e}; reconnecting in {delay:?} (attempt {})",
+                    live.status.reconnects
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
@@ -196,8 +217,16 @@ fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> 
     store.write_follow_status(&live.status)?;
     let lag = live.status.lag_seconds.unwrap_or(0.0);
     metrics::set("migrate_follow_lag_seconds", &[], lag);
-    metrics::set("migrate_follow_events_behind", &[], live.status.events_behind.unwrap_or(0) as f64);
-    metrics::set("migrate_follow_bytes_behind", &[], live.status.bytes_behind.unwrap_or(0) as f64);
+    metrics::set(
+        "migrate_follow_events_behind",
+        &[],
+        live.status.events_behind.unwrap_or(0) as f64,
+    );
+    metrics::set(
+        "migrate_follow_bytes_behind",
+        &[],
+        live.status.bytes_behind.unwrap_or(0) as f64,
+    );
     let rate = live.status.rows_applied as f64 / live.started.elapsed().as_secs_f64().max(0.001);
     let line = format!(
         "applied {pos}  lag {lag:.0} s  behind {} trx / {}  {} trx, {} rows ({rate:.0} rows/s)",
@@ -208,31 +237,52 @@ fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> 
     );
     match &live.bar {
         Some(b) => b.set_message(line),
-        None => {
-            if force || live.status.trx_applied % 1 == 0 && live.last_status.elapsed().as_secs() == 0 {
-                tracing::debug!("{line}");
-            }
+        None if live.last_line.elapsed() >= Duration::from_secs(5) => {
+            live.last_line = Instant::now();
+            tracing::info!("{line}");
         }
+        None => {}
     }
     Ok(())
 }
 
 /// How far the source is ahead: transactions (per-domain seq_no difference) and bytes.
-async fn measure_behind(mon: &mut mysql_async::Conn, pos: &Position, reader_at: &(String, u64)) -> Result<(u64, Option<u64>, bool)> {
+async fn measure_behind(
+    mon: &mut mysql_async::Conn,
+    pos: &Position,
+    reader_at: &(String, u64),
+) -> Result<(u64, Option<u64>, bool)> {
     let src = stream::source_position(mon).await?;
     let trx: u64 = src
         .gtids()
         .map(|g| {
-            let applied = pos.gtids().find(|a| a.domain == g.domain).map_or(0, |a| a.seq);
+            let applied = pos
+                .gtids()
+                .find(|a| a.domain == g.domain)
+                .map_or(0, |a| a.seq);
             g.seq.saturating_sub(applied)
         })
         .sum();
-    let logs = db::query_strings(mon, "SHOW BINARY LOGS").await.unwrap_or_default();
+    let logs = db::query_strings(mon, "SHOW BINARY LOGS")
+        .await
+        .unwrap_or_default();
     let mut bytes = None;
     let mut oldest = false;
-    if let Some(i) = logs.iter().position(|r| r[0].as_deref() == Some(reader_at.0.as_str())) {
+    if let Some(i) = logs
+        .iter()
+        .position(|r| r[0].as_deref() == Some(reader_at.0.as_str()))
+    {
         oldest = i == 0 && logs.len() > 1;
-        let sizes: Vec<u64> = logs.iter().map(|r| r.get(1).cloned().flatten().and_then(|s| s.parse().ok()).unwrap_or(0)).collect();
+        let sizes: Vec<u64> = logs
+            .iter()
+            .map(|r| {
+                r.get(1)
+                    .cloned()
+                    .flatten()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect();
         bytes = Some(sizes[i].saturating_sub(reader_at.1) + sizes[i + 1..].iter().sum::<u64>());
     }
     Ok((trx, bytes, oldest))
@@ -262,7 +312,11 @@ async fn read_ahead(
 ) {
     let mut idle_sent = false;
     loop {
-        let wait = if idle_sent { Duration::from_millis(500) } else { Duration::from_millis(5) };
+        let wait = if idle_sent {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_millis(5)
+        };
         let msg = match reader.next(&mut cache, wait).await {
             Ok(Item::Idle) => {
                 idle_sent = true;
@@ -282,7 +336,9 @@ async fn read_ahead(
                     continue;
                 }
                 let kib = ((t.bytes / 1024) as u32).clamp(1, READ_AHEAD_KIB);
-                let Ok(permit) = budget.clone().acquire_many_owned(kib).await else { return };
+                let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+                    return;
+                };
                 Msg::Trx(t, permit)
             }
             Err(e) => {
@@ -310,19 +366,38 @@ async fn follow_once(
     let mut mon = db::connect(source, Session::Meta).await?;
     if matches!(opts.until, Until::CaughtUp) && live.goal.is_none() {
         live.goal = Some(stream::source_position(&mut mon).await?);
-        tracing::info!("following until caught up with {}", live.goal.as_ref().map(|g| g.to_string()).unwrap_or_default());
+        tracing::info!(
+            "following until caught up with {}",
+            live.goal
+                .as_ref()
+                .map(|g| g.to_string())
+                .unwrap_or_default()
+        );
     }
     if done(&pos, &opts.until, &live.goal) {
         return Ok(pos);
     }
     let cache = SchemaCache::new(target).await?;
     let reader = Reader::connect(source, &pos, opts.server_id, filter.clone()).await?;
-    tracing::info!("reading the source binlog from {pos} as server_id {}", opts.server_id);
+    tracing::info!(
+        "reading the source binlog from {pos} as server_id {}",
+        opts.server_id
+    );
     let (tx, mut rx) = mpsc::channel(1024);
     let reader_at = Arc::new(std::sync::Mutex::new((String::new(), 0u64)));
     let budget = Arc::new(Semaphore::new(READ_AHEAD_KIB as usize));
     let task = tokio::spawn(read_ahead(reader, cache, tx, budget, reader_at.clone()));
-    let result = apply_loop(&mut applier, &mut mon, &mut rx, &mut pos, opts, live, store, &reader_at).await;
+    let result = apply_loop(
+        &mut applier,
+        &mut mon,
+        &mut rx,
+        &mut pos,
+        opts,
+        live,
+        store,
+        &reader_at,
+    )
+    .await;
     task.abort();
     result.map(|()| pos)
 }
@@ -416,7 +491,10 @@ async fn apply_loop(
                     batch_pos.advance(t.gtid);
                     batch.add(t);
                     permits.push(permit);
-                    if batch.transactions >= opts.group_size || batch.rows >= 200_000 || batch.bytes >= 128 << 20 {
+                    if batch.transactions >= opts.group_size
+                        || batch.rows >= 200_000
+                        || batch.bytes >= 128 << 20
+                    {
                         flush = true;
                     }
                 }
@@ -437,17 +515,33 @@ async fn apply_loop(
     }
 }
 
-async fn apply_batch(applier: &mut Applier, batch: &mut Batch, pos: &Position, live: &mut Live) -> Result<()> {
+async fn apply_batch(
+    applier: &mut Applier,
+    batch: &mut Batch,
+    pos: &Position,
+    live: &mut Live,
+) -> Result<()> {
     applier.apply(batch, pos).await?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     if batch.last_ts > 0 {
         live.status.lag_seconds = Some((now - batch.last_commit).max(0.0));
     }
     live.status.trx_applied += batch.transactions as u64;
     live.status.rows_applied += batch.rows as u64;
-    metrics::add("migrate_transactions_applied_total", &[], batch.transactions as f64);
+    metrics::add(
+        "migrate_transactions_applied_total",
+        &[],
+        batch.transactions as f64,
+    );
     for ((table, kind), n) in &batch.counts {
-        metrics::add("migrate_rows_applied_total", &[("table", table), ("kind", kind)], *n as f64);
+        metrics::add(
+            "migrate_rows_applied_total",
+            &[("table", table), ("kind", kind)],
+            *n as f64,
+        );
     }
     *batch = Batch::default();
     Ok(())
@@ -457,7 +551,11 @@ async fn apply_batch(applier: &mut Applier, batch: &mut Batch, pos: &Position, l
 async fn throttle(mon: &mut mysql_async::Conn, max: u64) -> Result<()> {
     loop {
         let rows = db::query_strings(mon, "SHOW GLOBAL STATUS LIKE 'Threads_running'").await?;
-        let running: u64 = rows.first().and_then(|r| r.get(1).cloned().flatten()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let running: u64 = rows
+            .first()
+            .and_then(|r| r.get(1).cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         if running <= max || STOP.load(Ordering::SeqCst) {
             metrics::set("migrate_throttled", &[], 0.0);
             return Ok(());

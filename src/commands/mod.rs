@@ -38,11 +38,21 @@ struct ConfigFile {
 
 /// Fill options not given on the command line or in the environment from --config.
 pub fn merge_config(g: &mut Global) -> Result<()> {
-    let Some(path) = g.config.clone() else { return Ok(()) };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::usage(format!("--config {}: {e}", path.display()), "give a readable TOML file"))?;
-    let c: ConfigFile = toml::from_str(&text)
-        .map_err(|e| Error::usage(format!("--config {}: {}", path.display(), e.message()), "fix the TOML (keys as in --help)"))?;
+    let Some(path) = g.config.clone() else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::usage(
+            format!("--config {}: {e}", path.display()),
+            "give a readable TOML file",
+        )
+    })?;
+    let c: ConfigFile = toml::from_str(&text).map_err(|e| {
+        Error::usage(
+            format!("--config {}: {}", path.display(), e.message()),
+            "fix the TOML (keys as in --help)",
+        )
+    })?;
     g.source = g.source.take().or(c.source);
     g.target = g.target.take().or(c.target);
     g.state = g.state.take().or(c.state);
@@ -64,7 +74,10 @@ impl Context {
         let source = match &g.source {
             Some(u) => {
                 let mut e = Endpoint::parse("source", u)?;
-                e.resolve_password(std::env::var("MIGRATE_SOURCE_PASSWORD").ok(), g.source_password_file.as_ref())?;
+                e.resolve_password(
+                    std::env::var("MIGRATE_SOURCE_PASSWORD").ok(),
+                    g.source_password_file.as_ref(),
+                )?;
                 Some(e)
             }
             None => None,
@@ -72,24 +85,45 @@ impl Context {
         let target = match &g.target {
             Some(u) => {
                 let mut e = Endpoint::parse("target", u)?;
-                e.resolve_password(std::env::var("MIGRATE_TARGET_PASSWORD").ok(), g.target_password_file.as_ref())?;
+                e.resolve_password(
+                    std::env::var("MIGRATE_TARGET_PASSWORD").ok(),
+                    g.target_password_file.as_ref(),
+                )?;
                 Some(e)
             }
             None => None,
         };
-        let databases: Vec<String> = g.databases.iter().map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect();
+        let databases: Vec<String> = g
+            .databases
+            .iter()
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty())
+            .collect();
         Ok(Context {
             source,
             target,
             filter: Filter::new(&databases, &g.exclude)?,
-            state_path: g.state.clone().unwrap_or_else(|| PathBuf::from("migrate-state.sqlite")),
+            state_path: g
+                .state
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("migrate-state.sqlite")),
         })
     }
     pub fn source(&self) -> Result<&Endpoint> {
-        self.source.as_ref().ok_or_else(|| Error::usage("no source given", "pass --source mysql://user@host:port or set MIGRATE_SOURCE"))
+        self.source.as_ref().ok_or_else(|| {
+            Error::usage(
+                "no source given",
+                "pass --source mysql://user@host:port or set MIGRATE_SOURCE",
+            )
+        })
     }
     pub fn target(&self) -> Result<&Endpoint> {
-        self.target.as_ref().ok_or_else(|| Error::usage("no target given", "pass --target mysql://user@host:port or set MIGRATE_TARGET"))
+        self.target.as_ref().ok_or_else(|| {
+            Error::usage(
+                "no target given",
+                "pass --target mysql://user@host:port or set MIGRATE_TARGET",
+            )
+        })
     }
     pub fn store(&self) -> Result<Arc<Store>> {
         Ok(Arc::new(Store::open(&self.state_path)?))

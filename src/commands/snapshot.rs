@@ -16,6 +16,7 @@ pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
         chunk_bytes: args.chunk_bytes,
         defer_indexes: args.defer_indexes,
         reuse_target: args.reuse_target,
+        load_data: !args.no_load_data,
     };
     let out = snapshot::run(source, target, &ctx.filter, store.clone(), &opts).await?;
     println!(
@@ -23,11 +24,20 @@ pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
         out.tables,
         out.rows,
         human_bytes(out.bytes),
-        if out.gtid_low.is_empty() { "(empty)" } else { &out.gtid_low },
-        if out.gtid_high.is_empty() { "(empty)" } else { &out.gtid_high }
+        if out.gtid_low.is_empty() {
+            "(empty)"
+        } else {
+            &out.gtid_low
+        },
+        if out.gtid_high.is_empty() {
+            "(empty)"
+        } else {
+            &out.gtid_high
+        }
     );
     if !args.no_catch_up {
-        let consistent = super::follow::catch_up(ctx, &store, &out.gtid_low, &out.gtid_high).await?;
+        let consistent =
+            super::follow::catch_up(ctx, &store, &out.gtid_low, &out.gtid_high).await?;
         store.set("snapshot.gtid_consistent", &consistent)?;
         println!("snapshot consistent at GTID {consistent}");
     }

@@ -15,7 +15,14 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
     let store = ctx.store()?;
     let tables = store.tables()?;
     let follow = store.follow_status()?;
-    let keys = ["source", "target", "snapshot.state", "snapshot.gtid_low", "snapshot.gtid_high", "snapshot.gtid_consistent"];
+    let keys = [
+        "source",
+        "target",
+        "snapshot.state",
+        "snapshot.gtid_low",
+        "snapshot.gtid_high",
+        "snapshot.gtid_consistent",
+    ];
     let mut meta = serde_json::Map::new();
     for k in keys {
         if let Some(v) = store.get(k)? {
@@ -32,7 +39,10 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
     for (k, v) in &meta {
         println!("{k:<26} {}", v.as_str().unwrap_or_default());
     }
-    let copied = tables.iter().filter(|t| t.status != "pending" && t.status != "copying").count();
+    let copied = tables
+        .iter()
+        .filter(|t| t.status != "pending" && t.status != "copying")
+        .count();
     println!(
         "snapshot tables            {copied}/{} copied, {rows_done}/{rows_est} rows, {}",
         tables.len(),
@@ -45,10 +55,19 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
         println!("follow applied GTID        {}", f.applied_gtid);
         println!(
             "follow lag                 {}",
-            f.lag_seconds.map(|l| format!("{l:.2} s")).unwrap_or_else(|| "unknown".into())
+            f.lag_seconds
+                .map(|l| format!("{l:.2} s"))
+                .unwrap_or_else(|| "unknown".into())
         );
-        println!("follow behind              {} events, {} bytes", f.events_behind.unwrap_or(0), f.bytes_behind.unwrap_or(0));
-        println!("follow applied             {} transactions, {} rows, {} reconnects", f.trx_applied, f.rows_applied, f.reconnects);
+        println!(
+            "follow behind              {} events, {} bytes",
+            f.events_behind.unwrap_or(0),
+            f.bytes_behind.unwrap_or(0)
+        );
+        println!(
+            "follow applied             {} transactions, {} rows, {} reconnects",
+            f.trx_applied, f.rows_applied, f.reconnects
+        );
         println!("follow updated at (epoch)  {}", f.updated_at);
     }
     Ok(0)

@@ -21,7 +21,11 @@ pub enum Session {
 }
 
 fn session_sql(s: Session) -> Vec<&'static str> {
-    let mut v = vec!["SET NAMES utf8mb4", "SET time_zone = '+00:00'", "SET SESSION sql_quote_show_create = 1"];
+    let mut v = vec![
+        "SET NAMES utf8mb4",
+        "SET time_zone = '+00:00'",
+        "SET SESSION sql_quote_show_create = 1",
+    ];
     match s {
         Session::SourceReader => {
             v.push("SET character_set_results = binary");
@@ -45,9 +49,10 @@ fn ssl_opts(ep: &Endpoint, verify: bool) -> Option<SslOpts> {
     };
     match ep.ssl_mode {
         SslMode::Disabled => None,
-        SslMode::Preferred | SslMode::Required => {
-            Some(base.with_danger_accept_invalid_certs(!verify).with_danger_skip_domain_validation(true))
-        }
+        SslMode::Preferred | SslMode::Required => Some(
+            base.with_danger_accept_invalid_certs(!verify)
+                .with_danger_skip_domain_validation(true),
+        ),
         SslMode::VerifyCa => Some(base.with_danger_skip_domain_validation(true)),
         SslMode::VerifyIdentity => Some(base),
     }
@@ -68,24 +73,36 @@ fn opts(ep: &Endpoint, tls: bool) -> OptsBuilder {
 /// Open a connection with the session settings `s`. Errors name the server and the fix.
 pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
     let try_tls = ep.ssl_mode != SslMode::Disabled;
-    let conn = match tokio::time::timeout(Duration::from_secs(20), Conn::new(opts(ep, try_tls))).await {
-        Err(_) => Err(Error::transient(format!("{ep}: connection timed out after 20 s"))),
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) if ep.ssl_mode == SslMode::Preferred && is_tls_refusal(&e) => {
-            tracing::debug!("{ep}: server does not offer TLS; connecting without (ssl-mode=preferred)");
-            Conn::new(opts(ep, false)).await.map_err(|e| connect_error(ep, e))
-        }
-        Ok(Err(e)) => Err(connect_error(ep, e)),
-    }?;
+    let conn =
+        match tokio::time::timeout(Duration::from_secs(20), Conn::new(opts(ep, try_tls))).await {
+            Err(_) => Err(Error::transient(format!(
+                "{ep}: connection timed out after 20 s"
+            ))),
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) if ep.ssl_mode == SslMode::Preferred && is_tls_refusal(&e) => {
+                tracing::debug!(
+                    "{ep}: server does not offer TLS; connecting without (ssl-mode=preferred)"
+                );
+                Conn::new(opts(ep, false))
+                    .await
+                    .map_err(|e| connect_error(ep, e))
+            }
+            Ok(Err(e)) => Err(connect_error(ep, e)),
+        }?;
     let mut conn = conn;
     for sql in session_sql(s) {
-        conn.query_drop(sql).await.map_err(|e| Error::from(e).context(ep))?;
+        conn.query_drop(sql)
+            .await
+            .map_err(|e| Error::from(e).context(ep))?;
     }
     Ok(conn)
 }
 
 fn is_tls_refusal(e: &mysql_async::Error) -> bool {
-    matches!(e, mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer))
+    matches!(
+        e,
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)
+    )
 }
 
 fn connect_error(ep: &Endpoint, e: mysql_async::Error) -> Error {
@@ -132,7 +149,10 @@ pub async fn connect_retry(ep: &Endpoint, s: Session, attempts: u32) -> Result<C
             }
             Err(e) => {
                 if e.is_transient() {
-                    return Err(Error::definite(e.what, format!("check that {} is reachable from this host", ep.host)));
+                    return Err(Error::definite(
+                        e.what,
+                        format!("check that {} is reachable from this host", ep.host),
+                    ));
                 }
                 return Err(e);
             }
@@ -160,7 +180,11 @@ pub async fn query_strings(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<
 
 /// One string value (first column of first row).
 pub async fn query_one(conn: &mut Conn, sql: &str) -> Result<Option<String>> {
-    Ok(query_strings(conn, sql).await?.into_iter().next().and_then(|r| r.into_iter().next().flatten()))
+    Ok(query_strings(conn, sql)
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten()))
 }
 
 /// A server variable, e.g. `log_bin`.

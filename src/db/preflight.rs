@@ -25,8 +25,20 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(severity: Severity, server: &str, subject: &str, message: impl Into<String>, fix: Option<String>) -> Self {
-        Finding { severity, server: server.into(), subject: subject.into(), message: message.into(), fix }
+    pub fn new(
+        severity: Severity,
+        server: &str,
+        subject: &str,
+        message: impl Into<String>,
+        fix: Option<String>,
+    ) -> Self {
+        Finding {
+            severity,
+            server: server.into(),
+            subject: subject.into(),
+            message: message.into(),
+            fix,
+        }
     }
 }
 
@@ -41,17 +53,36 @@ pub async fn source_binlog(conn: &mut Conn) -> Result<Vec<Finding>> {
     ];
     for (name, want, fix) in expect {
         let got = variable(conn, name).await?.unwrap_or_default();
-        let ok = got.eq_ignore_ascii_case(want) || (*want == "1" && got.eq_ignore_ascii_case("ON"))
+        let ok = got.eq_ignore_ascii_case(want)
+            || (*want == "1" && got.eq_ignore_ascii_case("ON"))
             || (*want == "0" && got.eq_ignore_ascii_case("OFF"));
         if ok {
-            out.push(Finding::new(Severity::Info, "source", name, format!("{name} = {got}"), None));
+            out.push(Finding::new(
+                Severity::Info,
+                "source",
+                name,
+                format!("{name} = {got}"),
+                None,
+            ));
         } else {
-            out.push(Finding::new(Severity::Blocker, "source", name, format!("{name} is {got}, needs {want}"), Some(fix.to_string())));
+            out.push(Finding::new(
+                Severity::Blocker,
+                "source",
+                name,
+                format!("{name} is {got}, needs {want}"),
+                Some(fix.to_string()),
+            ));
         }
     }
     let sid = variable(conn, "server_id").await?.unwrap_or_default();
     if sid == "0" {
-        out.push(Finding::new(Severity::Blocker, "source", "server_id", "server_id is 0", Some("set server_id to a unique non-zero value".into())));
+        out.push(Finding::new(
+            Severity::Blocker,
+            "source",
+            "server_id",
+            "server_id is 0",
+            Some("set server_id to a unique non-zero value".into()),
+        ));
     }
     Ok(out)
 }
@@ -62,11 +93,24 @@ pub async fn retention(conn: &mut Conn, copy_seconds: u64) -> Result<Vec<Finding
         Ok(Some(s)) => s.parse::<u64>().unwrap_or(0),
         _ => 0,
     };
-    let days = variable(conn, "expire_logs_days").await?.and_then(|d| d.parse::<f64>().ok()).unwrap_or(0.0);
-    let keep = if secs > 0 { secs } else { (days * 86_400.0) as u64 };
+    let days = variable(conn, "expire_logs_days")
+        .await?
+        .and_then(|d| d.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let keep = if secs > 0 {
+        secs
+    } else {
+        (days * 86_400.0) as u64
+    };
     let need = copy_seconds.saturating_mul(3).max(86_400);
     Ok(vec![if keep == 0 {
-        Finding::new(Severity::Info, "source", "binlog retention", "binlogs are never expired automatically", None)
+        Finding::new(
+            Severity::Info,
+            "source",
+            "binlog retention",
+            "binlogs are never expired automatically",
+            None,
+        )
     } else if keep < need {
         Finding::new(
             Severity::Warning,
@@ -76,44 +120,90 @@ pub async fn retention(conn: &mut Conn, copy_seconds: u64) -> Result<Vec<Finding
             Some(format!("SET GLOBAL binlog_expire_logs_seconds = {need};")),
         )
     } else {
-        Finding::new(Severity::Info, "source", "binlog retention", format!("binlogs kept {keep} s, copy estimated {copy_seconds} s"), None)
+        Finding::new(
+            Severity::Info,
+            "source",
+            "binlog retention",
+            format!("binlogs kept {keep} s, copy estimated {copy_seconds} s"),
+            None,
+        )
     }])
 }
 
 /// The global privileges `user` lacks among `needed`, from SHOW GRANTS.
 pub async fn missing_privileges(conn: &mut Conn, needed: &[&str]) -> Result<Vec<String>> {
     let rows = query_strings(conn, "SHOW GRANTS FOR CURRENT_USER()").await?;
-    let grants: Vec<String> = rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
-    let global: Vec<String> = grants
-        .iter()
-        .filter(|g| g.contains(" ON *.* "))
-        .map(|g| g.to_uppercase())
+    let grants: Vec<String> = rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
         .collect();
-    if global.iter().any(|g| g.contains("ALL PRIVILEGES")) {
+    // "GRANT SELECT, REPLICATION SLAVE ON *.* TO ..." -> ["SELECT", "REPLICATION SLAVE"]
+    let mut have: Vec<String> = Vec::new();
+    for g in grants.iter().map(|g| g.to_uppercase()) {
+        let Some(rest) = g.strip_prefix("GRANT ") else {
+            continue;
+        };
+        let Some((privs, _)) = rest.split_once(" ON *.* ") else {
+            continue;
+        };
+        have.extend(privs.split(", ").map(|p| p.trim().to_string()));
+    }
+    if have.iter().any(|p| p == "ALL PRIVILEGES") {
         return Ok(Vec::new());
     }
     Ok(needed
         .iter()
-        .filter(|p| !global.iter().any(|g| g.contains(&format!("GRANT {p}")) || g.contains(&format!(", {p}"))))
+        .filter(|p| !have.iter().any(|h| h == *p))
         .map(|p| p.to_string())
         .collect())
 }
 
-pub const SOURCE_PRIVILEGES: &[&str] = &["SELECT", "RELOAD", "REPLICATION SLAVE", "BINLOG MONITOR", "SHOW VIEW", "EVENT", "PROCESS"];
+pub const SOURCE_PRIVILEGES: &[&str] = &[
+    "SELECT",
+    "REPLICATION SLAVE",
+    "BINLOG MONITOR",
+    "SHOW VIEW",
+    "EVENT",
+];
 pub const TARGET_PRIVILEGES: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX", "REFERENCES", "CREATE VIEW", "SHOW VIEW",
-    "CREATE ROUTINE", "ALTER ROUTINE", "EVENT", "TRIGGER",
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "INDEX",
+    "REFERENCES",
+    "CREATE VIEW",
+    "SHOW VIEW",
+    "CREATE ROUTINE",
+    "ALTER ROUTINE",
+    "EVENT",
+    "TRIGGER",
 ];
 
 pub async fn grants(conn: &mut Conn, ep: &Endpoint, needed: &[&str]) -> Result<Finding> {
     let missing = missing_privileges(conn, needed).await?;
-    let who = crate::db::query_one(conn, "SELECT CURRENT_USER()").await?.unwrap_or_default();
+    let who = crate::db::query_one(conn, "SELECT CURRENT_USER()")
+        .await?
+        .unwrap_or_default();
     let account = match who.split_once('@') {
-        Some((u, h)) => format!("{}@{}", crate::db::quote::string(u), crate::db::quote::string(h)),
+        Some((u, h)) => format!(
+            "{}@{}",
+            crate::db::quote::string(u),
+            crate::db::quote::string(h)
+        ),
         None => crate::db::quote::string(&who),
     };
     Ok(if missing.is_empty() {
-        Finding::new(Severity::Info, ep.role, "grants", format!("{who} has the privileges migrate needs"), None)
+        Finding::new(
+            Severity::Info,
+            ep.role,
+            "grants",
+            format!("{who} has the privileges migrate needs"),
+            None,
+        )
     } else {
         Finding::new(
             Severity::Blocker,
@@ -128,7 +218,11 @@ pub async fn grants(conn: &mut Conn, ep: &Endpoint, needed: &[&str]) -> Result<F
 /// Whether the connection uses TLS.
 pub async fn tls(conn: &mut Conn, ep: &Endpoint) -> Result<Finding> {
     let rows = query_strings(conn, "SHOW SESSION STATUS LIKE 'Ssl_cipher'").await?;
-    let cipher = rows.into_iter().next().and_then(|r| r.into_iter().nth(1).flatten()).unwrap_or_default();
+    let cipher = rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().nth(1).flatten())
+        .unwrap_or_default();
     Ok(if cipher.is_empty() {
         Finding::new(
             Severity::Warning,
@@ -138,7 +232,13 @@ pub async fn tls(conn: &mut Conn, ep: &Endpoint) -> Result<Finding> {
             Some("enable TLS on the server and use ?ssl-mode=verify-ca&ssl-ca=PATH".into()),
         )
     } else {
-        Finding::new(Severity::Info, ep.role, "tls", format!("TLS with {cipher}"), None)
+        Finding::new(
+            Severity::Info,
+            ep.role,
+            "tls",
+            format!("TLS with {cipher}"),
+            None,
+        )
     })
 }
 
@@ -156,13 +256,19 @@ pub async fn collations(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Resul
         ),
     )
     .await?;
-    let known: Vec<String> = query_strings(tgt, "SELECT COLLATION_NAME FROM information_schema.COLLATIONS")
-        .await?
+    let known: Vec<String> = query_strings(
+        tgt,
+        "SELECT COLLATION_NAME FROM information_schema.COLLATIONS",
+    )
+    .await?
+    .into_iter()
+    .filter_map(|r| r.into_iter().next().flatten())
+    .collect();
+    let mut out = Vec::new();
+    for c in used
         .into_iter()
         .filter_map(|r| r.into_iter().next().flatten())
-        .collect();
-    let mut out = Vec::new();
-    for c in used.into_iter().filter_map(|r| r.into_iter().next().flatten()) {
+    {
         if !known.contains(&c) {
             out.push(Finding::new(
                 Severity::Blocker,
@@ -178,8 +284,14 @@ pub async fn collations(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Resul
 
 /// max_allowed_packet on the target must hold the largest row sent as a hex literal.
 pub async fn packet_size(src: &mut Conn, tgt: &mut Conn) -> Result<Finding> {
-    let s: u64 = variable(src, "max_allowed_packet").await?.and_then(|v| v.parse().ok()).unwrap_or(0);
-    let t: u64 = variable(tgt, "max_allowed_packet").await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    let s: u64 = variable(src, "max_allowed_packet")
+        .await?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let t: u64 = variable(tgt, "max_allowed_packet")
+        .await?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let want = (2 * s + (1 << 20)).min(1 << 30);
     Ok(if t < want {
         Finding::new(
@@ -190,6 +302,12 @@ pub async fn packet_size(src: &mut Conn, tgt: &mut Conn) -> Result<Finding> {
             Some(format!("SET GLOBAL max_allowed_packet = {want};")),
         )
     } else {
-        Finding::new(Severity::Info, "target", "max_allowed_packet", format!("{t} bytes"), None)
+        Finding::new(
+            Severity::Info,
+            "target",
+            "max_allowed_packet",
+            format!("{t} bytes"),
+            None,
+        )
     })
 }

@@ -12,7 +12,9 @@ fn series() -> &'static Mutex<BTreeMap<String, f64>> {
 }
 
 fn label_escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// `name{k="v",...}`
@@ -20,7 +22,10 @@ pub fn key(name: &str, labels: &[(&str, &str)]) -> String {
     if labels.is_empty() {
         return name.to_string();
     }
-    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", label_escape(v))).collect();
+    let l: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", label_escape(v)))
+        .collect();
     format!("{name}{{{}}}", l.join(","))
 }
 
@@ -51,12 +56,17 @@ pub fn render() -> String {
 /// Serve `GET /metrics` on `addr` until the process ends.
 pub async fn serve(addr: &str) -> crate::error::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        crate::error::Error::usage(format!("--metrics-addr {addr}: {e}"), "pick a free host:port, e.g. 127.0.0.1:9187")
+        crate::error::Error::usage(
+            format!("--metrics-addr {addr}: {e}"),
+            "pick a free host:port, e.g. 127.0.0.1:9187",
+        )
     })?;
     tracing::info!("metrics on http://{addr}/metrics");
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { continue };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 let _ = sock.read(&mut buf).await;

@@ -1,7 +1,7 @@
 //! Progress for long work: indicatif bars on a terminal, a plain line every few seconds
 //! otherwise (CI, `| tee`). Counters are atomics shared by all workers.
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +14,6 @@ pub struct Progress {
     pub total_rows: AtomicU64,
     pub total_bytes: AtomicU64,
     started: Instant,
-    multi: Option<MultiProgress>,
     overall: Option<ProgressBar>,
 }
 
@@ -35,9 +34,11 @@ pub fn human_bytes(b: u64) -> String {
 
 impl Progress {
     pub fn new(phase: &str, total_rows: u64, total_bytes: u64) -> Arc<Progress> {
-        let (multi, overall) = if is_terminal() {
-            let m = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let bar = m.add(ProgressBar::new(total_rows.max(1)));
+        let overall = if is_terminal() {
+            let bar = ProgressBar::with_draw_target(
+                Some(total_rows.max(1)),
+                ProgressDrawTarget::stderr(),
+            );
             bar.set_style(
                 ProgressStyle::with_template(
                     "{prefix:>9} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows {msg} ETA {eta}",
@@ -45,9 +46,9 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.set_prefix(phase.to_string());
-            (Some(m), Some(bar))
+            Some(bar)
         } else {
-            (None, None)
+            None
         };
         let p = Arc::new(Progress {
             phase: phase.to_string(),
@@ -56,7 +57,6 @@ impl Progress {
             total_rows: AtomicU64::new(total_rows),
             total_bytes: AtomicU64::new(total_bytes),
             started: Instant::now(),
-            multi,
             overall,
         });
         let weak = Arc::downgrade(&p);
@@ -76,18 +76,6 @@ impl Progress {
         p
     }
 
-    /// A per-table bar (terminal only).
-    pub fn table_bar(&self, name: &str, total: u64) -> Option<ProgressBar> {
-        let m = self.multi.as_ref()?;
-        let bar = m.add(ProgressBar::new(total.max(1)));
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>30!} {bar:30} {human_pos}/{human_len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(name.to_string());
-        Some(bar)
-    }
-
     pub fn add(&self, rows: u64, bytes: u64) {
         self.rows.fetch_add(rows, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -101,12 +89,17 @@ impl Progress {
         let rows = self.rows.load(Ordering::Relaxed);
         let total = self.total_rows.load(Ordering::Relaxed).max(rows);
         let rate = self.rate();
-        let eta = if rate > 0.0 { (total - rows) as f64 / rate } else { 0.0 };
+        let eta = if rate > 0.0 {
+            (total - rows) as f64 / rate
+        } else {
+            0.0
+        };
         format!(
-            "{}: {rows}/{total} rows ({:.0}%), {}, {:.0} rows/s, ETA {:.0} s",
+            "{}: {rows}/{total} rows ({:.0}%), {} of about {}, {:.0} rows/s, ETA {:.0} s",
             self.phase,
             100.0 * rows as f64 / total.max(1) as f64,
             human_bytes(self.bytes.load(Ordering::Relaxed)),
+            human_bytes(self.total_bytes.load(Ordering::Relaxed)),
             rate,
             eta
         )
@@ -131,6 +124,11 @@ impl Progress {
         if let Some(bar) = &self.overall {
             bar.finish();
         }
-        eprintln!("{} done in {:.1} s: {}", self.phase, self.started.elapsed().as_secs_f64(), self.line());
+        eprintln!(
+            "{} done in {:.1} s: {}",
+            self.phase,
+            self.started.elapsed().as_secs_f64(),
+            self.line()
+        );
     }
 }

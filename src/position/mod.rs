@@ -19,9 +19,18 @@ impl fmt::Display for Gtid {
 
 impl Gtid {
     pub fn parse(s: &str) -> Result<Gtid> {
-        let bad = || Error::usage(format!("'{s}' is not a MariaDB GTID"), "write it as domain-server-seq, e.g. 0-1-42");
+        let bad = || {
+            Error::usage(
+                format!("'{s}' is not a MariaDB GTID"),
+                "write it as domain-server-seq, e.g. 0-1-42",
+            )
+        };
         let mut it = s.trim().split('-');
-        let (d, sv, sq) = (it.next().ok_or_else(bad)?, it.next().ok_or_else(bad)?, it.next().ok_or_else(bad)?);
+        let (d, sv, sq) = (
+            it.next().ok_or_else(bad)?,
+            it.next().ok_or_else(bad)?,
+            it.next().ok_or_else(bad)?,
+        );
         if it.next().is_some() {
             return Err(bad());
         }
@@ -47,20 +56,23 @@ impl Position {
         }
         Ok(p)
     }
-    pub fn is_empty(&self) -> bool {
-        self.by_domain.is_empty()
-    }
     /// Record that `g` is applied (replaces its domain's entry).
     pub fn advance(&mut self, g: Gtid) {
         self.by_domain.insert(g.domain, g);
     }
     /// True if every transaction of `other` is contained in `self` (per-domain seq_no).
     pub fn contains(&self, other: &Position) -> bool {
-        other.by_domain.values().all(|g| self.by_domain.get(&g.domain).is_some_and(|m| m.seq >= g.seq))
+        other.by_domain.values().all(|g| {
+            self.by_domain
+                .get(&g.domain)
+                .is_some_and(|m| m.seq >= g.seq)
+        })
     }
     /// True if `g` is at or before this position.
     pub fn includes(&self, g: &Gtid) -> bool {
-        self.by_domain.get(&g.domain).is_some_and(|m| m.seq >= g.seq)
+        self.by_domain
+            .get(&g.domain)
+            .is_some_and(|m| m.seq >= g.seq)
     }
     pub fn gtids(&self) -> impl Iterator<Item = &Gtid> {
         self.by_domain.values()
@@ -84,8 +96,16 @@ pub struct FilePos {
 
 impl FilePos {
     pub fn new(file: &str, offset: u64) -> FilePos {
-        let file_number = file.rsplit('.').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        FilePos { file_number, offset, file: file.to_string() }
+        let file_number = file
+            .rsplit('.')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        FilePos {
+            file_number,
+            offset,
+            file: file.to_string(),
+        }
     }
 }
 

@@ -12,16 +12,31 @@ async fn show_create(conn: &mut Conn, sql: &str, col: usize) -> Result<String> {
     rows.into_iter()
         .next()
         .and_then(|r| r.into_iter().nth(col).flatten())
-        .ok_or_else(|| Error::definite(format!("`{sql}` returned nothing"), "check the grants of the source user (SHOW VIEW, SELECT on mysql.proc, EVENT)"))
+        .ok_or_else(|| {
+            Error::definite(
+                format!("`{sql}` returned nothing"),
+                "check the grants of the source user (SHOW VIEW, SELECT on mysql.proc, EVENT)",
+            )
+        })
 }
 
 pub async fn create_database(conn: &mut Conn, db: &str) -> Result<String> {
-    let ddl = show_create(conn, &format!("SHOW CREATE DATABASE {}", quote::ident(db)), 1).await?;
+    let ddl = show_create(
+        conn,
+        &format!("SHOW CREATE DATABASE {}", quote::ident(db)),
+        1,
+    )
+    .await?;
     Ok(ddl.replacen("CREATE DATABASE ", "CREATE DATABASE IF NOT EXISTS ", 1))
 }
 
 pub async fn create_table(conn: &mut Conn, db: &str, table: &str) -> Result<String> {
-    show_create(conn, &format!("SHOW CREATE TABLE {}", quote::table(db, table)), 1).await
+    show_create(
+        conn,
+        &format!("SHOW CREATE TABLE {}", quote::table(db, table)),
+        1,
+    )
+    .await
 }
 
 /// Split `CREATE TABLE` into the statement without its non-unique secondary indexes and the
@@ -33,10 +48,16 @@ pub fn split_secondary_indexes(create: &str, quoted_table: &str) -> (String, Opt
         return (create.to_string(), None);
     }
     let last = lines.len() - 1; // ") ENGINE=..."
-    let body: Vec<&str> = lines[1..last].iter().map(|l| l.trim_end_matches(',')).collect();
+    let body: Vec<&str> = lines[1..last]
+        .iter()
+        .map(|l| l.trim_end_matches(','))
+        .collect();
     let is_deferred = |l: &str| {
         let t = l.trim_start();
-        l.starts_with("  ") && (t.starts_with("KEY ") || t.starts_with("FULLTEXT KEY ") || t.starts_with("SPATIAL KEY "))
+        l.starts_with("  ")
+            && (t.starts_with("KEY ")
+                || t.starts_with("FULLTEXT KEY ")
+                || t.starts_with("SPATIAL KEY "))
     };
     let deferred: Vec<&str> = body.iter().copied().filter(|l| is_deferred(l)).collect();
     if deferred.is_empty() {
@@ -46,7 +67,11 @@ pub fn split_secondary_indexes(create: &str, quoted_table: &str) -> (String, Opt
     let stmt = format!("{}\n{}\n{}", lines[0], kept.join(",\n"), lines[last]);
     let alter = format!(
         "ALTER TABLE {quoted_table} {}",
-        deferred.iter().map(|l| format!("ADD {}", l.trim())).collect::<Vec<_>>().join(", ")
+        deferred
+            .iter()
+            .map(|l| format!("ADD {}", l.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     (stmt, Some(alter))
 }
@@ -78,11 +103,22 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
     )
     .await?;
     for r in routines {
-        let (kind, name) = (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default());
-        let kind: &'static str = if kind == "FUNCTION" { "function" } else { "procedure" };
+        let (kind, name) = (
+            r[0].clone().unwrap_or_default(),
+            r[1].clone().unwrap_or_default(),
+        );
+        let kind: &'static str = if kind == "FUNCTION" {
+            "function"
+        } else {
+            "procedure"
+        };
         let rows = query_strings(
             conn,
-            &format!("SHOW CREATE {} {}", kind.to_uppercase(), quote::table(db, &name)),
+            &format!(
+                "SHOW CREATE {} {}",
+                kind.to_uppercase(),
+                quote::table(db, &name)
+            ),
         )
         .await?;
         let row = rows.into_iter().next().unwrap_or_default();
@@ -92,7 +128,13 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
                 "grant SELECT on mysql.proc (or SHOW CREATE ROUTINE) to the source user",
             )
         })?;
-        out.push(Object { kind, db: db.into(), name, sql_mode: row.get(1).cloned().flatten(), ddl });
+        out.push(Object {
+            kind,
+            db: db.into(),
+            name,
+            sql_mode: row.get(1).cloned().flatten(),
+            ddl,
+        });
     }
     let views = query_strings(
         conn,
@@ -101,8 +143,19 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
     .await?;
     for r in views {
         let name = r[0].clone().unwrap_or_default();
-        let ddl = show_create(conn, &format!("SHOW CREATE VIEW {}", quote::table(db, &name)), 1).await?;
-        out.push(Object { kind: "view", db: db.into(), name, sql_mode: None, ddl });
+        let ddl = show_create(
+            conn,
+            &format!("SHOW CREATE VIEW {}", quote::table(db, &name)),
+            1,
+        )
+        .await?;
+        out.push(Object {
+            kind: "view",
+            db: db.into(),
+            name,
+            sql_mode: None,
+            ddl,
+        });
     }
     let events = query_strings(
         conn,
@@ -111,10 +164,20 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
     .await?;
     for r in events {
         let name = r[0].clone().unwrap_or_default();
-        let rows = query_strings(conn, &format!("SHOW CREATE EVENT {}", quote::table(db, &name))).await?;
+        let rows = query_strings(
+            conn,
+            &format!("SHOW CREATE EVENT {}", quote::table(db, &name)),
+        )
+        .await?;
         let row = rows.into_iter().next().unwrap_or_default();
         let ddl = row.get(3).cloned().flatten().unwrap_or_default();
-        out.push(Object { kind: "event", db: db.into(), name, sql_mode: row.get(1).cloned().flatten(), ddl });
+        out.push(Object {
+            kind: "event",
+            db: db.into(),
+            name,
+            sql_mode: row.get(1).cloned().flatten(),
+            ddl,
+        });
     }
     Ok(out)
 }

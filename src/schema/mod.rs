@@ -10,7 +10,10 @@ use mysql_async::Conn;
 /// How a column's values are read, compared and written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    Int { unsigned: bool, bytes: u8 },
+    Int {
+        unsigned: bool,
+        bytes: u8,
+    },
     Decimal,
     Float,
     Double,
@@ -23,7 +26,9 @@ pub enum Kind {
     /// Character string; the charset is in `Column::charset`.
     Text,
     /// Binary string; `pad` is the fixed length of BINARY(n).
-    Binary { pad: Option<usize> },
+    Binary {
+        pad: Option<usize>,
+    },
     Enum,
     Set,
     Geometry,
@@ -36,10 +41,10 @@ pub struct Column {
     pub name: String,
     pub kind: Kind,
     pub charset: Option<String>,
-    pub column_type: String,
     pub nullable: bool,
     /// VIRTUAL or STORED generated: present in row images, never written.
     pub generated: bool,
+    pub auto_increment: bool,
 }
 
 /// A foreign key of another table that references this one with an action the binlog does
@@ -95,7 +100,10 @@ impl Table {
     }
     /// Columns that are written (generated columns are not).
     pub fn writable(&self) -> impl Iterator<Item = (usize, &Column)> {
-        self.columns.iter().enumerate().filter(|(_, c)| !c.generated)
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.generated)
     }
 }
 
@@ -118,14 +126,18 @@ pub fn kind_of(data_type: &str, column_type: &str) -> Option<Kind> {
         "timestamp" => Kind::Timestamp,
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "json" => Kind::Text,
         "binary" => {
-            let n = column_type.trim_start_matches("binary(").trim_end_matches(')').parse().ok();
+            let n = column_type
+                .trim_start_matches("binary(")
+                .trim_end_matches(')')
+                .parse()
+                .ok();
             Kind::Binary { pad: n }
         }
         "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Kind::Binary { pad: None },
         "enum" => Kind::Enum,
         "set" => Kind::Set,
-        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"
-        | "geometrycollection" => Kind::Geometry,
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+        | "multipolygon" | "geometrycollection" => Kind::Geometry,
         "inet6" => Kind::Inet6,
         "uuid" => Kind::Uuid,
         _ => return None,
@@ -138,12 +150,20 @@ pub async fn list_tables(conn: &mut Conn, db: &str) -> Result<Vec<String>> {
         "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
         quote::string(db)
     );
-    Ok(query_strings(conn, &sql).await?.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect())
+    Ok(query_strings(conn, &sql)
+        .await?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect())
 }
 
 /// Names of the non-system databases.
 pub async fn list_databases(conn: &mut Conn) -> Result<Vec<String>> {
-    let rows = query_strings(conn, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME").await?;
+    let rows = query_strings(
+        conn,
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
+    )
+    .await?;
     Ok(rows
         .into_iter()
         .filter_map(|r| r.into_iter().next().flatten())
@@ -163,13 +183,20 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
     )
     .await?;
     let t = trows.into_iter().next().ok_or_else(|| {
-        Error::definite(format!("table {db}.{name} not found"), "check --databases and --exclude")
+        Error::definite(
+            format!("table {db}.{name} not found"),
+            "check --databases and --exclude",
+        )
     })?;
-    let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let num = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     let crows = query_strings(
         conn,
         &format!(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE, IS_GENERATED \
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE, IS_GENERATED, EXTRA \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {qdb} AND TABLE_NAME = {qname} ORDER BY ORDINAL_POSITION"
         ),
     )
@@ -177,7 +204,8 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
     let mut columns = Vec::new();
     for r in crows {
         let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-        let (cname, data_type, column_type) = (get(0), get(1).to_lowercase(), get(2).to_lowercase());
+        let (cname, data_type, column_type) =
+            (get(0), get(1).to_lowercase(), get(2).to_lowercase());
         let kind = kind_of(&data_type, &column_type).ok_or_else(|| {
             Error::definite(
                 format!("{db}.{name}: column `{cname}` has type {column_type} that migrate cannot copy yet"),
@@ -188,15 +216,18 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
             name: cname,
             kind,
             charset: r.get(3).cloned().flatten(),
-            column_type,
             nullable: get(4) == "YES",
             generated: get(5) == "ALWAYS",
+            auto_increment: get(6).contains("auto_increment"),
         });
     }
     let (key, key_name) = choose_key(conn, db, name, &columns).await?;
     let children = cascading_children(conn, db, name).await?;
     let key_names: Vec<&str> = key.iter().map(|&i| columns[i].name.as_str()).collect();
-    let key_moved_by_cascade = update_cascade_columns(conn, db, name).await?.iter().any(|c| key_names.contains(&c.as_str()));
+    let key_moved_by_cascade = update_cascade_columns(conn, db, name)
+        .await?
+        .iter()
+        .any(|c| key_names.contains(&c.as_str()));
     Ok(Table {
         db: db.to_string(),
         name: name.to_string(),
@@ -214,7 +245,12 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
 
 /// The primary key, else the first unique key whose columns are all NOT NULL and whole
 /// (no prefix), else none.
-async fn choose_key(conn: &mut Conn, db: &str, name: &str, columns: &[Column]) -> Result<(Vec<usize>, Option<String>)> {
+async fn choose_key(
+    conn: &mut Conn,
+    db: &str,
+    name: &str,
+    columns: &[Column],
+) -> Result<(Vec<usize>, Option<String>)> {
     let rows = query_strings(
         conn,
         &format!(
@@ -240,7 +276,11 @@ async fn choose_key(conn: &mut Conn, db: &str, name: &str, columns: &[Column]) -
             _ => indexes.push((iname, pos.into_iter().collect(), usable)),
         }
     }
-    Ok(indexes.into_iter().find(|(_, _, ok)| *ok).map(|(n, c, _)| (c, Some(n))).unwrap_or_default())
+    Ok(indexes
+        .into_iter()
+        .find(|(_, _, ok)| *ok)
+        .map(|(n, c, _)| (c, Some(n)))
+        .unwrap_or_default())
 }
 
 /// Foreign keys of other tables referencing `db.name` with CASCADE or SET NULL actions.
@@ -298,5 +338,8 @@ async fn update_cascade_columns(conn: &mut Conn, db: &str, name: &str) -> Result
         ),
     )
     .await?;
-    Ok(rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect())
 }

@@ -32,6 +32,8 @@ pub struct CopyPlan {
     pub chunk_bytes: u64,
     /// Upper bound for one INSERT statement sent to the target.
     pub max_statement: usize,
+    /// Write chunks with LOAD DATA LOCAL INFILE (else multi-row INSERT).
+    pub load_data: bool,
 }
 
 struct Chunk {
@@ -74,12 +76,18 @@ async fn binlog_snapshot_position(conn: &mut Conn) -> Result<(String, u64)> {
 
 /// Open a consistent snapshot and return the binlog position it corresponds to.
 async fn open_snapshot(conn: &mut Conn) -> Result<(String, u64)> {
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await?;
     binlog_snapshot_position(conn).await
 }
 
 /// Read up to `limit` rows after `lo` inside the open transaction.
-async fn read_rows(conn: &mut Conn, t: &Table, lo: Option<&[Value]>, limit: u64) -> Result<(Vec<Vec<Value>>, u64)> {
+async fn read_rows(
+    conn: &mut Conn,
+    t: &Table,
+    lo: Option<&[Value]>,
+    limit: u64,
+) -> Result<(Vec<Vec<Value>>, u64)> {
     let sql = plan::read_chunk(t, lo, limit);
     let mut result = conn.query_iter(sql).await?;
     let raw: Vec<Vec<mysql_async::Value>> = result.map(|row| row.unwrap()).await?;
@@ -137,21 +145,69 @@ async fn read_once(
 /// Write a chunk: plain INSERT (fastest); if a stale row under another unique key collides
 /// (error 1062), roll back and write it again with REPLACE, whose semantics the convergence
 /// argument assumes.
-async fn write_once(conn: &mut Conn, c: &Chunk, max_statement: usize) -> Result<()> {
+async fn write_once(
+    conn: &mut Conn,
+    c: &Chunk,
+    max_statement: usize,
+    load_data: bool,
+) -> Result<()> {
+    if load_data && !has_zero_auto_increment(c) {
+        return write_load_data(conn, c).await;
+    }
     match write_with(conn, c, max_statement, &plan::insert_prefix(&c.table)).await {
         Err(Error { what, .. }) if what.contains("server error 1062 ") => {
             conn.query_drop("ROLLBACK").await?;
-            tracing::debug!("{} chunk {}: duplicate under a unique key, writing with REPLACE", c.table.full_name(), c.seq);
+            tracing::debug!(
+                "{} chunk {}: duplicate under a unique key, writing with REPLACE",
+                c.table.full_name(),
+                c.seq
+            );
             write_with(conn, c, max_statement, &plan::replace_prefix(&c.table)).await
         }
         other => other,
     }
 }
 
+/// LOAD DATA turns 0 in an AUTO_INCREMENT column into a new id even with
+/// NO_AUTO_VALUE_ON_ZERO (measured on 10.11): such chunks go through INSERT.
+fn has_zero_auto_increment(c: &Chunk) -> bool {
+    let zero = |v: &Value| matches!(v, Value::Int(0) | Value::UInt(0));
+    c.table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, col)| col.auto_increment)
+        .any(|(i, _)| c.rows.iter().any(|r| zero(&r[i])))
+}
+
+/// Delete the chunk's range and LOAD DATA its rows (REPLACE semantics), in one transaction.
+async fn write_load_data(conn: &mut Conn, c: &Chunk) -> Result<()> {
+    let t = &c.table;
+    conn.query_drop("BEGIN").await?;
+    conn.query_drop(plan::delete_range(t, c.lo.as_deref(), c.hi.as_deref()))
+        .await?;
+    if !c.rows.is_empty() {
+        let mut data = Vec::with_capacity(c.bytes as usize + c.rows.len() * 8);
+        for row in &c.rows {
+            super::load::push_row(&mut data, t, row);
+        }
+        let bytes = bytes::Bytes::from(data);
+        conn.set_infile_handler(async move {
+            let s: mysql_async::InfileData =
+                Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
+            Ok(s)
+        });
+        conn.query_drop(super::load::statement(t)).await?;
+    }
+    conn.query_drop("COMMIT").await?;
+    Ok(())
+}
+
 async fn write_with(conn: &mut Conn, c: &Chunk, max_statement: usize, prefix: &str) -> Result<()> {
     let t = &c.table;
     conn.query_drop("BEGIN").await?;
-    conn.query_drop(plan::delete_range(t, c.lo.as_deref(), c.hi.as_deref())).await?;
+    conn.query_drop(plan::delete_range(t, c.lo.as_deref(), c.hi.as_deref()))
+        .await?;
     let mut sql = String::with_capacity(max_statement.min(16 << 20));
     for row in &c.rows {
         if sql.is_empty() {
@@ -178,12 +234,14 @@ struct Worker<'a> {
 
 impl Worker<'_> {
     async fn reader(&self, tx: mpsc::Sender<Chunk>) -> Result<()> {
-        let mut conn = db::connect_retry(&self.plan.source, Session::SourceReader, MAX_ATTEMPTS).await?;
+        let mut conn =
+            db::connect_retry(&self.plan.source, Session::SourceReader, MAX_ATTEMPTS).await?;
         loop {
             let next = self.queue.lock().ok().and_then(|mut q| q.pop_front());
             let Some(t) = next else { return Ok(()) };
             let (mut seq, mut lo) = self.resume_point(&t)?;
-            let limit = (self.plan.chunk_bytes / t.avg_row_length.max(1)).clamp(1, self.plan.chunk_rows);
+            let limit =
+                (self.plan.chunk_bytes / t.avg_row_length.max(1)).clamp(1, self.plan.chunk_rows);
             let mut shared = None;
             if t.key_moved_by_cascade {
                 tracing::info!(
@@ -208,15 +266,32 @@ impl Worker<'_> {
                             tracing::warn!("reading {}: {e}; retry {attempt}", t.full_name());
                             metrics::add("migrate_retries_total", &[("side", "source")], 1.0);
                             tokio::time::sleep(backoff(attempt)).await;
-                            conn = db::connect_retry(&self.plan.source, Session::SourceReader, MAX_ATTEMPTS).await?;
+                            conn = db::connect_retry(
+                                &self.plan.source,
+                                Session::SourceReader,
+                                MAX_ATTEMPTS,
+                            )
+                            .await?;
                         }
                         Err(e) => return Err(e.context(format!("source table {}", t.full_name()))),
                     }
                 };
                 let last = (rows.len() as u64) < limit;
-                let hi = if last { None } else { rows.last().map(|r| plan::key_of(&t, r)) };
+                let hi = if last {
+                    None
+                } else {
+                    rows.last().map(|r| plan::key_of(&t, r))
+                };
                 let next_lo = hi.clone();
-                let chunk = Chunk { table: t.clone(), seq, lo: lo.take(), hi, rows, bytes, binlog };
+                let chunk = Chunk {
+                    table: t.clone(),
+                    seq,
+                    lo: lo.take(),
+                    hi,
+                    rows,
+                    bytes,
+                    binlog,
+                };
                 if tx.send(chunk).await.is_err() {
                     return Ok(()); // writer stopped; its error is reported
                 }
@@ -230,7 +305,12 @@ impl Worker<'_> {
     }
 
     fn resume_point(&self, t: &Table) -> Result<(u64, Option<Vec<Value>>)> {
-        let done = self.plan.store.tables()?.into_iter().find(|p| p.db == t.db && p.name == t.name);
+        let done = self
+            .plan
+            .store
+            .tables()?
+            .into_iter()
+            .find(|p| p.db == t.db && p.name == t.name);
         Ok(match done {
             // read again from the start: its chunks must come from one snapshot
             Some(p) if p.chunks_done > 0 && t.key_moved_by_cascade && p.status != "copied" => {
@@ -240,7 +320,10 @@ impl Worker<'_> {
             Some(p) if p.chunks_done > 0 => {
                 let lo = match p.last_key.as_deref() {
                     Some(k) => Some(serde_json::from_str(k).map_err(|e| {
-                        Error::definite(format!("state store: bad resume key for {}: {e}", t.full_name()), "start over with a new --state file")
+                        Error::definite(
+                            format!("state store: bad resume key for {}: {e}", t.full_name()),
+                            "start over with a new --state file",
+                        )
                     })?),
                     None => None,
                 };
@@ -251,26 +334,42 @@ impl Worker<'_> {
     }
 
     async fn writer(&self, mut rx: mpsc::Receiver<Chunk>) -> Result<()> {
-        let mut conn = db::connect_retry(&self.plan.target, Session::TargetWriter, MAX_ATTEMPTS).await?;
+        let mut conn =
+            db::connect_retry(&self.plan.target, Session::TargetWriter, MAX_ATTEMPTS).await?;
         while let Some(c) = rx.recv().await {
             let mut attempt = 0;
             loop {
-                match write_once(&mut conn, &c, self.plan.max_statement).await {
+                match write_once(&mut conn, &c, self.plan.max_statement, self.plan.load_data).await
+                {
                     Ok(()) => break,
                     Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
                         attempt += 1;
-                        tracing::warn!("writing {} chunk {}: {e}; retry {attempt}", c.table.full_name(), c.seq);
+                        tracing::warn!(
+                            "writing {} chunk {}: {e}; retry {attempt}",
+                            c.table.full_name(),
+                            c.seq
+                        );
                         metrics::add("migrate_retries_total", &[("side", "target")], 1.0);
                         tokio::time::sleep(backoff(attempt)).await;
-                        conn = db::connect_retry(&self.plan.target, Session::TargetWriter, MAX_ATTEMPTS).await?;
+                        conn = db::connect_retry(
+                            &self.plan.target,
+                            Session::TargetWriter,
+                            MAX_ATTEMPTS,
+                        )
+                        .await?;
                     }
-                    Err(e) => return Err(e.context(format!("target table {}", c.table.full_name()))),
+                    Err(e) => {
+                        return Err(e.context(format!("target table {}", c.table.full_name())))
+                    }
                 }
             }
             let finished = c.hi.is_none();
             // The last chunk marks the table copied; earlier ones record where to resume.
             let last_key = match &c.hi {
-                Some(k) => Some(serde_json::to_string(k).map_err(|e| Error::definite(e.to_string(), "report a bug"))?),
+                Some(k) => Some(
+                    serde_json::to_string(k)
+                        .map_err(|e| Error::definite(e.to_string(), "report a bug"))?,
+                ),
                 None => None,
             };
             self.plan.store.record_chunk(
@@ -285,8 +384,16 @@ impl Worker<'_> {
             )?;
             self.plan.progress.add(c.rows.len() as u64, c.bytes);
             let tname = c.table.full_name();
-            metrics::add("migrate_snapshot_rows_total", &[("table", &tname)], c.rows.len() as f64);
-            metrics::add("migrate_snapshot_bytes_total", &[("table", &tname)], c.bytes as f64);
+            metrics::add(
+                "migrate_snapshot_rows_total",
+                &[("table", &tname)],
+                c.rows.len() as f64,
+            );
+            metrics::add(
+                "migrate_snapshot_bytes_total",
+                &[("table", &tname)],
+                c.bytes as f64,
+            );
         }
         Ok(())
     }
@@ -296,7 +403,10 @@ impl Worker<'_> {
 pub async fn copy_tables(plan: &CopyPlan, tables: Vec<Arc<Table>>, threads: usize) -> Result<()> {
     let queue = Mutex::new(tables.into_iter().collect::<VecDeque<_>>());
     let workers = (0..threads.max(1)).map(|_| {
-        let w = Worker { plan, queue: &queue };
+        let w = Worker {
+            plan,
+            queue: &queue,
+        };
         async move {
             let (tx, rx) = mpsc::channel(2);
             let (r, wr) = tokio::join!(w.reader(tx), w.writer(rx));

@@ -3,6 +3,7 @@
 //! replay that makes the target consistent at one GTID).
 
 pub mod copy;
+pub mod load;
 pub mod plan;
 
 use crate::config::{Endpoint, Filter};
@@ -22,6 +23,8 @@ pub struct Options {
     pub chunk_bytes: u64,
     pub defer_indexes: bool,
     pub reuse_target: bool,
+    /// Write with LOAD DATA LOCAL INFILE when the target allows it.
+    pub load_data: bool,
 }
 
 /// The selected tables of the source, described. Databases named in --databases must exist.
@@ -47,7 +50,11 @@ pub async fn discover(src: &mut Conn, filter: &Filter) -> Result<Vec<Table>> {
 }
 
 pub fn selected_databases(tables: &[Table], src_dbs: &[String], filter: &Filter) -> Vec<String> {
-    let mut dbs: Vec<String> = src_dbs.iter().filter(|d| filter.includes_db(d)).cloned().collect();
+    let mut dbs: Vec<String> = src_dbs
+        .iter()
+        .filter(|d| filter.includes_db(d))
+        .cloned()
+        .collect();
     for t in tables {
         if !dbs.contains(&t.db) {
             dbs.push(t.db.clone());
@@ -62,12 +69,18 @@ pub async fn non_empty_on_target(tgt: &mut Conn, dbs: &[String]) -> Result<Vec<S
     for d in dbs {
         let n = db::query_one(
             tgt,
-            &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {}", quote::string(d)),
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {}",
+                quote::string(d)
+            ),
         )
         .await?;
         let exists = db::query_one(
             tgt,
-            &format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}", quote::string(d)),
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}",
+                quote::string(d)
+            ),
         )
         .await?;
         if exists.as_deref() != Some("0") && n.as_deref() != Some("0") {
@@ -82,7 +95,9 @@ async fn exec_step(store: &Store, tgt: &mut Conn, step: &str, sqls: &[String]) -
         return Ok(());
     }
     for sql in sqls {
-        tgt.query_drop(sql.as_str()).await.map_err(|e| Error::from(e).context(format!("target, {step}")))?;
+        tgt.query_drop(sql.as_str())
+            .await
+            .map_err(|e| Error::from(e).context(format!("target, {step}")))?;
     }
     store.mark_step(step)
 }
@@ -103,7 +118,11 @@ async fn copy_tables_schema(
     let mut deferred = Vec::new();
     for t in tables {
         let create = ddl::create_table(src, &t.db, &t.name).await?;
-        let (create, alter) = if defer { ddl::split_secondary_indexes(&create, &t.quoted()) } else { (create, None) };
+        let (create, alter) = if defer {
+            ddl::split_secondary_indexes(&create, &t.quoted())
+        } else {
+            (create, None)
+        };
         exec_step(
             store,
             tgt,
@@ -139,14 +158,26 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
             if let Some(m) = &o.sql_mode {
                 sqls.push(format!("SET SESSION sql_mode = {}", quote::string(m)));
             }
-            let drop_kind = if o.kind == "view" { "VIEW" } else { &o.kind.to_uppercase() };
-            sqls.push(format!("DROP {drop_kind} IF EXISTS {}", quote::table(&o.db, &o.name)));
+            let drop_kind = if o.kind == "view" {
+                "VIEW"
+            } else {
+                &o.kind.to_uppercase()
+            };
+            sqls.push(format!(
+                "DROP {drop_kind} IF EXISTS {}",
+                quote::table(&o.db, &o.name)
+            ));
             sqls.push(o.ddl.clone());
             if o.kind == "event" {
                 // Events must not run on the target before cutover.
-                sqls.push(format!("ALTER EVENT {} DISABLE", quote::table(&o.db, &o.name)));
+                sqls.push(format!(
+                    "ALTER EVENT {} DISABLE",
+                    quote::table(&o.db, &o.name)
+                ));
             }
-            sqls.push("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'".into());
+            sqls.push(
+                "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'".into(),
+            );
             match exec_step(store, tgt, &o.step(), &sqls).await {
                 Ok(()) => {}
                 Err(e) if o.kind == "view" && !e.is_transient() => {
@@ -157,7 +188,9 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
             }
         }
         if failed.len() == before {
-            return Err(last_err.unwrap_or_else(|| Error::definite("views could not be created", "check the view definitions")));
+            return Err(last_err.unwrap_or_else(|| {
+                Error::definite("views could not be created", "check the view definitions")
+            }));
         }
         pending = failed;
     }
@@ -166,19 +199,34 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
 
 /// GTID positions (lowest, highest) of the recorded chunks, converted on the source.
 async fn gtid_range(store: &Store, src: &mut Conn) -> Result<(String, String)> {
-    let positions: Vec<FilePos> = store.chunk_position_range()?.iter().map(|(f, p)| FilePos::new(f, *p)).collect();
+    let positions: Vec<FilePos> = store
+        .chunk_position_range()?
+        .iter()
+        .map(|(f, p)| FilePos::new(f, *p))
+        .collect();
     let (Some(lo), Some(hi)) = (positions.iter().min(), positions.iter().max()) else {
         // Nothing copied: the current position is consistent.
-        let g = db::query_one(src, "SELECT @@GLOBAL.gtid_binlog_pos").await?.unwrap_or_default();
+        let g = db::query_one(src, "SELECT @@GLOBAL.gtid_binlog_pos")
+            .await?
+            .unwrap_or_default();
         return Ok((g.clone(), g));
     };
-    let conv = |p: &FilePos| format!("SELECT BINLOG_GTID_POS({}, {})", quote::string(&p.file), p.offset);
+    let conv = |p: &FilePos| {
+        format!(
+            "SELECT BINLOG_GTID_POS({}, {})",
+            quote::string(&p.file),
+            p.offset
+        )
+    };
     let low = db::query_one(src, &conv(lo)).await?;
     let high = db::query_one(src, &conv(hi)).await?;
     match (low, high) {
         (Some(l), Some(h)) => Ok((l, h)),
         _ => Err(Error::definite(
-            format!("source: binlog file {} is gone, the snapshot cannot be made consistent", lo.file),
+            format!(
+                "source: binlog file {} is gone, the snapshot cannot be made consistent",
+                lo.file
+            ),
             "raise binlog retention (expire_logs_days) and run snapshot again with a new --state",
         )),
     }
@@ -192,21 +240,37 @@ pub struct Outcome {
     pub bytes: u64,
 }
 
-pub async fn run(source: &Endpoint, target: &Endpoint, filter: &Filter, store: Arc<Store>, opts: &Options) -> Result<Outcome> {
+pub async fn run(
+    source: &Endpoint,
+    target: &Endpoint,
+    filter: &Filter,
+    store: Arc<Store>,
+    opts: &Options,
+) -> Result<Outcome> {
     let mut src = db::connect_retry(source, Session::Meta, 5).await?;
     let mut tgt = db::connect_retry(target, Session::TargetWriter, 5).await?;
     let tables = discover(&mut src, filter).await?;
-    let keyless: Vec<String> = tables.iter().filter(|t| !t.has_key()).map(|t| t.full_name()).collect();
+    let keyless: Vec<String> = tables
+        .iter()
+        .filter(|t| !t.has_key())
+        .map(|t| t.full_name())
+        .collect();
     if !keyless.is_empty() {
         return Err(Error::definite(
-            format!("tables without a primary key or NOT NULL unique key: {}", keyless.join(", ")),
+            format!(
+                "tables without a primary key or NOT NULL unique key: {}",
+                keyless.join(", ")
+            ),
             "add a primary key, or leave them out with --exclude",
         ));
     }
     let src_dbs = schema::list_databases(&mut src).await?;
     let dbs = selected_databases(&tables, &src_dbs, filter);
     if dbs.is_empty() {
-        return Err(Error::definite("no database selected on the source", "check --databases and --exclude"));
+        return Err(Error::definite(
+            "no database selected on the source",
+            "check --databases and --exclude",
+        ));
     }
     if !store.any_steps()? && !opts.reuse_target {
         let busy = non_empty_on_target(&mut tgt, &dbs).await?;
@@ -224,7 +288,15 @@ pub async fn run(source: &Endpoint, target: &Endpoint, filter: &Filter, store: A
     store.set("source", &source.to_string())?;
     store.set("target", &target.to_string())?;
     store.set("snapshot.state", "running")?;
-    let deferred = copy_tables_schema(&store, &mut src, &mut tgt, &dbs, &tables, opts.defer_indexes).await?;
+    let deferred = copy_tables_schema(
+        &store,
+        &mut src,
+        &mut tgt,
+        &dbs,
+        &tables,
+        opts.defer_indexes,
+    )
+    .await?;
 
     let done = store.tables()?;
     let (mut rows_left, mut bytes_left) = (0u64, 0u64);
@@ -235,11 +307,22 @@ pub async fn run(source: &Endpoint, target: &Endpoint, filter: &Filter, store: A
             continue;
         }
         rows_left += t.rows_estimate.saturating_sub(p.map_or(0, |p| p.rows_done));
-        bytes_left += t.bytes_estimate.saturating_sub(p.map_or(0, |p| p.bytes_done));
+        bytes_left += t
+            .bytes_estimate
+            .saturating_sub(p.map_or(0, |p| p.bytes_done));
         todo.push(Arc::new(t.clone()));
     }
     let progress = Progress::new("snapshot", rows_left, bytes_left);
-    let max_packet: usize = db::variable(&mut tgt, "max_allowed_packet").await?.and_then(|v| v.parse().ok()).unwrap_or(16 << 20);
+    let local_infile = db::variable(&mut tgt, "local_infile")
+        .await?
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"));
+    if !local_infile {
+        tracing::info!("target has local_infile=OFF: writing with multi-row INSERT (slower)");
+    }
+    let max_packet: usize = db::variable(&mut tgt, "max_allowed_packet")
+        .await?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16 << 20);
     let plan = copy::CopyPlan {
         source: source.clone(),
         target: target.clone(),
@@ -248,6 +331,7 @@ pub async fn run(source: &Endpoint, target: &Endpoint, filter: &Filter, store: A
         chunk_rows: opts.chunk_rows,
         chunk_bytes: opts.chunk_bytes,
         max_statement: (max_packet / 4).clamp(64 << 10, 4 << 20),
+        load_data: local_infile && opts.load_data,
     };
     copy::copy_tables(&plan, todo, opts.threads).await?;
     progress.finish();

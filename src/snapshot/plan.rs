@@ -35,7 +35,15 @@ fn compare(t: &Table, bound: &[Value], op_last: &str, op_prefix: &str) -> String
             let col = &t.columns[t.key[j]];
             let mut lit = String::new();
             encode::literal(&mut lit, v, col);
-            let op = if j == i { if i + 1 == t.key.len() { op_last } else { op_prefix } } else { "=" };
+            let op = if j == i {
+                if i + 1 == t.key.len() {
+                    op_last
+                } else {
+                    op_prefix
+                }
+            } else {
+                "="
+            };
             ands.push(format!("{} {op} {lit}", quote::ident(&col.name)));
         }
         ors.push(format!("({})", ands.join(" AND ")));
@@ -52,19 +60,35 @@ pub fn at_or_before(t: &Table, hi: &[Value]) -> String {
 }
 
 fn order_by(t: &Table) -> String {
-    t.key.iter().map(|&i| quote::ident(&t.columns[i].name)).collect::<Vec<_>>().join(", ")
+    t.key
+        .iter()
+        .map(|&i| quote::ident(&t.columns[i].name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn force_index(t: &Table) -> String {
     match &t.key_name {
-        Some(k) => format!(" FORCE INDEX ({})", if k == "PRIMARY" { "PRIMARY".to_string() } else { quote::ident(k) }),
+        Some(k) => format!(
+            " FORCE INDEX ({})",
+            if k == "PRIMARY" {
+                "PRIMARY".to_string()
+            } else {
+                quote::ident(k)
+            }
+        ),
         None => String::new(),
     }
 }
 
 /// Read up to `limit` rows after `lo`, in key order.
 pub fn read_chunk(t: &Table, lo: Option<&[Value]>, limit: u64) -> String {
-    let mut sql = format!("SELECT {} FROM {}{}", select_list(t), t.quoted(), force_index(t));
+    let mut sql = format!(
+        "SELECT {} FROM {}{}",
+        select_list(t),
+        t.quoted(),
+        force_index(t)
+    );
     if let Some(lo) = lo {
         sql.push_str(" WHERE ");
         sql.push_str(&after(t, lo));
@@ -135,17 +159,29 @@ mod tests {
             name: n.into(),
             kind,
             charset: Some("utf8mb4".into()),
-            column_type: String::new(),
             nullable: false,
             generated: false,
+            auto_increment: false,
         };
         Table {
             db: "shop".into(),
             name: "order items".into(),
             engine: "InnoDB".into(),
             columns: vec![
-                col("order_id", Kind::Int { unsigned: false, bytes: 4 }),
-                col("line", Kind::Int { unsigned: false, bytes: 4 }),
+                col(
+                    "order_id",
+                    Kind::Int {
+                        unsigned: false,
+                        bytes: 4,
+                    },
+                ),
+                col(
+                    "line",
+                    Kind::Int {
+                        unsigned: false,
+                        bytes: 4,
+                    },
+                ),
                 col("이름", Kind::Text),
                 col("f", Kind::Float),
             ],
@@ -167,14 +203,26 @@ mod tests {
             "SELECT `order_id`, `line`, `이름`, CAST(`f` AS DOUBLE) FROM `shop`.`order items` FORCE INDEX (PRIMARY) ORDER BY `order_id`, `line` LIMIT 10"
         );
         let lo = [Value::Int(5), Value::Int(2)];
-        assert_eq!(after(&t, &lo), "((`order_id` > 5) OR (`order_id` = 5 AND `line` > 2))");
+        assert_eq!(
+            after(&t, &lo),
+            "((`order_id` > 5) OR (`order_id` = 5 AND `line` > 2))"
+        );
         let hi = [Value::Int(9), Value::Int(1)];
         assert_eq!(
             delete_range(&t, Some(&lo), Some(&hi)),
             "DELETE FROM `shop`.`order items` WHERE ((`order_id` > 5) OR (`order_id` = 5 AND `line` > 2)) AND ((`order_id` < 9) OR (`order_id` = 9 AND `line` <= 1))"
         );
         let mut s = replace_prefix(&t);
-        push_row(&mut s, &t, &[Value::Int(1), Value::Int(2), Value::Text("가".as_bytes().to_vec()), Value::Null]);
+        push_row(
+            &mut s,
+            &t,
+            &[
+                Value::Int(1),
+                Value::Int(2),
+                Value::Text("가".as_bytes().to_vec()),
+                Value::Null,
+            ],
+        );
         assert_eq!(s, "REPLACE INTO `shop`.`order items` (`order_id`, `line`, `이름`, `f`) VALUES (1, 2, _utf8mb4 X'EAB080', NULL)");
     }
 }

@@ -40,14 +40,19 @@ pub struct FollowStatus {
 }
 
 pub fn now() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     format!("{}.{:03}", d.as_secs(), d.subsec_millis())
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path).map_err(|e| {
-            Error::definite(format!("cannot open state file {}: {e}", path.display()), "check --state")
+            Error::definite(
+                format!("cannot open state file {}: {e}", path.display()),
+                "check --state",
+            )
         })?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -55,23 +60,37 @@ impl Store {
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version as usize > MIGRATIONS.len() {
             return Err(Error::definite(
-                format!("state file {} was written by a newer migrate", path.display()),
+                format!(
+                    "state file {} was written by a newer migrate",
+                    path.display()
+                ),
                 "use the newer migrate binary",
             ));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
+            conn.execute_batch(&format!(
+                "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))?;
         }
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let c = self.conn.lock().map_err(|_| Error::definite("state store lock poisoned", "restart migrate"))?;
+        let c = self
+            .conn
+            .lock()
+            .map_err(|_| Error::definite("state store lock poisoned", "restart migrate"))?;
         Ok(f(&c)?)
     }
 
     pub fn get(&self, key: &str) -> Result<Option<String>> {
-        self.with(|c| c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
+        self.with(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
     }
     pub fn set(&self, key: &str, value: &str) -> Result<()> {
         self.with(|c| {
@@ -79,20 +98,32 @@ impl Store {
                 .map(|_| ())
         })
     }
-    pub fn delete(&self, key: &str) -> Result<()> {
-        self.with(|c| c.execute("DELETE FROM meta WHERE key = ?1", [key]).map(|_| ()))
-    }
 
     pub fn step_done(&self, step: &str) -> Result<bool> {
         self.with(|c| {
-            c.query_row("SELECT 1 FROM schema_steps WHERE step = ?1", [step], |_| Ok(())).optional().map(|o| o.is_some())
+            c.query_row("SELECT 1 FROM schema_steps WHERE step = ?1", [step], |_| {
+                Ok(())
+            })
+            .optional()
+            .map(|o| o.is_some())
         })
     }
     pub fn mark_step(&self, step: &str) -> Result<()> {
-        self.with(|c| c.execute("INSERT OR REPLACE INTO schema_steps VALUES (?1, ?2)", [step, &now()]).map(|_| ()))
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO schema_steps VALUES (?1, ?2)",
+                [step, &now()],
+            )
+            .map(|_| ())
+        })
     }
     pub fn any_steps(&self) -> Result<bool> {
-        self.with(|c| c.query_row("SELECT COUNT(*) FROM schema_steps", [], |r| r.get::<_, i64>(0)).map(|n| n > 0))
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM schema_steps", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n > 0)
+        })
     }
 
     pub fn ensure_table(&self, db: &str, name: &str, rows_est: u64, bytes_est: u64) -> Result<()> {
@@ -103,11 +134,6 @@ impl Store {
                 params![db, name, rows_est as i64, bytes_est as i64],
             )
             .map(|_| ())
-        })
-    }
-    pub fn set_table_status(&self, db: &str, name: &str, status: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute("UPDATE tables SET status = ?3 WHERE db = ?1 AND name = ?2", params![db, name, status]).map(|_| ())
         })
     }
     /// Forget a table's copy progress (it will be copied again from its first row).
@@ -185,7 +211,9 @@ impl Store {
     pub fn chunk_position_range(&self) -> Result<Vec<(String, u64)>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT DISTINCT binlog_file, binlog_pos FROM chunks")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?;
             rows.collect()
         })
     }
@@ -237,10 +265,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.sqlite")).unwrap();
         s.ensure_table("shop", "orders", 10, 100).unwrap();
-        s.record_chunk("shop", "orders", 0, 5, 50, ("bin.000001", 400), Some("[1]"), false).unwrap();
-        s.record_chunk("shop", "orders", 1, 5, 50, ("bin.000002", 4), Some("[2]"), true).unwrap();
+        s.record_chunk(
+            "shop",
+            "orders",
+            0,
+            5,
+            50,
+            ("bin.000001", 400),
+            Some("[1]"),
+            false,
+        )
+        .unwrap();
+        s.record_chunk(
+            "shop",
+            "orders",
+            1,
+            5,
+            50,
+            ("bin.000002", 4),
+            Some("[2]"),
+            true,
+        )
+        .unwrap();
         let t = &s.tables().unwrap()[0];
-        assert_eq!((t.rows_done, t.chunks_done, t.status.as_str()), (10, 2, "copied"));
+        assert_eq!(
+            (t.rows_done, t.chunks_done, t.status.as_str()),
+            (10, 2, "copied")
+        );
         assert_eq!(t.last_key.as_deref(), Some("[2]"));
         assert_eq!(s.chunk_position_range().unwrap().len(), 2);
         drop(s);

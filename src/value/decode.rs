@@ -8,13 +8,20 @@ use crate::schema::{Column, Kind};
 
 fn bad(col: &Column, raw: &[u8]) -> Error {
     Error::definite(
-        format!("column `{}`: cannot read value {:?}", col.name, String::from_utf8_lossy(raw)),
+        format!(
+            "column `{}`: cannot read value {:?}",
+            col.name,
+            String::from_utf8_lossy(raw)
+        ),
         "report this as a bug with the column type",
     )
 }
 
 fn parse<T: std::str::FromStr>(col: &Column, raw: &[u8]) -> Result<T> {
-    std::str::from_utf8(raw).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad(col, raw))
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(col, raw))
 }
 
 fn text(col: &Column, raw: Vec<u8>) -> Result<String> {
@@ -24,16 +31,22 @@ fn text(col: &Column, raw: Vec<u8>) -> Result<String> {
 /// A text-protocol cell, as selected by `snapshot::plan::select_list` (FLOAT as DOUBLE,
 /// BIT/ENUM/SET as numbers, INET6/UUID as BINARY(16)).
 pub fn from_text(col: &Column, raw: Option<Vec<u8>>) -> Result<Value> {
-    let Some(raw) = raw else { return Ok(Value::Null) };
+    let Some(raw) = raw else {
+        return Ok(Value::Null);
+    };
     Ok(match &col.kind {
-        Kind::Int { unsigned: false, .. } => Value::Int(parse(col, &raw)?),
+        Kind::Int {
+            unsigned: false, ..
+        } => Value::Int(parse(col, &raw)?),
         Kind::Int { unsigned: true, .. } | Kind::Bit | Kind::Year | Kind::Enum | Kind::Set => {
             Value::UInt(parse(col, &raw)?)
         }
         Kind::Decimal => Value::Decimal(text(col, raw)?),
         Kind::Float => Value::Float(parse::<f64>(col, &raw)? as f32),
         Kind::Double => Value::Double(parse(col, &raw)?),
-        Kind::Date | Kind::Time | Kind::DateTime | Kind::Timestamp => Value::Temporal(text(col, raw)?),
+        Kind::Date | Kind::Time | Kind::DateTime | Kind::Timestamp => {
+            Value::Temporal(text(col, raw)?)
+        }
         Kind::Text => Value::Text(raw),
         Kind::Binary { .. } | Kind::Geometry | Kind::Inet6 | Kind::Uuid => Value::Bytes(raw),
     })
@@ -60,21 +73,27 @@ pub fn from_binlog(col: &Column, v: mysql_async::Value) -> Result<Value> {
             Value::UInt(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
         }
         // BIT: big-endian bytes
-        (Kind::Bit, M::Bytes(b)) => Value::UInt(b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64)),
+        (Kind::Bit, M::Bytes(b)) => {
+            Value::UInt(b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+        }
         (Kind::Decimal, M::Bytes(b)) => Value::Decimal(text(col, b)?),
         (Kind::Float, M::Float(f)) => Value::Float(f),
         (Kind::Float, M::Double(d)) => Value::Float(d as f32),
         (Kind::Double, M::Double(d)) => Value::Double(d),
         (Kind::Double, M::Float(f)) => Value::Double(f as f64),
         (Kind::Date, M::Date(y, m, d, ..)) => Value::Temporal(format!("{y:04}-{m:02}-{d:02}")),
-        (Kind::DateTime, M::Date(y, m, d, h, mi, s, us)) => Value::Temporal(datetime(y, m, d, h, mi, s, us)),
+        (Kind::DateTime, M::Date(y, m, d, h, mi, s, us)) => {
+            Value::Temporal(datetime(y, m, d, h, mi, s, us))
+        }
         (Kind::Time, M::Time(neg, days, h, m, s, us)) => {
             let hours = days * 24 + h as u32;
             let sign = if neg { "-" } else { "" };
             Value::Temporal(format!("{sign}{hours:02}:{m:02}:{s:02}.{us:06}"))
         }
         (Kind::Timestamp, M::Bytes(b)) => Value::Temporal(timestamp_utc(col, &b)?),
-        (Kind::Timestamp, M::Date(y, m, d, h, mi, s, us)) => Value::Temporal(datetime(y, m, d, h, mi, s, us)),
+        (Kind::Timestamp, M::Date(y, m, d, h, mi, s, us)) => {
+            Value::Temporal(datetime(y, m, d, h, mi, s, us))
+        }
         (Kind::Text, M::Bytes(b)) => Value::Text(b),
         (Kind::Binary { pad }, M::Bytes(mut b)) => {
             if let Some(n) = pad {
@@ -89,7 +108,10 @@ pub fn from_binlog(col: &Column, v: mysql_async::Value) -> Result<Value> {
         (Kind::Geometry, M::Bytes(b)) => Value::Bytes(b),
         (k, other) => {
             return Err(Error::definite(
-                format!("column `{}` ({k:?}): unexpected binlog value {other:?}", col.name),
+                format!(
+                    "column `{}` ({k:?}): unexpected binlog value {other:?}",
+                    col.name
+                ),
                 "report this as a bug with the column type",
             ))
         }
@@ -98,7 +120,11 @@ pub fn from_binlog(col: &Column, v: mysql_async::Value) -> Result<Value> {
 
 fn int_fixup(unsigned: bool, bytes: u8, raw: u64) -> Value {
     let bits = bytes as u32 * 8;
-    let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    let mask = if bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
     let v = raw & mask;
     if unsigned {
         Value::UInt(v)
@@ -126,7 +152,12 @@ fn timestamp_utc(col: &Column, raw: &[u8]) -> Result<String> {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let mut out = format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
+    let mut out = format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
     if !frac.is_empty() {
         out.push('.');
         out.push_str(frac);
@@ -163,12 +194,18 @@ mod tests {
             name: "t".into(),
             kind: Kind::Timestamp,
             charset: None,
-            column_type: String::new(),
             nullable: true,
             generated: false,
+            auto_increment: false,
         };
         assert_eq!(timestamp_utc(&c, b"0").unwrap(), "0000-00-00 00:00:00");
-        assert_eq!(timestamp_utc(&c, b"1577836800.500000").unwrap(), "2020-01-01 00:00:00.500000");
-        assert_eq!(timestamp_utc(&c, b"2147483647").unwrap(), "2038-01-19 03:14:07");
+        assert_eq!(
+            timestamp_utc(&c, b"1577836800.500000").unwrap(),
+            "2020-01-01 00:00:00.500000"
+        );
+        assert_eq!(
+            timestamp_utc(&c, b"2147483647").unwrap(),
+            "2038-01-19 03:14:07"
+        );
     }
 }

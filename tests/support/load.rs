@@ -31,10 +31,15 @@ INSERT INTO legacy_notes SELECT seq, CONVERT(CONCAT('메모 ', seq) USING euckr)
 pub struct Rng(u64);
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
+        Rng(seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407))
     }
     pub fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n.max(1)
     }
 }
@@ -81,8 +86,13 @@ pub fn iteration(i: u64, rng: &mut Rng) -> String {
         s.push_str("CREATE TABLE coupons (code VARCHAR(12) NOT NULL PRIMARY KEY, pct TINYINT UNSIGNED NOT NULL);\n");
     }
     if i > 60 {
-        s.push_str(&format!("INSERT INTO coupons VALUES ('C{i}', {}) ON DUPLICATE KEY UPDATE pct = pct + 1;\n", rng.next(90)));
-        s.push_str(&format!("UPDATE customers SET note = '노트 {i}' WHERE id = {c};\n"));
+        s.push_str(&format!(
+            "INSERT INTO coupons VALUES ('C{i}', {}) ON DUPLICATE KEY UPDATE pct = pct + 1;\n",
+            rng.next(90)
+        ));
+        s.push_str(&format!(
+            "UPDATE customers SET note = '노트 {i}' WHERE id = {c};\n"
+        ));
     }
     s
 }

@@ -33,11 +33,20 @@ fn template() -> &'static Path {
         let dir = servers_dir().join(format!("template-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let out = Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
             .arg(format!("--datadir={}", dir.display()))
             .output()
             .expect("mariadb-install-db (apt-get install mariadb-server)");
-        assert!(out.status.success(), "mariadb-install-db failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
 }
@@ -74,7 +83,12 @@ impl Server {
         let dir = servers_dir().join(format!("{name}-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir server dir");
-        let ok = Command::new("cp").arg("-a").arg(template()).arg(dir.join("data")).status().expect("cp");
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(template())
+            .arg(dir.join("data"))
+            .status()
+            .expect("cp");
         assert!(ok.success(), "copying the template data directory failed");
         let server_id = (port as u32 % 60000) + 10;
         let mut args: Vec<String> = vec![
@@ -95,7 +109,13 @@ impl Server {
             "--performance-schema=OFF".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Server { name: name.into(), port, dir, args, child: None };
+        let mut s = Server {
+            name: name.into(),
+            port,
+            dir,
+            args,
+            child: None,
+        };
         s.launch();
         s
     }
@@ -116,12 +136,21 @@ impl Server {
             std::thread::sleep(Duration::from_millis(100));
         }
         let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
-        panic!("MariaDB {} did not start on {}: {log}", self.name, self.port);
+        panic!(
+            "MariaDB {} did not start on {}: {log}",
+            self.name, self.port
+        );
     }
 
     /// A handle on a server started elsewhere (for client calls from another thread).
     pub fn attach(name: &str, port: u16) -> Server {
-        Server { name: name.into(), port, dir: PathBuf::new(), args: Vec::new(), child: None }
+        Server {
+            name: name.into(),
+            port,
+            dir: PathBuf::new(),
+            args: Vec::new(),
+            child: None,
+        }
     }
 
     /// Stop cleanly and start again on the same port and data.
@@ -143,13 +172,25 @@ impl Server {
 
     fn client(&self) -> Command {
         let mut c = Command::new("mariadb");
-        c.args(["--no-defaults", "-uroot", "-h127.0.0.1", "--batch", "--skip-column-names", "--default-character-set=utf8mb4"])
-            .arg(format!("-P{}", self.port));
+        c.args([
+            "--no-defaults",
+            "-uroot",
+            "-h127.0.0.1",
+            "--batch",
+            "--skip-column-names",
+            "--default-character-set=utf8mb4",
+        ])
+        .arg(format!("-P{}", self.port));
         c
     }
 
     pub fn try_sql(&self, sql: &str) -> Result<String, String> {
-        let out = self.client().arg("-e").arg(sql).output().map_err(|e| e.to_string())?;
+        let out = self
+            .client()
+            .arg("-e")
+            .arg(sql)
+            .output()
+            .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
         } else {
@@ -159,16 +200,32 @@ impl Server {
 
     /// Run SQL through the mariadb client; panics on error.
     pub fn sql(&self, sql: &str) -> String {
-        self.try_sql(sql).unwrap_or_else(|e| panic!("{} SQL failed: {e}\n{sql}", self.name))
+        self.try_sql(sql)
+            .unwrap_or_else(|e| panic!("{} SQL failed: {e}\n{sql}", self.name))
     }
 
     /// Run a SQL script from stdin (binary-safe).
     pub fn script(&self, sql: &[u8]) {
         use std::io::Write;
-        let mut c = self.client().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("client");
-        c.stdin.take().expect("stdin").write_all(sql).expect("write");
+        let mut c = self
+            .client()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("client");
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(sql)
+            .expect("write");
         let out = c.wait_with_output().expect("wait");
-        assert!(out.status.success(), "{} script failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{} script failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Data of `db` as mariadb-dump prints it: ordered by primary key, blobs in hex, UTC.
@@ -191,7 +248,11 @@ impl Server {
             .arg(db)
             .output()
             .expect("mariadb-dump");
-        assert!(out.status.success(), "mariadb-dump {db}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mariadb-dump {db}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -202,7 +263,10 @@ impl Server {
         ));
         let mut out = String::new();
         for t in tables.lines() {
-            let create = self.sql(&format!("SHOW CREATE TABLE `{db}`.`{}`", t.replace('`', "``")));
+            let create = self.sql(&format!(
+                "SHOW CREATE TABLE `{db}`.`{}`",
+                t.replace('`', "``")
+            ));
             let cleaned: String = create
                 .split(' ')
                 .filter(|w| !w.starts_with("AUTO_INCREMENT="))
@@ -227,7 +291,9 @@ impl Drop for Server {
 
 /// Run the migrate binary with source/target/state set; returns its output.
 pub fn migrate(source: &str, target: &str, state: &Path, args: &[&str]) -> Output {
-    migrate_cmd(source, target, state, args).output().expect("run migrate")
+    migrate_cmd(source, target, state, args)
+        .output()
+        .expect("run migrate")
 }
 
 pub fn migrate_cmd(source: &str, target: &str, state: &Path, args: &[&str]) -> Command {
@@ -265,7 +331,13 @@ pub fn assert_same(src: &Server, dst: &Server, db: &str) {
             .zip(b.lines())
             .filter(|(x, y)| x != y)
             .take(5)
-            .map(|(x, y)| format!("source: {}\ntarget: {}", &x[..x.len().min(300)], &y[..y.len().min(300)]))
+            .map(|(x, y)| {
+                format!(
+                    "source: {}\ntarget: {}",
+                    &x[..x.len().min(300)],
+                    &y[..y.len().min(300)]
+                )
+            })
             .collect();
         panic!(
             "data of {db} differs ({} vs {} lines):\n{}",
@@ -274,7 +346,11 @@ pub fn assert_same(src: &Server, dst: &Server, db: &str) {
             diff.join("\n")
         );
     }
-    assert_eq!(src.dump_schema(db), dst.dump_schema(db), "schema of {db} differs");
+    assert_eq!(
+        src.dump_schema(db),
+        dst.dump_schema(db),
+        "schema of {db} differs"
+    );
 }
 
 pub fn tempdir() -> tempfile::TempDir {

@@ -53,12 +53,19 @@ impl Proxy {
                         v.push(b);
                     }
                 }
-                let (c_read, s_write) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                let (c_read, s_write) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
                 std::thread::spawn(move || pump(c_read, s_write));
                 std::thread::spawn(move || pump(server, client));
             }
         });
-        Proxy { port, conns, refusing }
+        Proxy {
+            port,
+            conns,
+            refusing,
+        }
     }
 
     /// Drop every connection going through the proxy now.
