@@ -34,6 +34,9 @@ pub struct CopyPlan {
     pub max_statement: usize,
     /// Write chunks with LOAD DATA LOCAL INFILE (else multi-row INSERT).
     pub load_data: bool,
+    /// Deferred `ALTER TABLE ... ADD KEY` by table full name, run by the writer right after
+    /// the table's last chunk (overlapping the copy of other tables): (state step, SQL).
+    pub deferred: std::collections::HashMap<String, (String, String)>,
 }
 
 struct Chunk {
@@ -384,6 +387,20 @@ impl Worker<'_> {
             )?;
             self.plan.progress.add(c.rows.len() as u64, c.bytes);
             let tname = c.table.full_name();
+            if let (true, Some((step, alter))) = (finished, self.plan.deferred.get(&tname)) {
+                tracing::info!("{tname}: adding deferred indexes");
+                if let Err(e) = super::exec_step(
+                    &self.plan.store,
+                    &mut conn,
+                    step,
+                    std::slice::from_ref(alter),
+                )
+                .await
+                {
+                    // left for the pass after the copy
+                    tracing::warn!("{tname}: deferred indexes not added yet: {e}");
+                }
+            }
             metrics::add(
                 "migrate_snapshot_rows_total",
                 &[("table", &tname)],

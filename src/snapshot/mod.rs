@@ -90,7 +90,12 @@ pub async fn non_empty_on_target(tgt: &mut Conn, dbs: &[String]) -> Result<Vec<S
     Ok(out)
 }
 
-async fn exec_step(store: &Store, tgt: &mut Conn, step: &str, sqls: &[String]) -> Result<()> {
+pub(crate) async fn exec_step(
+    store: &Store,
+    tgt: &mut Conn,
+    step: &str,
+    sqls: &[String],
+) -> Result<()> {
     if store.step_done(step)? {
         return Ok(());
     }
@@ -332,12 +337,20 @@ pub async fn run(
         chunk_bytes: opts.chunk_bytes,
         max_statement: (max_packet / 4).clamp(64 << 10, 4 << 20),
         load_data: local_infile && opts.load_data,
+        deferred: deferred
+            .iter()
+            .map(|(step, alter)| {
+                (
+                    step.trim_start_matches("index:").to_string(),
+                    (step.clone(), alter.clone()),
+                )
+            })
+            .collect(),
     };
     copy::copy_tables(&plan, todo, opts.threads).await?;
     progress.finish();
 
     for (step, alter) in deferred {
-        tracing::info!("adding deferred indexes: {step}");
         exec_step(&store, &mut tgt, &step, &[alter]).await?;
     }
     copy_objects(&store, &mut src, &mut tgt, &dbs).await?;
