@@ -50,6 +50,7 @@ CREATE VIEW recent_orders AS SELECT id, customer_id, total FROM orders WHERE pla
 SQL
 
 echo "== starting a live write load on the source"
+touch "$MIGRATE_RUN_DIR/load.on"
 (
   i=0
   while [ -f "$MIGRATE_RUN_DIR/load.on" ]; do
@@ -60,7 +61,6 @@ echo "== starting a live write load on the source"
       DELETE FROM orders WHERE id = $((RANDOM * 8 % rows + 1));" 2>/dev/null || true
   done
 ) &
-touch "$MIGRATE_RUN_DIR/load.on"
 loader=$!
 trap 'rm -f "$MIGRATE_RUN_DIR/load.on"; wait $loader 2>/dev/null || true' EXIT
 

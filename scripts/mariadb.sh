@@ -17,6 +17,9 @@ start)
       --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1
   fi
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then exit 0; fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use by another process: stop it or choose another port" >&2; exit 2
+  fi
   mariadbd --no-defaults --user=root --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
     --socket="$dir/sock" --pid-file="$dir/pid" --log-error="$dir/error.log" \
     --innodb-buffer-pool-size=256M --innodb-log-file-size=256M --innodb-flush-log-at-trx-commit=2 \

@@ -10,7 +10,29 @@ use crate::snapshot::plan;
 use crate::value::{decode, encode, Value};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
+use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Child table descriptions, kept until the next DDL.
+#[derive(Default)]
+pub struct Children {
+    tables: HashMap<(String, String), Arc<Table>>,
+}
+
+impl Children {
+    async fn get(&mut self, conn: &mut Conn, fk: &ChildFk) -> Result<Arc<Table>> {
+        let k = (fk.db.clone(), fk.table.clone());
+        if let Some(t) = self.tables.get(&k) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(schema::describe(conn, &fk.db, &fk.table).await?);
+        self.tables.insert(k, t.clone());
+        Ok(t)
+    }
+    pub fn clear(&mut self) {
+        self.tables.clear();
+    }
+}
 
 /// `(c1 = v1 AND c2 = v2) OR ...` over the child's columns for each parent value tuple.
 fn match_condition(child: &Table, fk: &ChildFk, tuples: &[Vec<Value>]) -> Option<String> {
@@ -85,13 +107,18 @@ async fn read_rows(conn: &mut Conn, t: &Table, cond: &str) -> Result<Vec<Vec<Val
 }
 
 /// After deleting `rows` of `parent`: delete or null their children, recursively.
-pub async fn on_delete(conn: &mut Conn, parent: &Arc<Table>, rows: Vec<Vec<Value>>) -> Result<()> {
+pub async fn on_delete(
+    conn: &mut Conn,
+    children: &mut Children,
+    parent: &Arc<Table>,
+    rows: Vec<Vec<Value>>,
+) -> Result<()> {
     let mut work = vec![(parent.clone(), rows)];
     while let Some((t, rows)) = work.pop() {
         for fk in &t.children {
             let tuples: Vec<Vec<Value>> =
                 rows.iter().filter_map(|r| referenced(&t, fk, r)).collect();
-            let child = Arc::new(schema::describe(conn, &fk.db, &fk.table).await?);
+            let child = children.get(conn, fk).await?;
             let Some(cond) = match_condition(&child, fk, &tuples) else {
                 continue;
             };
@@ -127,6 +154,7 @@ pub async fn on_delete(conn: &mut Conn, parent: &Arc<Table>, rows: Vec<Vec<Value
 /// After changing `before` to `after` in `parent`: carry changed referenced values to children.
 pub async fn on_update(
     conn: &mut Conn,
+    children: &mut Children,
     parent: &Arc<Table>,
     before: &[Value],
     after: &[Value],
@@ -141,7 +169,7 @@ pub async fn on_update(
         if new.as_ref() == Some(&old) {
             continue;
         }
-        let child = schema::describe(conn, &fk.db, &fk.table).await?;
+        let child = children.get(conn, fk).await?;
         let Some(cond) = match_condition(&child, fk, std::slice::from_ref(&old)) else {
             continue;
         };

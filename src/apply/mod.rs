@@ -23,6 +23,7 @@ pub const CHECKPOINT_DB: &str = "_migrate";
 pub struct Applier {
     conn: Conn,
     max_statement: usize,
+    children: cascade::Children,
 }
 
 /// Errors a DDL statement gives when it was already applied before a crash.
@@ -50,6 +51,7 @@ impl Applier {
         Ok(Applier {
             conn,
             max_statement: (packet / 4).clamp(64 << 10, 4 << 20),
+            children: Default::default(),
         })
     }
 
@@ -121,18 +123,25 @@ impl Applier {
             });
             match c {
                 Change::Delete { table, row } => {
-                    cascade::on_delete(&mut self.conn, table, vec![row.clone()]).await?
+                    cascade::on_delete(&mut self.conn, &mut self.children, table, vec![row.clone()])
+                        .await?
                 }
                 Change::Rekey {
                     table,
                     before,
                     after,
-                } => cascade::on_update(&mut self.conn, table, before, after).await?,
+                } => {
+                    cascade::on_update(&mut self.conn, &mut self.children, table, before, after)
+                        .await?
+                }
                 Change::Upsert {
                     table,
                     before: Some(before),
                     row,
-                } => cascade::on_update(&mut self.conn, table, before, row).await?,
+                } => {
+                    cascade::on_update(&mut self.conn, &mut self.children, table, before, row)
+                        .await?
+                }
                 Change::Upsert { .. } => {}
             }
             for sql in one.statements(self.max_statement) {
@@ -149,6 +158,7 @@ impl Applier {
     /// Apply one DDL transaction, then record the position. A DDL that fails because it
     /// was already applied before a crash (table exists, unknown column...) is skipped.
     pub async fn apply_ddl(&mut self, t: &Transaction, pos: &Position) -> Result<()> {
+        self.children.clear();
         if let Some((schema, sql)) = &t.ddl {
             if !schema.is_empty() {
                 // The default schema may not exist on the target (not selected): ignore.

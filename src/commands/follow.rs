@@ -508,8 +508,20 @@ async fn apply_loop(
             permits.clear();
             *pos = batch_pos.clone();
         }
-        write_status(store, live, pos, false)?;
-        if done(pos, &opts.until, &live.goal) || stop {
+        let finished = done(pos, &opts.until, &live.goal) || stop;
+        if finished {
+            // final figures for `status`
+            let at = reader_at.lock().map(|a| a.clone()).unwrap_or_default();
+            if let Ok((trx, bytes, _)) = measure_behind(mon, pos, &at).await {
+                live.status.events_behind = Some(trx);
+                live.status.bytes_behind = bytes;
+                if trx == 0 {
+                    live.status.lag_seconds = Some(0.0);
+                }
+            }
+        }
+        write_status(store, live, pos, finished)?;
+        if finished {
             return Ok(());
         }
     }
