@@ -91,6 +91,45 @@ fn until_gtid_metrics_status_ddl_stop_and_purged_binlog() {
         .status();
     assert!(child.wait().expect("wait").success(), "SIGINT must exit 0");
 
+    // --max-source-load: while the source is busier than allowed, follow waits (never drops)
+    src.sql("UPDATE app.t SET v = 100");
+    let mut child = migrate_cmd(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &[
+            "follow",
+            "--databases",
+            "app",
+            "--until-caught-up",
+            "--max-source-load",
+            "0",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("follow");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "a throttled follow must not finish"
+    );
+    assert_eq!(dst.sql("SELECT v FROM app.t"), "10");
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = child.wait_with_output().expect("wait");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pausing reads"));
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--databases", "app", "--until-caught-up"],
+    ));
+    assert_eq!(dst.sql("SELECT v FROM app.t"), "100");
+
     // --on-ddl stop: exit 2 before the DDL, nothing applied past it
     src.sql("ALTER TABLE app.t ADD COLUMN w INT; UPDATE app.t SET v = 11;");
     let out = migrate(

@@ -69,11 +69,23 @@ pub fn merge_config(g: &mut Global) -> Result<()> {
     Ok(())
 }
 
+/// A password written in a URL given on the command line is visible to every user of the
+/// bastion (`ps`): say so once.
+fn warn_if_password_in_argv(role: &str, url: &str, ep: &Endpoint) {
+    if ep.password.is_some() && std::env::args().any(|a| a.contains(url)) {
+        tracing::warn!(
+            "the --{role} URL on the command line holds a password, visible in `ps`: use MIGRATE_{}_PASSWORD or --{role}-password-file",
+            role.to_uppercase()
+        );
+    }
+}
+
 impl Context {
     pub fn from_global(g: &Global) -> Result<Context> {
         let source = match &g.source {
             Some(u) => {
                 let mut e = Endpoint::parse("source", u)?;
+                warn_if_password_in_argv("source", u, &e);
                 e.resolve_password(
                     std::env::var("MIGRATE_SOURCE_PASSWORD").ok(),
                     g.source_password_file.as_ref(),
@@ -85,6 +97,7 @@ impl Context {
         let target = match &g.target {
             Some(u) => {
                 let mut e = Endpoint::parse("target", u)?;
+                warn_if_password_in_argv("target", u, &e);
                 e.resolve_password(
                     std::env::var("MIGRATE_TARGET_PASSWORD").ok(),
                     g.target_password_file.as_ref(),
