@@ -30,7 +30,7 @@ sb oltp_write_only prepare >/dev/null
 snapshot_bench() {
   # Each run writes into a freshly started, idle target (no background purge or flushing left
   # over from the previous run); ${BENCH_ROUNDS:-2} rounds, alternating, best of each reported.
-  local rounds=${BENCH_ROUNDS:-2} best_peer=0 best_ours=0 port=14310
+  local rounds=${BENCH_ROUNDS:-3} best_peer=0 best_ours=0 port=14310
   for r in $(seq 1 "$rounds"); do
     port=$((port + 1)); scripts/mariadb.sh start "peer$r" $port --server-id=2 --skip-log-bin
     local out=$MIGRATE_RUN_DIR/dump$r t0 t1 t2
@@ -45,10 +45,10 @@ snapshot_bench() {
     port=$((port + 1)); scripts/mariadb.sh start "ours$r" $port --server-id=3 --skip-log-bin
     t0=$(now)
     MIGRATE_STATE=$MIGRATE_RUN_DIR/snap$r.sqlite "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:$port \
-      --databases sbtest snapshot --threads 2 --defer-indexes >/dev/null 2>&1
+      --databases sbtest snapshot --defer-indexes >/dev/null 2>&1
     t1=$(now)
     local ours; ours=$(echo "$t1 - $t0" | bc)
-    echo "round $r: migrate snapshot --threads 2 --defer-indexes $ours s"
+    echo "round $r: migrate snapshot --defer-indexes (default --threads 4) $ours s"
     for i in $(seq 1 "$tables"); do
       a=$(q 14306 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2); b=$(q $port -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2)
       [ "$a" = "$b" ] || { echo "sbtest$i differs after migrate snapshot" >&2; exit 1; }

@@ -7,7 +7,8 @@
 use crate::db::quote;
 use crate::schema::{Kind, Table};
 use crate::value::Value;
-use std::io::Write;
+use bytes::{BufMut, BytesMut};
+use std::fmt::Write;
 
 /// The statement loading one chunk with REPLACE semantics.
 pub fn statement(t: &Table) -> String {
@@ -38,40 +39,46 @@ pub fn statement(t: &Table) -> String {
     sql
 }
 
-fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+fn escaped(out: &mut BytesMut, bytes: &[u8]) {
     for &b in bytes {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\t' => out.extend_from_slice(b"\\t"),
             b'\n' => out.extend_from_slice(b"\\n"),
             0 => out.extend_from_slice(b"\\0"),
-            _ => out.push(b),
+            _ => out.put_u8(b),
         }
     }
 }
 
 /// One row as a tab-separated line.
-pub fn push_row(out: &mut Vec<u8>, t: &Table, row: &[Value]) {
+pub fn push_row(out: &mut BytesMut, t: &Table, row: &[Value]) {
     let mut first = true;
     for (i, _) in t.writable() {
         if !first {
-            out.push(b'\t');
+            out.put_u8(b'\t');
         }
         first = false;
         let _ = match &row[i] {
-            Value::Null => out.write_all(b"\\N"),
+            Value::Null => {
+                out.extend_from_slice(b"\\N");
+                Ok(())
+            }
             Value::Int(v) => write!(out, "{v}"),
             Value::UInt(v) => write!(out, "{v}"),
             Value::Float(v) => write!(out, "{v:e}"),
             Value::Double(v) => write!(out, "{v:e}"),
-            Value::Decimal(s) | Value::Temporal(s) => out.write_all(s.as_bytes()),
+            Value::Decimal(s) | Value::Temporal(s) => {
+                out.extend_from_slice(s.as_bytes());
+                Ok(())
+            }
             Value::Text(b) | Value::Bytes(b) => {
                 escaped(out, b);
                 Ok(())
             }
         };
     }
-    out.push(b'\n');
+    out.put_u8(b'\n');
 }
 
 #[cfg(test)]
@@ -111,7 +118,7 @@ mod tests {
             children: Vec::new(),
             key_moved_by_cascade: false,
         };
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         push_row(
             &mut out,
             &t,
@@ -121,7 +128,7 @@ mod tests {
                 Value::Null,
             ],
         );
-        assert_eq!(out, b"-1\t\\0\\t\\\\\\n\xff\t\\N\n");
+        assert_eq!(&out[..], b"-1\t\\0\\t\\\\\\n\xff\t\\N\n");
         assert!(statement(&t).ends_with("(`id`, `b`, @v2) SET `e` = CAST(@v2 AS UNSIGNED)"));
     }
 }
