@@ -177,33 +177,19 @@ impl Batch {
 mod tests {
     use super::*;
     use crate::position::Gtid;
-    use crate::schema::{Column, Kind};
+    use crate::schema::Kind;
 
     fn table() -> Arc<Table> {
-        let col = |n: &str| Column {
-            name: n.into(),
-            kind: Kind::Int {
-                unsigned: false,
-                bytes: 4,
-            },
-            charset: None,
-            nullable: false,
-            generated: false,
-            auto_increment: false,
+        let int = Kind::Int {
+            unsigned: false,
+            bytes: 4,
         };
-        Arc::new(Table {
-            db: "s".into(),
-            name: "inv".into(),
-            engine: "InnoDB".into(),
-            columns: vec![col("id"), col("qty")],
-            key: vec![0],
-            key_name: Some("PRIMARY".into()),
-            rows_estimate: 0,
-            bytes_estimate: 0,
-            avg_row_length: 0,
-            children: Vec::new(),
-            key_moved_by_cascade: false,
-        })
+        Arc::new(Table::for_test(
+            "s",
+            "inv",
+            &[("id", int.clone()), ("qty", int)],
+            &[0],
+        ))
     }
 
     fn tx(changes: Vec<Change>) -> Transaction {

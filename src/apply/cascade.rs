@@ -66,6 +66,20 @@ fn match_condition(child: &Table, fk: &ChildFk, tuples: &[Vec<Value>]) -> Option
     }
 }
 
+/// `UPDATE child SET fk columns = NULL WHERE cond`
+fn set_null(child: &Table, fk: &ChildFk, cond: &str) -> String {
+    let set: Vec<String> = fk
+        .child_columns
+        .iter()
+        .map(|c| format!("{} = NULL", quote::ident(c)))
+        .collect();
+    format!(
+        "UPDATE {} SET {} WHERE {cond}",
+        child.quoted(),
+        set.join(", ")
+    )
+}
+
 /// Values of the referenced (parent) columns of `row`; None when any is NULL (no match).
 fn referenced(parent: &Table, fk: &ChildFk, row: &[Value]) -> Option<Vec<Value>> {
     let mut out = Vec::new();
@@ -131,19 +145,7 @@ pub async fn on_delete(
                     conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
                         .await?;
                 }
-                "SET NULL" => {
-                    let set: Vec<String> = fk
-                        .child_columns
-                        .iter()
-                        .map(|c| format!("{} = NULL", quote::ident(c)))
-                        .collect();
-                    conn.query_drop(format!(
-                        "UPDATE {} SET {} WHERE {cond}",
-                        child.quoted(),
-                        set.join(", ")
-                    ))
-                    .await?;
-                }
+                "SET NULL" => conn.query_drop(set_null(&child, fk, &cond)).await?,
                 _ => {}
             }
         }
@@ -198,17 +200,7 @@ pub async fn on_update(
                 conn.query_drop(sql).await?;
             }
             ("CASCADE", None) | ("SET NULL", _) => {
-                let set: Vec<String> = fk
-                    .child_columns
-                    .iter()
-                    .map(|c| format!("{} = NULL", quote::ident(c)))
-                    .collect();
-                conn.query_drop(format!(
-                    "UPDATE {} SET {} WHERE {cond}",
-                    child.quoted(),
-                    set.join(", ")
-                ))
-                .await?;
+                conn.query_drop(set_null(&child, fk, &cond)).await?
             }
             _ => {}
         }

@@ -107,6 +107,36 @@ impl Table {
     }
 }
 
+#[cfg(test)]
+impl Table {
+    /// A table for unit tests: `db.name` with these columns (NOT NULL, InnoDB), keyed by `key`.
+    pub fn for_test(db: &str, name: &str, columns: &[(&str, Kind)], key: &[usize]) -> Table {
+        Table {
+            db: db.into(),
+            name: name.into(),
+            engine: "InnoDB".into(),
+            columns: columns
+                .iter()
+                .map(|(n, k)| Column {
+                    name: n.to_string(),
+                    kind: k.clone(),
+                    charset: Some("utf8mb4".into()),
+                    nullable: false,
+                    generated: false,
+                    auto_increment: false,
+                })
+                .collect(),
+            key: key.to_vec(),
+            key_name: Some("PRIMARY".into()),
+            rows_estimate: 0,
+            bytes_estimate: 0,
+            avg_row_length: 0,
+            children: Vec::new(),
+            key_moved_by_cascade: false,
+        }
+    }
+}
+
 pub fn kind_of(data_type: &str, column_type: &str) -> Option<Kind> {
     let unsigned = column_type.contains("unsigned");
     Some(match data_type {

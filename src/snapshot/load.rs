@@ -84,40 +84,22 @@ pub fn push_row(out: &mut BytesMut, t: &Table, row: &[Value]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::Column;
     #[test]
     fn lines_escape_bytes() {
-        let col = |n: &str, kind: Kind| Column {
-            name: n.into(),
-            kind,
-            charset: None,
-            nullable: true,
-            generated: false,
-            auto_increment: false,
+        let int = Kind::Int {
+            unsigned: false,
+            bytes: 4,
         };
-        let t = Table {
-            db: "d".into(),
-            name: "t".into(),
-            engine: "InnoDB".into(),
-            columns: vec![
-                col(
-                    "id",
-                    Kind::Int {
-                        unsigned: false,
-                        bytes: 4,
-                    },
-                ),
-                col("b", Kind::Binary { pad: None }),
-                col("e", Kind::Enum),
+        let t = Table::for_test(
+            "d",
+            "t",
+            &[
+                ("id", int),
+                ("b", Kind::Binary { pad: None }),
+                ("e", Kind::Enum),
             ],
-            key: vec![0],
-            key_name: Some("PRIMARY".into()),
-            rows_estimate: 0,
-            bytes_estimate: 0,
-            avg_row_length: 0,
-            children: Vec::new(),
-            key_moved_by_cascade: false,
-        };
+            &[0],
+        );
         let mut out = BytesMut::new();
         push_row(
             &mut out,

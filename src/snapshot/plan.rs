@@ -152,47 +152,23 @@ pub fn key_of(t: &Table, row: &[Value]) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::Column;
 
     fn table() -> Table {
-        let col = |n: &str, kind: Kind| Column {
-            name: n.into(),
-            kind,
-            charset: Some("utf8mb4".into()),
-            nullable: false,
-            generated: false,
-            auto_increment: false,
+        let int = Kind::Int {
+            unsigned: false,
+            bytes: 4,
         };
-        Table {
-            db: "shop".into(),
-            name: "order items".into(),
-            engine: "InnoDB".into(),
-            columns: vec![
-                col(
-                    "order_id",
-                    Kind::Int {
-                        unsigned: false,
-                        bytes: 4,
-                    },
-                ),
-                col(
-                    "line",
-                    Kind::Int {
-                        unsigned: false,
-                        bytes: 4,
-                    },
-                ),
-                col("이름", Kind::Text),
-                col("f", Kind::Float),
+        Table::for_test(
+            "shop",
+            "order items",
+            &[
+                ("order_id", int.clone()),
+                ("line", int),
+                ("이름", Kind::Text),
+                ("f", Kind::Float),
             ],
-            key: vec![0, 1],
-            key_name: Some("PRIMARY".into()),
-            rows_estimate: 0,
-            bytes_estimate: 0,
-            avg_row_length: 0,
-            children: Vec::new(),
-            key_moved_by_cascade: false,
-        }
+            &[0, 1],
+        )
     }
 
     #[test]
