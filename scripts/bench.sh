@@ -34,16 +34,17 @@ snapshot_bench() {
   for r in $(seq 1 "$rounds"); do
     port=$((port + 1)); scripts/mariadb.sh start "peer$r" $port --server-id=2 --skip-log-bin
     local out=$MIGRATE_RUN_DIR/dump$r t0 t1 t2
-    t0=$(now)
+    sync; t0=$(now)
     mydumper -h 127.0.0.1 -P 14306 -u root -t 2 -B sbtest -o "$out" >/dev/null 2>&1
     t1=$(now)
     myloader -h 127.0.0.1 -P $port -u root -t 2 -d "$out" -B sbtest >/dev/null 2>&1
     t2=$(now)
     local peer; peer=$(echo "$t2 - $t0" | bc)
+    rm -rf "$out"; sync
     echo "round $r: mydumper -t 2 $(echo "$t1 - $t0" | bc) s + myloader -t 2 $(echo "$t2 - $t1" | bc) s = $peer s"
     scripts/mariadb.sh stop "peer$r"
     port=$((port + 1)); scripts/mariadb.sh start "ours$r" $port --server-id=3 --skip-log-bin
-    t0=$(now)
+    sync; t0=$(now)
     MIGRATE_STATE=$MIGRATE_RUN_DIR/snap$r.sqlite "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:$port \
       --databases sbtest snapshot --defer-indexes >/dev/null 2>&1
     t1=$(now)
