@@ -104,20 +104,9 @@ async fn read_rows(conn: &mut Conn, t: &Table, cond: &str) -> Result<Vec<Vec<Val
     let raw: Vec<mysql_async::Row> = conn.query(sql).await?;
     conn.query_drop("SET character_set_results = utf8mb4")
         .await?;
-    let mut rows = Vec::new();
-    for r in raw {
-        let mut row = Vec::new();
-        for (v, col) in r.unwrap().into_iter().zip(&t.columns) {
-            let cell = match v {
-                mysql_async::Value::NULL => None,
-                mysql_async::Value::Bytes(b) => Some(b),
-                other => Some(other.as_sql(true).into_bytes()),
-            };
-            row.push(decode::from_text(col, cell)?);
-        }
-        rows.push(row);
-    }
-    Ok(rows)
+    raw.into_iter()
+        .map(|r| decode::text_row(&t.columns, r.unwrap()))
+        .collect()
 }
 
 /// After deleting `rows` of `parent`: delete or null their children, recursively.

@@ -93,23 +93,27 @@ async fn read_rows(
 ) -> Result<(Vec<Vec<Value>>, u64)> {
     let sql = plan::read_chunk(t, lo, limit);
     let mut result = conn.query_iter(sql).await?;
-    let raw: Vec<Vec<mysql_async::Value>> = result.map(|row| row.unwrap()).await?;
-    drop(result);
+    // decode as rows arrive, into a vector sized once (growing large vectors re-faults memory)
+    let mut rows = Vec::with_capacity(limit.min(100_000) as usize);
     let mut bytes = 0u64;
-    let mut rows = Vec::with_capacity(raw.len());
-    for r in raw {
-        let mut row = Vec::with_capacity(r.len());
-        for (v, col) in r.into_iter().zip(&t.columns) {
-            let cell = match v {
-                mysql_async::Value::NULL => None,
-                mysql_async::Value::Bytes(b) => Some(b),
-                other => Some(other.as_sql(true).into_bytes()),
-            };
-            let value = decode::from_text(col, cell).map_err(|e| e.context(t.full_name()))?;
-            bytes += value.size() as u64;
-            row.push(value);
-        }
-        rows.push(row);
+    let mut failed = None;
+    result
+        .for_each(|row| {
+            if failed.is_some() {
+                return;
+            }
+            match decode::text_row(&t.columns, row.unwrap()) {
+                Ok(r) => {
+                    bytes += r.iter().map(|v| v.size() as u64).sum::<u64>();
+                    rows.push(r);
+                }
+                Err(e) => failed = Some(e),
+            }
+        })
+        .await?;
+    drop(result);
+    if let Some(e) = failed {
+        return Err(e.context(t.full_name()));
     }
     Ok((rows, bytes))
 }

@@ -52,6 +52,20 @@ pub fn from_text(col: &Column, raw: Option<Vec<u8>>) -> Result<Value> {
     })
 }
 
+/// A whole text-protocol row (as selected by `select_list`), column by column.
+pub fn text_row(columns: &[Column], raw: Vec<mysql_async::Value>) -> Result<Vec<Value>> {
+    let mut row = Vec::with_capacity(raw.len());
+    for (v, col) in raw.into_iter().zip(columns) {
+        let cell = match v {
+            mysql_async::Value::NULL => None,
+            mysql_async::Value::Bytes(b) => Some(b),
+            other => Some(other.as_sql(true).into_bytes()),
+        };
+        row.push(from_text(col, cell)?);
+    }
+    Ok(row)
+}
+
 /// A binlog cell as mysql_common decodes it, with the fix-ups of notes/mariadb-binlog.md.
 pub fn from_binlog(col: &Column, v: mysql_async::Value) -> Result<Value> {
     use mysql_async::Value as M;
