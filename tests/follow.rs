@@ -67,14 +67,7 @@ fn kill_nine_during_load_converges() {
         kills >= 2,
         "the load ended before follow could be killed twice"
     );
-    let out = migrate(
-        &src.url(),
-        &dst.url(),
-        &state,
-        &["follow", "--until-caught-up", "--databases", "shop"],
-    );
-    assert_ok(&out);
-    assert_same(&src, &dst, "shop");
+    catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "shop");
     // cascades happened on the target without triggers: no orphan items
     assert_eq!(dst.sql("SELECT COUNT(*) FROM shop.order_items i LEFT JOIN shop.orders o ON o.id = i.order_id WHERE o.id IS NULL"), "0");
     assert_eq!(
@@ -136,12 +129,5 @@ fn dropped_connections_and_restarts_converge() {
         "no reconnect was logged: {log}"
     );
 
-    let out = migrate(
-        &sp.url(),
-        &tp.url(),
-        &state,
-        &["follow", "--until-caught-up", "--databases", "shop"],
-    );
-    assert_ok(&out);
-    assert_same(&src, &dst, "shop");
+    catch_up_and_compare(&sp.url(), &tp.url(), &state, &src, &dst, "shop");
 }

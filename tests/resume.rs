@@ -6,6 +6,16 @@ use std::process::Stdio;
 use std::time::Duration;
 use support::*;
 
+const SNAPSHOT: &[&str] = &[
+    "snapshot",
+    "--databases",
+    "shop",
+    "--threads",
+    "2",
+    "--chunk-rows",
+    "700",
+];
+
 #[test]
 fn snapshot_resumes_after_kill_nine() {
     let src = Server::source("r-src");
@@ -24,24 +34,11 @@ fn snapshot_resumes_after_kill_nine() {
     let mut rng = load::Rng::new(42);
     let mut kills = 0;
     for _ in 0..6 {
-        let mut child = migrate_cmd(
-            &src.url(),
-            &dst.url(),
-            &state,
-            &[
-                "snapshot",
-                "--databases",
-                "shop",
-                "--threads",
-                "2",
-                "--chunk-rows",
-                "700",
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("snapshot");
+        let mut child = migrate_cmd(&src.url(), &dst.url(), &state, SNAPSHOT)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("snapshot");
         std::thread::sleep(Duration::from_millis(80 + rng.next(320)));
         if child.try_wait().expect("wait").is_none() {
             child.kill().expect("kill -9");
@@ -53,31 +50,11 @@ fn snapshot_resumes_after_kill_nine() {
         kills >= 2,
         "snapshot finished too fast to be interrupted ({kills} kills)"
     );
-    let out = migrate(
-        &src.url(),
-        &dst.url(),
-        &state,
-        &[
-            "snapshot",
-            "--databases",
-            "shop",
-            "--threads",
-            "2",
-            "--chunk-rows",
-            "700",
-        ],
-    );
+    let out = migrate(&src.url(), &dst.url(), &state, SNAPSHOT);
     assert_ok(&out);
     writer.join().expect("writer");
     // the snapshot is consistent at its GTID; after the writes stop, follow brings the rest
-    let out = migrate(
-        &src.url(),
-        &dst.url(),
-        &state,
-        &["follow", "--until-caught-up", "--databases", "shop"],
-    );
-    assert_ok(&out);
-    assert_same(&src, &dst, "shop");
+    catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "shop");
 
     // and an uninterrupted run into a fresh target gives the same data
     let dst2 = Server::target("r-dst2");

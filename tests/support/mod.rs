@@ -353,6 +353,25 @@ pub fn assert_same(src: &Server, dst: &Server, db: &str) {
     );
 }
 
+/// `follow --until-caught-up` for `db` (through the given URLs), then source and target must
+/// be identical.
+pub fn catch_up_and_compare(
+    src_url: &str,
+    dst_url: &str,
+    state: &Path,
+    src: &Server,
+    dst: &Server,
+    db: &str,
+) {
+    assert_ok(&migrate(
+        src_url,
+        dst_url,
+        state,
+        &["follow", "--until-caught-up", "--databases", db],
+    ));
+    assert_same(src, dst, db);
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir_in(servers_dir()).expect("tempdir")
 }
