@@ -196,6 +196,43 @@ fn bad_inputs_fail_clearly() {
         "{grants:?}"
     );
 
+    // the same options from a TOML config file, JSON logs
+    let cfg = dir.path().join("migrate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\ndatabases = [\"shop\"]\nlog_format = \"json\"\n",
+            src.url(),
+            dst.url()
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--state")
+        .arg(dir.path().join("s8.sqlite"))
+        .args(["snapshot", "--reuse-target"])
+        .output()
+        .expect("run");
+    assert_ok(&out);
+    let first_log = stderr(&out)
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(str::to_string)
+        .expect("a JSON log line");
+    let _: serde_json::Value = serde_json::from_str(&first_log).expect("log line is JSON");
+    let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .arg("check")
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--config"), "{}", stderr(&out));
+
     // unreachable host
     let dead = free_port();
     let out = migrate(

@@ -123,7 +123,7 @@ pub async fn catch_up(ctx: &Context, store: &Arc<Store>, low: &str, high: &str) 
         server_id: server_id(store, None)?,
         group_size: 20_000,
         max_source_load: None,
-        live_line: false,
+        live_line: true,
     };
     tracing::info!("catch-up: replaying the binlog from {low} to {high}");
     let pos = follow(
