@@ -91,6 +91,20 @@ fn until_gtid_metrics_status_ddl_stop_and_purged_binlog() {
         .status();
     assert!(child.wait().expect("wait").success(), "SIGINT must exit 0");
 
+    // a bare `follow` replicates what the snapshot selected: another database is left alone
+    src.sql("CREATE DATABASE other; CREATE TABLE other.x (id INT PRIMARY KEY); INSERT INTO other.x VALUES (1);");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up"],
+    ));
+    assert_eq!(dst.sql("SELECT v FROM app.t"), "10");
+    assert!(
+        dst.try_sql("USE other").is_err(),
+        "an unselected database reached the target"
+    );
+
     // --max-source-load: while the source is busier than allowed, follow waits (never drops)
     src.sql("UPDATE app.t SET v = 100");
     let mut child = migrate_cmd(

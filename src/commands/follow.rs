@@ -109,9 +109,32 @@ pub async fn run(ctx: &Context, args: &FollowArgs) -> Result<i32> {
         live_line: true,
     };
     install_signal_handlers();
-    let pos = follow(source, target, &ctx.filter, &store, start, &opts).await?;
+    let filter = selection(ctx, &store)?;
+    let pos = follow(source, target, &filter, &store, start, &opts).await?;
     println!("follow stopped at GTID {pos}");
     Ok(0)
+}
+
+/// `--databases`/`--exclude` if given, else the snapshot's selection from the state file (so
+/// a bare `migrate follow` replicates exactly what was copied).
+fn selection(ctx: &Context, store: &Store) -> Result<Filter> {
+    if !ctx.filter.databases.is_empty() || !ctx.filter.exclude.is_empty() {
+        return Ok(ctx.filter.clone());
+    }
+    let dbs: Vec<String> = store
+        .get("filter.databases")?
+        .map(|d| {
+            d.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let exclude: Vec<String> = store
+        .get("filter.exclude")?
+        .and_then(|e| serde_json::from_str(&e).ok())
+        .unwrap_or_default();
+    Filter::new(&dbs, &exclude)
 }
 
 /// The snapshot's catch-up: replay from `low` to `high` (a target consistent at one GTID).

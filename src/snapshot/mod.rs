@@ -291,6 +291,17 @@ pub async fn run(
         crate::apply::Applier::reset_checkpoint(target).await?;
     }
     store.set("source", &source.to_string())?;
+    // follow uses the same selection unless told otherwise
+    store.set("filter.databases", &dbs.join(","))?;
+    let exclude: Vec<String> = filter
+        .exclude
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .collect();
+    store.set(
+        "filter.exclude",
+        &serde_json::to_string(&exclude).unwrap_or_default(),
+    )?;
     store.set("target", &target.to_string())?;
     store.set("snapshot.state", "running")?;
     let deferred = copy_tables_schema(
