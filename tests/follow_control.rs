@@ -162,6 +162,8 @@ fn until_gtid_metrics_status_ddl_stop_and_purged_binlog() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("DDL"), "{}", stderr(&out));
     assert_eq!(dst.sql("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'app' AND TABLE_NAME = 't'"), "2");
+    // CREATE TABLE ... SELECT: DDL and rows in one transaction
+    src.sql("CREATE TABLE app.c (PRIMARY KEY (id)) SELECT id, v FROM app.t; INSERT INTO app.c VALUES (2, 2);");
     // default exec applies it and the rows after it
     let out = migrate(
         &src.url(),

@@ -155,35 +155,43 @@ impl Applier {
         Ok(())
     }
 
-    /// Apply one DDL transaction, then record the position. A DDL that fails because it
-    /// was already applied before a crash (table exists, unknown column...) is skipped.
-    pub async fn apply_ddl(&mut self, t: &Transaction, pos: &Position) -> Result<()> {
+    /// Run one DDL statement in its default schema. A DDL that fails because it was already
+    /// applied before a crash (table exists, unknown column...) is logged and skipped.
+    pub async fn exec_ddl(&mut self, label: &str, schema: &str, sql: &str) -> Result<()> {
         self.children.clear();
+        if !schema.is_empty() {
+            // The default schema may not exist on the target (not selected): ignore.
+            let _ = self
+                .conn
+                .query_drop(format!("USE {}", quote::ident(schema)))
+                .await;
+        }
+        match self.conn.query_drop(sql).await {
+            Ok(()) => tracing::info!("applied DDL {label}: {sql}"),
+            Err(mysql_async::Error::Server(e)) if ALREADY_APPLIED.contains(&e.code) => {
+                tracing::warn!(
+                    "DDL {label} looks already applied ({}), skipping: {sql}",
+                    e.message
+                )
+            }
+            Err(e) => {
+                let mut err = Error::from(e);
+                if !err.is_transient() {
+                    err.hint = Some(
+                        "apply it by hand on the target and restart follow, or use --on-ddl ignore"
+                            .into(),
+                    );
+                }
+                return Err(err.context(format!("target, DDL of {label}: {sql}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply one DDL transaction, then record the position.
+    pub async fn apply_ddl(&mut self, t: &Transaction, pos: &Position) -> Result<()> {
         if let Some((schema, sql)) = &t.ddl {
-            if !schema.is_empty() {
-                // The default schema may not exist on the target (not selected): ignore.
-                let _ = self
-                    .conn
-                    .query_drop(format!("USE {}", quote::ident(schema)))
-                    .await;
-            }
-            match self.conn.query_drop(sql.as_str()).await {
-                Ok(()) => tracing::info!("applied DDL {}: {sql}", t.gtid),
-                Err(mysql_async::Error::Server(e)) if ALREADY_APPLIED.contains(&e.code) => {
-                    tracing::warn!(
-                        "DDL {} looks already applied ({}), skipping: {sql}",
-                        t.gtid,
-                        e.message
-                    )
-                }
-                Err(e) => {
-                    let mut err = Error::from(e);
-                    if !err.is_transient() {
-                        err.hint = Some("apply it by hand on the target and restart follow, or use --on-ddl ignore".into());
-                    }
-                    return Err(err.context(format!("target, DDL of {}: {sql}", t.gtid)));
-                }
-            }
+            self.exec_ddl(&t.gtid.to_string(), schema, sql).await?;
         }
         self.conn
             .query_drop(Self::checkpoint_sql(pos, t.timestamp))

@@ -63,6 +63,7 @@ pub struct Reader {
     standalone: bool,
     pub file: String,
     pub pos: u64,
+    early_ddl: Option<(String, String)>,
 }
 
 /// What `Reader::next` yields.
@@ -70,6 +71,9 @@ pub enum Item {
     Transaction(Transaction),
     /// No event for a while between transactions (flush what you have).
     Idle,
+    /// A DDL inside a transaction (CREATE TABLE ... SELECT): apply it, then keep reading
+    /// the same transaction. (default schema, SQL)
+    EarlyDdl((String, String)),
 }
 
 /// Source GTID position now (`@@gtid_binlog_pos`).
@@ -127,6 +131,7 @@ impl Reader {
             filter,
             current: None,
             standalone: false,
+            early_ddl: None,
             file: String::new(),
             pos: 0,
         })
@@ -155,7 +160,11 @@ impl Reader {
                 Ok(Some(Err(e))) => return Err(Error::from(e).context("source binlog")),
                 Ok(Some(Ok(ev))) => ev,
             };
-            if let Some(t) = self.handle(ev, cache).await? {
+            let done = self.handle(ev, cache).await?;
+            if let Some(ddl) = self.early_ddl.take() {
+                return Ok(Item::EarlyDdl(ddl));
+            }
+            if let Some(t) = done {
                 return Ok(Item::Transaction(t));
             }
         }
@@ -243,8 +252,12 @@ impl Reader {
                             None => self.filter.includes_db(&db),
                         };
                         if let Some(t) = self.current.as_mut() {
-                            if selected {
+                            if selected && self.standalone {
                                 t.ddl = Some((schema, sql));
+                            } else if selected {
+                                // DDL inside a transaction with rows (CREATE TABLE ... SELECT):
+                                // it must reach the target before those rows can be decoded
+                                self.early_ddl = Some((schema, sql));
                             }
                         }
                         Ok(if self.standalone {
@@ -300,7 +313,20 @@ impl Reader {
         if !self.filter.includes_table(&db, &name) {
             return Ok(());
         }
-        let table = cache.get(&db, &name).await?;
+        let table = match cache.get(&db, &name).await {
+            Ok(t) => t,
+            // e.g. CREATE TABLE ... SELECT: the rows belong to a table that the DDL of the same
+            // transaction creates, and the target does not have it yet
+            Err(e)
+                if self.current.as_ref().is_some_and(|t| t.ddl.is_some()) && !e.is_transient() =>
+            {
+                return Err(Error::definite(
+                    format!("{db}.{name}: DDL and row changes in one transaction (CREATE TABLE ... SELECT?): the target has no such table to decode the rows with"),
+                    format!("create {db}.{name} on the target by hand with the source's definition (empty), then restart follow: the DDL is then skipped as already applied and the rows are applied"),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         if table.columns.len() as u64 != tme.columns_count() {
             return Err(Error::definite(
                 format!(

@@ -317,6 +317,9 @@ enum Msg {
     /// A DDL transaction: the reader waits for the ack before decoding further rows, because
     /// later row events must be decoded with the changed table.
     Ddl(Transaction, oneshot::Sender<()>),
+    /// A DDL inside a transaction (CREATE TABLE ... SELECT), applied before its rows are
+    /// decoded; the transaction itself follows as `Trx`.
+    EarlyDdl((String, String), oneshot::Sender<()>),
     /// No event arrived for a moment: apply what is pending.
     Idle,
     Failed(Error),
@@ -344,6 +347,14 @@ async fn read_ahead(
             Ok(Item::Idle) => {
                 idle_sent = true;
                 Msg::Idle
+            }
+            Ok(Item::EarlyDdl(ddl)) => {
+                let (ack, done) = oneshot::channel();
+                if tx.send(Msg::EarlyDdl(ddl, ack)).await.is_err() || done.await.is_err() {
+                    return;
+                }
+                cache.clear();
+                continue;
             }
             Ok(Item::Transaction(t)) => {
                 idle_sent = false;
@@ -472,6 +483,25 @@ async fn apply_loop(
         let mut flush = matches!(msg, Msg::Idle);
         match msg {
             Msg::Failed(e) => return Err(e),
+            Msg::EarlyDdl((schema, sql), ack) => {
+                if !batch.is_empty() {
+                    apply_batch(applier, &mut batch, &batch_pos, live).await?;
+                    permits.clear();
+                    *pos = batch_pos.clone();
+                }
+                match opts.on_ddl {
+                    OnDdl::Stop => {
+                        return Err(Error::definite(
+                            format!("DDL inside a transaction after {pos}: {sql}"),
+                            "apply it on the target yourself, then restart follow with --on-ddl ignore for this one",
+                        ))
+                    }
+                    OnDdl::Exec => applier.exec_ddl(&format!("after {pos}"), &schema, &sql).await?,
+                    OnDdl::Ignore => {}
+                }
+                let _ = ack.send(());
+                metrics::add("migrate_ddl_applied_total", &[], 1.0);
+            }
             Msg::Idle => {}
             Msg::Ddl(t, ack) => {
                 if !batch.is_empty() {
