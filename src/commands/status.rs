@@ -68,7 +68,23 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
             "follow applied             {} transactions, {} rows, {} reconnects",
             f.trx_applied, f.rows_applied, f.reconnects
         );
-        println!("follow updated at (epoch)  {}", f.updated_at);
+        let age = f
+            .updated_at
+            .parse::<f64>()
+            .ok()
+            .map(|t| crate::binlog::stream::unix_now() - t);
+        match age {
+            Some(a) => println!(
+                "follow last update         {a:.0} s ago (pid {}){}",
+                f.pid.map(|p| p.to_string()).unwrap_or_default(),
+                if a > 10.0 {
+                    ": not running, or stalled"
+                } else {
+                    ""
+                }
+            ),
+            None => println!("follow last update         {}", f.updated_at),
+        }
     }
     Ok(0)
 }
