@@ -292,7 +292,8 @@ pub async fn run(
     }
     store.set("source", &source.to_string())?;
     // follow uses the same selection unless told otherwise
-    store.set("filter.databases", &dbs.join(","))?;
+    // (empty = every non-system database, including ones created later)
+    store.set("filter.databases", &filter.databases.join(","))?;
     let exclude: Vec<String> = filter
         .exclude
         .iter()

@@ -1,0 +1,52 @@
+//! DDL in the binlog while following: every kind the follow issue lists, applied in order, with
+//! rows before and after each; a snapshot of "all databases" also follows new databases.
+
+mod support;
+use support::*;
+
+#[test]
+fn ddl_of_every_kind_is_applied_in_order() {
+    let src = Server::source("d-src");
+    let dst = Server::target("d-dst");
+    src.sql(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO app.t VALUES (1, 'a'), (2, 'b');
+         CREATE TABLE app.gone (id INT PRIMARY KEY); INSERT INTO app.gone VALUES (1);",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    // no --databases: every non-system database, now and later
+    assert_ok(&migrate(&src.url(), &dst.url(), &state, &["snapshot"]));
+    src.sql(
+        "INSERT INTO app.t VALUES (3, 'c');
+         ALTER TABLE app.t ADD COLUMN w INT NOT NULL DEFAULT 7, MODIFY v VARCHAR(20);
+         INSERT INTO app.t VALUES (4, 'dddddddddddddd', 8);
+         RENAME TABLE app.t TO app.t2;
+         UPDATE app.t2 SET w = w + 1 WHERE id = 1;
+         CREATE TABLE app.tmp (id INT PRIMARY KEY); INSERT INTO app.tmp VALUES (1), (2);
+         TRUNCATE TABLE app.tmp; INSERT INTO app.tmp VALUES (3);
+         DROP TABLE app.gone;
+         CREATE VIEW app.v AS SELECT id, w FROM app.t2;
+         CREATE PROCEDURE app.p() SELECT 1;
+         CREATE FUNCTION app.f(x INT) RETURNS INT DETERMINISTIC RETURN x + 1;
+         CREATE DATABASE newdb; CREATE TABLE newdb.n (id INT PRIMARY KEY, s VARCHAR(10)); INSERT INTO newdb.n VALUES (1, '새');
+         CREATE DATABASE dropme; CREATE TABLE dropme.x (id INT PRIMARY KEY); DROP DATABASE dropme;
+         ALTER TABLE app.t2 DROP COLUMN v;
+         INSERT INTO app.t2 VALUES (5, 9);",
+    );
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up"],
+    ));
+    assert_same(&src, &dst, "app");
+    assert_same(&src, &dst, "newdb");
+    assert!(dst.try_sql("USE dropme").is_err());
+    assert!(dst.try_sql("SELECT 1 FROM app.gone").is_err());
+    assert_eq!(dst.sql("SELECT COUNT(*) FROM app.v"), "5");
+    assert_eq!(dst.sql("SELECT app.f(1)"), "2");
+    assert_eq!(
+        dst.sql("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'app'"),
+        "2"
+    );
+}
