@@ -50,3 +50,48 @@ fn ddl_of_every_kind_is_applied_in_order() {
         "2"
     );
 }
+
+/// ADD COLUMN on the source while the snapshot is copying that table: the catch-up replays the
+/// ALTER at its place in the binlog and the copy converges.
+#[test]
+fn add_column_during_the_copy_converges() {
+    let src = Server::source("dc-src");
+    let dst = Server::target("dc-dst");
+    src.sql(
+        "CREATE DATABASE dd; USE dd; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_300000;",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    let mut snap = migrate_cmd(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &[
+            "snapshot",
+            "--databases",
+            "dd",
+            "--chunk-rows",
+            "300",
+            "--threads",
+            "1",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("snapshot");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(
+        snap.try_wait().expect("wait").is_none(),
+        "the snapshot finished before the ALTER"
+    );
+    src.sql("ALTER TABLE dd.t ADD COLUMN w INT NOT NULL DEFAULT 5; UPDATE dd.t SET w = 6 WHERE id IN (1, 299999); INSERT INTO dd.t VALUES (300001, 'new', 9);");
+    let out = snap.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "dd");
+}
