@@ -99,7 +99,11 @@ impl Progress {
             self.phase,
             100.0 * rows as f64 / total.max(1) as f64,
             human_bytes(self.bytes.load(Ordering::Relaxed)),
-            human_bytes(self.total_bytes.load(Ordering::Relaxed)),
+            human_bytes(
+                self.total_bytes
+                    .load(Ordering::Relaxed)
+                    .max(self.bytes.load(Ordering::Relaxed))
+            ),
             rate,
             eta
         )
