@@ -39,10 +39,12 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
     };
     let mut dbs = Vec::new();
     let mut total_bytes = 0;
+    let mut source_version = String::new();
     if let Some(src) = src.as_mut() {
         let version = db::query_one(src, "SELECT VERSION()")
             .await?
             .unwrap_or_default();
+        source_version = version.clone();
         findings.push(Finding::new(
             Severity::Info,
             "source",
@@ -125,6 +127,15 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         let version = db::query_one(tgt, "SELECT VERSION()")
             .await?
             .unwrap_or_default();
+        if major_minor(&version) < major_minor(&source_version) {
+            findings.push(Finding::new(
+                Severity::Warning,
+                "target",
+                "version",
+                format!("target {version} is older than source {source_version}: features the source uses may be missing"),
+                Some("run a target MariaDB at least as new as the source".into()),
+            ));
+        }
         findings.push(Finding::new(
             Severity::Info,
             "target",
@@ -177,4 +188,26 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         );
     }
     Ok(if blockers > 0 { 1 } else { 0 })
+}
+
+/// "10.11.19-MariaDB-log" -> (10, 11)
+fn major_minor(version: &str) -> (u32, u32) {
+    let mut it = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions_compare() {
+        assert_eq!(
+            super::major_minor("10.11.19-MariaDB-0+deb12u1-log"),
+            (10, 11)
+        );
+        assert!(super::major_minor("10.6.1-MariaDB") < super::major_minor("10.11.2"));
+        assert_eq!(super::major_minor(""), (0, 0));
+    }
 }
