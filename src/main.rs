@@ -9,6 +9,7 @@ mod db;
 mod error;
 mod obs;
 mod position;
+mod replication;
 mod schema;
 mod snapshot;
 mod state;

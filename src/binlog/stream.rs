@@ -76,15 +76,6 @@ pub enum Item {
     EarlyDdl((String, String)),
 }
 
-/// Source GTID position now (`@@gtid_binlog_pos`).
-pub async fn source_position(conn: &mut Conn) -> Result<Position> {
-    Position::parse(
-        &db::query_one(conn, "SELECT @@GLOBAL.gtid_binlog_pos")
-            .await?
-            .unwrap_or_default(),
-    )
-}
-
 impl Reader {
     pub async fn connect(
         source: &Endpoint,

@@ -41,9 +41,7 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
     let mut total_bytes = 0;
     let mut source_version = String::new();
     if let Some(src) = src.as_mut() {
-        let version = db::query_one(src, "SELECT VERSION()")
-            .await?
-            .unwrap_or_default();
+        let version = preflight::version(src).await?.unwrap_or_default();
         source_version = version.clone();
         findings.push(Finding::new(
             Severity::Info,
@@ -124,9 +122,7 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         findings.extend(preflight::retention(src, copy_seconds).await?);
     }
     if let Some(tgt) = tgt.as_mut() {
-        let version = db::query_one(tgt, "SELECT VERSION()")
-            .await?
-            .unwrap_or_default();
+        let version = preflight::version(tgt).await?.unwrap_or_default();
         if major_minor(&version) < major_minor(&source_version) {
             findings.push(Finding::new(
                 Severity::Warning,

@@ -42,6 +42,11 @@ impl Finding {
     }
 }
 
+/// `SELECT VERSION()`
+pub async fn version(conn: &mut Conn) -> Result<Option<String>> {
+    crate::db::query_one(conn, "SELECT VERSION()").await
+}
+
 /// Settings the source's binlog must have for `follow`.
 pub async fn source_binlog(conn: &mut Conn) -> Result<Vec<Finding>> {
     let mut out = Vec::new();

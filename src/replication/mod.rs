@@ -1,0 +1,511 @@
+//! The one replication loop: binlog reader -> grouped batches -> applier, with an optional
+//! stop position. `follow`, the snapshot's catch-up (and later verify's pause-at-GTID and
+//! cutover's drain) all run it. Transient errors on either side reconnect with backoff and
+//! resume from the checkpoint stored on the target, forever; definite ones are returned.
+
+use crate::apply::{batch::Batch, Applier};
+use crate::binlog::stream::{Item, Reader, SchemaCache};
+use crate::binlog::Transaction;
+use crate::config::{Endpoint, Filter};
+use crate::db::{self, monitor, Session};
+use crate::error::{Error, Result};
+use crate::obs::{metrics, progress};
+use crate::position::{Gtid, Position};
+use crate::state::{FollowStatus, Store};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+#[derive(Clone, Debug)]
+pub enum Until {
+    Forever,
+    /// Everything the source had when follow first reached it.
+    CaughtUp,
+    Gtid(Gtid),
+    Position(Position),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnDdl {
+    Exec,
+    Stop,
+    Ignore,
+}
+
+pub struct Options {
+    pub until: Until,
+    pub on_ddl: OnDdl,
+    pub server_id: u32,
+    pub group_size: usize,
+    pub max_source_load: Option<u64>,
+    pub live_line: bool,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+pub fn install_signal_handlers() {
+    tokio::spawn(async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stop requested: finishing the current group");
+        STOP.store(true, Ordering::SeqCst);
+    });
+}
+/// Counters kept across reconnects.
+struct Live {
+    status: FollowStatus,
+    goal: Option<Position>,
+    started: Instant,
+    last_status: Instant,
+    /// Last plain progress line (not on a terminal).
+    last_line: Instant,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+fn done(pos: &Position, until: &Until, goal: &Option<Position>) -> bool {
+    match until {
+        Until::Forever => false,
+        Until::CaughtUp => goal.as_ref().is_some_and(|g| pos.contains(g)),
+        Until::Gtid(g) => pos.includes(g),
+        Until::Position(p) => pos.contains(p),
+    }
+}
+
+pub async fn follow(
+    source: &Endpoint,
+    target: &Endpoint,
+    filter: &Filter,
+    store: &Store,
+    start: Position,
+    opts: &Options,
+) -> Result<Position> {
+    let bar = if opts.live_line && progress::is_terminal() {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(200));
+        Some(b)
+    } else {
+        None
+    };
+    let mut live = Live {
+        status: store.follow_status()?.unwrap_or_default(),
+        goal: None,
+        started: Instant::now(),
+        last_status: Instant::now(),
+        last_line: Instant::now(),
+        bar,
+    };
+    live.status.pid = Some(std::process::id());
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match follow_once(source, target, filter, store, &start, opts, &mut live).await {
+            Ok(pos) => {
+                if let Some(b) = &live.bar {
+                    b.finish_and_clear();
+                }
+                write_status(store, &mut live, &pos, true)?;
+                return Ok(pos);
+            }
+            Err(e) if e.is_transient() && !STOP.load(Ordering::SeqCst) => {
+                live.status.reconnects += 1;
+                metrics::add("migrate_reconnects_total", &[], 1.0);
+                tracing::warn!(
+                    "{e}; reconnecting in {delay:?} (attempt {})",
+                    live.status.reconnects
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> Result<()> {
+    if !force && live.last_status.elapsed() < Duration::from_secs(1) {
+        return Ok(());
+    }
+    live.last_status = Instant::now();
+    live.status.applied_gtid = pos.to_string();
+    live.status.updated_at = crate::state::now();
+    store.write_follow_status(&live.status)?;
+    let lag = live.status.lag_seconds.unwrap_or(0.0);
+    metrics::set("migrate_follow_lag_seconds", &[], lag);
+    metrics::set(
+        "migrate_follow_events_behind",
+        &[],
+        live.status.events_behind.unwrap_or(0) as f64,
+    );
+    metrics::set(
+        "migrate_follow_bytes_behind",
+        &[],
+        live.status.bytes_behind.unwrap_or(0) as f64,
+    );
+    let rate = live.status.rows_applied as f64 / live.started.elapsed().as_secs_f64().max(0.001);
+    let line = format!(
+        "applied {pos}  lag {lag:.0} s  behind {} trx / {}  {} trx, {} rows ({rate:.0} rows/s)",
+        live.status.events_behind.unwrap_or(0),
+        progress::human_bytes(live.status.bytes_behind.unwrap_or(0)),
+        live.status.trx_applied,
+        live.status.rows_applied
+    );
+    match &live.bar {
+        Some(b) => b.set_message(line),
+        None if live.last_line.elapsed() >= Duration::from_secs(5) => {
+            live.last_line = Instant::now();
+            tracing::info!("{line}");
+        }
+        None => {}
+    }
+    Ok(())
+}
+/// How far the source is ahead: transactions (per-domain seq_no difference), binlog bytes the
+/// reader has not received, and whether the reader is in the oldest binlog file.
+async fn measure_behind(
+    mon: &mut mysql_async::Conn,
+    pos: &Position,
+    reader_at: &(String, u64),
+) -> Result<(u64, Option<u64>, bool)> {
+    let src = monitor::source_position(mon).await?;
+    let trx: u64 = src
+        .gtids()
+        .map(|g| {
+            let applied = pos
+                .gtids()
+                .find(|a| a.domain == g.domain)
+                .map_or(0, |a| a.seq);
+            g.seq.saturating_sub(applied)
+        })
+        .sum();
+    let logs = monitor::binlog_files(mon).await.unwrap_or_default();
+    let mut bytes = None;
+    let mut oldest = false;
+    if let Some(i) = logs.iter().position(|(name, _)| *name == reader_at.0) {
+        oldest = i == 0 && logs.len() > 1;
+        bytes = Some(
+            logs[i].1.saturating_sub(reader_at.1)
+                + logs[i + 1..].iter().map(|(_, s)| s).sum::<u64>(),
+        );
+    }
+    Ok((trx, bytes, oldest))
+}
+
+/// What the reader task hands to the apply loop.
+enum Msg {
+    Trx(Transaction, OwnedSemaphorePermit),
+    /// A DDL transaction: the reader waits for the ack before decoding further rows, because
+    /// later row events must be decoded with the changed table.
+    Ddl(Transaction, oneshot::Sender<()>),
+    /// A DDL inside a transaction (CREATE TABLE ... SELECT), applied before its rows are
+    /// decoded; the transaction itself follows as `Trx`.
+    EarlyDdl((String, String), oneshot::Sender<()>),
+    /// No event arrived for a moment: apply what is pending.
+    Idle,
+    Failed(Error),
+}
+
+/// Memory the reader may run ahead of the applier, in KiB of binlog.
+const READ_AHEAD_KIB: u32 = 64 * 1024;
+
+/// The reader task: decodes while the applier writes (they overlap).
+async fn read_ahead(
+    mut reader: Reader,
+    mut cache: SchemaCache,
+    tx: mpsc::Sender<Msg>,
+    budget: Arc<Semaphore>,
+    at: Arc<std::sync::Mutex<(String, u64)>>,
+) {
+    let mut idle_sent = false;
+    loop {
+        let wait = if idle_sent {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_millis(5)
+        };
+        let msg = match reader.next(&mut cache, wait).await {
+            Ok(Item::Idle) => {
+                idle_sent = true;
+                Msg::Idle
+            }
+            Ok(Item::EarlyDdl(ddl)) => {
+                let (ack, done) = oneshot::channel();
+                if tx.send(Msg::EarlyDdl(ddl, ack)).await.is_err() || done.await.is_err() {
+                    return;
+                }
+                cache.clear();
+                continue;
+            }
+            Ok(Item::Transaction(t)) => {
+                idle_sent = false;
+                if let Ok(mut a) = at.lock() {
+                    *a = (reader.file.clone(), reader.pos);
+                }
+                if t.ddl.is_some() {
+                    let (ack, done) = oneshot::channel();
+                    if tx.send(Msg::Ddl(t, ack)).await.is_err() || done.await.is_err() {
+                        return;
+                    }
+                    cache.clear();
+                    continue;
+                }
+                let kib = ((t.bytes / 1024) as u32).clamp(1, READ_AHEAD_KIB);
+                let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+                    return;
+                };
+                Msg::Trx(t, permit)
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(e)).await;
+                return;
+            }
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn follow_once(
+    source: &Endpoint,
+    target: &Endpoint,
+    filter: &Filter,
+    store: &Store,
+    start: &Position,
+    opts: &Options,
+    live: &mut Live,
+) -> Result<Position> {
+    let mut applier = Applier::connect(target).await?;
+    let mut pos = applier.checkpoint().await?.unwrap_or_else(|| start.clone());
+    let mut mon = db::connect(source, Session::Meta).await?;
+    if matches!(opts.until, Until::CaughtUp) && live.goal.is_none() {
+        live.goal = Some(monitor::source_position(&mut mon).await?);
+        tracing::info!(
+            "following until caught up with {}",
+            live.goal
+                .as_ref()
+                .map(|g| g.to_string())
+                .unwrap_or_default()
+        );
+    }
+    if done(&pos, &opts.until, &live.goal) {
+        return Ok(pos);
+    }
+    let cache = SchemaCache::new(target).await?;
+    let reader = Reader::connect(source, &pos, opts.server_id, filter.clone()).await?;
+    tracing::info!(
+        "reading the source binlog from {pos} as server_id {}",
+        opts.server_id
+    );
+    let (tx, mut rx) = mpsc::channel(1024);
+    let reader_at = Arc::new(std::sync::Mutex::new((String::new(), 0u64)));
+    let budget = Arc::new(Semaphore::new(READ_AHEAD_KIB as usize));
+    let task = tokio::spawn(read_ahead(reader, cache, tx, budget, reader_at.clone()));
+    let result = apply_loop(
+        &mut applier,
+        &mut mon,
+        &mut rx,
+        &mut pos,
+        opts,
+        live,
+        store,
+        &reader_at,
+    )
+    .await;
+    task.abort();
+    result.map(|()| pos)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_loop(
+    applier: &mut Applier,
+    mon: &mut mysql_async::Conn,
+    rx: &mut mpsc::Receiver<Msg>,
+    pos: &mut Position,
+    opts: &Options,
+    live: &mut Live,
+    store: &Store,
+    reader_at: &std::sync::Mutex<(String, u64)>,
+) -> Result<()> {
+    let mut batch = Batch::default();
+    let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
+    let mut batch_pos = pos.clone();
+    let mut last_measure = Instant::now() - Duration::from_secs(60);
+    let mut warned_oldest = false;
+    loop {
+        if last_measure.elapsed() >= Duration::from_secs(2) {
+            last_measure = Instant::now();
+            let at = reader_at.lock().map(|a| a.clone()).unwrap_or_default();
+            let (trx, bytes, oldest) = measure_behind(mon, pos, &at).await?;
+            live.status.events_behind = Some(trx);
+            live.status.bytes_behind = bytes;
+            if oldest && !warned_oldest {
+                warned_oldest = true;
+                tracing::warn!("follow is reading the source's oldest binlog file {}: purging it now would lose the position", at.0);
+            }
+            if trx == 0 {
+                live.status.lag_seconds = Some(0.0);
+            }
+            if let Some(max) = opts.max_source_load {
+                throttle(mon, max).await?;
+            }
+        }
+        let stop = STOP.load(Ordering::SeqCst);
+        let msg = if stop {
+            Msg::Idle
+        } else {
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(Error::transient("binlog reader stopped")),
+                Err(_) => Msg::Idle,
+            }
+        };
+        let mut flush = matches!(msg, Msg::Idle);
+        match msg {
+            Msg::Failed(e) => return Err(e),
+            Msg::EarlyDdl((schema, sql), ack) => {
+                if !batch.is_empty() {
+                    apply_batch(applier, &mut batch, &batch_pos, live).await?;
+                    permits.clear();
+                    *pos = batch_pos.clone();
+                }
+                match opts.on_ddl {
+                    OnDdl::Stop => {
+                        return Err(Error::definite(
+                            format!("DDL inside a transaction after {pos}: {sql}"),
+                            "apply it on the target yourself, then restart follow with --on-ddl ignore for this one",
+                        ))
+                    }
+                    OnDdl::Exec => applier.exec_ddl(&format!("after {pos}"), &schema, &sql).await?,
+                    OnDdl::Ignore => {}
+                }
+                let _ = ack.send(());
+                metrics::add("migrate_ddl_applied_total", &[], 1.0);
+            }
+            Msg::Idle => {}
+            Msg::Ddl(t, ack) => {
+                if !batch.is_empty() {
+                    apply_batch(applier, &mut batch, &batch_pos, live).await?;
+                    permits.clear();
+                }
+                let gtid = t.gtid;
+                batch_pos.advance(gtid);
+                match opts.on_ddl {
+                    OnDdl::Stop => {
+                        return Err(Error::definite(
+                            format!("DDL at {gtid}: {}", t.ddl.as_ref().map(|d| d.1.as_str()).unwrap_or_default()),
+                            "apply it on the target yourself, then restart follow with --on-ddl ignore for this one",
+                        ))
+                    }
+                    OnDdl::Exec => applier.apply_ddl(&t, &batch_pos).await?,
+                    OnDdl::Ignore => {
+                        let mut t = t;
+                        t.ddl = None;
+                        applier.apply_ddl(&t, &batch_pos).await?
+                    }
+                }
+                let _ = ack.send(());
+                *pos = batch_pos.clone();
+                live.status.trx_applied += 1;
+                metrics::add("migrate_ddl_applied_total", &[], 1.0);
+            }
+            Msg::Trx(t, permit) => {
+                if t.needs_exact_apply() {
+                    if !batch.is_empty() {
+                        apply_batch(applier, &mut batch, &batch_pos, live).await?;
+                        permits.clear();
+                    }
+                    batch_pos.advance(t.gtid);
+                    applier.apply_exact(&t, &batch_pos).await?;
+                    *pos = batch_pos.clone();
+                    live.status.trx_applied += 1;
+                    live.status.rows_applied += t.changes.len() as u64;
+                } else {
+                    batch_pos.advance(t.gtid);
+                    batch.add(t);
+                    permits.push(permit);
+                    if batch.transactions >= opts.group_size
+                        || batch.rows >= 200_000
+                        || batch.bytes >= 128 << 20
+                    {
+                        flush = true;
+                    }
+                }
+                if done(&batch_pos, &opts.until, &live.goal) {
+                    flush = true;
+                }
+            }
+        }
+        if flush && !batch.is_empty() {
+            apply_batch(applier, &mut batch, &batch_pos, live).await?;
+            permits.clear();
+            *pos = batch_pos.clone();
+        }
+        let finished = done(pos, &opts.until, &live.goal) || stop;
+        if finished {
+            // final figures for `status`
+            let at = reader_at.lock().map(|a| a.clone()).unwrap_or_default();
+            if let Ok((trx, bytes, _)) = measure_behind(mon, pos, &at).await {
+                live.status.events_behind = Some(trx);
+                live.status.bytes_behind = bytes;
+                if trx == 0 {
+                    live.status.lag_seconds = Some(0.0);
+                }
+            }
+        }
+        write_status(store, live, pos, finished)?;
+        if finished {
+            return Ok(());
+        }
+    }
+}
+
+async fn apply_batch(
+    applier: &mut Applier,
+    batch: &mut Batch,
+    pos: &Position,
+    live: &mut Live,
+) -> Result<()> {
+    applier.apply(batch, pos).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    if batch.last_ts > 0 {
+        live.status.lag_seconds = Some((now - batch.last_commit).max(0.0));
+    }
+    live.status.trx_applied += batch.transactions as u64;
+    live.status.rows_applied += batch.rows as u64;
+    metrics::add(
+        "migrate_transactions_applied_total",
+        &[],
+        batch.transactions as f64,
+    );
+    for ((table, kind), n) in &batch.counts {
+        metrics::add(
+            "migrate_rows_applied_total",
+            &[("table", table), ("kind", kind)],
+            *n as f64,
+        );
+    }
+    *batch = Batch::default();
+    Ok(())
+}
+/// Wait while the source has more than `max` threads running.
+async fn throttle(mon: &mut mysql_async::Conn, max: u64) -> Result<()> {
+    loop {
+        let running = monitor::threads_running(mon).await?;
+        if running <= max || STOP.load(Ordering::SeqCst) {
+            metrics::set("migrate_throttled", &[], 0.0);
+            return Ok(());
+        }
+        metrics::set("migrate_throttled", &[], 1.0);
+        tracing::info!("source Threads_running {running} > {max}: pausing reads");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
