@@ -18,6 +18,8 @@ pub struct Error {
     pub kind: Kind,
     pub what: String,
     pub hint: Option<String>,
+    /// The server (or client library) error code, when the error came from MariaDB.
+    pub code: Option<u16>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -28,6 +30,7 @@ impl Error {
             kind: Kind::Definite,
             what: what.into(),
             hint: Some(hint.into()),
+            code: None,
         }
     }
     pub fn usage(what: impl Into<String>, hint: impl Into<String>) -> Self {
@@ -35,6 +38,7 @@ impl Error {
             kind: Kind::Usage,
             what: what.into(),
             hint: Some(hint.into()),
+            code: None,
         }
     }
     pub fn transient(what: impl Into<String>) -> Self {
@@ -42,10 +46,20 @@ impl Error {
             kind: Kind::Transient,
             what: what.into(),
             hint: None,
+            code: None,
         }
     }
     pub fn is_transient(&self) -> bool {
         self.kind == Kind::Transient
+    }
+    /// The MariaDB error code, if the error came from a server.
+    pub fn code(&self) -> Option<u16> {
+        self.code
+    }
+    /// Replace the hint (the operator's fix) of a definite error.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
     }
     /// Prefix the message with where it happened (server, database, table).
     pub fn context(mut self, place: impl fmt::Display) -> Self {
@@ -76,29 +90,77 @@ const TRANSIENT_SERVER_CODES: &[u16] = &[
     2006, // server has gone away
     2013, // lost connection
     1158, 1159, 1160, 1161, // network read/write errors
+    1412, // table definition changed (a DDL ran under a consistent snapshot): read again
     4031, // disconnected by the server because of inactivity
 ];
+
+/// Errors that say a packet (a row, a statement) is larger than `max_allowed_packet`
+/// allows: retrying cannot help, the operator must raise the limit.
+const PACKET_TOO_LARGE_CODES: &[u16] = &[
+    1153, // got a packet bigger than max_allowed_packet
+    1301, // result larger than max_allowed_packet
+    2020, // client: packet bigger than max_allowed_packet
+];
+
+pub const PACKET_HINT: &str = "raise max_allowed_packet on both servers above the largest row (e.g. SET GLOBAL max_allowed_packet=1073741824; it takes effect for new connections)";
+
+fn packet_too_large(what: String) -> Error {
+    Error {
+        kind: Kind::Definite,
+        what,
+        hint: Some(PACKET_HINT.into()),
+        code: Some(1153),
+    }
+}
 
 impl From<mysql_async::Error> for Error {
     fn from(e: mysql_async::Error) -> Self {
         use mysql_async::Error as E;
         match &e {
+            E::Driver(mysql_async::DriverError::PacketTooLarge) => {
+                packet_too_large(format!("packet too large: {e}"))
+            }
+            E::Io(io)
+                if io
+                    .to_string()
+                    .to_ascii_lowercase()
+                    .contains("packet too large")
+                    || io
+                        .to_string()
+                        .to_ascii_lowercase()
+                        .contains("max_allowed_packet") =>
+            {
+                packet_too_large(format!("packet too large: {e}"))
+            }
             E::Io(_) | E::Driver(mysql_async::DriverError::ConnectionClosed) => {
                 Error::transient(format!("connection lost: {e}"))
             }
-            E::Server(s) if TRANSIENT_SERVER_CODES.contains(&s.code) => Error::transient(format!(
-                "server error {} ({}): {}",
-                s.code, s.state, s.message
-            )),
+            E::Server(s) if PACKET_TOO_LARGE_CODES.contains(&s.code) => {
+                let mut err = packet_too_large(format!(
+                    "server error {} ({}): {}",
+                    s.code, s.state, s.message
+                ));
+                err.code = Some(s.code);
+                err
+            }
+            E::Server(s) if TRANSIENT_SERVER_CODES.contains(&s.code) => Error {
+                code: Some(s.code),
+                ..Error::transient(format!(
+                    "server error {} ({}): {}",
+                    s.code, s.state, s.message
+                ))
+            },
             E::Server(s) => Error {
                 kind: Kind::Definite,
                 what: format!("server error {} ({}): {}", s.code, s.state, s.message),
                 hint: server_hint(s.code).map(str::to_string),
+                code: Some(s.code),
             },
             _ => Error {
                 kind: Kind::Definite,
                 what: e.to_string(),
                 hint: None,
+                code: None,
             },
         }
     }
@@ -110,7 +172,6 @@ fn server_hint(code: u16) -> Option<&'static str> {
         1044 | 1142 | 1143 | 1227 | 1370 => "grant the missing privilege; `migrate check` prints the GRANT statements",
         1049 => "the database does not exist: check --databases",
         1236 => "the binlog position is gone from the source (purged); run `migrate snapshot` again from scratch with a new --state",
-        1153 => "raise max_allowed_packet on the target to at least twice the largest row",
         _ => return None,
     })
 }
@@ -130,6 +191,7 @@ impl From<std::io::Error> for Error {
             kind: Kind::Definite,
             what: e.to_string(),
             hint: None,
+            code: None,
         }
     }
 }

@@ -12,6 +12,7 @@ mod position;
 mod replication;
 mod schema;
 mod snapshot;
+mod sql;
 mod state;
 mod value;
 

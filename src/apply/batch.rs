@@ -1,7 +1,10 @@
 //! A group of source transactions turned into the fewest statements that leave the same rows:
 //! per table, an ordered list of operations where a later change to the same key replaces the
 //! earlier one (moving to its position); consecutive deletes become one `DELETE ... IN`,
-//! consecutive replaces one multi-row `REPLACE`.
+//! consecutive replaces one multi-row `REPLACE`. Only tables with a key (and sequences, whose
+//! single row is the last image written) are collapsed; everything else is applied change by
+//! change (`exact`). Statements are produced one at a time, so a large group never exists
+//! twice in memory.
 
 use crate::binlog::{Change, Transaction};
 use crate::db::quote;
@@ -46,7 +49,7 @@ fn key_literal(t: &Table, row: &[Value]) -> String {
         if n > 0 {
             s.push_str(", ");
         }
-        encode::literal(&mut s, &row[i], &t.columns[i]);
+        encode::comparable(&mut s, &row[i], &t.columns[i]);
     }
     if t.key.len() > 1 {
         s.push(')');
@@ -77,6 +80,40 @@ impl Batch {
         t.ops.push(Some((key, op)));
     }
 
+    /// Record a transaction applied outside the batch (exact apply, DDL) in the group's figures.
+    pub fn count(&mut self, tx: &Transaction) {
+        if !tx.partial {
+            self.transactions += 1;
+        }
+        self.bytes += tx.bytes;
+        self.last_ts = tx.timestamp;
+        self.last_commit = tx.commit_estimate();
+        for c in &tx.changes {
+            if let Some(t) = c.table() {
+                self.rows += 1;
+                let kind = match c {
+                    Change::Upsert { .. } => "upsert",
+                    Change::Delete { .. } => "delete",
+                    _ => "update_key",
+                };
+                *self.counts.entry((t.full_name(), kind)).or_default() += 1;
+            }
+        }
+    }
+
+    /// Whether there are row operations not yet turned into statements.
+    pub fn has_ops(&self) -> bool {
+        self.tables
+            .iter()
+            .any(|t| t.ops.iter().any(Option::is_some))
+    }
+
+    /// Forget the row operations (they were written), keep the group's figures.
+    pub fn clear_ops(&mut self) {
+        self.tables.clear();
+        self.by_name.clear();
+    }
+
     pub fn add(&mut self, tx: Transaction) {
         self.transactions += 1;
         self.bytes += tx.bytes;
@@ -85,6 +122,9 @@ impl Batch {
         for c in tx.changes {
             self.rows += 1;
             match c {
+                Change::Savepoint(_) | Change::RollbackTo(_) => {
+                    self.rows -= 1;
+                }
                 Change::Upsert { table, row, .. } => {
                     *self
                         .counts
@@ -115,61 +155,84 @@ impl Batch {
         }
     }
 
-    /// The statements, in order. Each is at most about `max_statement` bytes (one row more).
-    pub fn statements(&self, max_statement: usize) -> Vec<String> {
-        let mut out = Vec::new();
-        for t in &self.tables {
+    /// The statements, in order, produced one at a time. Each is at most about
+    /// `max_statement` bytes (one row more).
+    pub fn statements(&self, max_statement: usize) -> Statements<'_> {
+        Statements {
+            batch: self,
+            max_statement,
+            table: 0,
+            op: 0,
+        }
+    }
+}
+
+/// Iterator over a batch's statements.
+pub struct Statements<'a> {
+    batch: &'a Batch,
+    max_statement: usize,
+    table: usize,
+    op: usize,
+}
+
+impl Iterator for Statements<'_> {
+    type Item = String;
+    fn next(&mut self) -> Option<String> {
+        loop {
+            let t = self.batch.tables.get(self.table)?;
+            // skip superseded operations
+            while self.op < t.ops.len() && t.ops[self.op].is_none() {
+                self.op += 1;
+            }
+            let Some(Some((_, first))) = t.ops.get(self.op) else {
+                self.table += 1;
+                self.op = 0;
+                continue;
+            };
             let table = &t.table;
-            let key_cols: Vec<String> = table
-                .key
-                .iter()
-                .map(|&i| quote::ident(&table.columns[i].name))
-                .collect();
-            let key_expr = if key_cols.len() > 1 {
-                format!("({})", key_cols.join(", "))
+            let is_delete = matches!(first, Op::Delete);
+            let mut sql = if is_delete {
+                let key_cols: Vec<String> = table
+                    .key
+                    .iter()
+                    .map(|&i| quote::ident(&table.columns[i].name))
+                    .collect();
+                let key_expr = if key_cols.len() > 1 {
+                    format!("({})", key_cols.join(", "))
+                } else {
+                    key_cols.join("")
+                };
+                format!("DELETE FROM {} WHERE {key_expr} IN (", table.quoted())
             } else {
-                key_cols.join("")
+                plan::replace_prefix(table)
             };
-            let delete_prefix = format!("DELETE FROM {} WHERE {key_expr} IN (", table.quoted());
-            let replace_prefix = plan::replace_prefix(table);
-            let mut sql = String::new();
-            let mut in_delete = false;
-            let flush = |sql: &mut String, in_delete: bool, out: &mut Vec<String>| {
-                if !sql.is_empty() {
-                    if in_delete {
-                        sql.push(')');
-                    }
-                    out.push(std::mem::take(sql));
-                }
-            };
-            for (key, op) in t.ops.iter().flatten() {
-                let is_delete = matches!(op, Op::Delete);
-                if !sql.is_empty() && (is_delete != in_delete || sql.len() >= max_statement) {
-                    flush(&mut sql, in_delete, &mut out);
-                }
-                in_delete = is_delete;
-                match op {
-                    Op::Delete => {
-                        if sql.is_empty() {
-                            sql.push_str(&delete_prefix);
-                        } else {
+            let mut n = 0;
+            while self.op < t.ops.len() && sql.len() < self.max_statement {
+                match &t.ops[self.op] {
+                    None => {}
+                    Some((key, Op::Delete)) if is_delete => {
+                        if n > 0 {
                             sql.push_str(", ");
                         }
                         sql.push_str(key);
+                        n += 1;
                     }
-                    Op::Replace(row) => {
-                        if sql.is_empty() {
-                            sql.push_str(&replace_prefix);
-                        } else {
+                    Some((_, Op::Replace(row))) if !is_delete => {
+                        if n > 0 {
                             sql.push_str(", ");
                         }
                         plan::push_row(&mut sql, table, row);
+                        n += 1;
                     }
+                    Some(_) => break,
                 }
+                self.op += 1;
             }
-            flush(&mut sql, in_delete, &mut out);
+            if is_delete {
+                sql.push(')');
+            }
+            return Some(sql);
         }
-        out
     }
 }
 
@@ -194,17 +257,16 @@ mod tests {
 
     fn tx(changes: Vec<Change>) -> Transaction {
         Transaction {
-            gtid: Gtid {
-                domain: 0,
-                server: 1,
-                seq: 1,
-            },
-            timestamp: 0,
             changes,
-            ddl: None,
-            end_pos: 0,
-            bytes: 0,
-            seen_at: 0.0,
+            ..Transaction::new(
+                Gtid {
+                    domain: 0,
+                    server: 1,
+                    seq: 1,
+                },
+                0,
+                0.0,
+            )
         }
     }
 
@@ -240,7 +302,7 @@ mod tests {
             row: row(1, 8),
         }]));
         assert_eq!(
-            b.statements(1 << 20),
+            b.statements(1 << 20).collect::<Vec<_>>(),
             vec![
                 "DELETE FROM `s`.`inv` WHERE `id` IN (2, 3)".to_string(),
                 "REPLACE INTO `s`.`inv` (`id`, `qty`) VALUES (4, 1), (1, 8)".to_string(),
@@ -261,7 +323,7 @@ mod tests {
             },
         ]));
         assert_eq!(
-            b.statements(1 << 20),
+            b.statements(1 << 20).collect::<Vec<_>>(),
             vec!["REPLACE INTO `s`.`inv` (`id`, `qty`) VALUES (5, 2)".to_string()]
         );
     }

@@ -1,10 +1,17 @@
 //! Foreign-key actions the binlog does not carry. On the source, InnoDB runs ON DELETE/UPDATE
 //! CASCADE and SET NULL inside the engine and logs only the parent's row change; the target
 //! applier runs with foreign_key_checks=0 (intermediate states may violate foreign keys), so
-//! it performs those actions itself, right after the parent's change, in source order.
+//! it performs those actions itself, right after the parent's change, in source order, and
+//! recursively: a child row deleted, moved to a new key or set to NULL is itself a change that
+//! its own children react to (a -> b -> c, like InnoDB).
+//!
+//! During the snapshot's catch-up a child table's copy may already hold the effect of a
+//! parent change (the copy was read after it): a cascade into a table whose horizon covers
+//! the event is not performed (see docs/design.md, "cascades and the copy").
 
 use crate::db::quote;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::position::{horizon::Horizons, FilePos};
 use crate::schema::{self, ChildFk, Table};
 use crate::snapshot::plan;
 use crate::value::{decode, encode, Value};
@@ -34,6 +41,13 @@ impl Children {
     }
 }
 
+/// A change whose foreign-key consequences are to be performed.
+pub enum Effect {
+    Deleted(Arc<Table>, Vec<Vec<Value>>),
+    /// (before, after) images.
+    Updated(Arc<Table>, Vec<(Vec<Value>, Vec<Value>)>),
+}
+
 /// `(c1 = v1 AND c2 = v2) OR ...` over the child's columns for each parent value tuple.
 fn match_condition(child: &Table, fk: &ChildFk, tuples: &[Vec<Value>]) -> Option<String> {
     let cols: Vec<usize> = fk
@@ -52,7 +66,7 @@ fn match_condition(child: &Table, fk: &ChildFk, tuples: &[Vec<Value>]) -> Option
                 .zip(vals)
                 .map(|(&ci, v)| {
                     let mut lit = String::new();
-                    encode::literal(&mut lit, v, &child.columns[ci]);
+                    encode::comparable(&mut lit, v, &child.columns[ci]);
                     format!("{} = {lit}", quote::ident(&child.columns[ci].name))
                 })
                 .collect();
@@ -93,6 +107,17 @@ fn referenced(parent: &Table, fk: &ChildFk, row: &[Value]) -> Option<Vec<Value>>
     Some(out)
 }
 
+/// `row` with the child's foreign-key columns set to `values` (NULL when None).
+fn with_fk(child: &Table, fk: &ChildFk, row: &[Value], values: Option<&[Value]>) -> Vec<Value> {
+    let mut r = row.to_vec();
+    for (n, c) in fk.child_columns.iter().enumerate() {
+        if let Some(i) = child.column_index(c) {
+            r[i] = values.map_or(Value::Null, |v| v[n].clone());
+        }
+    }
+    r
+}
+
 async fn read_rows(conn: &mut Conn, t: &Table, cond: &str) -> Result<Vec<Vec<Value>>> {
     conn.query_drop("SET character_set_results = binary")
         .await?;
@@ -109,89 +134,153 @@ async fn read_rows(conn: &mut Conn, t: &Table, cond: &str) -> Result<Vec<Vec<Val
         .collect()
 }
 
-/// After deleting `rows` of `parent`: delete or null their children, recursively.
-pub async fn on_delete(
-    conn: &mut Conn,
-    children: &mut Children,
-    parent: &Arc<Table>,
-    rows: Vec<Vec<Value>>,
-) -> Result<()> {
-    let mut work = vec![(parent.clone(), rows)];
-    while let Some((t, rows)) = work.pop() {
-        for fk in &t.children {
-            let tuples: Vec<Vec<Value>> =
-                rows.iter().filter_map(|r| referenced(&t, fk, r)).collect();
-            let child = children.get(conn, fk).await?;
-            let Some(cond) = match_condition(&child, fk, &tuples) else {
-                continue;
-            };
-            match fk.on_delete.as_str() {
-                "CASCADE" => {
-                    if child.has_cascades() {
-                        let grandchildren = read_rows(conn, &child, &cond).await?;
-                        work.push((child.clone(), grandchildren));
-                    }
-                    conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
-                        .await?;
-                }
-                "SET NULL" => conn.query_drop(set_null(&child, fk, &cond)).await?,
-                _ => {}
-            }
-        }
-    }
-    Ok(())
-}
+/// More actions than InnoDB could ever run for one change (it stops at 15 levels): a cycle.
+const MAX_EFFECTS: usize = 100_000;
 
-/// After changing `before` to `after` in `parent`: carry changed referenced values to children.
-pub async fn on_update(
+/// Perform the foreign-key actions of `first` (a change already applied or about to be), and
+/// of everything they change in turn. `end` is the binlog position of the source transaction.
+pub async fn propagate(
     conn: &mut Conn,
     children: &mut Children,
-    parent: &Arc<Table>,
-    before: &[Value],
-    after: &[Value],
+    horizons: &Horizons,
+    end: &FilePos,
+    first: Effect,
 ) -> Result<()> {
-    for fk in &parent.children {
-        let (Some(old), new) = (
-            referenced(parent, fk, before),
-            referenced(parent, fk, after),
-        ) else {
-            continue;
-        };
-        if new.as_ref() == Some(&old) {
-            continue;
+    let mut work = vec![first];
+    let mut done = 0usize;
+    while let Some(effect) = work.pop() {
+        done += 1;
+        if done > MAX_EFFECTS {
+            return Err(Error::definite(
+                "foreign-key cascades do not terminate (a cycle of ON UPDATE CASCADE?)",
+                "report this with the foreign keys involved",
+            ));
         }
-        let child = children.get(conn, fk).await?;
-        let Some(cond) = match_condition(&child, fk, std::slice::from_ref(&old)) else {
-            continue;
-        };
-        match (fk.on_update.as_str(), new) {
-            ("CASCADE", Some(new)) => {
-                // Replace semantics, like every other write of the applier: the child rows
-                // move to the new key and overwrite what a later chunk may have put there.
-                let rows = read_rows(conn, &child, &cond).await?;
-                if rows.is_empty() {
-                    continue;
+        match effect {
+            Effect::Deleted(t, rows) => {
+                for fk in &t.children {
+                    let child = children.get(conn, fk).await?;
+                    if horizons.covers_table(&child.db, &child.name, end) {
+                        continue; // the child's copy was read after this change
+                    }
+                    let tuples: Vec<Vec<Value>> =
+                        rows.iter().filter_map(|r| referenced(&t, fk, r)).collect();
+                    let Some(cond) = match_condition(&child, fk, &tuples) else {
+                        continue;
+                    };
+                    match fk.on_delete.as_str() {
+                        "CASCADE" => {
+                            if child.has_cascades() {
+                                let gone = read_rows(conn, &child, &cond).await?;
+                                work.push(Effect::Deleted(child.clone(), gone));
+                            }
+                            conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
+                                .await?;
+                        }
+                        "SET NULL" => {
+                            if child.has_cascades() {
+                                let before = read_rows(conn, &child, &cond).await?;
+                                let pairs = before
+                                    .into_iter()
+                                    .map(|b| {
+                                        let a = with_fk(&child, fk, &b, None);
+                                        (b, a)
+                                    })
+                                    .collect();
+                                work.push(Effect::Updated(child.clone(), pairs));
+                            }
+                            conn.query_drop(set_null(&child, fk, &cond)).await?
+                        }
+                        _ => {}
+                    }
                 }
-                conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
-                    .await?;
-                let mut sql = plan::replace_prefix(&child);
-                for (n, mut row) in rows.into_iter().enumerate() {
-                    for (c, v) in fk.child_columns.iter().zip(&new) {
-                        if let Some(i) = child.column_index(c) {
-                            row[i] = v.clone();
+            }
+            Effect::Updated(t, pairs) => {
+                for fk in &t.children {
+                    for (before, after) in &pairs {
+                        let (Some(old), new) =
+                            (referenced(&t, fk, before), referenced(&t, fk, after))
+                        else {
+                            continue;
+                        };
+                        if new.as_ref() == Some(&old) {
+                            continue;
+                        }
+                        let child = children.get(conn, fk).await?;
+                        if horizons.covers_table(&child.db, &child.name, end) {
+                            continue;
+                        }
+                        let Some(cond) = match_condition(&child, fk, std::slice::from_ref(&old))
+                        else {
+                            continue;
+                        };
+                        let action = match (fk.on_update.as_str(), &new) {
+                            ("CASCADE", Some(_)) => "move",
+                            ("CASCADE", None) | ("SET NULL", _) => "null",
+                            _ => continue,
+                        };
+                        let rows = read_rows(conn, &child, &cond).await?;
+                        if rows.is_empty() {
+                            continue;
+                        }
+                        let moved: Vec<Vec<Value>> = rows
+                            .iter()
+                            .map(|r| {
+                                with_fk(
+                                    &child,
+                                    fk,
+                                    r,
+                                    if action == "move" {
+                                        new.as_deref()
+                                    } else {
+                                        None
+                                    },
+                                )
+                            })
+                            .collect();
+                        if action == "move" && child.has_key() {
+                            // Replace semantics, like every other write of the applier: the
+                            // rows move to the new key and overwrite what is there.
+                            conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
+                                .await?;
+                            let mut sql = plan::replace_prefix(&child);
+                            for (n, row) in moved.iter().enumerate() {
+                                if n > 0 {
+                                    sql.push_str(", ");
+                                }
+                                plan::push_row(&mut sql, &child, row);
+                            }
+                            conn.query_drop(sql).await?;
+                        } else if action == "move" {
+                            let set: Vec<String> = fk
+                                .child_columns
+                                .iter()
+                                .zip(new.iter().flatten())
+                                .filter_map(|(c, v)| {
+                                    let i = child.column_index(c)?;
+                                    let mut s = format!("{} = ", quote::ident(c));
+                                    encode::literal(&mut s, v, &child.columns[i]);
+                                    Some(s)
+                                })
+                                .collect();
+                            conn.query_drop(format!(
+                                "UPDATE {} SET {} WHERE {cond}",
+                                child.quoted(),
+                                set.join(", ")
+                            ))
+                            .await?;
+                        } else {
+                            conn.query_drop(set_null(&child, fk, &cond)).await?;
+                        }
+                        if child.has_cascades() {
+                            work.push(Effect::Updated(
+                                child.clone(),
+                                rows.into_iter().zip(moved).collect(),
+                            ));
                         }
                     }
-                    if n > 0 {
-                        sql.push_str(", ");
-                    }
-                    plan::push_row(&mut sql, &child, &row);
                 }
-                conn.query_drop(sql).await?;
             }
-            ("CASCADE", None) | ("SET NULL", _) => {
-                conn.query_drop(set_null(&child, fk, &cond)).await?
-            }
-            _ => {}
         }
     }
     Ok(())

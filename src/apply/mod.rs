@@ -2,56 +2,82 @@
 //! an insert or update is a REPLACE of the full after-image, a delete removes the key, a
 //! key-changing update deletes the old key and replaces the new. Many source transactions are
 //! grouped into one target transaction, ending only on source transaction boundaries; within
-//! a group, changes to the same key collapse to the last one, kept at the position of its last
-//! occurrence, so the order of changes to any one row is the source's. The applied GTID
+//! a group, changes to the same key collapse to the last one (`batch`), and transactions that
+//! must not be collapsed are applied change by change in place (`exact`). The applied GTID
 //! position is written to `_migrate.checkpoint` in the same target transaction as the rows.
+//! DDL runs in the source session's context on its own connection (`ddl`).
 
 pub mod batch;
 pub mod cascade;
+pub mod ddl;
+pub mod exact;
 
-use crate::binlog::Transaction;
+use crate::binlog::{Ddl, Transaction};
 use crate::config::Endpoint;
 use crate::db::{self, quote, Session};
 use crate::error::{Error, Result};
-use crate::position::Position;
+use crate::position::{horizon::Horizons, Position};
 use batch::Batch;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
+use std::sync::Arc;
 
 pub const CHECKPOINT_DB: &str = "_migrate";
 
 pub struct Applier {
     conn: Conn,
+    target: Endpoint,
     max_statement: usize,
     children: cascade::Children,
+    horizons: Arc<Horizons>,
+    source: Arc<ddl::SourceDefaults>,
+    /// A target transaction is open (rows written, checkpoint not yet).
+    open: bool,
+    /// The DDL a crash interrupted (its GTID), from the checkpoint table: only its
+    /// "already exists" errors mean "already applied".
+    ddl_in_flight: Option<String>,
 }
 
-/// Errors a DDL statement gives when it was already applied before a crash.
-const ALREADY_APPLIED: &[u16] = &[
-    1007, 1008, 1050, 1051, 1060, 1061, 1091, 1146, 1304, 1305, 1537, 1539, 4092,
-];
-
 impl Applier {
-    pub async fn connect(target: &Endpoint) -> Result<Applier> {
-        let mut conn = db::connect(target, Session::TargetWriter).await?;
+    pub async fn connect(
+        target: &Endpoint,
+        horizons: Arc<Horizons>,
+        source: Arc<ddl::SourceDefaults>,
+    ) -> Result<Applier> {
+        let mut conn = db::connect(target, Session::TargetWriter)
+            .await
+            .map_err(|e| e.context("target"))?;
         let packet: usize = db::variable(&mut conn, "max_allowed_packet")
             .await?
             .and_then(|v| v.parse().ok())
             .unwrap_or(16 << 20);
+        let cp = quote::ident(CHECKPOINT_DB);
         for sql in [
-            format!("CREATE DATABASE IF NOT EXISTS {}", quote::ident(CHECKPOINT_DB)),
+            format!("CREATE DATABASE IF NOT EXISTS {cp}"),
             format!(
-                "CREATE TABLE IF NOT EXISTS {}.checkpoint (id TINYINT PRIMARY KEY, gtid_pos VARCHAR(4096) NOT NULL, \
-                 source_ts BIGINT NOT NULL, applied_at DATETIME(6) NOT NULL) ENGINE=InnoDB",
-                quote::ident(CHECKPOINT_DB)
+                "CREATE TABLE IF NOT EXISTS {cp}.checkpoint (id TINYINT PRIMARY KEY, gtid_pos VARCHAR(4096) NOT NULL, \
+                 source_ts BIGINT NOT NULL, applied_at DATETIME(6) NOT NULL, ddl_in_flight VARCHAR(64) NULL) ENGINE=InnoDB"
             ),
+            format!("ALTER TABLE {cp}.checkpoint ADD COLUMN IF NOT EXISTS ddl_in_flight VARCHAR(64) NULL"),
         ] {
-            conn.query_drop(sql).await.map_err(|e| Error::from(e).context("target checkpoint table"))?;
+            conn.query_drop(sql)
+                .await
+                .map_err(|e| Error::from(e).context("target checkpoint table"))?;
         }
+        let ddl_in_flight = db::query_one(
+            &mut conn,
+            &format!("SELECT ddl_in_flight FROM {cp}.checkpoint WHERE id = 1"),
+        )
+        .await?;
         Ok(Applier {
             conn,
+            target: target.clone(),
             max_statement: (packet / 4).clamp(64 << 10, 4 << 20),
             children: Default::default(),
+            horizons,
+            source,
+            open: false,
+            ddl_in_flight,
         })
     }
 
@@ -90,112 +116,118 @@ impl Applier {
 
     fn checkpoint_sql(pos: &Position, source_ts: u32) -> String {
         format!(
-            "REPLACE INTO {}.checkpoint VALUES (1, {}, {source_ts}, UTC_TIMESTAMP(6))",
+            "REPLACE INTO {}.checkpoint VALUES (1, {}, {source_ts}, UTC_TIMESTAMP(6), NULL)",
             quote::ident(CHECKPOINT_DB),
             quote::string(&pos.to_string())
         )
     }
 
-    /// Apply a group of row transactions and the position after them, atomically.
-    pub async fn apply(&mut self, batch: &Batch, pos: &Position) -> Result<()> {
-        self.conn.query_drop("BEGIN").await?;
+    async fn begin(&mut self) -> Result<()> {
+        if !self.open {
+            self.conn.query_drop("BEGIN").await?;
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    /// Write the collapsed operations of `batch` inside the open group transaction and
+    /// forget them (the group's figures stay).
+    pub async fn write_batch(&mut self, batch: &mut Batch) -> Result<()> {
+        if !batch.has_ops() {
+            return Ok(());
+        }
+        self.begin().await?;
         for sql in batch.statements(self.max_statement) {
             self.conn.query_drop(sql).await?;
         }
-        self.conn
-            .query_drop(Self::checkpoint_sql(pos, batch.last_ts))
-            .await?;
-        self.conn.query_drop("COMMIT").await?;
+        batch.clear_ops();
         Ok(())
     }
 
-    /// Apply one transaction change by change, in source order, performing the foreign-key
-    /// actions the source ran without logging them (see `cascade`).
-    pub async fn apply_exact(&mut self, t: &Transaction, pos: &Position) -> Result<()> {
-        use crate::binlog::Change;
-        self.conn.query_drop("BEGIN").await?;
-        for c in &t.changes {
-            let mut one = Batch::default();
-            one.add(Transaction {
-                changes: vec![c.clone()],
-                ddl: None,
-                ..t.clone_header()
-            });
-            match c {
-                Change::Delete { table, row } => {
-                    cascade::on_delete(&mut self.conn, &mut self.children, table, vec![row.clone()])
-                        .await?
-                }
-                Change::Rekey {
-                    table,
-                    before,
-                    after,
-                } => {
-                    cascade::on_update(&mut self.conn, &mut self.children, table, before, after)
-                        .await?
-                }
-                Change::Upsert {
-                    table,
-                    before: Some(before),
-                    row,
-                } => {
-                    cascade::on_update(&mut self.conn, &mut self.children, table, before, row)
-                        .await?
-                }
-                Change::Upsert { .. } => {}
-            }
-            for sql in one.statements(self.max_statement) {
-                self.conn.query_drop(sql).await?;
-            }
+    /// Apply one transaction (or part) change by change inside the open group transaction.
+    pub async fn apply_exact(&mut self, t: &Transaction) -> Result<()> {
+        self.begin().await?;
+        exact::Exact {
+            conn: &mut self.conn,
+            children: &mut self.children,
+            horizons: &self.horizons,
+            max_statement: self.max_statement,
         }
+        .apply(t)
+        .await
+    }
+
+    /// Record `pos` and commit the group.
+    pub async fn commit(&mut self, pos: &Position, source_ts: u32) -> Result<()> {
+        self.begin().await?;
         self.conn
-            .query_drop(Self::checkpoint_sql(pos, t.timestamp))
+            .query_drop(Self::checkpoint_sql(pos, source_ts))
             .await?;
         self.conn.query_drop("COMMIT").await?;
+        self.open = false;
+        self.ddl_in_flight = None;
         Ok(())
     }
 
-    /// Run one DDL statement in its default schema. A DDL that fails because it was already
-    /// applied before a crash (table exists, unknown column...) is logged and skipped.
-    pub async fn exec_ddl(&mut self, label: &str, schema: &str, sql: &str) -> Result<()> {
+    /// Mark `gtid`'s DDL as started (committed before it runs): after a crash, its
+    /// "already exists" errors are then known to come from itself.
+    async fn mark_ddl(&mut self, gtid: &str, pos: &Position) -> Result<()> {
+        self.conn
+            .query_drop(format!(
+                "INSERT INTO {}.checkpoint VALUES (1, {}, 0, UTC_TIMESTAMP(6), {}) ON DUPLICATE KEY UPDATE ddl_in_flight = VALUES(ddl_in_flight)",
+                quote::ident(CHECKPOINT_DB),
+                quote::string(&pos.to_string()),
+                quote::string(gtid)
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Run DDL statements of transaction `gtid` (the group must be committed first).
+    /// Returns the event statuses the source asked for ((db, name), status) so the caller
+    /// can record them for cutover.
+    pub async fn exec_ddl(
+        &mut self,
+        gtid: &str,
+        before: &Position,
+        ddls: &[Ddl],
+    ) -> Result<Vec<(String, String, &'static str)>> {
+        if self.open {
+            return Err(Error::definite(
+                "internal: DDL while a group transaction is open",
+                "report this as a bug",
+            ));
+        }
         self.children.clear();
-        if !schema.is_empty() {
-            // The default schema may not exist on the target (not selected): ignore.
-            let _ = self
-                .conn
-                .query_drop(format!("USE {}", quote::ident(schema)))
-                .await;
-        }
-        match self.conn.query_drop(sql).await {
-            Ok(()) => tracing::info!("applied DDL {label}: {sql}"),
-            Err(mysql_async::Error::Server(e)) if ALREADY_APPLIED.contains(&e.code) => {
-                tracing::warn!(
-                    "DDL {label} looks already applied ({}), skipping: {sql}",
-                    e.message
-                )
-            }
-            Err(e) => {
-                let mut err = Error::from(e);
-                if !err.is_transient() {
-                    err.hint = Some(
-                        "apply it by hand on the target and restart follow, or use --on-ddl ignore"
-                            .into(),
-                    );
-                }
-                return Err(err.context(format!("target, DDL of {label}: {sql}")));
+        let replaying = self.ddl_in_flight.as_deref() == Some(gtid);
+        self.mark_ddl(gtid, before).await?;
+        let mut statuses = Vec::new();
+        for d in ddls {
+            let asked = ddl::run(&self.target, d, &self.source, replaying)
+                .await
+                .map_err(|e| e.context(format!("GTID {gtid}")))?;
+            tracing::info!("applied DDL {gtid}: {}", d.text);
+            if let (Some(status), Some(n)) = (asked, d.statement.names.first()) {
+                statuses.push((n.db.clone(), n.name.clone(), status));
             }
         }
-        Ok(())
+        Ok(statuses)
     }
 
-    /// Apply one DDL transaction, then record the position.
-    pub async fn apply_ddl(&mut self, t: &Transaction, pos: &Position) -> Result<()> {
-        if let Some((schema, sql)) = &t.ddl {
-            self.exec_ddl(&t.gtid.to_string(), schema, sql).await?;
-        }
-        self.conn
-            .query_drop(Self::checkpoint_sql(pos, t.timestamp))
-            .await?;
-        Ok(())
+    /// Apply one DDL transaction and record the position.
+    pub async fn apply_ddl(
+        &mut self,
+        t: &Transaction,
+        before: &Position,
+        after: &Position,
+    ) -> Result<Vec<(String, String, &'static str)>> {
+        let statuses = self.exec_ddl(&t.gtid.to_string(), before, &t.ddl).await?;
+        self.commit(after, t.timestamp).await?;
+        Ok(statuses)
+    }
+
+    /// Abandon the open group (after an error the connection is dropped anyway).
+    pub fn is_open(&self) -> bool {
+        self.open
     }
 }

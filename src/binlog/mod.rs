@@ -2,11 +2,15 @@
 //! transactions of decoded row changes. Never writes anything anywhere.
 
 pub mod events;
+pub mod query;
+pub mod route;
 pub mod stream;
 
-use crate::position::Gtid;
+use crate::position::{FilePos, Gtid};
 use crate::schema::Table;
+use crate::sql::statement;
 use crate::value::Value;
+use query::QueryContext;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -27,14 +31,21 @@ pub enum Change {
         table: Arc<Table>,
         row: Vec<Value>,
     },
+    /// `SAVEPOINT name` inside the transaction (the name as the binlog has it).
+    Savepoint(Vec<u8>),
+    /// `ROLLBACK TO name`: on the source, the transactional changes made since the savepoint
+    /// were undone (non-transactional ones stay); the applier does the same on the target.
+    RollbackTo(Vec<u8>),
 }
 
 impl Change {
-    pub fn table(&self) -> &Arc<Table> {
+    /// The table of a row change (None for savepoint markers).
+    pub fn table(&self) -> Option<&Arc<Table>> {
         match self {
             Change::Upsert { table, .. }
             | Change::Rekey { table, .. }
-            | Change::Delete { table, .. } => table,
+            | Change::Delete { table, .. } => Some(table),
+            Change::Savepoint(_) | Change::RollbackTo(_) => None,
         }
     }
     /// Whether applying this change on the source fired a foreign-key cascade, which the
@@ -42,38 +53,94 @@ impl Change {
     pub fn may_cascade(&self) -> bool {
         match self {
             Change::Upsert { before: None, .. } => false,
-            c => c.table().has_cascades(),
+            c => c.table().is_some_and(|t| t.has_cascades()),
+        }
+    }
+    /// Approximate decoded size in bytes, for memory accounting.
+    pub fn size(&self) -> usize {
+        let row = |r: &[Value]| r.iter().map(Value::size).sum::<usize>() + 16;
+        match self {
+            Change::Upsert { before, row: r, .. } => row(r) + before.as_deref().map_or(0, row),
+            Change::Rekey { before, after, .. } => row(before) + row(after),
+            Change::Delete { row: r, .. } => row(r),
+            Change::Savepoint(n) | Change::RollbackTo(n) => n.len() + 16,
         }
     }
 }
 
-/// One committed source transaction (or one DDL statement).
+/// A DDL statement to run on the target, with the source session's context.
+#[derive(Debug, Clone)]
+pub struct Ddl {
+    /// The event's default database.
+    pub schema: String,
+    /// The statement as the source sent it (bytes in the session's character_set_client).
+    pub sql: Vec<u8>,
+    /// A UTF-8 rendering for logs and errors.
+    pub text: String,
+    pub ctx: QueryContext,
+    /// What it is (a rewritten statement keeps the classification of the original).
+    pub statement: statement::Ddl,
+}
+
+/// One committed source transaction (or one DDL statement), or a part of a transaction too
+/// large to hold in memory (`partial`: more parts follow; the last part is not partial).
 #[derive(Debug, Clone)]
 pub struct Transaction {
     pub gtid: Gtid,
     /// Commit time on the source (binlog header, whole seconds).
     pub timestamp: u32,
     pub changes: Vec<Change>,
-    /// A DDL statement to run on the target: (default schema, SQL).
-    pub ddl: Option<(String, String)>,
+    /// DDL statements to run on the target, in order (usually one).
+    pub ddl: Vec<Ddl>,
     /// Binlog file position after this transaction.
-    pub end_pos: u64,
+    pub end: FilePos,
     pub bytes: u64,
     /// When the reader received the transaction's first event (unix seconds).
     pub seen_at: f64,
+    /// Ended with ROLLBACK on the source: only its non-transactional changes happened.
+    pub rolled_back: bool,
+    /// A part of a large transaction; more parts follow.
+    pub partial: bool,
+    /// A part of a large transaction that is not its first part.
+    pub continued: bool,
 }
 
 impl Transaction {
+    pub fn new(gtid: Gtid, timestamp: u32, seen_at: f64) -> Transaction {
+        Transaction {
+            gtid,
+            timestamp,
+            changes: Vec::new(),
+            ddl: Vec::new(),
+            end: FilePos::new("", 0),
+            bytes: 0,
+            seen_at,
+            rolled_back: false,
+            partial: false,
+            continued: false,
+        }
+    }
     /// Same GTID, time and position, no changes.
     pub fn clone_header(&self) -> Transaction {
+        Transaction {
+            changes: Vec::new(),
+            ddl: Vec::new(),
+            bytes: 0,
+            ..self.clone_meta()
+        }
+    }
+    fn clone_meta(&self) -> Transaction {
         Transaction {
             gtid: self.gtid,
             timestamp: self.timestamp,
             changes: Vec::new(),
-            ddl: None,
-            end_pos: self.end_pos,
-            bytes: 0,
+            ddl: Vec::new(),
+            end: self.end.clone(),
+            bytes: self.bytes,
             seen_at: self.seen_at,
+            rolled_back: self.rolled_back,
+            partial: self.partial,
+            continued: self.continued,
         }
     }
     /// Best estimate of the source commit time: the binlog header has whole seconds; a
@@ -82,8 +149,17 @@ impl Transaction {
         let ts = self.timestamp as f64;
         self.seen_at.clamp(ts, ts + 1.0)
     }
-    /// Must be applied change by change (a foreign-key action has to run between changes).
+    /// Must be applied change by change, in order, inside the group's target transaction:
+    /// a foreign-key action has to run between changes, a savepoint or rollback has to be
+    /// honoured, a keyless table's rows cannot be collapsed, or it is one part of many.
     pub fn needs_exact_apply(&self) -> bool {
-        self.changes.iter().any(Change::may_cascade)
+        self.rolled_back
+            || self.partial
+            || self.continued
+            || self.changes.iter().any(|c| {
+                c.may_cascade()
+                    || c.table().is_none()
+                    || c.table().is_some_and(|t| !t.has_key() && !t.sequence)
+            })
     }
 }

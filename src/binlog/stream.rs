@@ -1,40 +1,58 @@
 //! Streaming from a GTID position (notes/mariadb-binlog.md): `@mariadb_slave_capability=4`,
 //! `@slave_connect_state`, strict mode, heartbeats, and a read timeout around every read.
-//! Rows are buffered until their transaction ends; a partial transaction is dropped on error,
-//! and the caller reconnects from the last applied position.
+//! Rows are buffered until their transaction ends (a transaction larger than `PART_BYTES` of
+//! decoded changes is handed on in parts); a partial transaction is dropped on error, and the
+//! caller reconnects from the last applied position.
+//!
+//! Every event type and every statement is either handled or stops the reader with an error
+//! that names it: nothing is skipped unless it is outside the migrated selection, already in
+//! the snapshot's copy (`Horizons`), or known to change nothing a replica must mirror.
 
-use super::events::{self, Statement};
-use super::{Change, Transaction};
+use super::events;
+use super::query::{self, QueryContext};
+use super::route::{self, Route, Scope};
+use super::{Change, Ddl, Transaction};
 use crate::config::{Endpoint, Filter};
 use crate::db::{self, quote, Session};
 use crate::error::{Error, Result};
-use crate::position::Position;
+use crate::position::{horizon::Horizons, FilePos, Position};
 use crate::schema::{self, Table};
+use crate::sql::lexer::Mode;
+use crate::sql::statement::{self, Statement};
 use crate::value::{decode, Value};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 use mysql_async::binlog::EventType;
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A transaction holding more decoded changes than this is handed on in parts, so one huge
+/// source transaction does not have to fit in memory.
+pub const PART_BYTES: usize = 16 << 20;
+/// utf8mb4_general_ci: the client character set of statements migrate writes itself.
+const UTF8MB4_COLLATION: u16 = 45;
 
 /// Table descriptions for decoding row events, read from the target (which mirrors the source
 /// at the applied position). Cleared after each DDL.
 pub struct SchemaCache {
     conn: Conn,
     tables: HashMap<(String, String), Arc<Table>>,
+    charsets: HashMap<u16, String>,
 }
 
 impl SchemaCache {
     pub async fn new(target: &Endpoint) -> Result<SchemaCache> {
         Ok(SchemaCache {
-            conn: db::connect_retry(target, Session::Meta, 40).await?,
+            conn: db::connect(target, Session::Meta)
+                .await
+                .map_err(|e| e.context("target"))?,
             tables: HashMap::new(),
+            charsets: HashMap::new(),
         })
     }
     pub async fn get(&mut self, db: &str, table: &str) -> Result<Arc<Table>> {
@@ -53,27 +71,71 @@ impl SchemaCache {
     pub fn clear(&mut self) {
         self.tables.clear();
     }
+
+    /// `sql` (in the character set of collation `collation`) as UTF-8, for classification
+    /// and messages. Conversion of non-UTF-8 text is done by the target server itself.
+    pub async fn to_utf8(&mut self, sql: &[u8], collation: u16) -> Result<String> {
+        if sql.is_ascii() {
+            return Ok(String::from_utf8_lossy(sql).into_owned());
+        }
+        let charset = match self.charsets.get(&collation) {
+            Some(c) => c.clone(),
+            None => {
+                let c = db::query_one(
+                    &mut self.conn,
+                    &format!(
+                        "SELECT CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID = {collation}"
+                    ),
+                )
+                .await?
+                .unwrap_or_else(|| "binary".into());
+                self.charsets.insert(collation, c.clone());
+                c
+            }
+        };
+        if charset.starts_with("utf8") || charset == "binary" {
+            return Ok(String::from_utf8_lossy(sql).into_owned());
+        }
+        let mut hex = String::with_capacity(sql.len() * 2);
+        for b in sql {
+            hex.push_str(&format!("{b:02X}"));
+        }
+        let converted = db::query_one(
+            &mut self.conn,
+            &format!("SELECT CONVERT(_{charset} X'{hex}' USING utf8mb4)"),
+        )
+        .await?;
+        Ok(converted.unwrap_or_else(|| String::from_utf8_lossy(sql).into_owned()))
+    }
 }
 
 pub struct Reader {
     stream: BinlogStream,
     filter: Filter,
+    horizons: Arc<Horizons>,
     /// Transaction being assembled.
     current: Option<Transaction>,
+    /// Decoded bytes of `current.changes`.
+    current_bytes: usize,
+    /// `current` already handed on some parts.
+    streaming: bool,
     standalone: bool,
     pub file: String,
     pub pos: u64,
-    early_ddl: Option<(String, String)>,
+    ready: VecDeque<Item>,
+    warned: HashSet<String>,
 }
 
 /// What `Reader::next` yields.
 pub enum Item {
     Transaction(Transaction),
+    /// One part of a transaction too large to hold; the rest follows.
+    Part(Transaction),
     /// No event for a while between transactions (flush what you have).
     Idle,
     /// A DDL inside a transaction (CREATE TABLE ... SELECT): apply it, then keep reading
-    /// the same transaction. (default schema, SQL)
-    EarlyDdl((String, String)),
+    /// the same transaction.
+    EarlyDdl(Ddl),
 }
 
 impl Reader {
@@ -82,6 +144,7 @@ impl Reader {
         start: &Position,
         server_id: u32,
         filter: Filter,
+        horizons: Arc<Horizons>,
     ) -> Result<Reader> {
         let mut conn = db::connect(source, Session::Meta).await?;
         let compress = db::variable(&mut conn, "log_bin_compress")
@@ -120,17 +183,25 @@ impl Reader {
         Ok(Reader {
             stream,
             filter,
+            horizons,
             current: None,
+            current_bytes: 0,
+            streaming: false,
             standalone: false,
-            early_ddl: None,
             file: String::new(),
             pos: 0,
+            ready: VecDeque::new(),
+            warned: HashSet::new(),
         })
     }
 
-    /// Next whole transaction, or Idle after `idle` without events between transactions.
+    /// Next whole transaction (or part, or early DDL), or Idle after `idle` without events
+    /// between transactions.
     pub async fn next(&mut self, cache: &mut SchemaCache, idle: Duration) -> Result<Item> {
         loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Ok(item);
+            }
             let wait = if self.current.is_none() {
                 idle.min(READ_TIMEOUT)
             } else {
@@ -151,24 +222,58 @@ impl Reader {
                 Ok(Some(Err(e))) => return Err(Error::from(e).context("source binlog")),
                 Ok(Some(Ok(ev))) => ev,
             };
-            let done = self.handle(ev, cache).await?;
-            if let Some(ddl) = self.early_ddl.take() {
-                return Ok(Item::EarlyDdl(ddl));
-            }
-            if let Some(t) = done {
-                return Ok(Item::Transaction(t));
-            }
+            self.handle(ev, cache).await?;
         }
     }
 
-    fn finish(&mut self, pos: u64) -> Option<Transaction> {
-        self.standalone = false;
-        let mut t = self.current.take()?;
-        t.end_pos = pos;
-        Some(t)
+    fn here(&self) -> FilePos {
+        FilePos::new(&self.file, self.pos)
     }
 
-    async fn handle(&mut self, ev: Event, cache: &mut SchemaCache) -> Result<Option<Transaction>> {
+    fn finish(&mut self, rolled_back: bool) {
+        self.standalone = false;
+        let Some(mut t) = self.current.take() else {
+            return;
+        };
+        t.end = self.here();
+        t.rolled_back = rolled_back;
+        t.continued = self.streaming;
+        self.streaming = false;
+        self.current_bytes = 0;
+        self.ready.push_back(Item::Transaction(t));
+    }
+
+    fn push_change(&mut self, c: Change) -> Result<()> {
+        let size = c.size();
+        let Some(t) = self.current.as_mut() else {
+            return Err(Error::definite(
+                "source binlog: row event outside a transaction",
+                "report this with the source version",
+            ));
+        };
+        t.changes.push(c);
+        self.current_bytes += size;
+        if self.current_bytes >= PART_BYTES && !self.standalone {
+            let mut part = t.clone_header();
+            part.changes = std::mem::take(&mut t.changes);
+            part.end = FilePos::new(&self.file, self.pos);
+            part.partial = true;
+            part.continued = self.streaming;
+            self.streaming = true;
+            self.current_bytes = 0;
+            self.ready.push_back(Item::Part(part));
+        }
+        Ok(())
+    }
+
+    fn gtid_label(&self) -> String {
+        self.current
+            .as_ref()
+            .map(|t| format!("GTID {}", t.gtid))
+            .unwrap_or_else(|| format!("{}:{}", self.file, self.pos))
+    }
+
+    async fn handle(&mut self, ev: Event, cache: &mut SchemaCache) -> Result<()> {
         let header = ev.header();
         let raw_type = header.event_type_raw();
         let log_pos = header.log_pos() as u64;
@@ -181,19 +286,29 @@ impl Reader {
         match raw_type {
             events::GTID_EVENT => {
                 let g = events::parse_gtid(ev.data(), header.server_id())?;
-                self.current = Some(Transaction {
-                    gtid: g.gtid,
-                    timestamp: header.timestamp(),
-                    changes: Vec::new(),
-                    ddl: None,
-                    end_pos: 0,
-                    bytes: header.event_size() as u64,
-                    seen_at: unix_now(),
-                });
+                if self.current.is_some() {
+                    return Err(Error::definite(
+                        format!(
+                            "source binlog: GTID {} starts inside an unfinished transaction",
+                            g.gtid
+                        ),
+                        "report this with the source version",
+                    ));
+                }
+                let mut t = Transaction::new(g.gtid, header.timestamp(), unix_now());
+                t.bytes = header.event_size() as u64;
+                self.current = Some(t);
+                self.current_bytes = 0;
+                self.streaming = false;
                 self.standalone = g.standalone;
-                return Ok(None);
+                if g.xa {
+                    return Err(xa_error(&g.gtid.to_string()));
+                }
+                return Ok(());
             }
-            events::GTID_LIST_EVENT | events::BINLOG_CHECKPOINT_EVENT | events::ANNOTATE_ROWS_EVENT => return Ok(None),
+            events::GTID_LIST_EVENT
+            | events::BINLOG_CHECKPOINT_EVENT
+            | events::ANNOTATE_ROWS_EVENT => return Ok(()),
             events::START_ENCRYPTION_EVENT => {
                 return Err(Error::definite(
                     "source binlog is encrypted (START_ENCRYPTION event)",
@@ -218,75 +333,226 @@ impl Reader {
             Some(EventData::RotateEvent(r)) => {
                 self.file = r.name().into_owned();
                 self.pos = r.position();
-                Ok(None)
+                Ok(())
             }
+            // Heartbeats, the format description, and the context events of statement-format
+            // changes (whose statements stop the reader below when they touch the selection).
             Some(EventData::FormatDescriptionEvent(_))
             | Some(EventData::HeartbeatEvent)
             | Some(EventData::StopEvent)
             | Some(EventData::IntvarEvent(_))
             | Some(EventData::RandEvent(_))
             | Some(EventData::UserVarEvent(_))
-            | Some(EventData::IncidentEvent(_)) => Ok(None),
-            Some(EventData::TableMapEvent(_)) => Ok(None), // kept by the stream (get_tme)
-            Some(EventData::XidEvent(_)) => Ok(self.finish(log_pos)),
-            Some(EventData::QueryEvent(q)) => {
-                let sql = q.query().into_owned();
-                let schema = q.schema().into_owned();
-                match events::classify(&sql, &schema) {
-                    Statement::Begin => Ok(None),
-                    // A ROLLBACK in the binlog ends a group whose non-transactional changes
-                    // did happen on the source: apply them like a commit.
-                    Statement::Commit | Statement::Rollback => Ok(self.finish(log_pos)),
-                    Statement::Ddl { db, table } => {
-                        let selected = match &table {
-                            Some(t) => self.filter.includes_table(&db, t),
-                            None => self.filter.includes_db(&db),
-                        };
-                        if let Some(t) = self.current.as_mut() {
-                            if selected && self.standalone {
-                                t.ddl = Some((schema, sql));
-                            } else if selected {
-                                // DDL inside a transaction with rows (CREATE TABLE ... SELECT):
-                                // it must reach the target before those rows can be decoded
-                                self.early_ddl = Some((schema, sql));
-                            }
-                        }
-                        Ok(if self.standalone {
-                            self.finish(log_pos)
-                        } else {
-                            None
-                        })
-                    }
-                    Statement::Trigger | Statement::Other => {
-                        if matches!(events::classify(&sql, &schema), Statement::Trigger) {
-                            tracing::info!(
-                                "trigger DDL in the binlog is not applied before cutover: {sql}"
-                            );
-                        }
-                        Ok(if self.standalone {
-                            self.finish(log_pos)
-                        } else {
-                            None
-                        })
-                    }
-                }
-            }
-            Some(EventData::RowsEvent(rows)) => {
-                self.rows(&rows, cache).await?;
-                Ok(None)
-            }
-            Some(EventData::XaPrepareLogEvent(_)) => Err(Error::definite(
-                "source binlog has an XA PREPARE transaction, which migrate does not replicate yet",
-                "finish XA transactions on the source, or exclude the tables they write",
+            | Some(EventData::BeginLoadQueryEvent(_))
+            | Some(EventData::AppendBlockEvent(_))
+            | Some(EventData::RowsQueryEvent(_))
+            | Some(EventData::IgnorableEvent(_)) => Ok(()),
+            Some(EventData::IncidentEvent(i)) => Err(Error::definite(
+                format!(
+                    "source binlog has an INCIDENT event at {}:{} ({:?}: {}): the source lost changes it could not log, so no replica can stay identical",
+                    self.file,
+                    log_pos,
+                    i.incident_type(),
+                    String::from_utf8_lossy(i.message_raw())
+                ),
+                "take a new snapshot (a native MariaDB replica stops here too)",
             )),
-            Some(other) => {
-                tracing::debug!("ignoring binlog event {:?}", std::mem::discriminant(&other));
-                Ok(None)
+            Some(EventData::TableMapEvent(_)) => Ok(()), // kept by the stream (get_tme)
+            Some(EventData::XidEvent(_)) => {
+                self.finish(false);
+                Ok(())
             }
+            Some(EventData::QueryEvent(q)) => {
+                let ctx = query::parse(q.status_vars_raw(), header.timestamp())?;
+                let schema = q.schema().into_owned();
+                self.query(q.query_raw().to_vec(), schema, ctx, cache).await
+            }
+            Some(EventData::ExecuteLoadQueryEvent(q)) => {
+                let schema = q.schema().into_owned();
+                if self.db_selected(&schema) {
+                    return Err(statement_error(
+                        "LOAD DATA",
+                        &schema,
+                        &self.gtid_label(),
+                        &String::from_utf8_lossy(q.query_raw()),
+                    ));
+                }
+                Ok(())
+            }
+            Some(EventData::LoadEvent(_))
+            | Some(EventData::NewLoadEvent(_))
+            | Some(EventData::CreateFileEvent(_))
+            | Some(EventData::ExecLoadEvent(_))
+            | Some(EventData::DeleteFileEvent(_)) => Err(statement_error(
+                "LOAD DATA (old event format)",
+                "",
+                &self.gtid_label(),
+                "",
+            )),
+            Some(EventData::RowsEvent(rows)) => self.rows(&rows, cache).await,
+            Some(EventData::XaPrepareLogEvent(_)) => Err(xa_error(&self.gtid_label())),
+            Some(other) => Err(Error::definite(
+                format!(
+                    "source binlog has an event migrate does not handle (type {raw_type}, {:?}) at {}:{}",
+                    std::mem::discriminant(&other),
+                    self.file,
+                    log_pos
+                ),
+                "report this with the source version; migrate stops rather than skip it",
+            )),
             None => Err(Error::definite(
                 format!("source binlog has an event of unknown type {raw_type}"),
                 "report this with the source version; migrate stops rather than skip it",
             )),
+        }
+    }
+
+    fn db_selected(&self, db: &str) -> bool {
+        !db.is_empty() && self.filter.includes_db(db)
+    }
+
+    fn end_standalone(&mut self) {
+        if self.standalone {
+            self.finish(false);
+        }
+    }
+
+    /// A QUERY event: transaction control, savepoints, DDL, or a statement-format change.
+    async fn query(
+        &mut self,
+        sql: Vec<u8>,
+        schema: String,
+        ctx: QueryContext,
+        cache: &mut SchemaCache,
+    ) -> Result<()> {
+        let text = cache.to_utf8(&sql, ctx.client_collation()).await?;
+        if let Some(f) = ctx.gtid_flags3 {
+            if f & (query::FL_START_ALTER | query::FL_COMMIT_ALTER | query::FL_ROLLBACK_ALTER) != 0
+            {
+                return Err(Error::definite(
+                    format!(
+                        "source binlog has a two-phase ALTER (binlog_alter_two_phase=ON) at {}: {text}",
+                        self.gtid_label()
+                    ),
+                    "SET GLOBAL binlog_alter_two_phase=OFF on the source and take a new snapshot",
+                ));
+            }
+        }
+        let mode = Mode::from_sql_mode(ctx.sql_mode.unwrap_or(0));
+        let decode = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let stmt = statement::classify(text.as_bytes(), mode, &schema, &decode);
+        match stmt {
+            Statement::Begin => Ok(()),
+            Statement::Commit => {
+                self.finish(false);
+                Ok(())
+            }
+            // Only the non-transactional changes of this group happened on the source.
+            Statement::Rollback => {
+                self.finish(true);
+                Ok(())
+            }
+            Statement::Savepoint(name) => self.push_change(Change::Savepoint(name)),
+            Statement::RollbackTo(name) => self.push_change(Change::RollbackTo(name)),
+            Statement::Release(_) => Ok(()),
+            Statement::Xa(_) => Err(xa_error(&self.gtid_label())),
+            Statement::Ddl(d) => {
+                let end = self.here();
+                let scope = Scope {
+                    filter: &self.filter,
+                    horizons: &self.horizons,
+                };
+                let label = self.gtid_label();
+                let ddls = match route::route(&d, &scope, &end) {
+                    Route::Apply => vec![Ddl {
+                        schema: schema.clone(),
+                        sql,
+                        text: text.clone(),
+                        ctx,
+                        statement: d,
+                    }],
+                    Route::Rewrite(stmts) => {
+                        tracing::info!("{label}: {text} is applied as: {}", stmts.join("; "));
+                        let mut utf8 = ctx.clone();
+                        utf8.charset = Some((
+                            UTF8MB4_COLLATION,
+                            UTF8MB4_COLLATION,
+                            ctx.charset.map_or(UTF8MB4_COLLATION, |c| c.2),
+                        ));
+                        stmts
+                            .into_iter()
+                            .map(|s| Ddl {
+                                schema: schema.clone(),
+                                sql: s.clone().into_bytes(),
+                                text: s,
+                                ctx: utf8.clone(),
+                                statement: d.clone(),
+                            })
+                            .collect()
+                    }
+                    Route::Skip(why) => {
+                        tracing::info!("{label}: not applied ({why}): {}", short(&text));
+                        Vec::new()
+                    }
+                    Route::Fail(what, hint) => {
+                        return Err(Error::definite(
+                            format!("{label}: {what}: {}", short(&text)),
+                            hint,
+                        ))
+                    }
+                };
+                if self.standalone {
+                    if let Some(t) = self.current.as_mut() {
+                        t.ddl.extend(ddls);
+                    }
+                    self.finish(false);
+                } else {
+                    // DDL inside a transaction with rows (CREATE TABLE ... SELECT): it must
+                    // reach the target before those rows can be decoded
+                    self.ready.extend(ddls.into_iter().map(Item::EarlyDdl));
+                }
+                Ok(())
+            }
+            Statement::Global(kind) => {
+                if self.warned.insert(kind.clone()) {
+                    tracing::warn!(
+                        "{}: {kind} is server-wide and not replicated (accounts, grants, plugins and servers are set up on the target separately): {}",
+                        self.gtid_label(),
+                        short(&text)
+                    );
+                }
+                self.end_standalone();
+                Ok(())
+            }
+            Statement::NoEffect(kind) => {
+                tracing::debug!("{}: {kind} changes nothing to replicate", self.gtid_label());
+                self.end_standalone();
+                Ok(())
+            }
+            Statement::Dml {
+                verb,
+                qualified_dbs,
+            } => {
+                if self.db_selected(&schema) || qualified_dbs.iter().any(|d| self.db_selected(d)) {
+                    return Err(statement_error(&verb, &schema, &self.gtid_label(), &text));
+                }
+                self.end_standalone();
+                Ok(())
+            }
+            Statement::Unknown => {
+                if self.db_selected(&schema) || self.filter.databases.is_empty() {
+                    return Err(Error::definite(
+                        format!(
+                            "{}: unrecognised statement in the source binlog (default database `{schema}`): {}",
+                            self.gtid_label(),
+                            short(&text)
+                        ),
+                        "migrate stops rather than guess what it changes; report the statement",
+                    ));
+                }
+                self.end_standalone();
+                Ok(())
+            }
         }
     }
 
@@ -304,26 +570,37 @@ impl Reader {
         if !self.filter.includes_table(&db, &name) {
             return Ok(());
         }
+        if self.horizons.covers_table(&db, &name, &self.here()) {
+            return Ok(()); // the snapshot's copy of this table already holds it
+        }
         let table = match cache.get(&db, &name).await {
             Ok(t) => t,
             // e.g. CREATE TABLE ... SELECT: the rows belong to a table that the DDL of the same
             // transaction creates, and the target does not have it yet
-            Err(e)
-                if self.current.as_ref().is_some_and(|t| t.ddl.is_some()) && !e.is_transient() =>
-            {
+            Err(e) if !e.is_transient() && e.what.contains("not found") => {
                 return Err(Error::definite(
-                    format!("{db}.{name}: DDL and row changes in one transaction (CREATE TABLE ... SELECT?): the target has no such table to decode the rows with"),
-                    format!("create {db}.{name} on the target by hand with the source's definition (empty), then restart follow: the DDL is then skipped as already applied and the rows are applied"),
+                    format!("{db}.{name}: the binlog has rows for it but the target has no such table ({})", self.gtid_label()),
+                    format!("create {db}.{name} on the target with the source's definition, or take a new snapshot"),
                 ));
             }
             Err(e) => return Err(e),
         };
+        if !table.has_key() && !table.sequence && !table.transactional() {
+            return Err(Error::definite(
+                format!(
+                    "{db}.{name}: changed in the binlog, but it has no primary or NOT NULL unique key and its engine ({}) is not transactional, so its changes cannot be applied exactly once",
+                    table.engine
+                ),
+                format!("add a primary key to {db}.{name}, convert it to InnoDB, or --exclude '{db}.{name}' and take a new snapshot"),
+            ));
+        }
         if table.columns.len() as u64 != tme.columns_count() {
             return Err(Error::definite(
                 format!(
-                    "{db}.{name}: binlog has {} columns but the target table has {}",
+                    "{db}.{name}: binlog has {} columns but the target table has {} ({})",
                     tme.columns_count(),
-                    table.columns.len()
+                    table.columns.len(),
+                    self.gtid_label()
                 ),
                 "the target schema drifted from the source: apply the missing DDL or take a new snapshot",
             ));
@@ -355,7 +632,7 @@ impl Reader {
             })?;
             let before = before.map(|b| convert(&table, b)).transpose()?;
             let after = after.map(|a| convert(&table, a)).transpose()?;
-            changes.push(match (kind, before, after) {
+            let change = match (kind, before, after) {
                 (EventType::WRITE_ROWS_EVENT, _, Some(a)) => Change::Upsert {
                     table: table.clone(),
                     before: None,
@@ -386,19 +663,40 @@ impl Reader {
                         "set binlog_row_image=FULL on the source",
                     ))
                 }
-            });
+            };
+            changes.push(change);
         }
-        match self.current.as_mut() {
-            Some(t) => t.changes.extend(changes),
-            None => {
-                return Err(Error::definite(
-                    "source binlog: row event outside a transaction",
-                    "report this with the source version",
-                ))
-            }
+        for c in changes {
+            self.push_change(c)?;
         }
         Ok(())
     }
+}
+
+fn short(text: &str) -> String {
+    let t: String = text.chars().take(300).collect();
+    if t.len() < text.len() {
+        format!("{t}...")
+    } else {
+        t
+    }
+}
+
+fn xa_error(at: &str) -> Error {
+    Error::definite(
+        format!("source binlog has an XA transaction ({at}), which migrate does not replicate"),
+        "finish or roll back XA transactions on the source and stop using XA while migrating (or exclude the tables they write), then take a new snapshot",
+    )
+}
+
+fn statement_error(verb: &str, schema: &str, at: &str, text: &str) -> Error {
+    Error::definite(
+        format!(
+            "{at}: the source logged a change to a migrated database as a statement ({verb} in `{schema}`), not as row events: {}",
+            short(text)
+        ),
+        "a session ran with binlog_format=STATEMENT or MIXED (it needs SUPER or BINLOG ADMIN to do so): keep every session at ROW, then take a new snapshot of the affected tables",
+    )
 }
 
 fn convert(table: &Table, row: mysql_async::binlog::row::BinlogRow) -> Result<Vec<Value>> {

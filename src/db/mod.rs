@@ -68,6 +68,8 @@ fn opts(ep: &Endpoint, tls: bool) -> OptsBuilder {
         .prefer_socket(false)
         .tcp_keepalive(Some(Duration::from_secs(30)))
         .stmt_cache_size(0)
+        // never refuse a large row on the client side: the servers' own limits apply
+        .max_allowed_packet(Some(1 << 30))
         .ssl_opts(if tls { ssl_opts(ep, false) } else { None })
 }
 

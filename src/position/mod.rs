@@ -1,4 +1,7 @@
-//! MariaDB GTID positions: a list of `domain-server-seq`, at most one per domain.
+//! MariaDB GTID positions: a list of `domain-server-seq`, at most one per domain; binlog file
+//! positions; and the horizons of copied tables (`horizon`).
+
+pub mod horizon;
 
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;

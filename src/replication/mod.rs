@@ -3,13 +3,14 @@
 //! cutover's drain) all run it. Transient errors on either side reconnect with backoff and
 //! resume from the checkpoint stored on the target, forever; definite ones are returned.
 
-use crate::apply::{batch::Batch, Applier};
+use crate::apply::{batch::Batch, ddl::SourceDefaults, Applier};
 use crate::binlog::stream::{Item, Reader, SchemaCache};
-use crate::binlog::Transaction;
+use crate::binlog::{Ddl, Transaction};
 use crate::config::{Endpoint, Filter};
 use crate::db::{self, monitor, Session};
 use crate::error::{Error, Result};
 use crate::obs::{metrics, progress};
+use crate::position::horizon::Horizons;
 use crate::position::{Gtid, Position};
 use crate::state::{FollowStatus, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,12 +200,14 @@ async fn measure_behind(
 /// What the reader task hands to the apply loop.
 enum Msg {
     Trx(Transaction, OwnedSemaphorePermit),
+    /// One part of a transaction too large to hold; more parts or the final `Trx` follow.
+    Part(Transaction, OwnedSemaphorePermit),
     /// A DDL transaction: the reader waits for the ack before decoding further rows, because
     /// later row events must be decoded with the changed table.
     Ddl(Transaction, oneshot::Sender<()>),
     /// A DDL inside a transaction (CREATE TABLE ... SELECT), applied before its rows are
-    /// decoded; the transaction itself follows as `Trx`.
-    EarlyDdl((String, String), oneshot::Sender<()>),
+    /// decoded; the transaction itself follows as `Trx`. (GTID of the transaction, DDL)
+    EarlyDdl(String, Ddl, oneshot::Sender<()>),
     /// No event arrived for a moment: apply what is pending.
     Idle,
     Failed(Error),
@@ -222,6 +225,7 @@ async fn read_ahead(
     at: Arc<std::sync::Mutex<(String, u64)>>,
 ) {
     let mut idle_sent = false;
+    let mut current_gtid = String::new();
     loop {
         let wait = if idle_sent {
             Duration::from_millis(500)
@@ -235,18 +239,32 @@ async fn read_ahead(
             }
             Ok(Item::EarlyDdl(ddl)) => {
                 let (ack, done) = oneshot::channel();
-                if tx.send(Msg::EarlyDdl(ddl, ack)).await.is_err() || done.await.is_err() {
+                if tx
+                    .send(Msg::EarlyDdl(current_gtid.clone(), ddl, ack))
+                    .await
+                    .is_err()
+                    || done.await.is_err()
+                {
                     return;
                 }
                 cache.clear();
                 continue;
+            }
+            Ok(Item::Part(t)) => {
+                idle_sent = false;
+                current_gtid = t.gtid.to_string();
+                let kib = ((t.bytes / 1024) as u32).clamp(1, READ_AHEAD_KIB);
+                let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+                    return;
+                };
+                Msg::Part(t, permit)
             }
             Ok(Item::Transaction(t)) => {
                 idle_sent = false;
                 if let Ok(mut a) = at.lock() {
                     *a = (reader.file.clone(), reader.pos);
                 }
-                if t.ddl.is_some() {
+                if !t.ddl.is_empty() {
                     let (ack, done) = oneshot::channel();
                     if tx.send(Msg::Ddl(t, ack)).await.is_err() || done.await.is_err() {
                         return;
@@ -265,6 +283,9 @@ async fn read_ahead(
                 return;
             }
         };
+        if let Msg::Trx(t, _) | Msg::Part(t, _) = &msg {
+            current_gtid = t.gtid.to_string();
+        }
         if tx.send(msg).await.is_err() {
             return;
         }
@@ -280,9 +301,13 @@ async fn follow_once(
     opts: &Options,
     live: &mut Live,
 ) -> Result<Position> {
-    let mut applier = Applier::connect(target).await?;
+    let mut mon = db::connect(source, Session::Meta)
+        .await
+        .map_err(|e| e.context("source"))?;
+    let defaults = Arc::new(SourceDefaults::read(&mut mon).await?);
+    let horizons = Arc::new(store.horizons()?);
+    let mut applier = Applier::connect(target, horizons.clone(), defaults).await?;
     let mut pos = applier.checkpoint().await?.unwrap_or_else(|| start.clone());
-    let mut mon = db::connect(source, Session::Meta).await?;
     if matches!(opts.until, Until::CaughtUp) && live.goal.is_none() {
         live.goal = Some(monitor::source_position(&mut mon).await?);
         tracing::info!(
@@ -297,7 +322,7 @@ async fn follow_once(
         return Ok(pos);
     }
     let cache = SchemaCache::new(target).await?;
-    let reader = Reader::connect(source, &pos, opts.server_id, filter.clone()).await?;
+    let reader = Reader::connect(source, &pos, opts.server_id, filter.clone(), horizons).await?;
     tracing::info!(
         "reading the source binlog from {pos} as server_id {}",
         opts.server_id
@@ -306,172 +331,54 @@ async fn follow_once(
     let reader_at = Arc::new(std::sync::Mutex::new((String::new(), 0u64)));
     let budget = Arc::new(Semaphore::new(READ_AHEAD_KIB as usize));
     let task = tokio::spawn(read_ahead(reader, cache, tx, budget, reader_at.clone()));
+    let mut group = Group {
+        applier: &mut applier,
+        batch: Batch::default(),
+        permits: Vec::new(),
+        batch_pos: pos.clone(),
+        in_part: false,
+    };
     let result = apply_loop(
-        &mut applier,
-        &mut mon,
-        &mut rx,
-        &mut pos,
-        opts,
-        live,
-        store,
-        &reader_at,
+        &mut group, &mut mon, &mut rx, &mut pos, opts, live, store, &reader_at,
     )
     .await;
     task.abort();
     result.map(|()| pos)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn apply_loop(
-    applier: &mut Applier,
-    mon: &mut mysql_async::Conn,
-    rx: &mut mpsc::Receiver<Msg>,
-    pos: &mut Position,
-    opts: &Options,
-    live: &mut Live,
-    store: &Store,
-    reader_at: &std::sync::Mutex<(String, u64)>,
-) -> Result<()> {
-    let mut batch = Batch::default();
-    let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
-    let mut batch_pos = pos.clone();
-    let mut last_measure = Instant::now() - Duration::from_secs(60);
-    let mut warned_oldest = false;
-    loop {
-        if last_measure.elapsed() >= Duration::from_secs(2) {
-            last_measure = Instant::now();
-            let at = reader_at.lock().map(|a| a.clone()).unwrap_or_default();
-            let (trx, bytes, oldest) = measure_behind(mon, pos, &at).await?;
-            live.status.events_behind = Some(trx);
-            live.status.bytes_behind = bytes;
-            if oldest && !warned_oldest {
-                warned_oldest = true;
-                tracing::warn!("follow is reading the source's oldest binlog file {}: purging it now would lose the position", at.0);
-            }
-            if trx == 0 {
-                live.status.lag_seconds = Some(0.0);
-            }
-            if let Some(max) = opts.max_source_load {
-                throttle(mon, max).await?;
-            }
-        }
-        let stop = STOP.load(Ordering::SeqCst);
-        let msg = if stop {
-            Msg::Idle
-        } else {
-            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-                Ok(Some(m)) => m,
-                Ok(None) => return Err(Error::transient("binlog reader stopped")),
-                Err(_) => Msg::Idle,
-            }
-        };
-        let mut flush = matches!(msg, Msg::Idle);
-        match msg {
-            Msg::Failed(e) => return Err(e),
-            Msg::EarlyDdl((schema, sql), ack) => {
-                if !batch.is_empty() {
-                    apply_batch(applier, &mut batch, &batch_pos, live).await?;
-                    permits.clear();
-                    *pos = batch_pos.clone();
-                }
-                match opts.on_ddl {
-                    OnDdl::Stop => {
-                        return Err(Error::definite(
-                            format!("DDL inside a transaction after {pos}: {sql}"),
-                            "apply it on the target yourself, then restart follow with --on-ddl ignore for this one",
-                        ))
-                    }
-                    OnDdl::Exec => applier.exec_ddl(&format!("after {pos}"), &schema, &sql).await?,
-                    OnDdl::Ignore => {}
-                }
-                let _ = ack.send(());
-                metrics::add("migrate_ddl_applied_total", &[], 1.0);
-            }
-            Msg::Idle => {}
-            Msg::Ddl(t, ack) => {
-                if !batch.is_empty() {
-                    apply_batch(applier, &mut batch, &batch_pos, live).await?;
-                    permits.clear();
-                }
-                let gtid = t.gtid;
-                batch_pos.advance(gtid);
-                match opts.on_ddl {
-                    OnDdl::Stop => {
-                        return Err(Error::definite(
-                            format!("DDL at {gtid}: {}", t.ddl.as_ref().map(|d| d.1.as_str()).unwrap_or_default()),
-                            "apply it on the target yourself, then restart follow with --on-ddl ignore for this one",
-                        ))
-                    }
-                    OnDdl::Exec => applier.apply_ddl(&t, &batch_pos).await?,
-                    OnDdl::Ignore => {
-                        let mut t = t;
-                        t.ddl = None;
-                        applier.apply_ddl(&t, &batch_pos).await?
-                    }
-                }
-                let _ = ack.send(());
-                *pos = batch_pos.clone();
-                live.status.trx_applied += 1;
-                metrics::add("migrate_ddl_applied_total", &[], 1.0);
-            }
-            Msg::Trx(t, permit) => {
-                if t.needs_exact_apply() {
-                    if !batch.is_empty() {
-                        apply_batch(applier, &mut batch, &batch_pos, live).await?;
-                        permits.clear();
-                    }
-                    batch_pos.advance(t.gtid);
-                    applier.apply_exact(&t, &batch_pos).await?;
-                    *pos = batch_pos.clone();
-                    live.status.trx_applied += 1;
-                    live.status.rows_applied += t.changes.len() as u64;
-                } else {
-                    batch_pos.advance(t.gtid);
-                    batch.add(t);
-                    permits.push(permit);
-                    if batch.transactions >= opts.group_size
-                        || batch.rows >= 200_000
-                        || batch.bytes >= 128 << 20
-                    {
-                        flush = true;
-                    }
-                }
-                if done(&batch_pos, &opts.until, &live.goal) {
-                    flush = true;
-                }
-            }
-        }
-        if flush && !batch.is_empty() {
-            apply_batch(applier, &mut batch, &batch_pos, live).await?;
-            permits.clear();
-            *pos = batch_pos.clone();
-        }
-        let finished = done(pos, &opts.until, &live.goal) || stop;
-        if finished {
-            // final figures for `status`
-            let at = reader_at.lock().map(|a| a.clone()).unwrap_or_default();
-            if let Ok((trx, bytes, _)) = measure_behind(mon, pos, &at).await {
-                live.status.events_behind = Some(trx);
-                live.status.bytes_behind = bytes;
-                if trx == 0 {
-                    live.status.lag_seconds = Some(0.0);
-                }
-            }
-        }
-        write_status(store, live, pos, finished)?;
-        if finished {
+/// The group being assembled: collapsed operations not yet written, transactions already
+/// written inside the open target transaction, and the position after them.
+struct Group<'a> {
+    applier: &'a mut Applier,
+    batch: Batch,
+    permits: Vec<OwnedSemaphorePermit>,
+    batch_pos: Position,
+    /// Inside a transaction that arrives in parts: the group cannot commit before its end.
+    in_part: bool,
+}
+
+impl Group<'_> {
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty() && !self.applier.is_open()
+    }
+    /// Write what is pending, record the position, commit.
+    async fn commit(&mut self, pos: &mut Position, live: &mut Live) -> Result<()> {
+        if self.is_empty() || self.in_part {
             return Ok(());
         }
+        self.applier.write_batch(&mut self.batch).await?;
+        self.applier
+            .commit(&self.batch_pos, self.batch.last_ts)
+            .await?;
+        let batch = std::mem::take(&mut self.batch);
+        record_applied(&batch, live);
+        self.permits.clear();
+        *pos = self.batch_pos.clone();
+        Ok(())
     }
 }
 
-async fn apply_batch(
-    applier: &mut Applier,
-    batch: &mut Batch,
-    pos: &Position,
-    live: &mut Live,
-) -> Result<()> {
-    applier.apply(batch, pos).await?;
+fn record_applied(batch: &Batch, live: &mut Live) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -493,9 +400,173 @@ async fn apply_batch(
             *n as f64,
         );
     }
-    *batch = Batch::default();
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_loop(
+    g: &mut Group<'_>,
+    mon: &mut mysql_async::Conn,
+    rx: &mut mpsc::Receiver<Msg>,
+    pos: &mut Position,
+    opts: &Options,
+    live: &mut Live,
+    store: &Store,
+    reader_at: &std::sync::Mutex<(String, u64)>,
+) -> Result<()> {
+    let mut last_measure = Instant::now() - Duration::from_secs(60);
+    let mut warned_oldest = false;
+    loop {
+        if last_measure.elapsed() >= Duration::from_secs(2) {
+            last_measure = Instant::now();
+            let at = reader_at.lock().map(|a| a.clone()).unwrap_or_default();
+            let (trx, bytes, oldest) = measure_behind(mon, pos, &at).await?;
+            live.status.events_behind = Some(trx);
+            live.status.bytes_behind = bytes;
+            if oldest && !warned_oldest {
+                warned_oldest = true;
+                tracing::warn!("follow is reading the source's oldest binlog file {}: purging it now would lose the position", at.0);
+            }
+            if trx == 0 {
+                live.status.lag_seconds = Some(0.0);
+            }
+            if let Some(max) = opts.max_source_load {
+                throttle(mon, max).await?;
+            }
+        }
+        let stop = STOP.load(Ordering::SeqCst) && !g.in_part;
+        let msg = if stop {
+            Msg::Idle
+        } else {
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(Error::transient("binlog reader stopped")),
+                Err(_) => Msg::Idle,
+            }
+        };
+        let mut flush = matches!(msg, Msg::Idle);
+        match msg {
+            Msg::Failed(e) => return Err(e),
+            Msg::Idle => {}
+            Msg::EarlyDdl(gtid, ddl, ack) => {
+                g.commit(pos, live).await?;
+                if g.in_part {
+                    return Err(Error::definite(
+                        format!("GTID {gtid}: DDL in the middle of a transaction larger than memory allows: {}", ddl.text),
+                        "report this; as a workaround split the CREATE TABLE ... SELECT on the source",
+                    ));
+                }
+                match opts.on_ddl {
+                    OnDdl::Stop => {
+                        return Err(Error::definite(
+                            format!("DDL inside a transaction after {pos}: {}", ddl.text),
+                            "apply it on the target yourself, then restart follow with --on-ddl ignore for this one",
+                        ))
+                    }
+                    OnDdl::Exec => {
+                        let statuses = g
+                            .applier
+                            .exec_ddl(&gtid, pos, std::slice::from_ref(&ddl))
+                            .await?;
+                        record_events(store, statuses)?;
+                    }
+                    OnDdl::Ignore => {}
+                }
+                let _ = ack.send(());
+                metrics::add("migrate_ddl_applied_total", &[], 1.0);
+            }
+            Msg::Ddl(t, ack) => {
+                g.commit(pos, live).await?;
+                let before = g.batch_pos.clone();
+                let gtid = t.gtid;
+                g.batch_pos.advance(gtid);
+                match opts.on_ddl {
+                    OnDdl::Stop => {
+                        return Err(Error::definite(
+                            format!(
+                                "DDL at {gtid}: {}",
+                                t.ddl.iter().map(|d| d.text.as_str()).collect::<Vec<_>>().join("; ")
+                            ),
+                            "apply it on the target yourself, then restart follow with --on-ddl ignore for this one",
+                        ))
+                    }
+                    OnDdl::Exec => {
+                        let statuses = g.applier.apply_ddl(&t, &before, &g.batch_pos).await?;
+                        record_events(store, statuses)?;
+                    }
+                    OnDdl::Ignore => {
+                        let mut t = t;
+                        t.ddl.clear();
+                        g.applier.apply_ddl(&t, &before, &g.batch_pos).await?;
+                    }
+                }
+                let _ = ack.send(());
+                *pos = g.batch_pos.clone();
+                live.status.trx_applied += 1;
+                metrics::add("migrate_ddl_applied_total", &[], 1.0);
+                metrics::add("migrate_transactions_applied_total", &[], 1.0);
+            }
+            Msg::Part(t, permit) => {
+                g.applier.write_batch(&mut g.batch).await?;
+                g.applier.apply_exact(&t).await?;
+                g.batch.count(&t);
+                g.in_part = true;
+                drop(permit);
+            }
+            Msg::Trx(t, permit) => {
+                let gtid = t.gtid;
+                if t.needs_exact_apply() {
+                    g.applier.write_batch(&mut g.batch).await?;
+                    g.applier.apply_exact(&t).await?;
+                    g.batch.count(&t);
+                    g.in_part = false;
+                    drop(permit);
+                } else {
+                    g.batch.add(t);
+                    g.permits.push(permit);
+                }
+                g.batch_pos.advance(gtid);
+                if g.batch.transactions >= opts.group_size
+                    || g.batch.rows >= 200_000
+                    || g.batch.bytes >= 64 << 20
+                {
+                    flush = true;
+                }
+                if done(&g.batch_pos, &opts.until, &live.goal) {
+                    flush = true;
+                }
+            }
+        }
+        if flush {
+            g.commit(pos, live).await?;
+        }
+        let finished = (done(pos, &opts.until, &live.goal) || stop) && !g.in_part;
+        if finished {
+            g.commit(pos, live).await?;
+            // final figures for `status`
+            let at = reader_at.lock().map(|a| a.clone()).unwrap_or_default();
+            if let Ok((trx, bytes, _)) = measure_behind(mon, pos, &at).await {
+                live.status.events_behind = Some(trx);
+                live.status.bytes_behind = bytes;
+                if trx == 0 {
+                    live.status.lag_seconds = Some(0.0);
+                }
+            }
+        }
+        write_status(store, live, pos, finished)?;
+        if finished {
+            return Ok(());
+        }
+    }
+}
+
+/// Remember the status each event should have at cutover (the target's copy is DISABLED).
+fn record_events(store: &Store, statuses: Vec<(String, String, &'static str)>) -> Result<()> {
+    for (db, name, status) in statuses {
+        store.set_source_event(&db, &name, status)?;
+    }
     Ok(())
 }
+
 /// Wait while the source has more than `max` threads running.
 async fn throttle(mon: &mut mysql_async::Conn, max: u64) -> Result<()> {
     loop {

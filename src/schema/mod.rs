@@ -77,11 +77,24 @@ pub struct Table {
     /// does not carry those moves, so the snapshot reads this table in one consistent
     /// snapshot (see snapshot/copy.rs).
     pub key_moved_by_cascade: bool,
+    /// A foreign key of this table has a CASCADE or SET NULL action: InnoDB changes its rows
+    /// without binlog events, so the snapshot reads it in one consistent snapshot.
+    pub cascade_child: bool,
+    /// A SEQUENCE (one row; applied as "last image wins").
+    pub sequence: bool,
+    /// WITH SYSTEM VERSIONING (not supported: `check` blocks it).
+    pub versioned: bool,
 }
 
 impl Table {
     pub fn has_cascades(&self) -> bool {
         !self.children.is_empty()
+    }
+    /// Read in one consistent snapshot for the whole table (then replayed only from that
+    /// snapshot's position): rows that change without binlog events (foreign-key cascades)
+    /// or rows that have no key to chunk by.
+    pub fn needs_single_snapshot(&self) -> bool {
+        self.key_moved_by_cascade || self.cascade_child || (!self.has_key() && !self.sequence)
     }
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
@@ -133,6 +146,9 @@ impl Table {
             avg_row_length: 0,
             children: Vec::new(),
             key_moved_by_cascade: false,
+            cascade_child: false,
+            sequence: false,
+            versioned: false,
         }
     }
 }
@@ -174,10 +190,12 @@ pub fn kind_of(data_type: &str, column_type: &str) -> Option<Kind> {
     })
 }
 
-/// Names of the base tables of `db`, in name order.
+/// Names of the tables of `db` (base tables, sequences, system-versioned tables), in name
+/// order. Views are schema objects (`ddl::objects`).
 pub async fn list_tables(conn: &mut Conn, db: &str) -> Result<Vec<String>> {
     let sql = format!(
-        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} \
+         AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME",
         quote::string(db)
     );
     Ok(query_strings(conn, &sql)
@@ -207,7 +225,7 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
     let trows = query_strings(
         conn,
         &format!(
-            "SELECT ENGINE, IFNULL(TABLE_ROWS,0), IFNULL(DATA_LENGTH,0), IFNULL(AVG_ROW_LENGTH,0) FROM information_schema.TABLES \
+            "SELECT ENGINE, IFNULL(TABLE_ROWS,0), IFNULL(DATA_LENGTH,0), IFNULL(AVG_ROW_LENGTH,0), TABLE_TYPE FROM information_schema.TABLES \
              WHERE TABLE_SCHEMA = {qdb} AND TABLE_NAME = {qname}"
         ),
     )
@@ -258,6 +276,8 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
         .await?
         .iter()
         .any(|c| key_names.contains(&c.as_str()));
+    let cascade_child = has_cascading_parent(conn, db, name).await?;
+    let table_type = t.get(4).cloned().flatten().unwrap_or_default();
     Ok(Table {
         db: db.to_string(),
         name: name.to_string(),
@@ -270,7 +290,25 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
         avg_row_length: num(&t[3]),
         children,
         key_moved_by_cascade,
+        cascade_child,
+        sequence: table_type == "SEQUENCE",
+        versioned: table_type == "SYSTEM VERSIONED",
     })
+}
+
+/// Whether a foreign key of `db.name` has a CASCADE or SET NULL action.
+async fn has_cascading_parent(conn: &mut Conn, db: &str, name: &str) -> Result<bool> {
+    let n = crate::db::query_one(
+        conn,
+        &format!(
+            "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = {} AND TABLE_NAME = {} \
+             AND (DELETE_RULE IN ('CASCADE', 'SET NULL') OR UPDATE_RULE IN ('CASCADE', 'SET NULL'))",
+            quote::string(db),
+            quote::string(name)
+        ),
+    )
+    .await?;
+    Ok(n.as_deref().unwrap_or("0") != "0")
 }
 
 /// The primary key, else the first unique key whose columns are all NOT NULL and whole

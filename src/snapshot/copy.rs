@@ -163,7 +163,7 @@ async fn write_once(
         return write_load_data(conn, c, buf).await;
     }
     match write_with(conn, c, max_statement, &plan::insert_prefix(&c.table)).await {
-        Err(Error { what, .. }) if what.contains("server error 1062 ") => {
+        Err(e) if e.code() == Some(1062) => {
             conn.query_drop("ROLLBACK").await?;
             tracing::debug!(
                 "{} chunk {}: duplicate under a unique key, writing with REPLACE",

@@ -34,7 +34,7 @@ fn compare(t: &Table, bound: &[Value], op_last: &str, op_prefix: &str) -> String
         for (j, v) in bound.iter().enumerate().take(i + 1) {
             let col = &t.columns[t.key[j]];
             let mut lit = String::new();
-            encode::literal(&mut lit, v, col);
+            encode::comparable(&mut lit, v, col);
             let op = if j == i {
                 if i + 1 == t.key.len() {
                     op_last
@@ -144,6 +144,61 @@ pub fn push_row(sql: &mut String, t: &Table, row: &[Value]) {
     sql.push(')');
 }
 
+/// A condition true for exactly the rows equal to `row` in every written column, NULL-safe
+/// and byte-exact (a case-insensitive collation must not match 'a' to 'A'): how changes to a
+/// table without a usable key find their row.
+pub fn row_match(t: &Table, row: &[Value]) -> String {
+    let mut conds = Vec::new();
+    for (i, c) in t.writable() {
+        let q = quote::ident(&c.name);
+        let mut lit = String::new();
+        let cond = match (&c.kind, &row[i]) {
+            (_, Value::Null) => format!("{q} IS NULL"),
+            (Kind::Text | Kind::Geometry, Value::Text(b) | Value::Bytes(b)) => {
+                encode::literal(&mut lit, &Value::Bytes(b.clone()), &binary_column());
+                format!("CAST({q} AS BINARY) = {lit}")
+            }
+            (Kind::Inet6 | Kind::Uuid, v) => {
+                encode::literal(&mut lit, v, c);
+                format!("CAST({q} AS BINARY(16)) = {lit}")
+            }
+            (_, v) => {
+                encode::comparable(&mut lit, v, c);
+                format!("{q} = {lit}")
+            }
+        };
+        conds.push(cond);
+    }
+    if conds.is_empty() {
+        "1".into()
+    } else {
+        conds.join(" AND ")
+    }
+}
+
+fn binary_column() -> crate::schema::Column {
+    crate::schema::Column {
+        name: String::new(),
+        kind: Kind::Binary { pad: None },
+        charset: None,
+        nullable: true,
+        generated: false,
+        auto_increment: false,
+    }
+}
+
+/// `SET col = value, ...` over the written columns of `row`.
+pub fn set_list(t: &Table, row: &[Value]) -> String {
+    t.writable()
+        .map(|(i, c)| {
+            let mut s = format!("{} = ", quote::ident(&c.name));
+            encode::literal(&mut s, &row[i], c);
+            s
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Key values of a row.
 pub fn key_of(t: &Table, row: &[Value]) -> Vec<Value> {
     t.key.iter().map(|&i| row[i].clone()).collect()
@@ -200,5 +255,24 @@ mod tests {
             ],
         );
         assert_eq!(s, "REPLACE INTO `shop`.`order items` (`order_id`, `line`, `이름`, `f`) VALUES (1, 2, _utf8mb4 X'EAB080', NULL)");
+        assert_eq!(
+            row_match(
+                &t,
+                &[
+                    Value::Int(1),
+                    Value::Null,
+                    Value::Text(b"a".to_vec()),
+                    Value::Float(0.5)
+                ]
+            ),
+            "`order_id` = 1 AND `line` IS NULL AND CAST(`이름` AS BINARY) = X'61' AND `f` = CAST(5e-1 AS FLOAT)"
+        );
+        let lo = [Value::Int(1), Value::Int(2)];
+        let ft = Table::for_test("s", "f", &[("f", Kind::Float)], &[0]);
+        assert_eq!(
+            after(&ft, &[Value::Float(1.1)]),
+            "((`f` > CAST(1.1e0 AS FLOAT)))"
+        );
+        let _ = lo;
     }
 }

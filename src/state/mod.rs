@@ -7,7 +7,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/001_init.sql"),
+    include_str!("../../migrations/002_horizons.sql"),
+];
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -24,6 +27,10 @@ pub struct TableProgress {
     pub bytes_done: u64,
     pub chunks_done: u64,
     pub last_key: Option<String>,
+    /// Binlog position of the first consistent read of the current copy.
+    pub horizon: Option<(String, u64)>,
+    /// `SHOW CREATE TABLE` the target table was created from.
+    pub definition: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -142,17 +149,107 @@ impl Store {
             let tx = c.unchecked_transaction()?;
             tx.execute("DELETE FROM chunks WHERE db = ?1 AND name = ?2", params![db, name])?;
             tx.execute(
-                "UPDATE tables SET rows_done = 0, bytes_done = 0, chunks_done = 0, last_key = NULL, status = 'pending' \
-                 WHERE db = ?1 AND name = ?2",
+                "UPDATE tables SET rows_done = 0, bytes_done = 0, chunks_done = 0, last_key = NULL, status = 'pending', \
+                 horizon_file = NULL, horizon_pos = NULL WHERE db = ?1 AND name = ?2",
                 params![db, name],
             )?;
             tx.commit()
         })
     }
+    /// The definition the target table was created from (a new copy starts from it).
+    pub fn set_table_definition(&self, db: &str, name: &str, definition: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tables SET definition = ?3 WHERE db = ?1 AND name = ?2",
+                params![db, name, definition],
+            )
+            .map(|_| ())
+        })
+    }
+    /// The table's copy starts at this binlog position (set by its first chunk).
+    pub fn set_table_horizon(&self, db: &str, name: &str, file: &str, pos: u64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tables SET horizon_file = ?3, horizon_pos = ?4 WHERE db = ?1 AND name = ?2",
+                params![db, name, file, pos as i64],
+            )
+            .map(|_| ())
+        })
+    }
+    /// A table or database (`name` empty) disappeared from the source during the copy; it
+    /// was dropped on the target at binlog position (file, pos).
+    pub fn mark_gone(&self, db: &str, name: &str, file: &str, pos: u64) -> Result<()> {
+        let kind = if name.is_empty() { "database" } else { "table" };
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO gone VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![kind, db, name, file, pos as i64],
+            )?;
+            if name.is_empty() {
+                tx.execute("DELETE FROM chunks WHERE db = ?1", params![db])?;
+                tx.execute("DELETE FROM tables WHERE db = ?1", params![db])?;
+            } else {
+                tx.execute(
+                    "DELETE FROM chunks WHERE db = ?1 AND name = ?2",
+                    params![db, name],
+                )?;
+                tx.execute(
+                    "DELETE FROM tables WHERE db = ?1 AND name = ?2",
+                    params![db, name],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+    /// Horizons of every copied table and of what disappeared during the copy.
+    pub fn horizons(&self) -> Result<crate::position::horizon::Horizons> {
+        use crate::position::FilePos;
+        let mut h = crate::position::horizon::Horizons::default();
+        for t in self.tables()? {
+            if let Some((f, p)) = &t.horizon {
+                h.set_table(&t.db, &t.name, FilePos::new(f, *p));
+            }
+        }
+        let gone: Vec<(String, String, String, String, i64)> = self.with(|c| {
+            let mut st = c.prepare("SELECT kind, db, name, file, pos FROM gone")?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            rows.collect()
+        })?;
+        for (kind, db, name, file, pos) in gone {
+            let at = FilePos::new(&file, pos as u64);
+            if kind == "database" {
+                h.set_database(&db, at);
+            } else {
+                h.set_table(&db, &name, at);
+            }
+        }
+        Ok(h)
+    }
+    /// Record the status an event has on the source (its target copy stays DISABLED).
+    pub fn set_source_event(&self, db: &str, name: &str, status: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO source_events VALUES (?1, ?2, ?3)",
+                params![db, name, status],
+            )
+            .map(|_| ())
+        })
+    }
+    pub fn source_events(&self) -> Result<Vec<(String, String, String)>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT db, name, status FROM source_events ORDER BY db, name")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+    }
     pub fn tables(&self) -> Result<Vec<TableProgress>> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT db, name, status, rows_est, bytes_est, rows_done, bytes_done, chunks_done, last_key FROM tables ORDER BY db, name",
+                "SELECT db, name, status, rows_est, bytes_est, rows_done, bytes_done, chunks_done, last_key, horizon_file, horizon_pos, definition FROM tables ORDER BY db, name",
             )?;
             let rows = st.query_map([], |r| {
                 Ok(TableProgress {
@@ -165,6 +262,11 @@ impl Store {
                     bytes_done: r.get::<_, i64>(6)? as u64,
                     chunks_done: r.get::<_, i64>(7)? as u64,
                     last_key: r.get(8)?,
+                    horizon: match (r.get::<_, Option<String>>(9)?, r.get::<_, Option<i64>>(10)?) {
+                        (Some(f), Some(p)) => Some((f, p as u64)),
+                        _ => None,
+                    },
+                    definition: r.get(11)?,
                 })
             })?;
             rows.collect()

@@ -83,6 +83,20 @@ pub fn literal(out: &mut String, v: &Value, col: &Column) {
     }
 }
 
+/// Append the literal for `v` in column `col` for use in a comparison (`WHERE col = ...`,
+/// `IN (...)`, key ranges). A FLOAT column holds an f32, and `col = 1.1e0` compares it with a
+/// double that no f32 equals: the literal is cast to FLOAT so that it is the stored value.
+pub fn comparable(out: &mut String, v: &Value, col: &Column) {
+    match v {
+        Value::Float(_) => {
+            out.push_str("CAST(");
+            literal(out, v, col);
+            out.push_str(" AS FLOAT)");
+        }
+        _ => literal(out, v, col),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +126,9 @@ mod tests {
         assert_eq!(lit(Value::Float(1.0000001), &b), "1.0000001e0");
         assert_eq!(lit(Value::Int(-5), &b), "-5");
         assert_eq!(lit(Value::Null, &b), "NULL");
+        let f = col(Kind::Float, None);
+        let mut s = String::new();
+        comparable(&mut s, &Value::Float(1.1), &f);
+        assert_eq!(s, "CAST(1.1e0 AS FLOAT)");
     }
 }
