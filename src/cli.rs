@@ -90,8 +90,13 @@ pub struct SnapshotArgs {
     /// Target bytes per chunk (rows per chunk = this / average row length, at most --chunk-rows)
     #[arg(long, default_value_t = 8 << 20)]
     pub chunk_bytes: u64,
-    /// Create non-unique secondary indexes after the data (faster on large tables)
+    /// Create every index together with its table instead of adding the non-unique secondary
+    /// indexes after the table's rows (the default, faster; shapes that need an index from
+    /// the start keep it: foreign keys, an AUTO_INCREMENT column's key)
     #[arg(long)]
+    pub no_defer_indexes: bool,
+    /// Accepted for compatibility: deferring secondary indexes is the default
+    #[arg(long, hide = true)]
     pub defer_indexes: bool,
     /// Allow databases that already hold tables on the target; copied tables are replaced
     #[arg(long)]

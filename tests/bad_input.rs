@@ -17,7 +17,7 @@ fn bad_inputs_fail_clearly() {
     src.sql(&format!(
         "CREATE USER 'mig'@'127.0.0.1' IDENTIFIED BY '{PW}'; GRANT ALL ON *.* TO 'mig'@'127.0.0.1';
          CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, v INT); INSERT INTO shop.t VALUES (1, 1);
-         CREATE DATABASE nokey; CREATE TABLE nokey.log (msg VARCHAR(10), n INT NULL, UNIQUE KEY (n));"
+         CREATE DATABASE nokey; CREATE TABLE nokey.log (msg VARCHAR(10), n INT NULL, UNIQUE KEY (n)) ENGINE=MyISAM;"
     ));
     let dir = tempdir();
     let state = dir.path().join("s.sqlite");
@@ -141,7 +141,7 @@ fn bad_inputs_fail_clearly() {
         stderr(&out)
     );
 
-    // a table without a usable key (nullable unique key does not count)
+    // a non-transactional table without a usable key (nullable unique key does not count)
     let out = migrate(
         &src.url(),
         &dst.url(),

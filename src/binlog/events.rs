@@ -8,11 +8,6 @@ pub const GTID_LIST_EVENT: u8 = 163;
 pub const BINLOG_CHECKPOINT_EVENT: u8 = 161;
 pub const ANNOTATE_ROWS_EVENT: u8 = 160;
 pub const START_ENCRYPTION_EVENT: u8 = 164;
-/// Statement-format LOAD DATA: the file's blocks, then the statement.
-pub const BEGIN_LOAD_QUERY_EVENT: u8 = 17;
-pub const EXECUTE_LOAD_QUERY_EVENT: u8 = 18;
-pub const APPEND_BLOCK_EVENT: u8 = 9;
-pub const INCIDENT_EVENT: u8 = 26;
 
 /// GTID flags2: the group is one standalone statement (DDL), no BEGIN/COMMIT.
 const FL_STANDALONE: u8 = 0x01;

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod query;
 pub mod route;
+pub mod rows;
 pub mod stream;
 
 use crate::position::{FilePos, Gtid};

@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 /// Flags2 bits (MariaDB `OPTION_*`, the ones written to the binlog).
 pub const OPTION_AUTO_IS_NULL: u32 = 1 << 14;
 pub const OPTION_NO_CHECK_CONSTRAINT_CHECKS: u32 = 1 << 15;
-pub const OPTION_NOT_AUTOCOMMIT: u32 = 1 << 19;
 pub const OPTION_EXPLICIT_DEF_TIMESTAMP: u32 = 1 << 24;
 pub const OPTION_NO_FOREIGN_KEY_CHECKS: u32 = 1 << 26;
 pub const OPTION_RELAXED_UNIQUE_CHECKS: u32 = 1 << 27;

@@ -6,7 +6,6 @@
 
 use crate::config::Filter;
 use crate::db::quote;
-use crate::error::Error;
 use crate::position::{horizon::Horizons, FilePos};
 use crate::sql::statement::{Ddl, Name, Object, Verb};
 
@@ -20,15 +19,6 @@ pub enum Route {
     Rewrite(Vec<String>),
     /// Stop: replaying it cannot give the source's result.
     Fail(String, String),
-}
-
-impl Route {
-    pub fn into_error(self) -> Option<Error> {
-        match self {
-            Route::Fail(what, hint) => Some(Error::definite(what, hint)),
-            _ => None,
-        }
-    }
 }
 
 /// Where an object stands for an event ending at a given position.

@@ -19,7 +19,6 @@ use crate::position::{horizon::Horizons, FilePos, Position};
 use crate::schema::{self, Table};
 use crate::sql::lexer::Mode;
 use crate::sql::statement::{self, Statement};
-use crate::value::{decode, Value};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 use mysql_async::binlog::EventType;
@@ -124,6 +123,10 @@ pub struct Reader {
     pub pos: u64,
     ready: VecDeque<Item>,
     warned: HashSet<String>,
+    /// The reader is past every horizon: no event is in a copy any more.
+    past_horizons: bool,
+    /// The source writes CRC32 checksums into its binlog events.
+    checksum: bool,
 }
 
 /// What `Reader::next` yields.
@@ -156,6 +159,9 @@ impl Reader {
                 "SET GLOBAL log_bin_compress=OFF on the source (events written while it was ON cannot be followed)",
             ));
         }
+        let checksum = db::variable(&mut conn, "binlog_checksum")
+            .await?
+            .is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
         let setup = [
             "SET @mariadb_slave_capability = 4".to_string(),
             format!(
@@ -192,6 +198,8 @@ impl Reader {
             pos: 0,
             ready: VecDeque::new(),
             warned: HashSet::new(),
+            past_horizons: false,
+            checksum,
         })
     }
 
@@ -232,6 +240,9 @@ impl Reader {
 
     fn finish(&mut self, rolled_back: bool) {
         self.standalone = false;
+        if !self.past_horizons && !self.file.is_empty() {
+            self.past_horizons = self.horizons.last().is_none_or(|h| self.here() > *h);
+        }
         let Some(mut t) = self.current.take() else {
             return;
         };
@@ -331,7 +342,14 @@ impl Reader {
         })?;
         match data {
             Some(EventData::RotateEvent(r)) => {
-                self.file = r.name().into_owned();
+                // the artificial ROTATE a GTID connection starts with (log_pos 0) comes before
+                // the format description, so its checksum is still part of its name
+                let raw = r.name_raw();
+                self.file = if log_pos == 0 && self.checksum && raw.len() > 4 {
+                    binlog_file_name(&raw[..raw.len() - 4])
+                } else {
+                    binlog_file_name(raw)
+                };
                 self.pos = r.position();
                 Ok(())
             }
@@ -570,7 +588,7 @@ impl Reader {
         if !self.filter.includes_table(&db, &name) {
             return Ok(());
         }
-        if self.horizons.covers_table(&db, &name, &self.here()) {
+        if !self.past_horizons && self.horizons.covers_table(&db, &name, &self.here()) {
             return Ok(()); // the snapshot's copy of this table already holds it
         }
         let table = match cache.get(&db, &name).await {
@@ -622,16 +640,27 @@ impl Reader {
                 ))
             }
         };
-        let mut changes = Vec::new();
-        for r in rows.rows(tme) {
-            let (before, after) = r.map_err(|e| {
-                Error::definite(
-                    format!("{db}.{name}: cannot decode a binlog row: {e}"),
-                    "report this with the column types",
-                )
-            })?;
-            let before = before.map(|b| convert(&table, b)).transpose()?;
-            let after = after.map(|a| convert(&table, a)).transpose()?;
+        let layout = super::rows::TableLayout::from_tme(tme)?;
+        let before_image = rows
+            .columns_before_image()
+            .map(|b| bitmap(b.len(), b.iter()));
+        let after_image = rows
+            .columns_after_image()
+            .map(|b| bitmap(b.len(), b.iter()));
+        let (before_bits, after_bits) = match kind {
+            EventType::WRITE_ROWS_EVENT => (None, after_image),
+            EventType::DELETE_ROWS_EVENT => (before_image, None),
+            _ => (before_image, after_image),
+        };
+        let decoded = super::rows::decode_rows(
+            &table,
+            &layout,
+            rows.rows_data(),
+            before_bits.as_deref(),
+            after_bits.as_deref(),
+        )?;
+        let mut changes = Vec::with_capacity(decoded.len());
+        for (before, after) in decoded {
             let change = match (kind, before, after) {
                 (EventType::WRITE_ROWS_EVENT, _, Some(a)) => Change::Upsert {
                     table: table.clone(),
@@ -673,6 +702,22 @@ impl Reader {
     }
 }
 
+/// A binlog file name from a ROTATE event's bytes.
+fn binlog_file_name(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
+}
+
+/// A column bitmap of a rows event as bytes (bit i = column i).
+fn bitmap<B: std::ops::Deref<Target = bool>>(len: usize, bits: impl Iterator<Item = B>) -> Vec<u8> {
+    let mut v = vec![0u8; len.div_ceil(8)];
+    for (i, set) in bits.enumerate() {
+        if *set {
+            v[i / 8] |= 1 << (i % 8);
+        }
+    }
+    v
+}
+
 fn short(text: &str) -> String {
     let t: String = text.chars().take(300).collect();
     if t.len() < text.len() {
@@ -697,42 +742,6 @@ fn statement_error(verb: &str, schema: &str, at: &str, text: &str) -> Error {
         ),
         "a session ran with binlog_format=STATEMENT or MIXED (it needs SUPER or BINLOG ADMIN to do so): keep every session at ROW, then take a new snapshot of the affected tables",
     )
-}
-
-fn convert(table: &Table, row: mysql_async::binlog::row::BinlogRow) -> Result<Vec<Value>> {
-    use mysql_async::binlog::value::BinlogValue;
-    let values = row.unwrap();
-    if values.len() != table.columns.len() {
-        return Err(Error::definite(
-            format!(
-                "{}: binlog image has {} of {} columns",
-                table.full_name(),
-                values.len(),
-                table.columns.len()
-            ),
-            "set binlog_row_image=FULL on the source",
-        ));
-    }
-    let mut out = Vec::with_capacity(values.len());
-    for (v, col) in values.into_iter().zip(&table.columns) {
-        let value = match v {
-            BinlogValue::Value(v) => {
-                decode::from_binlog(col, v).map_err(|e| e.context(table.full_name()))?
-            }
-            other => {
-                return Err(Error::definite(
-                    format!(
-                        "{}: column `{}`: MySQL JSON binlog value {other:?} is not MariaDB's",
-                        table.full_name(),
-                        col.name
-                    ),
-                    "report this with the source version",
-                ))
-            }
-        };
-        out.push(value);
-    }
-    Ok(out)
 }
 
 pub fn unix_now() -> f64 {

@@ -57,16 +57,25 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
             Ok(tables) => {
                 let src_dbs = crate::schema::list_databases(src).await?;
                 dbs = snapshot::selected_databases(&tables, &src_dbs, &ctx.filter);
-                for t in tables.iter().filter(|t| !t.has_key()) {
+                for (name, why, fix) in snapshot::unsupported(&tables) {
                     findings.push(Finding::new(
                         Severity::Blocker,
                         "source",
+                        &name,
+                        why,
+                        Some(fix),
+                    ));
+                }
+                for t in tables
+                    .iter()
+                    .filter(|t| !t.has_key() && !t.sequence && t.transactional())
+                {
+                    findings.push(Finding::new(
+                        Severity::Warning,
+                        "source",
                         &t.full_name(),
-                        "has neither a primary key nor a NOT NULL unique key",
-                        Some(format!(
-                            "add a primary key, or --exclude '{}'",
-                            t.full_name()
-                        )),
+                        "has no primary or NOT NULL unique key: copied in one consistent snapshot, and each update or delete of it finds its row on the target by comparing every column (slow on large tables)",
+                        Some(format!("add a primary key to {} for speed", t.full_name())),
                     ));
                 }
                 let rows: u64 = tables.iter().map(|t| t.rows_estimate).sum();
@@ -83,12 +92,15 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
                     ),
                     None,
                 ));
-                for t in tables.iter().filter(|t| t.key_moved_by_cascade) {
+                for t in tables
+                    .iter()
+                    .filter(|t| t.has_key() && (t.key_moved_by_cascade || t.cascade_child))
+                {
                     findings.push(Finding::new(
                         Severity::Warning,
                         "source",
                         &t.full_name(),
-                        "an ON UPDATE CASCADE foreign key changes this table's key: snapshot reads it in one consistent snapshot (one transaction for the whole table)",
+                        "a CASCADE or SET NULL foreign key changes this table's rows without binlog events: snapshot reads it in one consistent snapshot (one transaction for the whole table; a DDL on it waits until its copy ends)",
                         None,
                     ));
                 }

@@ -79,10 +79,18 @@ fn selection(ctx: &Context, store: &Store) -> Result<Filter> {
                 .collect()
         })
         .unwrap_or_default();
-    let exclude: Vec<String> = store
-        .get("filter.exclude")?
-        .and_then(|e| serde_json::from_str(&e).ok())
-        .unwrap_or_default();
+    let exclude: Vec<String> = match store.get("filter.exclude")? {
+        Some(e) => serde_json::from_str(&e).map_err(|err| {
+            Error::definite(
+                format!(
+                    "state file {}: the snapshot's stored --exclude filter cannot be read ({err})",
+                    ctx.state_path.display()
+                ),
+                "pass --databases and --exclude explicitly, exactly as given to snapshot",
+            )
+        })?,
+        None => Vec::new(),
+    };
     Filter::new(&dbs, &exclude)
 }
 

@@ -14,7 +14,7 @@ pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
         threads: args.threads,
         chunk_rows: args.chunk_rows,
         chunk_bytes: args.chunk_bytes,
-        defer_indexes: args.defer_indexes,
+        defer_indexes: !args.no_defer_indexes,
         reuse_target: args.reuse_target,
         load_data: !args.no_load_data,
     };

@@ -29,10 +29,15 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
             meta.insert(k.to_string(), serde_json::Value::String(v));
         }
     }
+    let events: Vec<serde_json::Value> = store
+        .source_events()?
+        .into_iter()
+        .map(|(db, name, status)| serde_json::json!({"db": db, "name": name, "source_status": status}))
+        .collect();
     let rows_done: u64 = tables.iter().map(|t| t.rows_done).sum();
     let rows_est: u64 = tables.iter().map(|t| t.rows_est.max(t.rows_done)).sum();
     if args.json {
-        let out = serde_json::json!({ "meta": meta, "snapshot": { "rows_done": rows_done, "rows_estimate": rows_est, "tables": tables }, "follow": follow });
+        let out = serde_json::json!({ "meta": meta, "snapshot": { "rows_done": rows_done, "rows_estimate": rows_est, "tables": tables }, "follow": follow, "events_disabled_until_cutover": events });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(0);
     }
@@ -48,6 +53,12 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
         tables.len(),
         human_bytes(tables.iter().map(|t| t.bytes_done).sum())
     );
+    if !events.is_empty() {
+        println!(
+            "events                     {} on the target, DISABLED until cutover",
+            events.len()
+        );
+    }
     for t in tables.iter().filter(|t| t.status == "copying") {
         println!("  copying {}.{}: {} rows", t.db, t.name, t.rows_done);
     }

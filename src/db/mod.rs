@@ -181,6 +181,36 @@ pub async fn query_strings(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<
         .collect())
 }
 
+/// Several statements separated by `;` in one round trip: each result set's rows, in order
+/// (statements without a result give an empty set).
+pub async fn query_sets(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Vec<Option<String>>>>> {
+    let mut result = conn.query_iter(sql).await?;
+    let mut sets = Vec::new();
+    loop {
+        let rows: Vec<mysql_async::Row> = result.collect().await?;
+        sets.push(
+            rows.into_iter()
+                .map(|r| {
+                    r.unwrap()
+                        .into_iter()
+                        .map(|v| match v {
+                            mysql_async::Value::NULL => None,
+                            mysql_async::Value::Bytes(b) => {
+                                Some(String::from_utf8_lossy(&b).into_owned())
+                            }
+                            other => Some(other.as_sql(true).trim_matches('\'').to_string()),
+                        })
+                        .collect()
+                })
+                .collect(),
+        );
+        if result.is_empty() {
+            break;
+        }
+    }
+    Ok(sets)
+}
+
 /// One string value (first column of first row).
 pub async fn query_one(conn: &mut Conn, sql: &str) -> Result<Option<String>> {
     Ok(query_strings(conn, sql)

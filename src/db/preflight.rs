@@ -79,6 +79,28 @@ pub async fn source_binlog(conn: &mut Conn) -> Result<Vec<Finding>> {
             ));
         }
     }
+    // binlog_alter_two_phase (10.8+) splits an ALTER into START/COMMIT ALTER events
+    if variable(conn, "binlog_alter_two_phase")
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"))
+    {
+        out.push(Finding::new(
+            Severity::Blocker,
+            "source",
+            "binlog_alter_two_phase",
+            "binlog_alter_two_phase is ON: ALTERs are logged in two phases, which migrate does not replay",
+            Some("SET GLOBAL binlog_alter_two_phase=OFF on the source".into()),
+        ));
+    }
+    out.push(Finding::new(
+        Severity::Warning,
+        "source",
+        "binlog_format",
+        "binlog_format is also a session variable: a session with SUPER or BINLOG ADMIN can log its changes as statements (STATEMENT/MIXED), and XA transactions are not replicated; follow stops with an error naming the statement if either touches a migrated table",
+        Some("keep every application session at ROW (do not grant SUPER / BINLOG ADMIN to application accounts) and do not use XA while migrating".into()),
+    ));
     let sid = variable(conn, "server_id").await?.unwrap_or_default();
     if sid == "0" {
         out.push(Finding::new(

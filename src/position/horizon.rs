@@ -39,9 +39,6 @@ impl Horizons {
     pub fn last(&self) -> Option<&FilePos> {
         self.tables.values().chain(self.databases.values()).max()
     }
-    pub fn is_empty(&self) -> bool {
-        self.tables.is_empty() && self.databases.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use crate::config::{Endpoint, Filter};
 use crate::db::{self, monitor, Session};
 use crate::error::{Error, Result};
 use crate::obs::{metrics, progress};
-use crate::position::horizon::Horizons;
 use crate::position::{Gtid, Position};
 use crate::state::{FollowStatus, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -342,6 +341,23 @@ async fn follow_once(
         &mut group, &mut mon, &mut rx, &mut pos, opts, live, store, &reader_at,
     )
     .await;
+    if result.is_err() && task.is_finished() {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                let msg = e
+                    .into_panic()
+                    .downcast::<String>()
+                    .map(|s| *s)
+                    .or_else(|p| p.downcast::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                return Err(Error::definite(
+                    format!("internal error in the binlog reader: {msg}"),
+                    "report this bug with the log; migrate stops rather than skip events",
+                ));
+            }
+        }
+        return result.map(|()| pos);
+    }
     task.abort();
     result.map(|()| pos)
 }

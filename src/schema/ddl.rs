@@ -39,32 +39,100 @@ pub async fn create_table(conn: &mut Conn, db: &str, table: &str) -> Result<Stri
     .await
 }
 
+/// `SHOW CREATE TABLE` without what changes when only rows change (the table's
+/// `AUTO_INCREMENT=n` counter), for telling whether a table's definition changed.
+pub fn normalize_definition(create: &str) -> String {
+    let mut out = String::with_capacity(create.len());
+    let mut rest = create;
+    while let Some(i) = rest.find(" AUTO_INCREMENT=") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + " AUTO_INCREMENT=".len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            out.push_str(" AUTO_INCREMENT=");
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The name in a definition line that starts with a backtick-quoted identifier.
+fn leading_ident(s: &str) -> Option<String> {
+    let s = s.strip_prefix('`')?;
+    let mut name = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '`' {
+            if chars.peek() == Some(&'`') {
+                chars.next();
+                name.push('`');
+                continue;
+            }
+            return Some(name);
+        }
+        name.push(c);
+    }
+    None
+}
+
 /// Split `CREATE TABLE` into the statement without its non-unique secondary indexes and the
-/// `ALTER TABLE ... ADD ...` that restores them. Tables with foreign keys keep their indexes
-/// (a foreign key needs its index from the start).
-pub fn split_secondary_indexes(create: &str, quoted_table: &str) -> (String, Option<String>) {
+/// `ALTER TABLE ... ADD ...` that restores them. Kept in the CREATE: every index of a table
+/// with foreign keys or referenced by one (`keep_all`: a foreign key needs its index from the
+/// start), and a key whose first column is AUTO_INCREMENT (the column must be the first of
+/// some key). Works with partitioned tables (lines after the closing parenthesis).
+pub fn split_secondary_indexes(
+    create: &str,
+    quoted_table: &str,
+    keep_all: bool,
+) -> (String, Option<String>) {
     let lines: Vec<&str> = create.lines().collect();
-    if lines.len() < 3 || create.contains("\n  CONSTRAINT ") && create.contains("FOREIGN KEY") {
+    if keep_all
+        || lines.len() < 3
+        || create.contains("\n  CONSTRAINT ") && create.contains("FOREIGN KEY")
+    {
         return (create.to_string(), None);
     }
-    let last = lines.len() - 1; // ") ENGINE=..."
-    let body: Vec<&str> = lines[1..last]
+    let Some(close) = lines
+        .iter()
+        .skip(1)
+        .position(|l| l.starts_with(')'))
+        .map(|p| p + 1)
+    else {
+        return (create.to_string(), None);
+    };
+    let body: Vec<&str> = lines[1..close]
         .iter()
         .map(|l| l.trim_end_matches(','))
         .collect();
+    let auto_columns: Vec<String> = body
+        .iter()
+        .filter(|l| l.starts_with("  `") && l.contains(" AUTO_INCREMENT"))
+        .filter_map(|l| leading_ident(l.trim_start()))
+        .collect();
+    let first_column = |l: &str| -> Option<String> {
+        let open = l.find('(')?;
+        leading_ident(l[open + 1..].trim_start())
+    };
     let is_deferred = |l: &str| {
         let t = l.trim_start();
         l.starts_with("  ")
             && (t.starts_with("KEY ")
                 || t.starts_with("FULLTEXT KEY ")
                 || t.starts_with("SPATIAL KEY "))
+            && !first_column(t).is_some_and(|c| auto_columns.contains(&c))
     };
     let deferred: Vec<&str> = body.iter().copied().filter(|l| is_deferred(l)).collect();
     if deferred.is_empty() {
         return (create.to_string(), None);
     }
     let kept: Vec<&str> = body.iter().copied().filter(|l| !is_deferred(l)).collect();
-    let stmt = format!("{}\n{}\n{}", lines[0], kept.join(",\n"), lines[last]);
+    let stmt = format!(
+        "{}\n{}\n{}",
+        lines[0],
+        kept.join(",\n"),
+        lines[close..].join("\n")
+    );
     let alter = format!(
         "ALTER TABLE {quoted_table} {}",
         deferred
@@ -84,6 +152,8 @@ pub struct Object {
     pub name: String,
     pub sql_mode: Option<String>,
     pub ddl: String,
+    /// For events: ENABLED, DISABLED or SLAVESIDE_DISABLED on the source.
+    pub status: Option<String>,
 }
 
 impl Object {
@@ -134,6 +204,7 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
             name,
             sql_mode: row.get(1).cloned().flatten(),
             ddl,
+            status: None,
         });
     }
     let views = query_strings(
@@ -155,11 +226,12 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
             name,
             sql_mode: None,
             ddl,
+            status: None,
         });
     }
     let events = query_strings(
         conn,
-        &format!("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {qdb} ORDER BY EVENT_NAME"),
+        &format!("SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {qdb} ORDER BY EVENT_NAME"),
     )
     .await?;
     for r in events {
@@ -177,6 +249,7 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
             name,
             sql_mode: row.get(1).cloned().flatten(),
             ddl,
+            status: r.get(1).cloned().flatten(),
         });
     }
     Ok(out)
@@ -188,8 +261,28 @@ mod tests {
     #[test]
     fn defers_plain_keys_only() {
         let ddl = "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `k` int(11) NOT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `u` (`k`),\n  KEY `k_1` (`k`)\n) ENGINE=InnoDB";
-        let (s, alter) = split_secondary_indexes(ddl, "`d`.`t`");
+        let (s, alter) = split_secondary_indexes(ddl, "`d`.`t`", false);
         assert_eq!(s, "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `k` int(11) NOT NULL,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `u` (`k`)\n) ENGINE=InnoDB");
         assert_eq!(alter.unwrap(), "ALTER TABLE `d`.`t` ADD KEY `k_1` (`k`)");
+        assert_eq!(split_secondary_indexes(ddl, "`d`.`t`", true).1, None);
+    }
+
+    #[test]
+    fn partitioned_and_auto_increment_shapes() {
+        let ddl = "CREATE TABLE `pt` (\n  `id` int(11) NOT NULL,\n  `v` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `k` (`v`)\n) ENGINE=InnoDB DEFAULT CHARSET=latin1\n PARTITION BY HASH (`id`)\nPARTITIONS 3";
+        let (s, alter) = split_secondary_indexes(ddl, "`d`.`pt`", false);
+        assert_eq!(s, "CREATE TABLE `pt` (\n  `id` int(11) NOT NULL,\n  `v` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=latin1\n PARTITION BY HASH (`id`)\nPARTITIONS 3");
+        assert_eq!(alter.unwrap(), "ALTER TABLE `d`.`pt` ADD KEY `k` (`v`)");
+        let ddl = "CREATE TABLE `ai` (\n  `order_id` int(11) NOT NULL,\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  `x` int(11) NOT NULL,\n  PRIMARY KEY (`order_id`,`id`),\n  KEY `id` (`id`),\n  KEY `x` (`x`,`id`)\n) ENGINE=InnoDB AUTO_INCREMENT=7";
+        let (s, alter) = split_secondary_indexes(ddl, "`d`.`ai`", false);
+        assert!(s.contains("KEY `id` (`id`)"), "{s}");
+        assert_eq!(
+            alter.unwrap(),
+            "ALTER TABLE `d`.`ai` ADD KEY `x` (`x`,`id`)"
+        );
+        assert_eq!(
+            normalize_definition(ddl),
+            ddl.replace(" AUTO_INCREMENT=7", "")
+        );
     }
 }

@@ -84,6 +84,8 @@ pub struct Table {
     pub sequence: bool,
     /// WITH SYSTEM VERSIONING (not supported: `check` blocks it).
     pub versioned: bool,
+    /// A foreign key of some table references this one (its indexes stay in its CREATE).
+    pub referenced_by_fk: bool,
 }
 
 impl Table {
@@ -94,7 +96,7 @@ impl Table {
     /// snapshot's position): rows that change without binlog events (foreign-key cascades)
     /// or rows that have no key to chunk by.
     pub fn needs_single_snapshot(&self) -> bool {
-        self.key_moved_by_cascade || self.cascade_child || (!self.has_key() && !self.sequence)
+        self.key_moved_by_cascade || self.cascade_child || !self.has_key()
     }
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
@@ -149,6 +151,7 @@ impl Table {
             cascade_child: false,
             sequence: false,
             versioned: false,
+            referenced_by_fk: false,
         }
     }
 }
@@ -293,6 +296,16 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
         cascade_child,
         sequence: table_type == "SEQUENCE",
         versioned: table_type == "SYSTEM VERSIONED",
+        referenced_by_fk: crate::db::query_one(
+            conn,
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = {qdb} AND REFERENCED_TABLE_NAME = {qname}"
+            ),
+        )
+        .await?
+        .as_deref()
+        .unwrap_or("0")
+            != "0",
     })
 }
 

@@ -1,24 +1,33 @@
 //! Parallel chunk copy. Each worker owns one source reader and one target writer joined by a
 //! small channel, so reading chunk n+1 overlaps writing chunk n.
 //!
-//! Correctness (ARCHITECTURE.md, "Why the copy converges"): every chunk is read inside its own
-//! short `START TRANSACTION WITH CONSISTENT SNAPSHOT`, and the binlog position of that
-//! snapshot is recorded with the chunk. MyISAM/Aria tables are read after the position is
-//! taken, so their rows are at or after it. A chunk is written as "delete (lo, hi], replace the
-//! rows" in one target transaction, so a retried or resumed chunk leaves exactly the rows of
-//! its last read. Replaying the binlog from the lowest recorded position converges the rest.
+//! Correctness (ARCHITECTURE.md, "Why the copy converges", and docs/design.md):
+//! - every chunk is read inside its own short `START TRANSACTION WITH CONSISTENT SNAPSHOT`,
+//!   whose binlog position is recorded with the chunk; the first chunk's position is the
+//!   table's horizon (binlog events up to it are in every chunk of the copy);
+//! - the table's definition is read before the snapshot opens and again under the metadata
+//!   lock the chunk's SELECT holds: if they differ a DDL raced the read and the chunk is read
+//!   again; if the definition is not the one the target table was created from, the table
+//!   is created again under the new definition and copied again from its first row (a new
+//!   horizon); a table that disappeared is dropped on the target and recorded as gone;
+//! - tables whose rows change without binlog events (children of cascading foreign keys)
+//!   and tables without a usable key are read in one consistent snapshot for the whole table;
+//! - a chunk ends at `--chunk-bytes` of rows actually read, whatever the statistics say: the
+//!   rest of the SELECT is cancelled (`KILL QUERY` of the reader's own statement);
+//! - a chunk is written as "delete (lo, hi], insert the rows" in one target transaction, so a
+//!   retried or resumed chunk leaves exactly the rows of its last read.
 
 use super::plan;
 use crate::config::Endpoint;
-use crate::db::{self, Session};
+use crate::db::{self, quote, Session};
 use crate::error::{Error, Result};
 use crate::obs::{metrics, progress::Progress};
-use crate::schema::Table;
+use crate::schema::{self, ddl, Table};
 use crate::state::Store;
 use crate::value::{decode, Value};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -34,9 +43,11 @@ pub struct CopyPlan {
     pub max_statement: usize,
     /// Write chunks with LOAD DATA LOCAL INFILE (else multi-row INSERT).
     pub load_data: bool,
+    /// Create non-unique secondary indexes after a table's rows.
+    pub defer_indexes: bool,
     /// Deferred `ALTER TABLE ... ADD KEY` by table full name, run by the writer right after
     /// the table's last chunk (overlapping the copy of other tables): (state step, SQL).
-    pub deferred: std::collections::HashMap<String, (String, String)>,
+    pub deferred: Mutex<HashMap<String, (String, String)>>,
 }
 
 struct Chunk {
@@ -45,9 +56,23 @@ struct Chunk {
     lo: Option<Vec<Value>>,
     /// None for the last chunk (runs to the end of the table).
     hi: Option<Vec<Value>>,
+    /// Delete the chunk's range on the target first (not for the later chunks of a table
+    /// without a key, whose first chunk emptied it).
+    delete: bool,
     rows: Vec<Vec<Value>>,
     bytes: u64,
     binlog: (String, u64),
+}
+
+/// What the reader hands to the writer, in order.
+enum Msg {
+    Chunk(Chunk),
+    /// The table's definition changed during the copy: create it again on the target under
+    /// this definition; its copy starts over.
+    Recreate(Arc<Table>, String),
+    /// The table disappeared from the source (dropped or renamed) at or before this binlog
+    /// position: drop it on the target.
+    Gone(Arc<Table>, (String, u64)),
 }
 
 /// Retry `f` on transient errors with backoff, reconnecting through `reconnect`.
@@ -57,14 +82,18 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(6)).min(10_000))
 }
 
-async fn binlog_snapshot_position(conn: &mut Conn) -> Result<(String, u64)> {
-    let rows = db::query_strings(conn, "SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
+fn snapshot_position(rows: &[Vec<Option<String>>]) -> Result<(String, u64)> {
     let mut file = None;
     let mut pos = None;
     for r in rows {
-        match r[0].as_deref() {
-            Some("Binlog_snapshot_file") => file = r[1].clone(),
-            Some("Binlog_snapshot_position") => pos = r[1].as_deref().and_then(|p| p.parse().ok()),
+        match r.first().and_then(|c| c.as_deref()) {
+            Some("Binlog_snapshot_file") => file = r.get(1).cloned().flatten(),
+            Some("Binlog_snapshot_position") => {
+                pos = r
+                    .get(1)
+                    .and_then(|p| p.as_deref())
+                    .and_then(|p| p.parse().ok())
+            }
             _ => {}
         }
     }
@@ -77,76 +106,194 @@ async fn binlog_snapshot_position(conn: &mut Conn) -> Result<(String, u64)> {
     }
 }
 
-/// Open a consistent snapshot and return the binlog position it corresponds to.
-async fn open_snapshot(conn: &mut Conn) -> Result<(String, u64)> {
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        .await?;
-    binlog_snapshot_position(conn).await
+/// The source's current binlog file position (`SHOW MASTER STATUS`).
+pub async fn binlog_now(conn: &mut Conn) -> Result<(String, u64)> {
+    let rows = db::query_strings(conn, "SHOW MASTER STATUS").await?;
+    let r = rows.into_iter().next().unwrap_or_default();
+    match (
+        r.first().cloned().flatten(),
+        r.get(1).cloned().flatten().and_then(|p| p.parse().ok()),
+    ) {
+        (Some(f), Some(p)) => Ok((f, p)),
+        _ => Err(Error::definite(
+            "source: SHOW MASTER STATUS is empty (binary log is off)",
+            "enable log_bin=ON and binlog_format=ROW on the source, then restart it",
+        )),
+    }
 }
 
-/// Read up to `limit` rows after `lo` inside the open transaction.
-async fn read_rows(
-    conn: &mut Conn,
-    t: &Table,
-    lo: Option<&[Value]>,
-    limit: u64,
-) -> Result<(Vec<Vec<Value>>, u64)> {
-    let sql = plan::read_chunk(t, lo, limit);
-    let mut result = conn.query_iter(sql).await?;
-    // decode as rows arrive, into a vector sized once (growing large vectors re-faults memory)
-    let mut rows = Vec::with_capacity(limit.min(100_000) as usize);
-    let mut bytes = 0u64;
-    let mut failed = None;
-    result
-        .for_each(|row| {
-            if failed.is_some() {
-                return;
-            }
-            match decode::text_row(&t.columns, row.unwrap()) {
-                Ok(r) => {
-                    bytes += r.iter().map(|v| v.size() as u64).sum::<u64>();
-                    rows.push(r);
-                }
-                Err(e) => failed = Some(e),
-            }
+/// How a table's read ended.
+enum Read {
+    Rows {
+        rows: Vec<Vec<Value>>,
+        bytes: u64,
+        binlog: (String, u64),
+        /// The rows stopped at the byte budget (more follow).
+        cut: bool,
+    },
+    /// The definition is not the target's: (new definition).
+    Changed(String),
+    /// The table no longer exists: the binlog position after it was found missing.
+    Gone((String, u64)),
+}
+
+fn missing(e: &Error) -> bool {
+    matches!(e.code(), Some(1146) | Some(1049))
+}
+
+/// A source reader connection, with a control connection to cancel its statement.
+struct SourceReader {
+    source: Endpoint,
+    conn: Conn,
+    control: Option<Conn>,
+}
+
+impl SourceReader {
+    async fn connect(source: &Endpoint) -> Result<SourceReader> {
+        Ok(SourceReader {
+            source: source.clone(),
+            conn: db::connect(source, Session::SourceReader).await?,
+            control: None,
         })
-        .await?;
-    drop(result);
-    if let Some(e) = failed {
-        return Err(e.context(t.full_name()));
     }
-    Ok((rows, bytes))
+
+    /// Statements separated by `;` in one round trip; the result sets, in order.
+    async fn multi(&mut self, sql: &str) -> Result<Vec<Vec<Vec<Option<String>>>>> {
+        db::query_sets(&mut self.conn, sql).await
+    }
+
+    /// Stop the statement running on the reader connection (the rest of a chunk's SELECT).
+    async fn cancel(&mut self, id: u32) -> Result<()> {
+        if self.control.is_none() {
+            self.control = Some(db::connect(&self.source, Session::Meta).await?);
+        }
+        if let Some(c) = self.control.as_mut() {
+            c.query_drop(format!("KILL QUERY {id}")).await?;
+        }
+        Ok(())
+    }
+
+    /// Read rows of `sql` until `budget` bytes: (rows, bytes, cut short).
+    async fn rows(
+        &mut self,
+        t: &Table,
+        sql: &str,
+        budget: u64,
+    ) -> Result<(Vec<Vec<Value>>, u64, bool)> {
+        let id = self.conn.id();
+        let mut rows = Vec::new();
+        let mut bytes = 0u64;
+        let mut cut = false;
+        let mut failed = None;
+        let mut kill = false;
+        {
+            let mut result = self.conn.query_iter(sql).await?;
+            loop {
+                match result.next().await {
+                    Ok(Some(row)) => {
+                        if cut || failed.is_some() {
+                            continue; // draining after the cancel
+                        }
+                        match decode::text_row(&t.columns, row.unwrap()) {
+                            Ok(r) => {
+                                bytes += r.iter().map(|v| v.size() as u64).sum::<u64>();
+                                rows.push(r);
+                            }
+                            Err(e) => failed = Some(e),
+                        }
+                        if bytes >= budget && !cut {
+                            cut = true;
+                            kill = true;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(Error::from(e)),
+                }
+            }
+        }
+        if kill {
+            // The reader connection still has the rest of the result pending: cancel it from
+            // the control connection, then let the driver drain what is left (an
+            // "interrupted" error ends it).
+            self.cancel(id).await?;
+            match self.conn.query_drop("DO 0").await {
+                Ok(()) => {}
+                Err(mysql_async::Error::Server(s)) if s.code == 1317 => {}
+                Err(e) => return Err(Error::from(e)),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e.context(t.full_name()));
+        }
+        Ok((rows, bytes, cut))
+    }
 }
 
-/// One chunk in its own short snapshot transaction, or (`shared` given) inside the table's
-/// single open snapshot.
-async fn read_once(
-    conn: &mut Conn,
+/// Read one chunk of `t` after `lo` in its own consistent snapshot, checking the definition
+/// before and after (see the module comment).
+async fn read_chunk(
+    r: &mut SourceReader,
     t: &Table,
+    definition: &str,
     lo: Option<&[Value]>,
     limit: u64,
-    shared: &mut Option<(String, u64)>,
-) -> Result<(Vec<Vec<Value>>, u64, (String, u64))> {
-    if t.key_moved_by_cascade {
-        let pos = match shared.clone() {
-            Some(p) => p,
-            None => {
-                let p = open_snapshot(conn).await?;
-                *shared = Some(p.clone());
-                p
-            }
-        };
-        let (rows, bytes) = read_rows(conn, t, lo, limit).await?;
-        if (rows.len() as u64) < limit {
-            conn.query_drop("COMMIT").await?;
-            *shared = None;
+    budget: u64,
+) -> Result<Read> {
+    let show = format!("SHOW CREATE TABLE {}", t.quoted());
+    let sets = match r
+        .multi(&format!(
+            "{show}; START TRANSACTION WITH CONSISTENT SNAPSHOT; SHOW STATUS LIKE 'binlog_snapshot_%'"
+        ))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) if missing(&e) => {
+            let _ = r.conn.query_drop("ROLLBACK").await;
+            return Ok(Read::Gone(binlog_now(&mut r.conn).await?));
         }
-        return Ok((rows, bytes, pos));
+        Err(e) => return Err(e),
+    };
+    let before = definition_of(&sets, 0);
+    let binlog = snapshot_position(sets.get(2).map(Vec::as_slice).unwrap_or_default())?;
+    if ddl::normalize_definition(&before) != ddl::normalize_definition(definition) {
+        r.conn.query_drop("COMMIT").await?;
+        return Ok(Read::Changed(before));
     }
-    let pos = open_snapshot(conn).await?;
-    let (rows, bytes) = read_rows(conn, t, lo, limit).await?;
-    conn.query_drop("COMMIT").await?;
-    Ok((rows, bytes, pos))
+    let sql = plan::read_chunk(t, lo, limit);
+    let (rows, bytes, cut) = match r.rows(t, &sql, budget).await {
+        Ok(x) => x,
+        Err(e) if matches!(e.code(), Some(1054) | Some(1146)) => {
+            // a column or the table went away between the two statements
+            let _ = r.conn.query_drop("ROLLBACK").await;
+            return Err(Error::transient(format!(
+                "{}: changed while reading ({})",
+                t.full_name(),
+                e.what
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    let after = r.multi(&format!("{show}; COMMIT")).await?;
+    if definition_of(&after, 0) != before {
+        return Err(Error::transient(format!(
+            "{}: its definition changed while a chunk was read; reading it again",
+            t.full_name()
+        )));
+    }
+    Ok(Read::Rows {
+        rows,
+        bytes,
+        binlog,
+        cut,
+    })
+}
+
+fn definition_of(sets: &[Vec<Vec<Option<String>>>], set: usize) -> String {
+    sets.get(set)
+        .and_then(|s| s.first())
+        .and_then(|r| r.get(1).cloned().flatten())
+        .unwrap_or_default()
 }
 
 /// Write a chunk: plain INSERT (fastest); if a stale row under another unique key collides
@@ -159,11 +306,15 @@ async fn write_once(
     load_data: bool,
     buf: &mut bytes::BytesMut,
 ) -> Result<()> {
+    if c.table.sequence {
+        // one row; a sequence cannot be deleted from, and REPLACE sets it
+        return write_with(conn, c, max_statement, &plan::replace_prefix(&c.table)).await;
+    }
     if load_data && !has_zero_auto_increment(c) {
         return write_load_data(conn, c, buf).await;
     }
     match write_with(conn, c, max_statement, &plan::insert_prefix(&c.table)).await {
-        Err(e) if e.code() == Some(1062) => {
+        Err(e) if e.code() == Some(1062) && c.table.has_key() => {
             conn.query_drop("ROLLBACK").await?;
             tracing::debug!(
                 "{} chunk {}: duplicate under a unique key, writing with REPLACE",
@@ -188,12 +339,23 @@ fn has_zero_auto_increment(c: &Chunk) -> bool {
         .any(|(i, _)| c.rows.iter().any(|r| zero(&r[i])))
 }
 
+async fn delete_range(conn: &mut Conn, c: &Chunk) -> Result<()> {
+    if c.delete && !c.table.sequence {
+        conn.query_drop(plan::delete_range(
+            &c.table,
+            c.lo.as_deref(),
+            c.hi.as_deref(),
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// Delete the chunk's range and LOAD DATA its rows (REPLACE semantics), in one transaction.
 async fn write_load_data(conn: &mut Conn, c: &Chunk, buf: &mut bytes::BytesMut) -> Result<()> {
     let t = &c.table;
     conn.query_drop("BEGIN").await?;
-    conn.query_drop(plan::delete_range(t, c.lo.as_deref(), c.hi.as_deref()))
-        .await?;
+    delete_range(conn, c).await?;
     if !c.rows.is_empty() {
         // One buffer per writer, reclaimed once the previous chunk's bytes are released:
         // fresh multi-MiB allocations per chunk cost more in page faults than the copy itself.
@@ -217,8 +379,7 @@ async fn write_load_data(conn: &mut Conn, c: &Chunk, buf: &mut bytes::BytesMut) 
 async fn write_with(conn: &mut Conn, c: &Chunk, max_statement: usize, prefix: &str) -> Result<()> {
     let t = &c.table;
     conn.query_drop("BEGIN").await?;
-    conn.query_drop(plan::delete_range(t, c.lo.as_deref(), c.hi.as_deref()))
-        .await?;
+    delete_range(conn, c).await?;
     let mut sql = String::with_capacity(max_statement.min(16 << 20));
     for row in &c.rows {
         if sql.is_empty() {
@@ -243,51 +404,164 @@ struct Worker<'a> {
     queue: &'a Mutex<VecDeque<Arc<Table>>>,
 }
 
+/// Rows per chunk for the next read, from the bytes per row of the last one.
+fn next_limit(plan: &CopyPlan, rows: usize, bytes: u64, prev: u64) -> u64 {
+    if rows == 0 || bytes == 0 {
+        return prev;
+    }
+    let per_row = (bytes / rows as u64).max(1);
+    (plan.chunk_bytes / per_row).clamp(1, plan.chunk_rows)
+}
+
 impl Worker<'_> {
-    async fn reader(&self, tx: mpsc::Sender<Chunk>) -> Result<()> {
-        let mut conn =
-            db::connect_retry(&self.plan.source, Session::SourceReader, MAX_ATTEMPTS).await?;
+    async fn reconnect(&self) -> Result<SourceReader> {
+        let mut attempt = 0;
+        loop {
+            match SourceReader::connect(&self.plan.source).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!("source: {e}; retry {attempt}");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(e.context("source")),
+            }
+        }
+    }
+
+    async fn reader(&self, tx: mpsc::Sender<Msg>) -> Result<()> {
+        let mut r = self.reconnect().await?;
         loop {
             let next = self.queue.lock().ok().and_then(|mut q| q.pop_front());
             let Some(t) = next else { return Ok(()) };
-            let (mut seq, mut lo) = self.resume_point(&t)?;
-            let limit =
-                (self.plan.chunk_bytes / t.avg_row_length.max(1)).clamp(1, self.plan.chunk_rows);
-            let mut shared = None;
-            if t.key_moved_by_cascade {
-                tracing::info!(
-                    "{}: an ON UPDATE CASCADE foreign key changes its key; reading it in one consistent snapshot",
-                    t.full_name()
-                );
+            match self.read_table(&mut r, t, &tx).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(()), // writer stopped; its error is reported
+                Err(e) => return Err(e),
             }
-            loop {
+        }
+    }
+
+    /// The table's definition on the target, from the state store.
+    fn definition(&self, t: &Table) -> Result<String> {
+        Ok(self
+            .plan
+            .store
+            .tables()?
+            .into_iter()
+            .find(|p| p.db == t.db && p.name == t.name)
+            .and_then(|p| p.definition)
+            .unwrap_or_default())
+    }
+
+    /// Read every chunk of `t` (again from the start whenever its definition changes).
+    /// Returns false when the writer has stopped.
+    async fn read_table(
+        &self,
+        r: &mut SourceReader,
+        mut t: Arc<Table>,
+        tx: &mpsc::Sender<Msg>,
+    ) -> Result<bool> {
+        let mut definition = self.definition(&t)?;
+        'copy: loop {
+            if t.needs_single_snapshot() {
+                tracing::info!(
+                    "{}: {}; reading it in one consistent snapshot",
+                    t.full_name(),
+                    if !t.has_key() {
+                        "no primary or NOT NULL unique key"
+                    } else {
+                        "its rows change through cascading foreign keys, which the binlog does not carry"
+                    }
+                );
                 let mut attempt = 0;
-                let (rows, bytes, binlog) = loop {
-                    match read_once(&mut conn, &t, lo.as_deref(), limit, &mut shared).await {
-                        Ok(r) => break r,
+                loop {
+                    match self.read_whole(r, &t, &definition, tx).await {
+                        Ok(Whole::Done) => return Ok(true),
+                        Ok(Whole::WriterStopped) => return Ok(false),
+                        Ok(Whole::Changed(def)) => {
+                            let (nt, ndef) = redescribe(r, &t, def).await?;
+                            t = nt;
+                            definition = ndef.clone();
+                            if tx.send(Msg::Recreate(t.clone(), ndef)).await.is_err() {
+                                return Ok(false);
+                            }
+                            continue 'copy;
+                        }
+                        Ok(Whole::Gone(at)) => {
+                            return Ok(tx.send(Msg::Gone(t.clone(), at)).await.is_ok());
+                        }
                         Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
                             attempt += 1;
-                            if t.key_moved_by_cascade {
-                                // the table's single snapshot is gone: read it again from the start
-                                shared = None;
-                                seq = 0;
-                                lo = None;
-                                self.plan.store.reset_table(&t.db, &t.name)?;
-                            }
+                            // the table's single snapshot is gone: read it again from the start
+                            self.plan.store.reset_table(&t.db, &t.name)?;
                             tracing::warn!("reading {}: {e}; retry {attempt}", t.full_name());
                             metrics::add("migrate_retries_total", &[("side", "source")], 1.0);
                             tokio::time::sleep(backoff(attempt)).await;
-                            conn = db::connect_retry(
-                                &self.plan.source,
-                                Session::SourceReader,
-                                MAX_ATTEMPTS,
-                            )
-                            .await?;
+                            *r = self.reconnect().await?;
+                        }
+                        Err(e) => return Err(e.context(format!("source table {}", t.full_name()))),
+                    }
+                }
+            }
+            let (mut seq, mut lo) = self.resume_point(&t)?;
+            let stats_limit =
+                (self.plan.chunk_bytes / t.avg_row_length.max(1)).clamp(1, self.plan.chunk_rows);
+            let mut limit = stats_limit;
+            loop {
+                let mut attempt = 0;
+                let read = loop {
+                    match read_chunk(
+                        r,
+                        &t,
+                        &definition,
+                        lo.as_deref(),
+                        limit,
+                        self.plan.chunk_bytes,
+                    )
+                    .await
+                    {
+                        Ok(x) => break x,
+                        Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
+                            attempt += 1;
+                            tracing::warn!("reading {}: {e}; retry {attempt}", t.full_name());
+                            metrics::add("migrate_retries_total", &[("side", "source")], 1.0);
+                            tokio::time::sleep(backoff(attempt)).await;
+                            *r = self.reconnect().await?;
                         }
                         Err(e) => return Err(e.context(format!("source table {}", t.full_name()))),
                     }
                 };
-                let last = (rows.len() as u64) < limit;
+                let (rows, bytes, binlog, cut) = match read {
+                    Read::Rows {
+                        rows,
+                        bytes,
+                        binlog,
+                        cut,
+                    } => (rows, bytes, binlog, cut),
+                    Read::Changed(def) => {
+                        tracing::info!(
+                            "{}: its definition changed during the copy; copying it again under the new one",
+                            t.full_name()
+                        );
+                        let (nt, ndef) = redescribe(r, &t, def).await?;
+                        t = nt;
+                        definition = ndef.clone();
+                        if tx.send(Msg::Recreate(t.clone(), ndef)).await.is_err() {
+                            return Ok(false);
+                        }
+                        continue 'copy;
+                    }
+                    Read::Gone(at) => {
+                        tracing::info!(
+                            "{}: no longer on the source (dropped or renamed); dropping it on the target",
+                            t.full_name()
+                        );
+                        return Ok(tx.send(Msg::Gone(t.clone(), at)).await.is_ok());
+                    }
+                };
+                let last = !cut && (rows.len() as u64) < limit;
+                limit = next_limit(self.plan, rows.len(), bytes, limit);
                 let hi = if last {
                     None
                 } else {
@@ -299,20 +573,130 @@ impl Worker<'_> {
                     seq,
                     lo: lo.take(),
                     hi,
+                    delete: true,
                     rows,
                     bytes,
                     binlog,
                 };
-                if tx.send(chunk).await.is_err() {
-                    return Ok(()); // writer stopped; its error is reported
+                if tx.send(Msg::Chunk(chunk)).await.is_err() {
+                    return Ok(false);
                 }
                 if last {
-                    break;
+                    return Ok(true);
                 }
                 lo = next_lo;
                 seq += 1;
             }
         }
+    }
+
+    /// A whole table in one consistent snapshot: keyset chunks inside one transaction, or for
+    /// a table without a key, one streamed SELECT cut into chunks.
+    async fn read_whole(
+        &self,
+        r: &mut SourceReader,
+        t: &Arc<Table>,
+        definition: &str,
+        tx: &mpsc::Sender<Msg>,
+    ) -> Result<Whole> {
+        self.plan.store.reset_table(&t.db, &t.name)?;
+        let show = format!("SHOW CREATE TABLE {}", t.quoted());
+        let sets = match r
+            .multi(&format!(
+                "SET SESSION net_write_timeout = 3600; {show}; START TRANSACTION WITH CONSISTENT SNAPSHOT; SHOW STATUS LIKE 'binlog_snapshot_%'"
+            ))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) if missing(&e) => return Ok(Whole::Gone(binlog_now(&mut r.conn).await?)),
+            Err(e) => return Err(e),
+        };
+        let before = definition_of(&sets, 1);
+        let binlog = snapshot_position(sets.get(3).map(Vec::as_slice).unwrap_or_default())?;
+        if ddl::normalize_definition(&before) != ddl::normalize_definition(definition) {
+            r.conn.query_drop("COMMIT").await?;
+            return Ok(Whole::Changed(before));
+        }
+        let mut seq = 0;
+        if !t.has_key() {
+            // one SELECT, cut into chunks as the rows stream in
+            let mut rows = Vec::new();
+            let mut bytes = 0u64;
+            let mut result = r
+                .conn
+                .query_iter(format!(
+                    "SELECT {} FROM {}",
+                    plan::select_list(t),
+                    t.quoted()
+                ))
+                .await?;
+            loop {
+                let row = result.next().await?;
+                let done = row.is_none();
+                if let Some(row) = row {
+                    let v = decode::text_row(&t.columns, row.unwrap())
+                        .map_err(|e| e.context(t.full_name()))?;
+                    bytes += v.iter().map(|x| x.size() as u64).sum::<u64>();
+                    rows.push(v);
+                }
+                if done || bytes >= self.plan.chunk_bytes {
+                    let chunk = Chunk {
+                        table: t.clone(),
+                        seq,
+                        lo: None,
+                        hi: if done { None } else { Some(Vec::new()) },
+                        delete: seq == 0,
+                        rows: std::mem::take(&mut rows),
+                        bytes,
+                        binlog: binlog.clone(),
+                    };
+                    bytes = 0;
+                    seq += 1;
+                    if tx.send(Msg::Chunk(chunk)).await.is_err() {
+                        return Ok(Whole::WriterStopped);
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+            drop(result);
+        } else {
+            let mut lo: Option<Vec<Value>> = None;
+            let mut limit =
+                (self.plan.chunk_bytes / t.avg_row_length.max(1)).clamp(1, self.plan.chunk_rows);
+            loop {
+                let sql = plan::read_chunk(t, lo.as_deref(), limit);
+                let (rows, bytes, cut) = r.rows(t, &sql, self.plan.chunk_bytes).await?;
+                let last = !cut && (rows.len() as u64) < limit;
+                limit = next_limit(self.plan, rows.len(), bytes, limit);
+                let hi = if last {
+                    None
+                } else {
+                    rows.last().map(|row| plan::key_of(t, row))
+                };
+                let chunk = Chunk {
+                    table: t.clone(),
+                    seq,
+                    lo: lo.take(),
+                    hi: hi.clone(),
+                    delete: true,
+                    rows,
+                    bytes,
+                    binlog: binlog.clone(),
+                };
+                seq += 1;
+                if tx.send(Msg::Chunk(chunk)).await.is_err() {
+                    return Ok(Whole::WriterStopped);
+                }
+                if last {
+                    break;
+                }
+                lo = hi;
+            }
+        }
+        r.conn.query_drop("COMMIT").await?;
+        Ok(Whole::Done)
     }
 
     fn resume_point(&self, t: &Table) -> Result<(u64, Option<Vec<Value>>)> {
@@ -323,11 +707,6 @@ impl Worker<'_> {
             .into_iter()
             .find(|p| p.db == t.db && p.name == t.name);
         Ok(match done {
-            // read again from the start: its chunks must come from one snapshot
-            Some(p) if p.chunks_done > 0 && t.key_moved_by_cascade && p.status != "copied" => {
-                self.plan.store.reset_table(&t.db, &t.name)?;
-                (0, None)
-            }
             Some(p) if p.chunks_done > 0 => {
                 let lo = match p.last_key.as_deref() {
                     Some(k) => Some(serde_json::from_str(k).map_err(|e| {
@@ -344,11 +723,23 @@ impl Worker<'_> {
         })
     }
 
-    async fn writer(&self, mut rx: mpsc::Receiver<Chunk>) -> Result<()> {
-        let mut conn =
-            db::connect_retry(&self.plan.target, Session::TargetWriter, MAX_ATTEMPTS).await?;
+    async fn writer(&self, mut rx: mpsc::Receiver<Msg>) -> Result<()> {
+        let mut conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
         let mut buf = bytes::BytesMut::new();
-        while let Some(c) = rx.recv().await {
+        while let Some(msg) = rx.recv().await {
+            let c = match msg {
+                Msg::Chunk(c) => c,
+                Msg::Recreate(t, definition) => {
+                    self.retrying(&mut conn, &Action::Recreate(t, definition))
+                        .await?;
+                    continue;
+                }
+                Msg::Gone(t, (file, pos)) => {
+                    self.retrying(&mut conn, &Action::Drop(t.clone())).await?;
+                    self.plan.store.mark_gone(&t.db, &t.name, &file, pos)?;
+                    continue;
+                }
+            };
             let mut attempt = 0;
             loop {
                 match write_once(
@@ -370,12 +761,7 @@ impl Worker<'_> {
                         );
                         metrics::add("migrate_retries_total", &[("side", "target")], 1.0);
                         tokio::time::sleep(backoff(attempt)).await;
-                        conn = db::connect_retry(
-                            &self.plan.target,
-                            Session::TargetWriter,
-                            MAX_ATTEMPTS,
-                        )
-                        .await?;
+                        conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
                     }
                     Err(e) => {
                         return Err(e.context(format!("target table {}", c.table.full_name())))
@@ -385,11 +771,11 @@ impl Worker<'_> {
             let finished = c.hi.is_none();
             // The last chunk marks the table copied; earlier ones record where to resume.
             let last_key = match &c.hi {
-                Some(k) => Some(
+                Some(k) if !k.is_empty() => Some(
                     serde_json::to_string(k)
                         .map_err(|e| Error::definite(e.to_string(), "report a bug"))?,
                 ),
-                None => None,
+                _ => None,
             };
             self.plan.store.record_chunk(
                 &c.table.db,
@@ -403,13 +789,19 @@ impl Worker<'_> {
             )?;
             self.plan.progress.add(c.rows.len() as u64, c.bytes);
             let tname = c.table.full_name();
-            if let (true, Some((step, alter))) = (finished, self.plan.deferred.get(&tname)) {
+            let deferred = self
+                .plan
+                .deferred
+                .lock()
+                .ok()
+                .and_then(|d| d.get(&tname).cloned());
+            if let (true, Some((step, alter))) = (finished, deferred) {
                 tracing::info!("{tname}: adding deferred indexes");
                 if let Err(e) = super::exec_step(
                     &self.plan.store,
                     &mut conn,
-                    step,
-                    std::slice::from_ref(alter),
+                    &step,
+                    std::slice::from_ref(&alter),
                 )
                 .await
                 {
@@ -429,6 +821,106 @@ impl Worker<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Run `a` on the target, reconnecting and retrying transient failures.
+    async fn retrying(&self, conn: &mut Conn, a: &Action) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            let r = match a {
+                Action::Recreate(t, def) => recreate(self.plan, conn, t, def).await,
+                Action::Drop(t) => conn
+                    .query_drop(format!("DROP TABLE IF EXISTS {}", t.quoted()))
+                    .await
+                    .map_err(Error::from),
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!("target: {e}; retry {attempt}");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    *conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
+                }
+                Err(e) => return Err(e.context("target")),
+            }
+        }
+    }
+}
+
+enum Action {
+    Recreate(Arc<Table>, String),
+    Drop(Arc<Table>),
+}
+
+enum Whole {
+    Done,
+    WriterStopped,
+    Changed(String),
+    Gone((String, u64)),
+}
+
+/// Describe `t` again on the source under its new definition: (table, definition), read
+/// so that the description and the definition are of the same moment.
+async fn redescribe(
+    r: &mut SourceReader,
+    t: &Table,
+    _hint: String,
+) -> Result<(Arc<Table>, String)> {
+    let (nt, def) = super::describe_stable(&mut r.conn, &t.db, &t.name).await?;
+    Ok((Arc::new(nt), def))
+}
+
+/// Create `t` again on the target under `definition` (its copy starts over).
+async fn recreate(plan: &CopyPlan, conn: &mut Conn, t: &Table, definition: &str) -> Result<()> {
+    let (create, alter) = if plan.defer_indexes {
+        ddl::split_secondary_indexes(definition, &t.quoted(), t.referenced_by_fk)
+    } else {
+        (definition.to_string(), None)
+    };
+    conn.query_drop(format!("USE {}", quote::ident(&t.db)))
+        .await?;
+    conn.query_drop(format!("DROP TABLE IF EXISTS {}", t.quoted()))
+        .await?;
+    if let Err(e) = conn.query_drop(create.as_str()).await {
+        // the split form is not accepted for this shape: keep the indexes in the CREATE
+        tracing::debug!(
+            "{}: deferred-index form refused ({e}); creating it whole",
+            t.full_name()
+        );
+        conn.query_drop(definition).await?;
+        if let Ok(mut d) = plan.deferred.lock() {
+            d.remove(&t.full_name());
+        }
+    } else if let Some(a) = alter {
+        let step = format!("index:{}", t.full_name());
+        plan.store.unmark_step(&step)?;
+        if let Ok(mut d) = plan.deferred.lock() {
+            d.insert(t.full_name(), (step, a));
+        }
+    } else if let Ok(mut d) = plan.deferred.lock() {
+        d.remove(&t.full_name());
+    }
+    plan.store.reset_table(&t.db, &t.name)?;
+    plan.store
+        .ensure_table(&t.db, &t.name, t.rows_estimate, t.bytes_estimate)?;
+    plan.store
+        .set_table_definition(&t.db, &t.name, definition)?;
+    Ok(())
+}
+
+async fn connect_retry(ep: &Endpoint, s: Session) -> Result<Conn> {
+    let mut attempt = 0;
+    loop {
+        match db::connect(ep, s).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
+                attempt += 1;
+                tracing::warn!("{e}; retry {attempt}");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -450,4 +942,11 @@ pub async fn copy_tables(plan: &CopyPlan, tables: Vec<Arc<Table>>, threads: usiz
         r?;
     }
     Ok(())
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn s<T: Send>() {}
+    s::<Chunk>();
+    let _ = schema::list_tables;
 }

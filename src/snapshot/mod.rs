@@ -15,6 +15,7 @@ use crate::schema::{self, ddl, Table};
 use crate::state::Store;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub struct Options {
@@ -47,6 +48,43 @@ pub async fn discover(src: &mut Conn, filter: &Filter) -> Result<Vec<Table>> {
         }
     }
     Ok(tables)
+}
+
+/// Tables migrate refuses, with the reason and the fix: (table, reason, fix).
+pub fn unsupported(tables: &[Table]) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for t in tables {
+        let name = t.full_name();
+        if t.versioned {
+            out.push((
+                name.clone(),
+                "is a system-versioned table (WITH SYSTEM VERSIONING): its history rows cannot be copied or followed exactly".into(),
+                format!("--exclude '{name}' and copy it with mariadb-dump --dump-history, or remove system versioning on the source"),
+            ));
+        } else if !t.has_key() && !t.sequence && !t.transactional() {
+            out.push((
+                name.clone(),
+                format!("has no primary or NOT NULL unique key and its engine ({}) is not transactional: its changes cannot be applied exactly once", t.engine),
+                format!("add a primary key, convert it to InnoDB, or --exclude '{name}'"),
+            ));
+        }
+    }
+    out
+}
+
+/// Describe `db.name` together with the definition it was described under: the definition
+/// is read before and after the description until both agree (a DDL in between).
+pub async fn describe_stable(conn: &mut Conn, db: &str, name: &str) -> Result<(Table, String)> {
+    let mut attempts = 0;
+    loop {
+        let before = ddl::create_table(conn, db, name).await?;
+        let t = schema::describe(conn, db, name).await?;
+        let after = ddl::create_table(conn, db, name).await?;
+        if before == after || attempts >= 10 {
+            return Ok((t, after));
+        }
+        attempts += 1;
+    }
 }
 
 pub fn selected_databases(tables: &[Table], src_dbs: &[String], filter: &Filter) -> Vec<String> {
@@ -107,7 +145,57 @@ pub(crate) async fn exec_step(
     store.mark_step(step)
 }
 
-/// Databases and tables. Returns the deferred `ALTER TABLE ... ADD KEY` per table.
+/// Create `t` on the target from `definition` (with its non-unique secondary indexes split
+/// off when `defer`), recording the definition. Returns the deferred `ALTER TABLE ... ADD`.
+async fn create_table(
+    store: &Store,
+    tgt: &mut Conn,
+    t: &Table,
+    definition: &str,
+    defer: bool,
+) -> Result<Option<String>> {
+    let step = format!("table:{}", t.full_name());
+    let (create, alter) = if defer {
+        ddl::split_secondary_indexes(definition, &t.quoted(), t.referenced_by_fk)
+    } else {
+        (definition.to_string(), None)
+    };
+    let prepare = [
+        format!("USE {}", quote::ident(&t.db)),
+        format!("DROP TABLE IF EXISTS {}", t.quoted()),
+    ];
+    let alter = if store.step_done(&step)? {
+        alter
+    } else {
+        for sql in &prepare {
+            tgt.query_drop(sql.as_str())
+                .await
+                .map_err(|e| Error::from(e).context(format!("target, {step}")))?;
+        }
+        match tgt.query_drop(create.as_str()).await.map_err(Error::from) {
+            Ok(()) => alter,
+            Err(e) if alter.is_some() && !e.is_transient() => {
+                // a shape the split form does not fit: create it with all its indexes
+                tracing::info!(
+                    "{}: creating it with its indexes (they cannot be added later for this shape)",
+                    t.full_name()
+                );
+                tgt.query_drop(definition)
+                    .await
+                    .map_err(|e| Error::from(e).context(format!("target, {step}")))?;
+                None
+            }
+            Err(e) => return Err(e.context(format!("target, {step}"))),
+        }
+    };
+    store.ensure_table(&t.db, &t.name, t.rows_estimate, t.bytes_estimate)?;
+    store.set_table_definition(&t.db, &t.name, definition)?;
+    store.mark_step(&step)?;
+    Ok(alter)
+}
+
+/// Databases and tables (sequences first: a column may default to NEXTVAL of one). Returns
+/// the tables as described together with their definitions, and the deferred indexes.
 async fn copy_tables_schema(
     store: &Store,
     src: &mut Conn,
@@ -115,36 +203,148 @@ async fn copy_tables_schema(
     dbs: &[String],
     tables: &[Table],
     defer: bool,
-) -> Result<Vec<(String, String)>> {
+) -> Result<(Vec<Table>, HashMap<String, (String, String)>)> {
     for d in dbs {
         let create = ddl::create_database(src, d).await?;
         exec_step(store, tgt, &format!("database:{d}"), &[create]).await?;
     }
-    let mut deferred = Vec::new();
-    for t in tables {
-        let create = ddl::create_table(src, &t.db, &t.name).await?;
-        let (create, alter) = if defer {
-            ddl::split_secondary_indexes(&create, &t.quoted())
-        } else {
-            (create, None)
+    let mut ordered: Vec<&Table> = tables.iter().filter(|t| t.sequence).collect();
+    ordered.extend(tables.iter().filter(|t| !t.sequence));
+    let stored = store.tables()?;
+    let mut deferred = HashMap::new();
+    let mut described = Vec::new();
+    for t in ordered {
+        let step = format!("table:{}", t.full_name());
+        let existing = stored
+            .iter()
+            .find(|p| p.db == t.db && p.name == t.name)
+            .and_then(|p| p.definition.clone())
+            .filter(|_| store.step_done(&step).unwrap_or(false));
+        let (table, definition) = match existing {
+            // created by an earlier run: the copy checks its definition chunk by chunk
+            Some(def) => (t.clone(), def),
+            None => {
+                let (table, def) = describe_stable(src, &t.db, &t.name).await?;
+                (table, def)
+            }
         };
-        exec_step(
-            store,
-            tgt,
-            &format!("table:{}", t.full_name()),
-            &[
-                format!("USE {}", quote::ident(&t.db)),
-                format!("DROP TABLE IF EXISTS {}", t.quoted()),
-                create,
-            ],
-        )
-        .await?;
-        store.ensure_table(&t.db, &t.name, t.rows_estimate, t.bytes_estimate)?;
-        if let Some(a) = alter {
-            deferred.push((format!("index:{}", t.full_name()), a));
+        if let Some(alter) = create_table(store, tgt, &table, &definition, defer).await? {
+            deferred.insert(
+                table.full_name(),
+                (format!("index:{}", table.full_name()), alter),
+            );
+        }
+        described.push(table);
+    }
+    Ok((described, deferred))
+}
+
+/// After the copy: make the target's set of databases and tables the source's. Tables and
+/// databases that disappeared are dropped on the target and recorded as gone at the binlog
+/// position read after they were found missing; new ones are created and copied. Repeated
+/// until nothing changes.
+async fn reconcile(
+    plan: &copy::CopyPlan,
+    src: &mut Conn,
+    tgt: &mut Conn,
+    filter: &Filter,
+    threads: usize,
+) -> Result<()> {
+    for _round in 0..10 {
+        let now_dbs: Vec<String> = schema::list_databases(src)
+            .await?
+            .into_iter()
+            .filter(|d| filter.includes_db(d))
+            .collect();
+        let mut now_tables = Vec::new();
+        for d in &now_dbs {
+            for t in schema::list_tables(src, d).await? {
+                if filter.includes_table(d, &t) {
+                    now_tables.push((d.clone(), t));
+                }
+            }
+        }
+        let (file, pos) = copy::binlog_now(src).await?;
+        let mut changed = false;
+        for p in plan.store.tables()? {
+            if !now_tables.contains(&(p.db.clone(), p.name.clone())) {
+                tracing::info!(
+                    "{}.{}: gone from the source during the snapshot; dropping it on the target",
+                    p.db,
+                    p.name
+                );
+                tgt.query_drop(format!(
+                    "DROP TABLE IF EXISTS {}",
+                    quote::table(&p.db, &p.name)
+                ))
+                .await?;
+                plan.store.mark_gone(&p.db, &p.name, &file, pos)?;
+                changed = true;
+            }
+        }
+        for d in plan.store.steps_with_prefix("database:")? {
+            if !now_dbs.contains(&d) {
+                tracing::info!("database {d}: gone from the source during the snapshot; dropping it on the target");
+                tgt.query_drop(format!("DROP DATABASE IF EXISTS {}", quote::ident(&d)))
+                    .await?;
+                plan.store.mark_gone(&d, "", &file, pos)?;
+                plan.store.unmark_step(&format!("database:{d}"))?;
+                changed = true;
+            }
+        }
+        for d in &now_dbs {
+            let step = format!("database:{d}");
+            if !plan.store.step_done(&step)? {
+                let create = ddl::create_database(src, d).await?;
+                exec_step(&plan.store, tgt, &step, &[create]).await?;
+                changed = true;
+            }
+        }
+        let known: Vec<(String, String)> = plan
+            .store
+            .tables()?
+            .into_iter()
+            .map(|p| (p.db, p.name))
+            .collect();
+        let mut new_tables = Vec::new();
+        for (d, n) in now_tables.iter().filter(|k| !known.contains(k)) {
+            let (t, def) = match describe_stable(src, d, n).await {
+                Ok(x) => x,
+                Err(e) if e.what.contains("doesn't exist") || e.code() == Some(1146) => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some((name, why, fix)) = unsupported(std::slice::from_ref(&t)).into_iter().next()
+            {
+                return Err(Error::definite(
+                    format!("source table {name} (created during the snapshot) {why}"),
+                    fix,
+                ));
+            }
+            tracing::info!(
+                "{}: created on the source during the snapshot; copying it",
+                t.full_name()
+            );
+            if let Some(alter) =
+                create_table(&plan.store, tgt, &t, &def, plan.defer_indexes).await?
+            {
+                if let Ok(mut m) = plan.deferred.lock() {
+                    m.insert(t.full_name(), (format!("index:{}", t.full_name()), alter));
+                }
+            }
+            new_tables.push(Arc::new(t));
+        }
+        if !new_tables.is_empty() {
+            changed = true;
+            copy::copy_tables(plan, new_tables, threads).await?;
+        }
+        if !changed {
+            return Ok(());
         }
     }
-    Ok(deferred)
+    Err(Error::definite(
+        "the source's tables keep changing (created, dropped, renamed) while the snapshot reconciles them",
+        "run snapshot again when DDL on the source is quieter",
+    ))
 }
 
 /// Views, routines and events, created after the data. Views that depend on views not yet
@@ -172,13 +372,21 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
                 "DROP {drop_kind} IF EXISTS {}",
                 quote::table(&o.db, &o.name)
             ));
-            sqls.push(o.ddl.clone());
             if o.kind == "event" {
-                // Events must not run on the target before cutover.
-                sqls.push(format!(
-                    "ALTER EVENT {} DISABLE",
-                    quote::table(&o.db, &o.name)
-                ));
+                // Events must not run on the target before cutover: created DISABLED (in the
+                // statement itself, so it cannot fire in between); cutover restores the status
+                // the source has.
+                let (sql, _) = crate::apply::ddl::disable_event(
+                    o.ddl.as_bytes(),
+                    crate::sql::lexer::Mode::default(),
+                    crate::sql::statement::Verb::Create,
+                );
+                sqls.push(String::from_utf8_lossy(&sql).into_owned());
+                if let Some(status) = &o.status {
+                    store.set_source_event(&o.db, &o.name, status)?;
+                }
+            } else {
+                sqls.push(o.ddl.clone());
             }
             sqls.push(
                 "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'".into(),
@@ -255,19 +463,8 @@ pub async fn run(
     let mut src = db::connect_retry(source, Session::Meta, 5).await?;
     let mut tgt = db::connect_retry(target, Session::TargetWriter, 5).await?;
     let tables = discover(&mut src, filter).await?;
-    let keyless: Vec<String> = tables
-        .iter()
-        .filter(|t| !t.has_key())
-        .map(|t| t.full_name())
-        .collect();
-    if !keyless.is_empty() {
-        return Err(Error::definite(
-            format!(
-                "tables without a primary key or NOT NULL unique key: {}",
-                keyless.join(", ")
-            ),
-            "add a primary key, or leave them out with --exclude",
-        ));
+    if let Some((name, why, fix)) = unsupported(&tables).into_iter().next() {
+        return Err(Error::definite(format!("source table {name} {why}"), fix));
     }
     let src_dbs = schema::list_databases(&mut src).await?;
     let dbs = selected_databases(&tables, &src_dbs, filter);
@@ -305,7 +502,7 @@ pub async fn run(
     )?;
     store.set("target", &target.to_string())?;
     store.set("snapshot.state", "running")?;
-    let deferred = copy_tables_schema(
+    let (tables, deferred) = copy_tables_schema(
         &store,
         &mut src,
         &mut tgt,
@@ -349,22 +546,29 @@ pub async fn run(
         chunk_bytes: opts.chunk_bytes,
         max_statement: (max_packet / 4).clamp(64 << 10, 4 << 20),
         load_data: local_infile && opts.load_data,
-        deferred: deferred
-            .iter()
-            .map(|(step, alter)| {
-                (
-                    step.trim_start_matches("index:").to_string(),
-                    (step.clone(), alter.clone()),
-                )
-            })
-            .collect(),
+        defer_indexes: opts.defer_indexes,
+        deferred: std::sync::Mutex::new(deferred),
     };
     copy::copy_tables(&plan, todo, opts.threads).await?;
+    reconcile(&plan, &mut src, &mut tgt, filter, opts.threads).await?;
     progress.finish();
 
+    let deferred: Vec<(String, String)> = plan
+        .deferred
+        .lock()
+        .map(|d| d.values().cloned().collect())
+        .unwrap_or_default();
     for (step, alter) in deferred {
-        exec_step(&store, &mut tgt, &step, &[alter]).await?;
+        if plan
+            .store
+            .tables()?
+            .iter()
+            .any(|p| format!("index:{}.{}", p.db, p.name) == step)
+        {
+            exec_step(&store, &mut tgt, &step, &[alter]).await?;
+        }
     }
+    let dbs: Vec<String> = store.steps_with_prefix("database:")?;
     copy_objects(&store, &mut src, &mut tgt, &dbs).await?;
     let (gtid_low, gtid_high) = gtid_range(&store, &mut src).await?;
     store.set("snapshot.gtid_low", &gtid_low)?;

@@ -73,19 +73,6 @@ pub struct Ddl {
     pub temporary: bool,
 }
 
-impl Ddl {
-    /// Every object name the statement touches, changed or used.
-    pub fn all_names(&self) -> Vec<&Name> {
-        let mut v: Vec<&Name> = self.names.iter().collect();
-        for (a, b) in &self.renames {
-            v.push(a);
-            v.push(b);
-        }
-        v.extend(self.uses.iter());
-        v
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Statement {
     Begin,

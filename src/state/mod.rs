@@ -124,6 +124,24 @@ impl Store {
             .map(|_| ())
         })
     }
+    /// Forget that a step was done (it will run again).
+    pub fn unmark_step(&self, step: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM schema_steps WHERE step = ?1", [step])
+                .map(|_| ())
+        })
+    }
+    /// The names of done steps starting with `prefix`, without it ("database:" -> dbs).
+    pub fn steps_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT step FROM schema_steps ORDER BY step")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows
+                .filter_map(|r| r.ok())
+                .filter_map(|s| s.strip_prefix(prefix).map(str::to_string))
+                .collect())
+        })
+    }
     pub fn any_steps(&self) -> Result<bool> {
         self.with(|c| {
             c.query_row("SELECT COUNT(*) FROM schema_steps", [], |r| {
@@ -162,16 +180,6 @@ impl Store {
             c.execute(
                 "UPDATE tables SET definition = ?3 WHERE db = ?1 AND name = ?2",
                 params![db, name, definition],
-            )
-            .map(|_| ())
-        })
-    }
-    /// The table's copy starts at this binlog position (set by its first chunk).
-    pub fn set_table_horizon(&self, db: &str, name: &str, file: &str, pos: u64) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE tables SET horizon_file = ?3, horizon_pos = ?4 WHERE db = ?1 AND name = ?2",
-                params![db, name, file, pos as i64],
             )
             .map(|_| ())
         })
@@ -292,6 +300,13 @@ impl Store {
                 "INSERT OR REPLACE INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![db, name, seq as i64, rows as i64, bytes as i64, binlog.0, binlog.1 as i64, now()],
             )?;
+            if seq == 0 {
+                // the copy's first consistent read: binlog events up to here are in every chunk
+                tx.execute(
+                    "UPDATE tables SET horizon_file = ?3, horizon_pos = ?4 WHERE db = ?1 AND name = ?2",
+                    params![db, name, binlog.0, binlog.1 as i64],
+                )?;
+            }
             tx.execute(
                 "UPDATE tables SET rows_done = rows_done + ?3, bytes_done = bytes_done + ?4, chunks_done = ?5, \
                  last_key = COALESCE(?6, last_key), status = ?7 WHERE db = ?1 AND name = ?2",

@@ -375,3 +375,69 @@ pub fn catch_up_and_compare(
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir_in(servers_dir()).expect("tempdir")
 }
+
+/// Like `assert_same`, but rows compared as a multiset (tables without a key have no order).
+pub fn assert_same_multiset(src: &Server, dst: &Server, db: &str) {
+    let sorted = |s: String| {
+        let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let (a, b) = (sorted(src.dump_data(db)), sorted(dst.dump_data(db)));
+    if a != b {
+        let only_a: Vec<&String> = a.iter().filter(|l| !b.contains(l)).take(5).collect();
+        let only_b: Vec<&String> = b.iter().filter(|l| !a.contains(l)).take(5).collect();
+        panic!("data of {db} differs:\nonly on source: {only_a:#?}\nonly on target: {only_b:#?}");
+    }
+    assert_eq!(
+        src.dump_schema(db),
+        dst.dump_schema(db),
+        "schema of {db} differs"
+    );
+}
+
+/// `follow --until-caught-up` that is expected to fail: its exit code 2 and stderr.
+pub fn follow_fails(src_url: &str, dst_url: &str, state: &Path, db: &str) -> String {
+    let out = migrate(
+        src_url,
+        dst_url,
+        state,
+        &["follow", "--until-caught-up", "--databases", db],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "follow should have stopped with an error:\n{}",
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
+/// Max resident set size (KiB) of a command, run under /usr/bin/time.
+pub fn max_rss_kib(cmd: Command) -> (Output, u64) {
+    let prog = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let envs: Vec<_> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+        .collect();
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-f").arg("MAXRSS %M").arg(prog).args(args);
+    for (k, v) in envs {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let out = timed
+        .output()
+        .expect("/usr/bin/time (apt-get install time)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let rss = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("MAXRSS "))
+        .next_back()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (out, rss)
+}
