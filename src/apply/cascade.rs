@@ -208,6 +208,10 @@ pub async fn propagate(
                         }
                         let child = children.get(conn, fk).await?;
                         if horizons.covers_table(&child.db, &child.name, end) {
+                            tracing::debug!(
+                                "cascade into {} at {end:?} is in its copy",
+                                child.full_name()
+                            );
                             continue;
                         }
                         let Some(cond) = match_condition(&child, fk, std::slice::from_ref(&old))

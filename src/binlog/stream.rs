@@ -127,6 +127,8 @@ pub struct Reader {
     past_horizons: bool,
     /// The source writes CRC32 checksums into its binlog events.
     checksum: bool,
+    /// A format description has been read on this connection (checksums are known).
+    seen_format: bool,
 }
 
 /// What `Reader::next` yields.
@@ -200,6 +202,7 @@ impl Reader {
             warned: HashSet::new(),
             past_horizons: false,
             checksum,
+            seen_format: false,
         })
     }
 
@@ -342,21 +345,31 @@ impl Reader {
         })?;
         match data {
             Some(EventData::RotateEvent(r)) => {
-                // the artificial ROTATE a GTID connection starts with (log_pos 0) comes before
-                // the format description, so its checksum is still part of its name
+                // the artificial ROTATE a GTID connection starts with comes before the first
+                // format description, so the library has not stripped its checksum yet
                 let raw = r.name_raw();
-                self.file = if log_pos == 0 && self.checksum && raw.len() > 4 {
+                self.file = if log_pos == 0 && self.checksum && !self.seen_format && raw.len() > 4 {
                     binlog_file_name(&raw[..raw.len() - 4])
                 } else {
                     binlog_file_name(raw)
                 };
                 self.pos = r.position();
+                if FilePos::new(&self.file, 0).file_number == 0 {
+                    return Err(Error::definite(
+                        format!("source binlog: a ROTATE event names file {:?}, which has no .NNNNNN number", self.file),
+                        "report this with the source version",
+                    ));
+                }
+                tracing::debug!("binlog file {} from {}", self.file, self.pos);
                 Ok(())
             }
             // Heartbeats, the format description, and the context events of statement-format
             // changes (whose statements stop the reader below when they touch the selection).
-            Some(EventData::FormatDescriptionEvent(_))
-            | Some(EventData::HeartbeatEvent)
+            Some(EventData::FormatDescriptionEvent(_)) => {
+                self.seen_format = true;
+                Ok(())
+            }
+            Some(EventData::HeartbeatEvent)
             | Some(EventData::StopEvent)
             | Some(EventData::IntvarEvent(_))
             | Some(EventData::RandEvent(_))

@@ -463,6 +463,9 @@ impl Worker<'_> {
         tx: &mpsc::Sender<Msg>,
     ) -> Result<bool> {
         let mut definition = self.definition(&t)?;
+        // a copy started over (the writer resets the table's progress when it gets Recreate,
+        // which may be after this reader's next read)
+        let mut fresh = false;
         'copy: loop {
             if t.needs_single_snapshot() {
                 tracing::info!(
@@ -504,7 +507,11 @@ impl Worker<'_> {
                     }
                 }
             }
-            let (mut seq, mut lo) = self.resume_point(&t)?;
+            let (mut seq, mut lo) = if fresh {
+                (0, None)
+            } else {
+                self.resume_point(&t)?
+            };
             let stats_limit =
                 (self.plan.chunk_bytes / t.avg_row_length.max(1)).clamp(1, self.plan.chunk_rows);
             let mut limit = stats_limit;
@@ -547,6 +554,7 @@ impl Worker<'_> {
                         let (nt, ndef) = redescribe(r, &t, def).await?;
                         t = nt;
                         definition = ndef.clone();
+                        fresh = true;
                         if tx.send(Msg::Recreate(t.clone(), ndef)).await.is_err() {
                             return Ok(false);
                         }

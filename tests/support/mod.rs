@@ -326,24 +326,26 @@ pub fn stderr(out: &Output) -> String {
 pub fn assert_same(src: &Server, dst: &Server, db: &str) {
     let (a, b) = (src.dump_data(db), dst.dump_data(db));
     if a != b {
-        let diff: Vec<String> = a
-            .lines()
-            .zip(b.lines())
-            .filter(|(x, y)| x != y)
-            .take(5)
-            .map(|(x, y)| {
-                format!(
-                    "source: {}\ntarget: {}",
-                    &x[..x.len().min(300)],
-                    &y[..y.len().min(300)]
-                )
-            })
+        let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+        let sa: std::collections::HashSet<&str> = la.iter().copied().collect();
+        let sb: std::collections::HashSet<&str> = lb.iter().copied().collect();
+        let cut = |l: &&str| l[..l.len().min(300)].to_string();
+        let only_a: Vec<String> = la
+            .iter()
+            .filter(|l| !sb.contains(*l))
+            .take(10)
+            .map(cut)
+            .collect();
+        let only_b: Vec<String> = lb
+            .iter()
+            .filter(|l| !sa.contains(*l))
+            .take(10)
+            .map(cut)
             .collect();
         panic!(
-            "data of {db} differs ({} vs {} lines):\n{}",
-            a.lines().count(),
-            b.lines().count(),
-            diff.join("\n")
+            "data of {db} differs ({} vs {} lines):\nonly on source: {only_a:#?}\nonly on target: {only_b:#?}",
+            la.len(),
+            lb.len()
         );
     }
     assert_eq!(
