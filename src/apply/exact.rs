@@ -48,13 +48,21 @@ pub struct Exact<'a> {
     pub children: &'a mut Children,
     pub horizons: &'a Horizons,
     pub max_statement: usize,
+    pub max_packet: usize,
 }
 
 impl Exact<'_> {
     async fn flush(&mut self, run: &mut Run, t: &Transaction) -> Result<()> {
         match std::mem::replace(run, Run::None) {
             Run::None => {}
-            Run::Replace(_, sql) | Run::Insert(_, sql) => self.conn.query_drop(sql).await?,
+            Run::Replace(table, sql) | Run::Insert(table, sql) => {
+                crate::db::check_packet(
+                    sql.len(),
+                    self.max_packet,
+                    format!("target table {}", table.full_name()),
+                )?;
+                self.conn.query_drop(sql).await?
+            }
             Run::Delete(table, rows) => {
                 if table.has_cascades() {
                     cascade::propagate(
@@ -69,6 +77,17 @@ impl Exact<'_> {
                 self.delete_keys(&table, &rows).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Send one statement, refusing one the target's max_allowed_packet cannot take.
+    async fn send(&mut self, table: &Table, sql: String) -> Result<()> {
+        crate::db::check_packet(
+            sql.len(),
+            self.max_packet,
+            format!("target table {}", table.full_name()),
+        )?;
+        self.conn.query_drop(sql).await?;
         Ok(())
     }
 
@@ -197,14 +216,13 @@ impl Exact<'_> {
                         )
                         .await?;
                     }
-                    self.conn
-                        .query_drop(format!(
-                            "UPDATE {} SET {} WHERE {} LIMIT 1",
-                            table.quoted(),
-                            plan::set_list(table, row),
-                            plan::row_match(table, before)
-                        ))
-                        .await?;
+                    let sql = format!(
+                        "UPDATE {} SET {} WHERE {} LIMIT 1",
+                        table.quoted(),
+                        plan::set_list(table, row),
+                        plan::row_match(table, before)
+                    );
+                    self.send(table, sql).await?;
                 }
                 Change::Delete { table, row } if table.has_key() => {
                     let same = matches!(&run, Run::Delete(rt, rows) if Arc::ptr_eq(rt, table) && rows.len() < 1000);
@@ -229,13 +247,12 @@ impl Exact<'_> {
                         )
                         .await?;
                     }
-                    self.conn
-                        .query_drop(format!(
-                            "DELETE FROM {} WHERE {} LIMIT 1",
-                            table.quoted(),
-                            plan::row_match(table, row)
-                        ))
-                        .await?;
+                    let sql = format!(
+                        "DELETE FROM {} WHERE {} LIMIT 1",
+                        table.quoted(),
+                        plan::row_match(table, row)
+                    );
+                    self.send(table, sql).await?;
                 }
                 Change::Rekey {
                     table,

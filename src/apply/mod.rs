@@ -28,6 +28,7 @@ pub struct Applier {
     conn: Conn,
     target: Endpoint,
     max_statement: usize,
+    max_packet: usize,
     children: cascade::Children,
     horizons: Arc<Horizons>,
     source: Arc<ddl::SourceDefaults>,
@@ -73,6 +74,7 @@ impl Applier {
             conn,
             target: target.clone(),
             max_statement: (packet / 4).clamp(64 << 10, 4 << 20),
+            max_packet: packet,
             children: Default::default(),
             horizons,
             source,
@@ -138,6 +140,7 @@ impl Applier {
         }
         self.begin().await?;
         for sql in batch.statements(self.max_statement) {
+            db::check_packet(sql.len(), self.max_packet, "target")?;
             self.conn.query_drop(sql).await?;
         }
         batch.clear_ops();
@@ -152,6 +155,7 @@ impl Applier {
             children: &mut self.children,
             horizons: &self.horizons,
             max_statement: self.max_statement,
+            max_packet: self.max_packet,
         }
         .apply(t)
         .await

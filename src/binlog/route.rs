@@ -153,7 +153,7 @@ pub fn route(d: &Ddl, scope: &Scope, end: &FilePos) -> Route {
         };
     }
     let names: Vec<Standing> = d.names.iter().map(standing).collect();
-    let uses: Vec<Standing> = d.uses.iter().map(|n| standing(n)).collect();
+    let uses: Vec<Standing> = d.uses.iter().map(standing).collect();
     if d.verb == Verb::Drop && d.names.len() > 1 {
         let live: Vec<String> = d
             .names

@@ -136,6 +136,9 @@ fn bit(bits: &[u8], i: usize) -> bool {
     bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
 }
 
+/// A decoded row change: (before image, after image).
+pub type RowImages = (Option<Vec<Value>>, Option<Vec<Value>>);
+
 /// Decode every row of a rows event: (before image, after image) per row, as the event type
 /// provides them. `present_before`/`present_after` are the column bitmaps of the event.
 pub fn decode_rows(
@@ -144,7 +147,7 @@ pub fn decode_rows(
     data: &[u8],
     present_before: Option<&[u8]>,
     present_after: Option<&[u8]>,
-) -> Result<Vec<(Option<Vec<Value>>, Option<Vec<Value>>)>> {
+) -> Result<Vec<RowImages>> {
     let n = layout.columns.len();
     if n != table.columns.len() {
         return Err(bad(format!(

@@ -73,7 +73,7 @@ impl SchemaCache {
 
     /// `sql` (in the character set of collation `collation`) as UTF-8, for classification
     /// and messages. Conversion of non-UTF-8 text is done by the target server itself.
-    pub async fn to_utf8(&mut self, sql: &[u8], collation: u16) -> Result<String> {
+    pub async fn utf8_text(&mut self, sql: &[u8], collation: u16) -> Result<String> {
         if sql.is_ascii() {
             return Ok(String::from_utf8_lossy(sql).into_owned());
         }
@@ -270,6 +270,8 @@ impl Reader {
         if self.current_bytes >= PART_BYTES && !self.standalone {
             let mut part = t.clone_header();
             part.changes = std::mem::take(&mut t.changes);
+            // the memory this part holds, for the read-ahead budget
+            part.bytes = self.current_bytes as u64;
             part.end = FilePos::new(&self.file, self.pos);
             part.partial = true;
             part.continued = self.streaming;
@@ -456,7 +458,7 @@ impl Reader {
         ctx: QueryContext,
         cache: &mut SchemaCache,
     ) -> Result<()> {
-        let text = cache.to_utf8(&sql, ctx.client_collation()).await?;
+        let text = cache.utf8_text(&sql, ctx.client_collation()).await?;
         if let Some(f) = ctx.gtid_flags3 {
             if f & (query::FL_START_ALTER | query::FL_COMMIT_ALTER | query::FL_ROLLBACK_ALTER) != 0
             {
@@ -686,9 +688,12 @@ impl Reader {
                 },
                 (EventType::UPDATE_ROWS_EVENT, Some(b), Some(a)) => {
                     if table.key.iter().all(|&i| b[i] == a[i]) {
+                        // the before image is only needed to find a keyless row or to run
+                        // foreign-key actions; dropping it halves a large update's memory
+                        let keep = !table.has_key() || table.has_cascades() || table.sequence;
                         Change::Upsert {
                             table: table.clone(),
-                            before: Some(b),
+                            before: if keep { Some(b) } else { None },
                             row: a,
                         }
                     } else {

@@ -163,6 +163,21 @@ pub async fn connect_retry(ep: &Endpoint, s: Session, attempts: u32) -> Result<C
     }
 }
 
+/// A statement (or LOAD DATA row) of `len` bytes must fit the server's max_allowed_packet:
+/// a larger one makes the server drop the connection, which would otherwise look like a
+/// network error and be retried forever.
+pub fn check_packet(len: usize, max_packet: usize, what: impl std::fmt::Display) -> Result<()> {
+    if len + 1024 > max_packet {
+        return Err(Error::definite(
+            format!(
+                "{what}: a row needs a {len}-byte statement, more than the target's max_allowed_packet ({max_packet})"
+            ),
+            crate::error::PACKET_HINT,
+        ));
+    }
+    Ok(())
+}
+
 /// Query returning rows of optional UTF-8 strings (metadata only).
 pub async fn query_strings(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
     let rows: Vec<mysql_async::Row> = conn.query(sql).await?;

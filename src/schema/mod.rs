@@ -273,13 +273,10 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
         });
     }
     let (key, key_name) = choose_key(conn, db, name, &columns).await?;
-    let children = cascading_children(conn, db, name).await?;
+    let (children, referenced_by_fk) = cascading_children(conn, db, name).await?;
     let key_names: Vec<&str> = key.iter().map(|&i| columns[i].name.as_str()).collect();
-    let key_moved_by_cascade = update_cascade_columns(conn, db, name)
-        .await?
-        .iter()
-        .any(|c| key_names.contains(&c.as_str()));
-    let cascade_child = has_cascading_parent(conn, db, name).await?;
+    let (moved, cascade_child) = own_foreign_keys(conn, db, name).await?;
+    let key_moved_by_cascade = moved.iter().any(|c| key_names.contains(&c.as_str()));
     let table_type = t.get(4).cloned().flatten().unwrap_or_default();
     Ok(Table {
         db: db.to_string(),
@@ -296,32 +293,8 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
         cascade_child,
         sequence: table_type == "SEQUENCE",
         versioned: table_type == "SYSTEM VERSIONED",
-        referenced_by_fk: crate::db::query_one(
-            conn,
-            &format!(
-                "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = {qdb} AND REFERENCED_TABLE_NAME = {qname}"
-            ),
-        )
-        .await?
-        .as_deref()
-        .unwrap_or("0")
-            != "0",
+        referenced_by_fk,
     })
-}
-
-/// Whether a foreign key of `db.name` has a CASCADE or SET NULL action.
-async fn has_cascading_parent(conn: &mut Conn, db: &str, name: &str) -> Result<bool> {
-    let n = crate::db::query_one(
-        conn,
-        &format!(
-            "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = {} AND TABLE_NAME = {} \
-             AND (DELETE_RULE IN ('CASCADE', 'SET NULL') OR UPDATE_RULE IN ('CASCADE', 'SET NULL'))",
-            quote::string(db),
-            quote::string(name)
-        ),
-    )
-    .await?;
-    Ok(n.as_deref().unwrap_or("0") != "0")
 }
 
 /// The primary key, else the first unique key whose columns are all NOT NULL and whole
@@ -364,8 +337,9 @@ async fn choose_key(
         .unwrap_or_default())
 }
 
-/// Foreign keys of other tables referencing `db.name` with CASCADE or SET NULL actions.
-async fn cascading_children(conn: &mut Conn, db: &str, name: &str) -> Result<Vec<ChildFk>> {
+/// Foreign keys of other tables referencing `db.name` with CASCADE or SET NULL actions, and
+/// whether any foreign key references it at all.
+async fn cascading_children(conn: &mut Conn, db: &str, name: &str) -> Result<(Vec<ChildFk>, bool)> {
     let rows = query_strings(
         conn,
         &format!(
@@ -374,7 +348,6 @@ async fn cascading_children(conn: &mut Conn, db: &str, name: &str) -> Result<Vec
              FROM information_schema.REFERENTIAL_CONSTRAINTS rc JOIN information_schema.KEY_COLUMN_USAGE k \
              ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME \
              WHERE rc.UNIQUE_CONSTRAINT_SCHEMA = {} AND rc.REFERENCED_TABLE_NAME = {} \
-             AND (rc.DELETE_RULE IN ('CASCADE', 'SET NULL') OR rc.UPDATE_RULE IN ('CASCADE', 'SET NULL')) \
              ORDER BY rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, k.ORDINAL_POSITION",
             quote::string(db),
             quote::string(name)
@@ -403,24 +376,44 @@ async fn cascading_children(conn: &mut Conn, db: &str, name: &str) -> Result<Vec
             )),
         }
     }
-    Ok(out.into_iter().map(|(_, fk)| fk).collect())
+    let referenced = !out.is_empty();
+    let cascading = |r: &str| r == "CASCADE" || r == "SET NULL";
+    Ok((
+        out.into_iter()
+            .map(|(_, fk)| fk)
+            .filter(|fk| cascading(&fk.on_delete) || cascading(&fk.on_update))
+            .collect(),
+        referenced,
+    ))
 }
 
-/// Columns of `db.name` that an ON UPDATE CASCADE foreign key of its own can change.
-async fn update_cascade_columns(conn: &mut Conn, db: &str, name: &str) -> Result<Vec<String>> {
+/// The foreign keys of `db.name` itself: (columns an ON UPDATE CASCADE can change, whether
+/// any of them has a CASCADE or SET NULL action).
+async fn own_foreign_keys(conn: &mut Conn, db: &str, name: &str) -> Result<(Vec<String>, bool)> {
     let rows = query_strings(
         conn,
         &format!(
-            "SELECT k.COLUMN_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS rc JOIN information_schema.KEY_COLUMN_USAGE k \
+            "SELECT k.COLUMN_NAME, rc.UPDATE_RULE, rc.DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS rc JOIN information_schema.KEY_COLUMN_USAGE k \
              ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME \
-             WHERE rc.CONSTRAINT_SCHEMA = {} AND rc.TABLE_NAME = {} AND rc.UPDATE_RULE = 'CASCADE'",
+             WHERE rc.CONSTRAINT_SCHEMA = {} AND rc.TABLE_NAME = {}",
             quote::string(db),
             quote::string(name)
         ),
     )
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().flatten())
-        .collect())
+    let mut moved = Vec::new();
+    let mut cascading = false;
+    for r in rows {
+        let g = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        let (upd, del) = (g(1), g(2));
+        if upd == "CASCADE" {
+            moved.push(g(0));
+        }
+        if ["CASCADE", "SET NULL"].contains(&upd.as_str())
+            || ["CASCADE", "SET NULL"].contains(&del.as_str())
+        {
+            cascading = true;
+        }
+    }
+    Ok((moved, cascading))
 }

@@ -41,6 +41,8 @@ pub struct CopyPlan {
     pub chunk_bytes: u64,
     /// Upper bound for one INSERT statement sent to the target.
     pub max_statement: usize,
+    /// The target's max_allowed_packet.
+    pub max_packet: usize,
     /// Write chunks with LOAD DATA LOCAL INFILE (else multi-row INSERT).
     pub load_data: bool,
     /// Create non-unique secondary indexes after a table's rows.
@@ -302,18 +304,18 @@ fn definition_of(sets: &[Vec<Vec<Option<String>>>], set: usize) -> String {
 async fn write_once(
     conn: &mut Conn,
     c: &Chunk,
-    max_statement: usize,
+    limits: (usize, usize),
     load_data: bool,
     buf: &mut bytes::BytesMut,
 ) -> Result<()> {
     if c.table.sequence {
         // one row; a sequence cannot be deleted from, and REPLACE sets it
-        return write_with(conn, c, max_statement, &plan::replace_prefix(&c.table)).await;
+        return write_with(conn, c, limits, &plan::replace_prefix(&c.table)).await;
     }
     if load_data && !has_zero_auto_increment(c) {
-        return write_load_data(conn, c, buf).await;
+        return write_load_data(conn, c, buf, limits.1).await;
     }
-    match write_with(conn, c, max_statement, &plan::insert_prefix(&c.table)).await {
+    match write_with(conn, c, limits, &plan::insert_prefix(&c.table)).await {
         Err(e) if e.code() == Some(1062) && c.table.has_key() => {
             conn.query_drop("ROLLBACK").await?;
             tracing::debug!(
@@ -321,7 +323,7 @@ async fn write_once(
                 c.table.full_name(),
                 c.seq
             );
-            write_with(conn, c, max_statement, &plan::replace_prefix(&c.table)).await
+            write_with(conn, c, limits, &plan::replace_prefix(&c.table)).await
         }
         other => other,
     }
@@ -352,7 +354,12 @@ async fn delete_range(conn: &mut Conn, c: &Chunk) -> Result<()> {
 }
 
 /// Delete the chunk's range and LOAD DATA its rows (REPLACE semantics), in one transaction.
-async fn write_load_data(conn: &mut Conn, c: &Chunk, buf: &mut bytes::BytesMut) -> Result<()> {
+async fn write_load_data(
+    conn: &mut Conn,
+    c: &Chunk,
+    buf: &mut bytes::BytesMut,
+    max_packet: usize,
+) -> Result<()> {
     let t = &c.table;
     conn.query_drop("BEGIN").await?;
     delete_range(conn, c).await?;
@@ -362,7 +369,13 @@ async fn write_load_data(conn: &mut Conn, c: &Chunk, buf: &mut bytes::BytesMut) 
         buf.clear();
         buf.reserve(c.bytes as usize + c.rows.len() * 8);
         for row in &c.rows {
+            let before = buf.len();
             super::load::push_row(buf, t, row);
+            db::check_packet(
+                buf.len() - before,
+                max_packet,
+                format!("target table {}", t.full_name()),
+            )?;
         }
         let bytes = buf.split().freeze();
         conn.set_infile_handler(async move {
@@ -376,7 +389,12 @@ async fn write_load_data(conn: &mut Conn, c: &Chunk, buf: &mut bytes::BytesMut) 
     Ok(())
 }
 
-async fn write_with(conn: &mut Conn, c: &Chunk, max_statement: usize, prefix: &str) -> Result<()> {
+async fn write_with(
+    conn: &mut Conn,
+    c: &Chunk,
+    (max_statement, max_packet): (usize, usize),
+    prefix: &str,
+) -> Result<()> {
     let t = &c.table;
     conn.query_drop("BEGIN").await?;
     delete_range(conn, c).await?;
@@ -388,6 +406,11 @@ async fn write_with(conn: &mut Conn, c: &Chunk, max_statement: usize, prefix: &s
             sql.push_str(", ");
         }
         plan::push_row(&mut sql, t, row);
+        db::check_packet(
+            sql.len(),
+            max_packet,
+            format!("target table {}", t.full_name()),
+        )?;
         if sql.len() >= max_statement {
             conn.query_drop(std::mem::take(&mut sql)).await?;
         }
@@ -753,7 +776,7 @@ impl Worker<'_> {
                 match write_once(
                     &mut conn,
                     &c,
-                    self.plan.max_statement,
+                    (self.plan.max_statement, self.plan.max_packet),
                     self.plan.load_data,
                     &mut buf,
                 )

@@ -545,6 +545,7 @@ pub async fn run(
         chunk_rows: opts.chunk_rows,
         chunk_bytes: opts.chunk_bytes,
         max_statement: (max_packet / 4).clamp(64 << 10, 4 << 20),
+        max_packet,
         load_data: local_infile && opts.load_data,
         defer_indexes: opts.defer_indexes,
         deferred: std::sync::Mutex::new(deferred),

@@ -528,7 +528,7 @@ fn alter_table_clauses(c: &mut Cursor, table: &Name, d: &mut Ddl) {
                 continue;
             }
             c.i += 1;
-            if c.eat("TO") || c.eat("AS") {}
+            let _ = c.eat("TO") || c.eat("AS");
             if let Some(to) = c.name() {
                 d.renames.push((table.clone(), to));
             }

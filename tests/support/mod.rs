@@ -82,7 +82,7 @@ impl Server {
         let port = free_port();
         let dir = servers_dir().join(format!("{name}-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir server dir");
+        std::fs::create_dir_all(dir.join("tmp")).expect("mkdir server dir");
         let ok = Command::new("cp")
             .arg("-a")
             .arg(template())
@@ -100,6 +100,7 @@ impl Server {
             format!("--socket={}", dir.join("sock").display()),
             format!("--log-error={}", dir.join("error.log").display()),
             format!("--pid-file={}", dir.join("pid").display()),
+            format!("--tmpdir={}", dir.join("tmp").display()),
             format!("--server-id={server_id}"),
             "--innodb-buffer-pool-size=64M".into(),
             "--innodb-log-file-size=48M".into(),
@@ -289,11 +290,49 @@ impl Drop for Server {
     }
 }
 
-/// Run the migrate binary with source/target/state set; returns its output.
+/// Run the migrate binary with source/target/state set; returns its output. A run that
+/// takes more than 5 minutes is killed and fails the test (follow retries forever when a
+/// server is gone).
 pub fn migrate(source: &str, target: &str, state: &Path, args: &[&str]) -> Output {
-    migrate_cmd(source, target, state, args)
-        .output()
-        .expect("run migrate")
+    let mut child = migrate_cmd(source, target, state, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run migrate");
+    // drain the pipes while waiting, so a chatty run cannot block on a full pipe
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out_pipe, &mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err_pipe, &mut v);
+        v
+    });
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err_t.join().unwrap_or_default();
+            panic!(
+                "migrate {args:?} ran for more than 5 minutes:\n{}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
 }
 
 pub fn migrate_cmd(source: &str, target: &str, state: &Path, args: &[&str]) -> Command {
