@@ -5,7 +5,11 @@
 #                               (single-threaded and slave_parallel_threads=4 optimistic) on the
 #                               same binlog backlog; then the highest sysbench write rate at which
 #                               follow's lag stays under 1 s
-# Sizes: BENCH_TABLES (4), BENCH_ROWS (250000 per table), BENCH_EVENTS (25000 write trx = ~100k row events).
+#   scripts/bench.sh cascade    follow catch-up of parent deletes and key changes whose ON DELETE /
+#                               ON UPDATE CASCADE the applier performs (the binlog does not carry
+#                               them) vs a native replica (whose InnoDB runs them)
+# Sizes: BENCH_TABLES (4), BENCH_ROWS (250000 per table), BENCH_EVENTS (25000 write trx = ~100k row events),
+#        BENCH_PARENTS (20000 single-row parent transactions for cascade).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -23,9 +27,11 @@ q() { local port=$1; shift; mariadb --no-defaults -uroot -h127.0.0.1 -P"$port" -
 now() { date +%s.%N; }
 sb() { sysbench --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port=14306 --mysql-user=root --mysql-db=sbtest \
   --tables="$tables" --table-size="$rows" "$@"; }
-q 14306 -e "CREATE DATABASE sbtest"
-echo "== sysbench prepare: $tables tables x $rows rows"
-sb oltp_write_only prepare >/dev/null
+if [ "$what" != cascade ]; then
+  q 14306 -e "CREATE DATABASE sbtest"
+  echo "== sysbench prepare: $tables tables x $rows rows"
+  sb oltp_write_only prepare >/dev/null
+fi
 
 snapshot_bench() {
   # Each run writes into a freshly started, idle target (no background purge or flushing left
@@ -47,10 +53,10 @@ snapshot_bench() {
     port=$((port + 1)); scripts/mariadb.sh start "ours$r" $port --server-id=3 --skip-log-bin
     sync; t0=$(now)
     MIGRATE_STATE=$MIGRATE_RUN_DIR/snap$r.sqlite "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:$port \
-      --databases sbtest snapshot --defer-indexes >/dev/null 2>&1
+      --databases sbtest snapshot >/dev/null 2>&1
     t1=$(now)
     local ours; ours=$(echo "$t1 - $t0" | bc)
-    echo "round $r: migrate snapshot --defer-indexes (default --threads 4) $ours s"
+    echo "round $r: migrate snapshot (defaults: --threads 4, deferred indexes) $ours s"
     for i in $(seq 1 "$tables"); do
       a=$(q 14306 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2); b=$(q $port -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2)
       [ "$a" = "$b" ] || { echo "sbtest$i differs after migrate snapshot" >&2; exit 1; }
@@ -127,9 +133,41 @@ follow_bench() {
   echo "RESULT sustained: lag stayed under 1 s up to $best_rate sysbench write trx/s (2 threads)"
 }
 
+cascade_bench() {
+  local parents=${BENCH_PARENTS:-20000}
+  scripts/mariadb.sh start dst 14307 --server-id=2 --log-bin=mysql-bin
+  scripts/mariadb.sh start rep1 14308 --server-id=3 --log-bin=mysql-bin --log-slave-updates
+  q 14306 -e "CREATE DATABASE shop; USE shop;
+    CREATE TABLE orders (id BIGINT PRIMARY KEY, total DECIMAL(12,2) NOT NULL) ENGINE=InnoDB;
+    CREATE TABLE items (order_id BIGINT NOT NULL, line INT NOT NULL, qty INT NOT NULL, PRIMARY KEY (order_id, line),
+      FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE CASCADE ON UPDATE CASCADE) ENGINE=InnoDB;
+    INSERT INTO orders SELECT seq, seq FROM seq_1_to_$((parents * 2));
+    INSERT INTO items SELECT o.id, l.seq, l.seq FROM orders o JOIN seq_1_to_3 l;"
+  local g0; g0=$(q 14306 -e "SELECT @@gtid_binlog_pos")
+  q 14308 -e "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=14306, MASTER_USER='root', MASTER_USE_GTID=slave_pos; START SLAVE"
+  wait_replica 14308 "$g0"; q 14308 -e "STOP SLAVE"
+  export MIGRATE_STATE=$MIGRATE_RUN_DIR/cascade.sqlite MIGRATE_SOURCE=mysql://root@127.0.0.1:14306 MIGRATE_TARGET=mysql://root@127.0.0.1:14307
+  "$bin" --databases shop snapshot --threads 2 >/dev/null 2>&1
+  echo "== backlog: $parents single-row parent transactions (half DELETE, half key UPDATE), each cascading to 3 items"
+  for i in $(seq 1 "$parents"); do
+    if [ $((i % 2)) = 0 ]; then echo "DELETE FROM shop.orders WHERE id = $i;"; else echo "UPDATE shop.orders SET id = id + 10000000 WHERE id = $i;"; fi
+  done | q 14306
+  local goal; goal=$(q 14306 -e "SELECT @@gtid_binlog_pos")
+  local t0 t1 ours one
+  t0=$(now); "$bin" --databases shop follow --until-caught-up >/dev/null 2>&1; t1=$(now); ours=$(echo "$t1 - $t0" | bc)
+  t0=$(now); q 14308 -e "START SLAVE"; wait_replica 14308 "$goal"; t1=$(now); one=$(echo "$t1 - $t0" | bc)
+  for t in orders items; do
+    a=$(q 14306 -e "CHECKSUM TABLE shop.$t" | cut -f2); b=$(q 14307 -e "CHECKSUM TABLE shop.$t" | cut -f2)
+    [ "$a" = "$b" ] || { echo "shop.$t differs after migrate follow" >&2; exit 1; }
+  done
+  printf 'RESULT cascade catch-up: migrate %.2f s (%.0f parent rows/s), native replica 1 thread %.2f s (%.0f parent rows/s); ratio %.2fx\n' \
+    "$ours" "$(echo "$parents / $ours" | bc -l)" "$one" "$(echo "$parents / $one" | bc -l)" "$(echo "$one / $ours" | bc -l)"
+}
+
 case "$what" in
   snapshot) snapshot_bench ;;
   follow) follow_bench ;;
-  *) echo "usage: $0 snapshot|follow" >&2; exit 2 ;;
+  cascade) cascade_bench ;;
+  *) echo "usage: $0 snapshot|follow|cascade" >&2; exit 2 ;;
 esac
 for s in src dst rep1 rep4; do scripts/mariadb.sh stop $s 2>/dev/null || true; done

@@ -32,7 +32,7 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A transaction holding more decoded changes than this is handed on in parts, so one huge
 /// source transaction does not have to fit in memory.
-pub const PART_BYTES: usize = 16 << 20;
+pub const PART_BYTES: usize = 8 << 20;
 /// utf8mb4_general_ci: the client character set of statements migrate writes itself.
 const UTF8MB4_COLLATION: u16 = 45;
 

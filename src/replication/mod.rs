@@ -213,7 +213,7 @@ enum Msg {
 }
 
 /// Memory the reader may run ahead of the applier, in KiB of binlog.
-const READ_AHEAD_KIB: u32 = 64 * 1024;
+const READ_AHEAD_KIB: u32 = 32 * 1024;
 
 /// The reader task: decodes while the applier writes (they overlap).
 async fn read_ahead(

@@ -482,3 +482,28 @@ pub fn max_rss_kib(cmd: Command) -> (Output, u64) {
         .unwrap_or(0);
     (out, rss)
 }
+
+impl Server {
+    /// Like `script`, but an error is returned instead of panicking (the client stops at the
+    /// first failing statement, as `script` does).
+    pub fn try_script(&self, sql: &[u8]) -> Result<String, String> {
+        use std::io::Write;
+        let mut c = self
+            .client()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        if let Some(mut stdin) = c.stdin.take() {
+            // a client that stopped early closes its stdin: its output says why
+            let _ = stdin.write_all(sql);
+        }
+        let out = c.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+}
