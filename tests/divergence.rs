@@ -149,6 +149,20 @@ fn statement_format_xa_and_incident_stop() {
         dir.path().join("2.sqlite"),
         dir.path().join("3.sqlite"),
     );
+    // check explains that a session can override binlog_format
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &st1,
+        &["check", "--databases", "s1", "--json"],
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(j["findings"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|f| f["subject"] == "binlog_format"
+            && f["message"].as_str().unwrap_or("").contains("session")));
     snapshot(&src, &dst, &st1, &["--databases", "s1"]);
     src.sql("SET SESSION binlog_format = 'STATEMENT'; UPDATE s1.t SET v = v + 1;");
     let err = follow_fails(&src.url(), &dst.url(), &st1, "s1");
@@ -233,11 +247,19 @@ fn tables_without_a_key_keep_every_row() {
     src.sql(
         "CREATE DATABASE kl; USE kl;
          CREATE TABLE log (msg VARCHAR(20) COLLATE utf8mb4_general_ci, n INT, f FLOAT, d DECIMAL(10,2)) ENGINE=InnoDB;
-         INSERT INTO log VALUES ('a', 1, 1.1, 1.00), ('a', 1, 1.1, 1.00), ('A', 1, 1.1, 1.00), (NULL, NULL, NULL, NULL), ('b', 2, 0.3, 2.50);",
+         INSERT INTO log VALUES ('a', 1, 1.1, 1.00), ('a', 1, 1.1, 1.00), ('A', 1, 1.1, 1.00), (NULL, NULL, NULL, NULL), ('b', 2, 0.3, 2.50);
+         CREATE TABLE bulk (a INT, b VARCHAR(20)) ENGINE=InnoDB;
+         INSERT INTO bulk SELECT seq % 100, 'x' FROM seq_1_to_30000;",
     );
     let dir = tempdir();
     let state = dir.path().join("s.sqlite");
-    snapshot(&src, &dst, &state, &["--databases", "kl"]);
+    // small chunks: the keyless table is streamed in many chunks of one snapshot
+    snapshot(
+        &src,
+        &dst,
+        &state,
+        &["--databases", "kl", "--chunk-bytes", "65536"],
+    );
     assert_same_multiset(&src, &dst, "kl");
     src.sql(
         "USE kl;
@@ -251,7 +273,8 @@ fn tables_without_a_key_keep_every_row() {
          INSERT INTO plain VALUES (1, 'p'), (1, 'p'), (2, 'q');
          DELETE FROM plain WHERE x = 1 LIMIT 1;
          UPDATE plain SET y = 'r' WHERE x = 2;
-         UPDATE ctas SET n = 7 WHERE BINARY msg = 'b';",
+         UPDATE ctas SET n = 7 WHERE BINARY msg = 'b';
+         DELETE FROM bulk WHERE a = 5 LIMIT 3; UPDATE bulk SET b = 'y' WHERE a = 6 LIMIT 2;",
     );
     assert_ok(&migrate(
         &src.url(),

@@ -342,14 +342,16 @@ fn has_zero_auto_increment(c: &Chunk) -> bool {
 }
 
 async fn delete_range(conn: &mut Conn, c: &Chunk) -> Result<()> {
-    if c.delete && !c.table.sequence {
-        conn.query_drop(plan::delete_range(
-            &c.table,
-            c.lo.as_deref(),
-            c.hi.as_deref(),
-        ))
-        .await?;
+    if !c.delete || c.table.sequence {
+        return Ok(());
     }
+    let sql = if c.table.has_key() {
+        plan::delete_range(&c.table, c.lo.as_deref(), c.hi.as_deref())
+    } else {
+        // the first chunk of a table without a key empties it; the others only insert
+        format!("DELETE FROM {}", c.table.quoted())
+    };
+    conn.query_drop(sql).await?;
     Ok(())
 }
 
