@@ -535,7 +535,9 @@ fn events_stay_disabled_until_cutover() {
         "USE ev;
          CREATE EVENT tick ON SCHEDULE EVERY 1 SECOND ENABLE DO INSERT INTO hits (at) VALUES (NOW());
          ALTER EVENT old ENABLE;
-         CREATE EVENT off ON SCHEDULE EVERY 1 DAY DISABLE DO SELECT 1;",
+         CREATE EVENT off ON SCHEDULE EVERY 1 DAY DISABLE DO SELECT 1;
+         CREATE EVENT gone ON SCHEDULE EVERY 1 DAY DO SELECT 1; DROP EVENT gone;
+         CREATE EVENT moved ON SCHEDULE EVERY 1 DAY DO SELECT 1; ALTER EVENT moved RENAME TO moved2;",
     );
     assert_ok(&migrate(
         &src.url(),
@@ -551,7 +553,7 @@ fn events_stay_disabled_until_cutover() {
     );
     assert_eq!(
         dst.sql("SELECT GROUP_CONCAT(EVENT_NAME, ':', STATUS ORDER BY EVENT_NAME) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'ev'"),
-        "off:DISABLED,old:DISABLED,tick:DISABLED"
+        "moved2:DISABLED,off:DISABLED,old:DISABLED,tick:DISABLED"
     );
     let status = migrate(&src.url(), &dst.url(), &state, &["status", "--json"]);
     let j: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");

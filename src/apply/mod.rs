@@ -24,6 +24,15 @@ use std::sync::Arc;
 
 pub const CHECKPOINT_DB: &str = "_migrate";
 
+/// What a DDL did to an event, for the state store (cutover enables events by it).
+#[derive(Debug, Clone)]
+pub enum EventNote {
+    /// CREATE/ALTER EVENT asked for this status on the source.
+    Status(crate::sql::statement::Name, &'static str),
+    Dropped(crate::sql::statement::Name),
+    Renamed(crate::sql::statement::Name, crate::sql::statement::Name),
+}
+
 pub struct Applier {
     conn: Conn,
     target: Endpoint,
@@ -195,7 +204,7 @@ impl Applier {
         gtid: &str,
         before: &Position,
         ddls: &[Ddl],
-    ) -> Result<Vec<(String, String, &'static str)>> {
+    ) -> Result<Vec<EventNote>> {
         if self.open {
             return Err(Error::definite(
                 "internal: DDL while a group transaction is open",
@@ -211,8 +220,18 @@ impl Applier {
                 .await
                 .map_err(|e| e.context(format!("GTID {gtid}")))?;
             tracing::info!("applied DDL {gtid}: {}", d.text);
-            if let (Some(status), Some(n)) = (asked, d.statement.names.first()) {
-                statuses.push((n.db.clone(), n.name.clone(), status));
+            if d.statement.object == crate::sql::statement::Object::Event {
+                use crate::sql::statement::Verb;
+                for n in &d.statement.names {
+                    match (d.statement.verb, asked) {
+                        (Verb::Drop, _) => statuses.push(EventNote::Dropped(n.clone())),
+                        (_, Some(status)) => statuses.push(EventNote::Status(n.clone(), status)),
+                        _ => {}
+                    }
+                }
+                for (from, to) in &d.statement.renames {
+                    statuses.push(EventNote::Renamed(from.clone(), to.clone()));
+                }
             }
         }
         Ok(statuses)
@@ -224,7 +243,7 @@ impl Applier {
         t: &Transaction,
         before: &Position,
         after: &Position,
-    ) -> Result<Vec<(String, String, &'static str)>> {
+    ) -> Result<Vec<EventNote>> {
         let statuses = self.exec_ddl(&t.gtid.to_string(), before, &t.ddl).await?;
         self.commit(after, t.timestamp).await?;
         Ok(statuses)

@@ -576,9 +576,16 @@ async fn apply_loop(
 }
 
 /// Remember the status each event should have at cutover (the target's copy is DISABLED).
-fn record_events(store: &Store, statuses: Vec<(String, String, &'static str)>) -> Result<()> {
-    for (db, name, status) in statuses {
-        store.set_source_event(&db, &name, status)?;
+fn record_events(store: &Store, notes: Vec<crate::apply::EventNote>) -> Result<()> {
+    use crate::apply::EventNote;
+    for note in notes {
+        match note {
+            EventNote::Status(n, status) => store.set_source_event(&n.db, &n.name, status)?,
+            EventNote::Dropped(n) => store.drop_source_event(&n.db, &n.name)?,
+            EventNote::Renamed(from, to) => {
+                store.rename_source_event(&from.db, &from.name, &to.db, &to.name)?
+            }
+        }
     }
     Ok(())
 }

@@ -246,6 +246,30 @@ impl Store {
             .map(|_| ())
         })
     }
+    pub fn drop_source_event(&self, db: &str, name: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM source_events WHERE db = ?1 AND name = ?2",
+                params![db, name],
+            )
+            .map(|_| ())
+        })
+    }
+    pub fn rename_source_event(
+        &self,
+        db: &str,
+        name: &str,
+        to_db: &str,
+        to_name: &str,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE OR REPLACE source_events SET db = ?3, name = ?4 WHERE db = ?1 AND name = ?2",
+                params![db, name, to_db, to_name],
+            )
+            .map(|_| ())
+        })
+    }
     pub fn source_events(&self) -> Result<Vec<(String, String, String)>> {
         self.with(|c| {
             let mut st =
