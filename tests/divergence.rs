@@ -380,6 +380,72 @@ fn cascades_during_the_copy_are_not_applied_twice() {
     );
 }
 
+/// Item 5: runs of consecutive parent deletes and key changes (batched by the applier) keep the
+/// source's order: chains (X -> Y, then Y -> Z), a freed key taken again, deletes between, and
+/// grandchildren that move with their parents.
+#[test]
+fn cascade_batches_keep_the_source_order() {
+    let src = Server::source("cb-src");
+    let dst = Server::target("cb-dst");
+    src.sql(
+        "CREATE DATABASE cb; USE cb;
+         CREATE TABLE o (id BIGINT PRIMARY KEY, t INT);
+         CREATE TABLE i (oid BIGINT NOT NULL, line INT NOT NULL, PRIMARY KEY (oid, line),
+           FOREIGN KEY (oid) REFERENCES o (id) ON UPDATE CASCADE ON DELETE CASCADE);
+         CREATE TABLE n (id INT PRIMARY KEY, oid BIGINT, line INT, KEY (oid, line),
+           FOREIGN KEY (oid, line) REFERENCES i (oid, line) ON UPDATE CASCADE ON DELETE SET NULL);
+         INSERT INTO o SELECT seq, seq FROM seq_1_to_400;
+         INSERT INTO i SELECT o.id, l.seq FROM o JOIN seq_1_to_2 l;
+         INSERT INTO n SELECT seq, 1 + seq % 400, 1 + seq % 2 FROM seq_1_to_600;",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    snapshot(&src, &dst, &state, &["--databases", "cb"]);
+    let mut sql = String::from(
+        "USE cb;
+",
+    );
+    for k in 1..=100 {
+        sql.push_str(&format!(
+            "UPDATE o SET id = id + 1000 WHERE id = {k};
+"
+        ));
+    }
+    for k in 1..=50 {
+        // chains onto the keys just taken
+        sql.push_str(&format!(
+            "UPDATE o SET id = id + 1000 WHERE id = {};
+",
+            k + 1000
+        ));
+    }
+    for k in 101..=150 {
+        sql.push_str(&format!(
+            "DELETE FROM o WHERE id = {k};
+"
+        ));
+    }
+    for k in 151..=200 {
+        // a key freed above taken again, then moved on
+        sql.push_str(&format!(
+            "UPDATE o SET id = {} WHERE id = {k};
+",
+            k - 50
+        ));
+        sql.push_str(&format!(
+            "UPDATE o SET id = -id WHERE id = {};
+",
+            k - 50
+        ));
+    }
+    sql.push_str(
+        "UPDATE o SET id = id * 100000 WHERE id BETWEEN 201 AND 260;
+",
+    );
+    src.sql(&sql);
+    catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "cb");
+}
+
 /// Item 6: every key type round-trips through the literal the applier writes: update,
 /// delete and key change of rows keyed by each type.
 #[test]

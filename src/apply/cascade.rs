@@ -134,6 +134,128 @@ async fn read_rows(conn: &mut Conn, t: &Table, cond: &str) -> Result<Vec<Vec<Val
         .collect()
 }
 
+/// Whether the updates of `pairs` can be carried to `fk`'s children together: the referenced
+/// values are integers (their equality is the server's), each changed, and none is both an old
+/// and a new value within the batch (no chain X -> Y, Y -> Z).
+fn batchable(parent: &Table, fk: &ChildFk, pairs: &[(Vec<Value>, Vec<Value>)]) -> bool {
+    let mut olds = Vec::new();
+    let mut news = Vec::new();
+    for (b, a) in pairs {
+        let (Some(old), Some(new)) = (referenced(parent, fk, b), referenced(parent, fk, a)) else {
+            return false;
+        };
+        if !old
+            .iter()
+            .chain(&new)
+            .all(|v| matches!(v, Value::Int(_) | Value::UInt(_)))
+        {
+            return false;
+        }
+        olds.push(old);
+        news.push(new);
+    }
+    !olds.iter().any(|o| news.contains(o))
+}
+
+/// Carry many parent updates to `fk`'s children in one read, one delete and one write:
+/// returns the children's own changes (for their children).
+async fn update_many(
+    conn: &mut Conn,
+    parent: &Table,
+    child: &Arc<Table>,
+    fk: &ChildFk,
+    pairs: &[(Vec<Value>, Vec<Value>)],
+) -> Result<Option<Effect>> {
+    let mut moves: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
+    for (b, a) in pairs {
+        if let (Some(old), Some(new)) = (referenced(parent, fk, b), referenced(parent, fk, a)) {
+            if old != new {
+                moves.push((old, new));
+            }
+        }
+    }
+    let olds: Vec<Vec<Value>> = moves.iter().map(|(o, _)| o.clone()).collect();
+    let Some(cond) = match_condition(child, fk, &olds) else {
+        return Ok(None);
+    };
+    let action = match fk.on_update.as_str() {
+        "CASCADE" => "move",
+        "SET NULL" => "null",
+        _ => return Ok(None),
+    };
+    let rows = read_rows(conn, child, &cond).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let cols: Vec<usize> = fk
+        .child_columns
+        .iter()
+        .filter_map(|c| child.column_index(c))
+        .collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let value: Vec<Value> = cols.iter().map(|&i| r[i].clone()).collect();
+        let new = moves
+            .iter()
+            .find(|(o, _)| *o == value)
+            .map(|(_, n)| n.clone());
+        let moved = with_fk(
+            child,
+            fk,
+            &r,
+            if action == "move" {
+                new.as_deref()
+            } else {
+                None
+            },
+        );
+        out.push((r, moved));
+    }
+    if action == "move" && child.has_key() {
+        conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
+            .await?;
+        let mut sql = plan::replace_prefix(child);
+        for (n, (_, row)) in out.iter().enumerate() {
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            plan::push_row(&mut sql, child, row);
+        }
+        conn.query_drop(sql).await?;
+    } else if action == "move" {
+        // a keyless child: one UPDATE per moved parent value
+        for (old, new) in &moves {
+            let Some(c) = match_condition(child, fk, std::slice::from_ref(old)) else {
+                continue;
+            };
+            let set: Vec<String> = fk
+                .child_columns
+                .iter()
+                .zip(new)
+                .filter_map(|(c, v)| {
+                    let i = child.column_index(c)?;
+                    let mut s = format!("{} = ", quote::ident(c));
+                    encode::literal(&mut s, v, &child.columns[i]);
+                    Some(s)
+                })
+                .collect();
+            conn.query_drop(format!(
+                "UPDATE {} SET {} WHERE {c}",
+                child.quoted(),
+                set.join(", ")
+            ))
+            .await?;
+        }
+    } else {
+        conn.query_drop(set_null(child, fk, &cond)).await?;
+    }
+    Ok(if child.has_cascades() {
+        Some(Effect::Updated(child.clone(), out))
+    } else {
+        None
+    })
+}
+
 /// More actions than InnoDB could ever run for one change (it stops at 15 levels): a cycle.
 const MAX_EFFECTS: usize = 100_000;
 
@@ -197,6 +319,16 @@ pub async fn propagate(
             }
             Effect::Updated(t, pairs) => {
                 for fk in &t.children {
+                    if pairs.len() > 1 && batchable(&t, fk, &pairs) {
+                        let child = children.get(conn, fk).await?;
+                        if horizons.covers_table(&child.db, &child.name, end) {
+                            continue;
+                        }
+                        if let Some(next) = update_many(conn, &t, &child, fk, &pairs).await? {
+                            work.push(next);
+                        }
+                        continue;
+                    }
                     for (before, after) in &pairs {
                         let (Some(old), new) =
                             (referenced(&t, fk, before), referenced(&t, fk, after))

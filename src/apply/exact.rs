@@ -9,12 +9,19 @@
 //!   are (duplicates stay duplicates), and deleted or updated one row at a time by a
 //!   byte-exact, NULL-safe match of the whole before-image (`LIMIT 1`);
 //! - a transaction too large for memory arrives in parts.
+//!
+//! Consecutive writes of one kind go in one statement, across transactions of the group too:
+//! upserts of a table into one multi-row REPLACE, deletes of a table into one `DELETE … IN`
+//! (their cascades together), and key changes of a table keyed by integers (the common
+//! `UPDATE orders SET id = …`) into one batch whose children are read, moved and written in one
+//! statement each, as long as no change in the batch chains onto another (a key that is both
+//! left and taken in it).
 
 use super::cascade::{self, Children, Effect};
 use crate::binlog::{Change, Transaction};
 use crate::db::quote;
 use crate::error::Result;
-use crate::position::horizon::Horizons;
+use crate::position::{horizon::Horizons, FilePos};
 use crate::schema::Table;
 use crate::snapshot::plan;
 use crate::value::{encode, Value};
@@ -33,7 +40,9 @@ fn savepoint_name(name: &[u8]) -> String {
 }
 
 /// Consecutive writes that can go in one statement.
-enum Run {
+#[derive(Default)]
+pub enum Run {
+    #[default]
     None,
     /// Multi-row REPLACE into a keyed table (no cascade involved).
     Replace(Arc<Table>, String),
@@ -41,6 +50,22 @@ enum Run {
     Insert(Arc<Table>, String),
     /// Deletes of a keyed table: their rows (cascades run for all of them at once).
     Delete(Arc<Table>, Vec<Vec<Value>>),
+    /// Key changes of a table keyed by integers: (before, after) images.
+    Rekey(Arc<Table>, Vec<(Vec<Value>, Vec<Value>)>),
+}
+
+/// The writes not yet sent, kept across the transactions of a group, and the binlog position
+/// of the transaction they came from (for the cascades' horizon checks).
+#[derive(Default)]
+pub struct Pending {
+    run: Run,
+    end: Option<FilePos>,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        matches!(self.run, Run::None)
+    }
 }
 
 pub struct Exact<'a> {
@@ -49,11 +74,41 @@ pub struct Exact<'a> {
     pub horizons: &'a Horizons,
     pub max_statement: usize,
     pub max_packet: usize,
+    pub pending: &'a mut Pending,
+}
+
+/// Whether key changes of `t` can be batched: an integer key, and every cascading foreign key
+/// that references `t` references exactly that key (so children are found by key values whose
+/// equality the applier can judge itself).
+fn rekey_batchable(t: &Table) -> bool {
+    use crate::schema::Kind;
+    let int_key = !t.key.is_empty()
+        && t.key
+            .iter()
+            .all(|&i| matches!(t.columns[i].kind, Kind::Int { .. }));
+    let key_names: Vec<&str> = t.key.iter().map(|&i| t.columns[i].name.as_str()).collect();
+    int_key
+        && t.children.iter().all(|fk| {
+            fk.parent_columns
+                .iter()
+                .map(String::as_str)
+                .eq(key_names.iter().copied())
+        })
+}
+
+fn key_of(t: &Table, row: &[Value]) -> Vec<Value> {
+    t.key.iter().map(|&i| row[i].clone()).collect()
 }
 
 impl Exact<'_> {
-    async fn flush(&mut self, run: &mut Run, t: &Transaction) -> Result<()> {
-        match std::mem::replace(run, Run::None) {
+    /// Send the pending writes.
+    pub async fn flush(&mut self) -> Result<()> {
+        let end = self
+            .pending
+            .end
+            .take()
+            .unwrap_or_else(|| FilePos::new("", 0));
+        match std::mem::take(&mut self.pending.run) {
             Run::None => {}
             Run::Replace(table, sql) | Run::Insert(table, sql) => {
                 crate::db::check_packet(
@@ -69,14 +124,61 @@ impl Exact<'_> {
                         self.conn,
                         self.children,
                         self.horizons,
-                        &t.end,
+                        &end,
                         Effect::Deleted(table.clone(), rows.clone()),
                     )
                     .await?;
                 }
                 self.delete_keys(&table, &rows).await?;
             }
+            Run::Rekey(table, pairs) => {
+                if table.has_cascades() {
+                    cascade::propagate(
+                        self.conn,
+                        self.children,
+                        self.horizons,
+                        &end,
+                        Effect::Updated(table.clone(), pairs.clone()),
+                    )
+                    .await?;
+                }
+                let befores: Vec<Vec<Value>> = pairs.iter().map(|(b, _)| b.clone()).collect();
+                self.delete_keys(&table, &befores).await?;
+                let mut sql = plan::replace_prefix(&table);
+                for (n, (_, after)) in pairs.iter().enumerate() {
+                    if n > 0 {
+                        sql.push_str(", ");
+                    }
+                    plan::push_row(&mut sql, &table, after);
+                }
+                self.send(&table, sql).await?;
+            }
         }
+        Ok(())
+    }
+
+    /// Start a run (flushing what is pending) or check that `t` may join the pending one: a
+    /// cascade's horizon check must give the same answer for every transaction of a run.
+    async fn position(&mut self, t: &Transaction) -> Result<()> {
+        let same_side = match (&self.pending.end, self.horizons.last()) {
+            (_, None) => true,
+            (Some(e), Some(h)) => (*e > *h) == (t.end > *h) && t.end > *h,
+            (None, Some(_)) => true,
+        };
+        if !same_side {
+            self.flush().await?;
+        }
+        if self.pending.end.is_none() {
+            self.pending.end = Some(t.end.clone());
+        }
+        Ok(())
+    }
+
+    /// Replace the pending run by `run` (after sending it).
+    async fn start(&mut self, run: Run, t: &Transaction) -> Result<()> {
+        self.flush().await?;
+        self.pending.end = Some(t.end.clone());
+        self.pending.run = run;
         Ok(())
     }
 
@@ -132,30 +234,31 @@ impl Exact<'_> {
         Ok(())
     }
 
-    /// Apply `t` (or one part of it) inside the open target transaction.
+    /// Apply `t` (or one part of it) inside the open target transaction. Its last writes may
+    /// stay pending (joined by the next transaction's); `flush` sends them.
     pub async fn apply(&mut self, t: &Transaction) -> Result<()> {
+        self.position(t).await?;
         if !t.continued && (t.rolled_back || t.partial) {
+            self.flush().await?;
             self.conn.query_drop(format!("SAVEPOINT {WHOLE}")).await?;
         }
-        let mut run = Run::None;
         for c in &t.changes {
             match c {
                 Change::Savepoint(name) => {
-                    self.flush(&mut run, t).await?;
+                    self.flush().await?;
                     self.conn
                         .query_drop(format!("SAVEPOINT {}", savepoint_name(name)))
                         .await?;
                 }
                 Change::RollbackTo(name) => {
-                    self.flush(&mut run, t).await?;
+                    self.flush().await?;
                     self.conn
                         .query_drop(format!("ROLLBACK TO SAVEPOINT {}", savepoint_name(name)))
                         .await?;
                 }
                 Change::Upsert { table, before, row } if table.has_key() || table.sequence => {
-                    let cascades = before.is_some() && table.has_cascades();
-                    if cascades {
-                        self.flush(&mut run, t).await?;
+                    if before.is_some() && table.has_cascades() {
+                        self.flush().await?;
                         cascade::propagate(
                             self.conn,
                             self.children,
@@ -168,17 +271,17 @@ impl Exact<'_> {
                         )
                         .await?;
                     }
-                    let same = matches!(&run, Run::Replace(rt, sql) if Arc::ptr_eq(rt, table) && sql.len() < self.max_statement);
-                    if same {
-                        if let Run::Replace(_, sql) = &mut run {
+                    let max = self.max_statement;
+                    match &mut self.pending.run {
+                        Run::Replace(rt, sql) if Arc::ptr_eq(rt, table) && sql.len() < max => {
                             sql.push_str(", ");
                             plan::push_row(sql, table, row);
                         }
-                    } else {
-                        self.flush(&mut run, t).await?;
-                        let mut sql = plan::replace_prefix(table);
-                        plan::push_row(&mut sql, table, row);
-                        run = Run::Replace(table.clone(), sql);
+                        _ => {
+                            let mut sql = plan::replace_prefix(table);
+                            plan::push_row(&mut sql, table, row);
+                            self.start(Run::Replace(table.clone(), sql), t).await?;
+                        }
                     }
                 }
                 Change::Upsert {
@@ -186,17 +289,17 @@ impl Exact<'_> {
                     before: None,
                     row,
                 } => {
-                    let same = matches!(&run, Run::Insert(rt, sql) if Arc::ptr_eq(rt, table) && sql.len() < self.max_statement);
-                    if same {
-                        if let Run::Insert(_, sql) = &mut run {
+                    let max = self.max_statement;
+                    match &mut self.pending.run {
+                        Run::Insert(rt, sql) if Arc::ptr_eq(rt, table) && sql.len() < max => {
                             sql.push_str(", ");
                             plan::push_row(sql, table, row);
                         }
-                    } else {
-                        self.flush(&mut run, t).await?;
-                        let mut sql = plan::insert_prefix(table);
-                        plan::push_row(&mut sql, table, row);
-                        run = Run::Insert(table.clone(), sql);
+                        _ => {
+                            let mut sql = plan::insert_prefix(table);
+                            plan::push_row(&mut sql, table, row);
+                            self.start(Run::Insert(table.clone(), sql), t).await?;
+                        }
                     }
                 }
                 Change::Upsert {
@@ -205,7 +308,7 @@ impl Exact<'_> {
                     row,
                 } => {
                     // keyless update: one row equal to the before-image
-                    self.flush(&mut run, t).await?;
+                    self.flush().await?;
                     if table.has_cascades() {
                         cascade::propagate(
                             self.conn,
@@ -224,19 +327,17 @@ impl Exact<'_> {
                     );
                     self.send(table, sql).await?;
                 }
-                Change::Delete { table, row } if table.has_key() => {
-                    let same = matches!(&run, Run::Delete(rt, rows) if Arc::ptr_eq(rt, table) && rows.len() < 1000);
-                    if same {
-                        if let Run::Delete(_, rows) = &mut run {
-                            rows.push(row.clone());
-                        }
-                    } else {
-                        self.flush(&mut run, t).await?;
-                        run = Run::Delete(table.clone(), vec![row.clone()]);
+                Change::Delete { table, row } if table.has_key() => match &mut self.pending.run {
+                    Run::Delete(rt, rows) if Arc::ptr_eq(rt, table) && rows.len() < 1000 => {
+                        rows.push(row.clone());
                     }
-                }
+                    _ => {
+                        self.start(Run::Delete(table.clone(), vec![row.clone()]), t)
+                            .await?
+                    }
+                },
                 Change::Delete { table, row } => {
-                    self.flush(&mut run, t).await?;
+                    self.flush().await?;
                     if table.has_cascades() {
                         cascade::propagate(
                             self.conn,
@@ -259,27 +360,40 @@ impl Exact<'_> {
                     before,
                     after,
                 } => {
-                    self.flush(&mut run, t).await?;
-                    if table.has_cascades() {
-                        cascade::propagate(
-                            self.conn,
-                            self.children,
-                            self.horizons,
-                            &t.end,
-                            Effect::Updated(table.clone(), vec![(before.clone(), after.clone())]),
+                    let (b, a) = (key_of(table, before), key_of(table, after));
+                    let joins = match &self.pending.run {
+                        Run::Rekey(rt, pairs) if Arc::ptr_eq(rt, table) && pairs.len() < 1000 => {
+                            // no key both left and taken within the batch
+                            !pairs.iter().any(|(pb, pa)| {
+                                let (pb, pa) = (key_of(table, pb), key_of(table, pa));
+                                pb == b || pb == a || pa == b || pa == a
+                            })
+                        }
+                        _ => false,
+                    };
+                    if joins {
+                        if let Run::Rekey(_, pairs) = &mut self.pending.run {
+                            pairs.push((before.clone(), after.clone()));
+                        }
+                    } else if rekey_batchable(table) {
+                        self.start(
+                            Run::Rekey(table.clone(), vec![(before.clone(), after.clone())]),
+                            t,
                         )
                         .await?;
-                    }
-                    self.delete_keys(table, std::slice::from_ref(before))
+                    } else {
+                        self.start(
+                            Run::Rekey(table.clone(), vec![(before.clone(), after.clone())]),
+                            t,
+                        )
                         .await?;
-                    let mut sql = plan::replace_prefix(table);
-                    plan::push_row(&mut sql, table, after);
-                    run = Run::Replace(table.clone(), sql);
+                        self.flush().await?;
+                    }
                 }
             }
         }
-        self.flush(&mut run, t).await?;
         if !t.partial && t.rolled_back {
+            self.flush().await?;
             self.conn
                 .query_drop(format!("ROLLBACK TO SAVEPOINT {WHOLE}"))
                 .await?;

@@ -43,6 +43,8 @@ pub struct Applier {
     source: Arc<ddl::SourceDefaults>,
     /// A target transaction is open (rows written, checkpoint not yet).
     open: bool,
+    /// Writes of exactly-applied transactions not sent yet (joined across transactions).
+    pending: exact::Pending,
     /// The DDL a crash interrupted (its GTID), from the checkpoint table: only its
     /// "already exists" errors mean "already applied".
     ddl_in_flight: Option<String>,
@@ -88,6 +90,7 @@ impl Applier {
             horizons,
             source,
             open: false,
+            pending: Default::default(),
             ddl_in_flight,
         })
     }
@@ -147,6 +150,8 @@ impl Applier {
         if !batch.has_ops() {
             return Ok(());
         }
+        // what exactly-applied transactions before these left pending goes first
+        self.flush_exact().await?;
         self.begin().await?;
         for sql in batch.statements(self.max_statement) {
             db::check_packet(sql.len(), self.max_packet, "target")?;
@@ -156,22 +161,35 @@ impl Applier {
         Ok(())
     }
 
-    /// Apply one transaction (or part) change by change inside the open group transaction.
-    pub async fn apply_exact(&mut self, t: &Transaction) -> Result<()> {
-        self.begin().await?;
+    fn exact(&mut self) -> exact::Exact<'_> {
         exact::Exact {
             conn: &mut self.conn,
             children: &mut self.children,
             horizons: &self.horizons,
             max_statement: self.max_statement,
             max_packet: self.max_packet,
+            pending: &mut self.pending,
         }
-        .apply(t)
-        .await
+    }
+
+    /// Apply one transaction (or part) change by change inside the open group transaction
+    /// (its last writes may stay pending until the next write or the commit).
+    pub async fn apply_exact(&mut self, t: &Transaction) -> Result<()> {
+        self.begin().await?;
+        self.exact().apply(t).await
+    }
+
+    async fn flush_exact(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            self.begin().await?;
+            self.exact().flush().await?;
+        }
+        Ok(())
     }
 
     /// Record `pos` and commit the group.
     pub async fn commit(&mut self, pos: &Position, source_ts: u32) -> Result<()> {
+        self.flush_exact().await?;
         self.begin().await?;
         self.conn
             .query_drop(Self::checkpoint_sql(pos, source_ts))
@@ -249,8 +267,8 @@ impl Applier {
         Ok(statuses)
     }
 
-    /// Abandon the open group (after an error the connection is dropped anyway).
+    /// A group transaction is open (rows written or pending, checkpoint not yet).
     pub fn is_open(&self) -> bool {
-        self.open
+        self.open || !self.pending.is_empty()
     }
 }
