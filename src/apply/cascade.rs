@@ -9,13 +9,13 @@
 //! parent change (the copy was read after it): a cascade into a table whose horizon covers
 //! the event is not performed (see docs/design.md, "cascades and the copy").
 
+use super::pipe::Pipe;
 use crate::db::quote;
 use crate::error::{Error, Result};
 use crate::position::{horizon::Horizons, FilePos};
 use crate::schema::{self, ChildFk, Table};
 use crate::snapshot::plan;
 use crate::value::{decode, encode, Value};
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -118,17 +118,14 @@ fn with_fk(child: &Table, fk: &ChildFk, row: &[Value], values: Option<&[Value]>)
     r
 }
 
-async fn read_rows(conn: &mut Conn, t: &Table, cond: &str) -> Result<Vec<Vec<Value>>> {
-    conn.query_drop("SET character_set_results = binary")
-        .await?;
+/// The rows of `t` matching `cond` (the applier's session reads results as binary).
+async fn read_rows(pipe: &mut Pipe<'_>, t: &Table, cond: &str) -> Result<Vec<Vec<Value>>> {
     let sql = format!(
         "SELECT {} FROM {} WHERE {cond}",
         plan::select_list(t),
         t.quoted()
     );
-    let raw: Vec<mysql_async::Row> = conn.query(sql).await?;
-    conn.query_drop("SET character_set_results = utf8mb4")
-        .await?;
+    let raw = pipe.rows(sql).await?;
     raw.into_iter()
         .map(|r| decode::text_row(&t.columns, r.unwrap()))
         .collect()
@@ -157,10 +154,11 @@ fn batchable(parent: &Table, fk: &ChildFk, pairs: &[(Vec<Value>, Vec<Value>)]) -
     !olds.iter().any(|o| news.contains(o))
 }
 
-/// Carry many parent updates to `fk`'s children in one read, one delete and one write:
-/// returns the children's own changes (for their children).
+/// Carry many parent updates to `fk`'s children: one read of them all (when their own children
+/// need their images), one UPDATE per moved value, all sent in one round trip. Returns the
+/// children's own changes (for their children).
 async fn update_many(
-    conn: &mut Conn,
+    pipe: &mut Pipe<'_>,
     parent: &Table,
     child: &Arc<Table>,
     fk: &ChildFk,
@@ -174,16 +172,50 @@ async fn update_many(
             }
         }
     }
-    let olds: Vec<Vec<Value>> = moves.iter().map(|(o, _)| o.clone()).collect();
-    let Some(cond) = match_condition(child, fk, &olds) else {
-        return Ok(None);
-    };
-    let action = match fk.on_update.as_str() {
-        "CASCADE" => "move",
-        "SET NULL" => "null",
+    let moving = match fk.on_update.as_str() {
+        "CASCADE" => true,
+        "SET NULL" => false,
         _ => return Ok(None),
     };
-    let rows = read_rows(conn, child, &cond).await?;
+    let olds: Vec<Vec<Value>> = moves.iter().map(|(o, _)| o.clone()).collect();
+    let Some(all) = match_condition(child, fk, &olds) else {
+        return Ok(None);
+    };
+    let rows = if child.has_cascades() {
+        read_rows(pipe, child, &all).await?
+    } else {
+        Vec::new()
+    };
+    let name = child.full_name();
+    for (old, new) in &moves {
+        let Some(cond) = match_condition(child, fk, std::slice::from_ref(old)) else {
+            continue;
+        };
+        let set: Vec<String> = fk
+            .child_columns
+            .iter()
+            .enumerate()
+            .filter_map(|(n, c)| {
+                let i = child.column_index(c)?;
+                let mut s = format!("{} = ", quote::ident(c));
+                if moving {
+                    encode::literal(&mut s, &new[n], &child.columns[i]);
+                } else {
+                    s.push_str("NULL");
+                }
+                Some(s)
+            })
+            .collect();
+        pipe.write(
+            format!(
+                "UPDATE {} SET {} WHERE {cond}",
+                child.quoted(),
+                set.join(", ")
+            ),
+            &name,
+        )
+        .await?;
+    }
     if rows.is_empty() {
         return Ok(None);
     }
@@ -192,68 +224,19 @@ async fn update_many(
         .iter()
         .filter_map(|c| child.column_index(c))
         .collect();
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let value: Vec<Value> = cols.iter().map(|&i| r[i].clone()).collect();
-        let new = moves
-            .iter()
-            .find(|(o, _)| *o == value)
-            .map(|(_, n)| n.clone());
-        let moved = with_fk(
-            child,
-            fk,
-            &r,
-            if action == "move" {
-                new.as_deref()
-            } else {
-                None
-            },
-        );
-        out.push((r, moved));
-    }
-    if action == "move" && child.has_key() {
-        conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
-            .await?;
-        let mut sql = plan::replace_prefix(child);
-        for (n, (_, row)) in out.iter().enumerate() {
-            if n > 0 {
-                sql.push_str(", ");
-            }
-            plan::push_row(&mut sql, child, row);
-        }
-        conn.query_drop(sql).await?;
-    } else if action == "move" {
-        // a keyless child: one UPDATE per moved parent value
-        for (old, new) in &moves {
-            let Some(c) = match_condition(child, fk, std::slice::from_ref(old)) else {
-                continue;
-            };
-            let set: Vec<String> = fk
-                .child_columns
+    let out = rows
+        .into_iter()
+        .map(|r| {
+            let value: Vec<Value> = cols.iter().map(|&i| r[i].clone()).collect();
+            let new = moves
                 .iter()
-                .zip(new)
-                .filter_map(|(c, v)| {
-                    let i = child.column_index(c)?;
-                    let mut s = format!("{} = ", quote::ident(c));
-                    encode::literal(&mut s, v, &child.columns[i]);
-                    Some(s)
-                })
-                .collect();
-            conn.query_drop(format!(
-                "UPDATE {} SET {} WHERE {c}",
-                child.quoted(),
-                set.join(", ")
-            ))
-            .await?;
-        }
-    } else {
-        conn.query_drop(set_null(child, fk, &cond)).await?;
-    }
-    Ok(if child.has_cascades() {
-        Some(Effect::Updated(child.clone(), out))
-    } else {
-        None
-    })
+                .find(|(o, _)| *o == value)
+                .map(|(_, n)| n.clone());
+            let moved = with_fk(child, fk, &r, if moving { new.as_deref() } else { None });
+            (r, moved)
+        })
+        .collect();
+    Ok(Some(Effect::Updated(child.clone(), out)))
 }
 
 /// More actions than InnoDB could ever run for one change (it stops at 15 levels): a cycle.
@@ -262,7 +245,7 @@ const MAX_EFFECTS: usize = 100_000;
 /// Perform the foreign-key actions of `first` (a change already applied or about to be), and
 /// of everything they change in turn. `end` is the binlog position of the source transaction.
 pub async fn propagate(
-    conn: &mut Conn,
+    pipe: &mut Pipe<'_>,
     children: &mut Children,
     horizons: &Horizons,
     end: &FilePos,
@@ -281,10 +264,11 @@ pub async fn propagate(
         match effect {
             Effect::Deleted(t, rows) => {
                 for fk in &t.children {
-                    let child = children.get(conn, fk).await?;
+                    let child = children.get(pipe.conn, fk).await?;
                     if horizons.covers_table(&child.db, &child.name, end) {
                         continue; // the child's copy was read after this change
                     }
+                    let name = child.full_name();
                     let tuples: Vec<Vec<Value>> =
                         rows.iter().filter_map(|r| referenced(&t, fk, r)).collect();
                     let Some(cond) = match_condition(&child, fk, &tuples) else {
@@ -293,15 +277,18 @@ pub async fn propagate(
                     match fk.on_delete.as_str() {
                         "CASCADE" => {
                             if child.has_cascades() {
-                                let gone = read_rows(conn, &child, &cond).await?;
+                                let gone = read_rows(pipe, &child, &cond).await?;
                                 work.push(Effect::Deleted(child.clone(), gone));
                             }
-                            conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
-                                .await?;
+                            pipe.write(
+                                format!("DELETE FROM {} WHERE {cond}", child.quoted()),
+                                &name,
+                            )
+                            .await?;
                         }
                         "SET NULL" => {
                             if child.has_cascades() {
-                                let before = read_rows(conn, &child, &cond).await?;
+                                let before = read_rows(pipe, &child, &cond).await?;
                                 let pairs = before
                                     .into_iter()
                                     .map(|b| {
@@ -311,7 +298,7 @@ pub async fn propagate(
                                     .collect();
                                 work.push(Effect::Updated(child.clone(), pairs));
                             }
-                            conn.query_drop(set_null(&child, fk, &cond)).await?
+                            pipe.write(set_null(&child, fk, &cond), &name).await?
                         }
                         _ => {}
                     }
@@ -320,11 +307,11 @@ pub async fn propagate(
             Effect::Updated(t, pairs) => {
                 for fk in &t.children {
                     if pairs.len() > 1 && batchable(&t, fk, &pairs) {
-                        let child = children.get(conn, fk).await?;
+                        let child = children.get(pipe.conn, fk).await?;
                         if horizons.covers_table(&child.db, &child.name, end) {
                             continue;
                         }
-                        if let Some(next) = update_many(conn, &t, &child, fk, &pairs).await? {
+                        if let Some(next) = update_many(pipe, &t, &child, fk, &pairs).await? {
                             work.push(next);
                         }
                         continue;
@@ -338,7 +325,7 @@ pub async fn propagate(
                         if new.as_ref() == Some(&old) {
                             continue;
                         }
-                        let child = children.get(conn, fk).await?;
+                        let child = children.get(pipe.conn, fk).await?;
                         if horizons.covers_table(&child.db, &child.name, end) {
                             tracing::debug!(
                                 "cascade into {} at {end:?} is in its copy",
@@ -346,68 +333,52 @@ pub async fn propagate(
                             );
                             continue;
                         }
+                        let name = child.full_name();
                         let Some(cond) = match_condition(&child, fk, std::slice::from_ref(&old))
                         else {
                             continue;
                         };
-                        let action = match (fk.on_update.as_str(), &new) {
-                            ("CASCADE", Some(_)) => "move",
-                            ("CASCADE", None) | ("SET NULL", _) => "null",
+                        let moving = match (fk.on_update.as_str(), &new) {
+                            ("CASCADE", Some(_)) => true,
+                            ("CASCADE", None) | ("SET NULL", _) => false,
                             _ => continue,
                         };
-                        let rows = read_rows(conn, &child, &cond).await?;
-                        if rows.is_empty() {
-                            continue;
-                        }
-                        let moved: Vec<Vec<Value>> = rows
+                        let target = if moving { new.as_deref() } else { None };
+                        // the children's images are needed only for their own children
+                        let rows = if child.has_cascades() {
+                            read_rows(pipe, &child, &cond).await?
+                        } else {
+                            Vec::new()
+                        };
+                        // the child table mirrors the source here (its copy is past its
+                        // horizon), so the rows move exactly as InnoDB moved them
+                        let set: Vec<String> = fk
+                            .child_columns
                             .iter()
-                            .map(|r| {
-                                with_fk(
-                                    &child,
-                                    fk,
-                                    r,
-                                    if action == "move" {
-                                        new.as_deref()
-                                    } else {
-                                        None
-                                    },
-                                )
+                            .enumerate()
+                            .filter_map(|(n, c)| {
+                                let i = child.column_index(c)?;
+                                let mut s = format!("{} = ", quote::ident(c));
+                                match target {
+                                    Some(v) => encode::literal(&mut s, &v[n], &child.columns[i]),
+                                    None => s.push_str("NULL"),
+                                }
+                                Some(s)
                             })
                             .collect();
-                        if action == "move" && child.has_key() {
-                            // Replace semantics, like every other write of the applier: the
-                            // rows move to the new key and overwrite what is there.
-                            conn.query_drop(format!("DELETE FROM {} WHERE {cond}", child.quoted()))
-                                .await?;
-                            let mut sql = plan::replace_prefix(&child);
-                            for (n, row) in moved.iter().enumerate() {
-                                if n > 0 {
-                                    sql.push_str(", ");
-                                }
-                                plan::push_row(&mut sql, &child, row);
-                            }
-                            conn.query_drop(sql).await?;
-                        } else if action == "move" {
-                            let set: Vec<String> = fk
-                                .child_columns
-                                .iter()
-                                .zip(new.iter().flatten())
-                                .filter_map(|(c, v)| {
-                                    let i = child.column_index(c)?;
-                                    let mut s = format!("{} = ", quote::ident(c));
-                                    encode::literal(&mut s, v, &child.columns[i]);
-                                    Some(s)
-                                })
-                                .collect();
-                            conn.query_drop(format!(
+                        pipe.write(
+                            format!(
                                 "UPDATE {} SET {} WHERE {cond}",
                                 child.quoted(),
                                 set.join(", ")
-                            ))
-                            .await?;
-                        } else {
-                            conn.query_drop(set_null(&child, fk, &cond)).await?;
-                        }
+                            ),
+                            &name,
+                        )
+                        .await?;
+                        let moved: Vec<Vec<Value>> = rows
+                            .iter()
+                            .map(|r| with_fk(&child, fk, r, target))
+                            .collect();
                         if child.has_cascades() {
                             work.push(Effect::Updated(
                                 child.clone(),

@@ -25,8 +25,6 @@ use crate::position::{horizon::Horizons, FilePos};
 use crate::schema::Table;
 use crate::snapshot::plan;
 use crate::value::{encode, Value};
-use mysql_async::prelude::*;
-use mysql_async::Conn;
 use std::sync::Arc;
 
 const WHOLE: &str = "`migrate_transaction`";
@@ -69,11 +67,11 @@ impl Pending {
 }
 
 pub struct Exact<'a> {
-    pub conn: &'a mut Conn,
+    /// The applier's connection, writes queued several per round trip.
+    pub pipe: super::pipe::Pipe<'a>,
     pub children: &'a mut Children,
     pub horizons: &'a Horizons,
     pub max_statement: usize,
-    pub max_packet: usize,
     pub pending: &'a mut Pending,
 }
 
@@ -111,17 +109,12 @@ impl Exact<'_> {
         match std::mem::take(&mut self.pending.run) {
             Run::None => {}
             Run::Replace(table, sql) | Run::Insert(table, sql) => {
-                crate::db::check_packet(
-                    sql.len(),
-                    self.max_packet,
-                    format!("target table {}", table.full_name()),
-                )?;
-                self.conn.query_drop(sql).await?
+                self.pipe.write(sql, &table.full_name()).await?
             }
             Run::Delete(table, rows) => {
                 if table.has_cascades() {
                     cascade::propagate(
-                        self.conn,
+                        &mut self.pipe,
                         self.children,
                         self.horizons,
                         &end,
@@ -134,7 +127,7 @@ impl Exact<'_> {
             Run::Rekey(table, pairs) => {
                 if table.has_cascades() {
                     cascade::propagate(
-                        self.conn,
+                        &mut self.pipe,
                         self.children,
                         self.horizons,
                         &end,
@@ -182,15 +175,9 @@ impl Exact<'_> {
         Ok(())
     }
 
-    /// Send one statement, refusing one the target's max_allowed_packet cannot take.
+    /// Queue one statement (refused if the target's max_allowed_packet cannot take it).
     async fn send(&mut self, table: &Table, sql: String) -> Result<()> {
-        crate::db::check_packet(
-            sql.len(),
-            self.max_packet,
-            format!("target table {}", table.full_name()),
-        )?;
-        self.conn.query_drop(sql).await?;
-        Ok(())
+        self.pipe.write(sql, &table.full_name()).await
     }
 
     /// `DELETE ... WHERE key IN (...)` for these rows (no foreign-key actions).
@@ -223,13 +210,12 @@ impl Exact<'_> {
             cols.join("")
         };
         for chunk in keys.chunks(1000) {
-            self.conn
-                .query_drop(format!(
-                    "DELETE FROM {} WHERE {key_expr} IN ({})",
-                    table.quoted(),
-                    chunk.join(", ")
-                ))
-                .await?;
+            let sql = format!(
+                "DELETE FROM {} WHERE {key_expr} IN ({})",
+                table.quoted(),
+                chunk.join(", ")
+            );
+            self.send(table, sql).await?;
         }
         Ok(())
     }
@@ -240,27 +226,32 @@ impl Exact<'_> {
         self.position(t).await?;
         if !t.continued && (t.rolled_back || t.partial) {
             self.flush().await?;
-            self.conn.query_drop(format!("SAVEPOINT {WHOLE}")).await?;
+            self.pipe
+                .write(format!("SAVEPOINT {WHOLE}"), "target")
+                .await?;
         }
         for c in &t.changes {
             match c {
                 Change::Savepoint(name) => {
                     self.flush().await?;
-                    self.conn
-                        .query_drop(format!("SAVEPOINT {}", savepoint_name(name)))
+                    self.pipe
+                        .write(format!("SAVEPOINT {}", savepoint_name(name)), "target")
                         .await?;
                 }
                 Change::RollbackTo(name) => {
                     self.flush().await?;
-                    self.conn
-                        .query_drop(format!("ROLLBACK TO SAVEPOINT {}", savepoint_name(name)))
+                    self.pipe
+                        .write(
+                            format!("ROLLBACK TO SAVEPOINT {}", savepoint_name(name)),
+                            "target",
+                        )
                         .await?;
                 }
                 Change::Upsert { table, before, row } if table.has_key() || table.sequence => {
                     if before.is_some() && table.has_cascades() {
                         self.flush().await?;
                         cascade::propagate(
-                            self.conn,
+                            &mut self.pipe,
                             self.children,
                             self.horizons,
                             &t.end,
@@ -311,7 +302,7 @@ impl Exact<'_> {
                     self.flush().await?;
                     if table.has_cascades() {
                         cascade::propagate(
-                            self.conn,
+                            &mut self.pipe,
                             self.children,
                             self.horizons,
                             &t.end,
@@ -340,7 +331,7 @@ impl Exact<'_> {
                     self.flush().await?;
                     if table.has_cascades() {
                         cascade::propagate(
-                            self.conn,
+                            &mut self.pipe,
                             self.children,
                             self.horizons,
                             &t.end,
@@ -394,8 +385,8 @@ impl Exact<'_> {
         }
         if !t.partial && t.rolled_back {
             self.flush().await?;
-            self.conn
-                .query_drop(format!("ROLLBACK TO SAVEPOINT {WHOLE}"))
+            self.pipe
+                .write(format!("ROLLBACK TO SAVEPOINT {WHOLE}"), "target")
                 .await?;
         }
         Ok(())

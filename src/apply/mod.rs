@@ -11,6 +11,7 @@ pub mod batch;
 pub mod cascade;
 pub mod ddl;
 pub mod exact;
+pub mod pipe;
 
 use crate::binlog::{Ddl, Transaction};
 use crate::config::Endpoint;
@@ -76,6 +77,10 @@ impl Applier {
                 .await
                 .map_err(|e| Error::from(e).context("target checkpoint table"))?;
         }
+        // rows read back for foreign-key actions arrive as the bytes they are
+        conn.query_drop("SET character_set_results = binary")
+            .await
+            .map_err(|e| Error::from(e).context("target"))?;
         let ddl_in_flight = db::query_one(
             &mut conn,
             &format!("SELECT ddl_in_flight FROM {cp}.checkpoint WHERE id = 1"),
@@ -163,11 +168,14 @@ impl Applier {
 
     fn exact(&mut self) -> exact::Exact<'_> {
         exact::Exact {
-            conn: &mut self.conn,
+            pipe: pipe::Pipe::new(
+                &mut self.conn,
+                self.max_statement.max(1 << 20),
+                self.max_packet,
+            ),
             children: &mut self.children,
             horizons: &self.horizons,
             max_statement: self.max_statement,
-            max_packet: self.max_packet,
             pending: &mut self.pending,
         }
     }
@@ -176,13 +184,17 @@ impl Applier {
     /// (its last writes may stay pending until the next write or the commit).
     pub async fn apply_exact(&mut self, t: &Transaction) -> Result<()> {
         self.begin().await?;
-        self.exact().apply(t).await
+        let mut e = self.exact();
+        e.apply(t).await?;
+        e.pipe.flush().await
     }
 
     async fn flush_exact(&mut self) -> Result<()> {
         if !self.pending.is_empty() {
             self.begin().await?;
-            self.exact().flush().await?;
+            let mut e = self.exact();
+            e.flush().await?;
+            e.pipe.flush().await?;
         }
         Ok(())
     }
