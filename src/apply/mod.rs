@@ -46,6 +46,8 @@ pub struct Applier {
     open: bool,
     /// Writes of exactly-applied transactions not sent yet (joined across transactions).
     pending: exact::Pending,
+    /// Statements queued to be sent several per round trip (`pipe`).
+    queued: String,
     /// The DDL a crash interrupted (its GTID), from the checkpoint table: only its
     /// "already exists" errors mean "already applied".
     ddl_in_flight: Option<String>,
@@ -96,6 +98,7 @@ impl Applier {
             source,
             open: false,
             pending: Default::default(),
+            queued: String::new(),
             ddl_in_flight,
         })
     }
@@ -170,6 +173,7 @@ impl Applier {
         exact::Exact {
             pipe: pipe::Pipe::new(
                 &mut self.conn,
+                &mut self.queued,
                 self.max_statement.max(1 << 20),
                 self.max_packet,
             ),
@@ -184,13 +188,12 @@ impl Applier {
     /// (its last writes may stay pending until the next write or the commit).
     pub async fn apply_exact(&mut self, t: &Transaction) -> Result<()> {
         self.begin().await?;
-        let mut e = self.exact();
-        e.apply(t).await?;
-        e.pipe.flush().await
+        self.exact().apply(t).await
     }
 
+    /// Send every write of exactly-applied transactions still pending or queued.
     async fn flush_exact(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || !self.queued.is_empty() {
             self.begin().await?;
             let mut e = self.exact();
             e.flush().await?;
@@ -281,6 +284,6 @@ impl Applier {
 
     /// A group transaction is open (rows written or pending, checkpoint not yet).
     pub fn is_open(&self) -> bool {
-        self.open || !self.pending.is_empty()
+        self.open || !self.pending.is_empty() || !self.queued.is_empty()
     }
 }

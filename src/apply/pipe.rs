@@ -11,17 +11,19 @@ use mysql_async::Conn;
 
 pub struct Pipe<'a> {
     pub conn: &'a mut Conn,
-    buf: String,
+    /// Queued statements; owned by the applier, so they can wait across transactions of a
+    /// group (sent before any other write of the group and before its commit).
+    buf: &'a mut String,
     /// Flush when the buffer would grow past this many bytes.
     max: usize,
     max_packet: usize,
 }
 
 impl<'a> Pipe<'a> {
-    pub fn new(conn: &'a mut Conn, max: usize, max_packet: usize) -> Pipe<'a> {
+    pub fn new(conn: &'a mut Conn, buf: &'a mut String, max: usize, max_packet: usize) -> Pipe<'a> {
         Pipe {
             conn,
-            buf: String::new(),
+            buf,
             max,
             max_packet,
         }
@@ -34,7 +36,7 @@ impl<'a> Pipe<'a> {
             self.flush().await?;
         }
         if self.buf.is_empty() {
-            self.buf = sql;
+            *self.buf = sql;
         } else {
             self.buf.push_str(";\n");
             self.buf.push_str(&sql);
@@ -45,7 +47,7 @@ impl<'a> Pipe<'a> {
     /// Send what is queued.
     pub async fn flush(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
-            let sql = std::mem::take(&mut self.buf);
+            let sql = std::mem::take(self.buf);
             self.conn.query_drop(sql).await?;
         }
         Ok(())
