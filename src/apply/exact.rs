@@ -267,11 +267,18 @@ impl Exact<'_> {
                         Run::Replace(rt, sql) if Arc::ptr_eq(rt, table) && sql.len() < max => {
                             sql.push_str(", ");
                             plan::push_row(sql, table, row);
+                            if sql.len() >= max {
+                                self.flush().await?;
+                            }
                         }
                         _ => {
                             let mut sql = plan::replace_prefix(table);
                             plan::push_row(&mut sql, table, row);
+                            let full = sql.len() >= max;
                             self.start(Run::Replace(table.clone(), sql), t).await?;
+                            if full {
+                                self.flush().await?;
+                            }
                         }
                     }
                 }

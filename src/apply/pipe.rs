@@ -41,6 +41,10 @@ impl<'a> Pipe<'a> {
             self.buf.push_str(";\n");
             self.buf.push_str(&sql);
         }
+        if self.buf.len() >= self.max {
+            // a large statement (big rows) is not held in memory longer than needed
+            self.flush().await?;
+        }
         Ok(())
     }
 
