@@ -8,12 +8,17 @@ use std::path::PathBuf;
 #[command(
     name = "migrate",
     version,
-    about = "Online migration of a live MariaDB to another MariaDB: consistent snapshot, binlog follow, verify, cutover",
+    about = "Online migration of a live MariaDB to another MariaDB: preflight, consistent snapshot, binlog follow",
     long_about = "Online migration of a live MariaDB to another MariaDB.\n\n\
-Typical run: `migrate check`, fix what it names, `migrate snapshot`, then `migrate follow` (left running).\n\
+Typical run: `migrate check`, fix what it names, `migrate snapshot`, then `migrate follow` (left running), \
+`migrate status` from another shell.\n\
 Passwords: put them in MIGRATE_SOURCE_PASSWORD / MIGRATE_TARGET_PASSWORD or in a file \
-(--source-password-file), never on the command line.\n\n\
-Exit codes: 0 success, 1 the verb found a problem (check found a blocker), 2 error or usage."
+(--source-password-file), never on the command line.\n\
+Every option can also come from --config FILE (TOML: global options at the top, a verb's options \
+in [snapshot], [follow], [check], [status]; see docs/migrate.example.toml); the command line wins, \
+then the environment, then the file.\n\n\
+Exit codes: 0 success, 1 the verb found a problem (check found a blocker), 2 error or usage.",
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -23,6 +28,7 @@ pub struct Cli {
 }
 
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Global options (any verb; also from the environment or --config)")]
 pub struct Global {
     /// Source server: mysql://user@host[:port][?ssl-mode=verify-ca&ssl-ca=PATH]
     #[arg(long, env = "MIGRATE_SOURCE", global = true, hide_env_values = true)]
@@ -45,14 +51,15 @@ pub struct Global {
     /// Leave out tables matching this glob on `db.table` (repeatable), e.g. 'shop.tmp_*'
     #[arg(long, global = true)]
     pub exclude: Vec<String>,
-    /// TOML file with any of: source, target, state, databases, exclude, log_format,
-    /// source_password_file, target_password_file
+    /// TOML file with any option: global ones at the top (source, target, state, databases,
+    /// exclude, log_format, metrics_addr, source_password_file, target_password_file), a verb's
+    /// in its table ([snapshot] threads = 4). Command line and environment win over it
     #[arg(long, env = "MIGRATE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Log format: text or json
     #[arg(long, env = "MIGRATE_LOG_FORMAT", global = true, value_parser = ["text", "json"])]
     pub log_format: Option<String>,
-    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9187
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9187 (snapshot and follow)
     #[arg(long, env = "MIGRATE_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<String>,
 }
@@ -87,7 +94,8 @@ pub struct SnapshotArgs {
     /// Most rows per chunk
     #[arg(long, default_value_t = 20_000)]
     pub chunk_rows: u64,
-    /// Target bytes per chunk (rows per chunk = this / average row length, at most --chunk-rows)
+    /// Bytes of rows per chunk: a chunk ends when the rows read reach it, whatever the table
+    /// statistics say (a single larger row makes its chunk that row)
     #[arg(long, default_value_t = 8 << 20)]
     pub chunk_bytes: u64,
     /// Create every index together with its table instead of adding the non-unique secondary

@@ -3,6 +3,7 @@
 mod apply;
 mod binlog;
 mod cli;
+mod cli_config;
 mod commands;
 mod config;
 mod db;
@@ -24,7 +25,14 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let mut cli = match cli::Cli::try_parse() {
+    let args = match cli_config::args_with_config() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cli = match cli::Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -32,10 +40,6 @@ fn main() {
             std::process::exit(code);
         }
     };
-    if let Err(e) = commands::merge_config(&mut cli.global) {
-        eprintln!("error: {e}");
-        std::process::exit(2);
-    }
     obs::init_logging(cli.global.log_format.as_deref().unwrap_or("text"));
     // One thread: the work is waiting on two servers; the client's own CPU (decode, encode)
     // is small, and on a 2-core bastion a second runtime thread only adds wake-ups that compete
@@ -52,7 +56,15 @@ fn main() {
     };
     let code = runtime.block_on(async {
         let ctx = commands::Context::from_global(&cli.global)?;
-        if let Some(addr) = &cli.global.metrics_addr {
+        // only the long-running verbs serve metrics (an address in the environment must not
+        // make `status` or `check` fail on a port follow already holds)
+        let long_running = match &cli.verb {
+            cli::Verb::Snapshot(_) => Some("snapshot"),
+            cli::Verb::Follow(_) => Some("follow"),
+            _ => None,
+        };
+        if let (Some(verb), Some(addr)) = (long_running, &cli.global.metrics_addr) {
+            obs::metrics::init_verb(verb);
             obs::metrics::serve(addr).await?;
         }
         match &cli.verb {
@@ -65,8 +77,12 @@ fn main() {
     let code = match code {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
+            // once: a JSON log line for machines, else one plain line
+            if obs::json() {
+                tracing::error!(error = %e.what, fix = e.hint.as_deref().unwrap_or(""), "{e}");
+            } else {
+                eprintln!("error: {e}");
+            }
             2
         }
     };

@@ -60,7 +60,11 @@ pub async fn run(ctx: &Context, args: &FollowArgs) -> Result<i32> {
     install_signal_handlers();
     let filter = selection(ctx, &store)?;
     let pos = follow(source, target, &filter, &store, start, &opts).await?;
-    println!("follow stopped at GTID {pos}");
+    crate::obs::result(
+        "follow",
+        serde_json::json!({ "stopped_at_gtid": pos.to_string() }),
+        &format!("follow stopped at GTID {pos}"),
+    );
     Ok(0)
 }
 

@@ -10,7 +10,6 @@ use crate::cli::Global;
 use crate::config::{Endpoint, Filter};
 use crate::error::{Error, Result};
 use crate::state::Store;
-use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,53 +19,6 @@ pub struct Context {
     pub target: Option<Endpoint>,
     pub filter: Filter,
     pub state_path: PathBuf,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    source: Option<String>,
-    target: Option<String>,
-    state: Option<PathBuf>,
-    databases: Option<Vec<String>>,
-    exclude: Option<Vec<String>>,
-    log_format: Option<String>,
-    metrics_addr: Option<String>,
-    source_password_file: Option<PathBuf>,
-    target_password_file: Option<PathBuf>,
-}
-
-/// Fill options not given on the command line or in the environment from --config.
-pub fn merge_config(g: &mut Global) -> Result<()> {
-    let Some(path) = g.config.clone() else {
-        return Ok(());
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::usage(
-            format!("--config {}: {e}", path.display()),
-            "give a readable TOML file",
-        )
-    })?;
-    let c: ConfigFile = toml::from_str(&text).map_err(|e| {
-        Error::usage(
-            format!("--config {}: {}", path.display(), e.message()),
-            "fix the TOML (keys as in --help)",
-        )
-    })?;
-    g.source = g.source.take().or(c.source);
-    g.target = g.target.take().or(c.target);
-    g.state = g.state.take().or(c.state);
-    if g.databases.is_empty() {
-        g.databases = c.databases.unwrap_or_default();
-    }
-    if g.exclude.is_empty() {
-        g.exclude = c.exclude.unwrap_or_default();
-    }
-    g.log_format = g.log_format.take().or(c.log_format);
-    g.metrics_addr = g.metrics_addr.take().or(c.metrics_addr);
-    g.source_password_file = g.source_password_file.take().or(c.source_password_file);
-    g.target_password_file = g.target_password_file.take().or(c.target_password_file);
-    Ok(())
 }
 
 /// A password written in a URL given on the command line is visible to every user of the

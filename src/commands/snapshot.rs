@@ -33,7 +33,7 @@ pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
             Err(e) => return Err(e),
         }
     };
-    println!(
+    let text = format!(
         "snapshot copied {} tables, {} rows, {}; chunk GTID range {} .. {}",
         out.tables,
         out.rows,
@@ -49,11 +49,21 @@ pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
             &out.gtid_high
         }
     );
+    crate::obs::result(
+        "snapshot_copy",
+        serde_json::json!({ "tables": out.tables, "rows": out.rows, "bytes": out.bytes,
+            "gtid_low": out.gtid_low, "gtid_high": out.gtid_high }),
+        &text,
+    );
     if !args.no_catch_up {
         let consistent =
             super::follow::catch_up(ctx, &store, &out.gtid_low, &out.gtid_high).await?;
         store.set("snapshot.gtid_consistent", &consistent)?;
-        println!("snapshot consistent at GTID {consistent}");
+        crate::obs::result(
+            "snapshot",
+            serde_json::json!({ "consistent_at_gtid": consistent }),
+            &format!("snapshot consistent at GTID {consistent}"),
+        );
     }
     store.set("snapshot.state", "done")?;
     Ok(0)

@@ -1,9 +1,39 @@
-//! A small Prometheus text endpoint (`--metrics-addr`). Series are keyed by their full
-//! name with labels, e.g. `migrate_rows_applied_total{table="shop.orders",kind="insert"}`.
+//! A small Prometheus text endpoint (`--metrics-addr`, `snapshot` and `follow` only). Every
+//! metric family is declared here with its HELP and TYPE; series are created at 0 before their
+//! first increment (so `increase()` sees the first one), and labelled series are created at 0
+//! for every label value as soon as one of them is known (a table's three row kinds at once).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    Counter,
+    Gauge,
+}
+
+/// (name, type, help) of every family the engine exposes.
+pub const FAMILIES: &[(&str, Type, &str)] = &[
+    ("migrate_build_info", Type::Gauge, "Build of this migrate binary (value 1)."),
+    ("migrate_up", Type::Gauge, "1 while the verb runs and its connections work, 0 while it is reconnecting."),
+    ("migrate_phase", Type::Gauge, "1 for the phase the verb is in (snapshot_copy, catch_up, follow, stopped)."),
+    ("migrate_follow_lag_seconds", Type::Gauge, "Seconds between the source commit of the last applied transaction and now; grows while follow cannot apply."),
+    ("migrate_follow_last_applied_timestamp_seconds", Type::Gauge, "Unix time of the source commit of the last applied transaction."),
+    ("migrate_follow_events_behind", Type::Gauge, "Source transactions not applied on the target yet."),
+    ("migrate_follow_bytes_behind", Type::Gauge, "Source binlog bytes the reader has not received yet."),
+    ("migrate_transactions_applied_total", Type::Counter, "Source transactions applied on the target (row groups and DDL)."),
+    ("migrate_rows_applied_total", Type::Counter, "Row changes applied on the target, by table and kind (upsert, delete, update_key)."),
+    ("migrate_ddl_applied_total", Type::Counter, "DDL statements from the binlog handled on the target."),
+    ("migrate_reconnects_total", Type::Counter, "Reconnections of follow after a lost connection, by side."),
+    ("migrate_retries_total", Type::Counter, "Retried snapshot reads and writes, by side."),
+    ("migrate_snapshot_rows_total", Type::Counter, "Rows copied by the snapshot, by table."),
+    ("migrate_snapshot_bytes_total", Type::Counter, "Bytes copied by the snapshot, by table."),
+    ("migrate_throttled", Type::Gauge, "1 while follow pauses reading because the source is busy (--max-source-load)."),
+];
+
+/// The row kinds of `migrate_rows_applied_total`.
+pub const ROW_KINDS: &[&str] = &["upsert", "delete", "update_key"];
 
 static SERIES: OnceLock<Mutex<BTreeMap<String, f64>>> = OnceLock::new();
 
@@ -41,14 +71,106 @@ pub fn add(name: &str, labels: &[(&str, &str)], v: f64) {
     }
 }
 
+/// Create a series at 0 if it does not exist yet.
+pub fn init(name: &str, labels: &[(&str, &str)]) {
+    if let Ok(mut s) = series().lock() {
+        s.entry(key(name, labels)).or_insert(0.0);
+    }
+}
+
+/// Create the series of a long-running verb at 0 (and `migrate_build_info`).
+pub fn init_verb(verb: &str) {
+    set(
+        "migrate_build_info",
+        &[("version", env!("CARGO_PKG_VERSION")), ("verb", verb)],
+        1.0,
+    );
+    set("migrate_up", &[], 1.0);
+    for (name, ty, _) in FAMILIES {
+        if *ty == Type::Counter
+            && !matches!(
+                *name,
+                "migrate_rows_applied_total"
+                    | "migrate_snapshot_rows_total"
+                    | "migrate_snapshot_bytes_total"
+                    | "migrate_reconnects_total"
+                    | "migrate_retries_total"
+            )
+        {
+            init(name, &[]);
+        }
+    }
+    for side in ["source", "target"] {
+        init("migrate_reconnects_total", &[("side", side)]);
+        init("migrate_retries_total", &[("side", side)]);
+    }
+    if verb == "follow" {
+        for g in [
+            "migrate_follow_lag_seconds",
+            "migrate_follow_events_behind",
+            "migrate_follow_bytes_behind",
+            "migrate_throttled",
+        ] {
+            init(g, &[]);
+        }
+    }
+}
+
+/// Set the phase gauge: 1 for `phase`, 0 for the others.
+pub fn phase(phase: &str) {
+    for p in ["snapshot_copy", "catch_up", "follow", "stopped"] {
+        set(
+            "migrate_phase",
+            &[("phase", p)],
+            if p == phase { 1.0 } else { 0.0 },
+        );
+    }
+}
+
+/// Count row changes of `table`, creating its other kinds at 0.
+pub fn rows_applied(table: &str, kind: &str, n: f64) {
+    for k in ROW_KINDS {
+        init(
+            "migrate_rows_applied_total",
+            &[("table", table), ("kind", k)],
+        );
+    }
+    add(
+        "migrate_rows_applied_total",
+        &[("table", table), ("kind", kind)],
+        n,
+    );
+}
+
+/// The exposition text: every family's HELP and TYPE, then its series.
 pub fn render() -> String {
     let s = match series().lock() {
         Ok(s) => s.clone(),
         Err(_) => return String::new(),
     };
     let mut out = String::new();
-    for (k, v) in s {
-        out.push_str(&format!("{k} {v}\n"));
+    for (name, ty, help) in FAMILIES {
+        let lines: Vec<(&String, &f64)> = s
+            .iter()
+            .filter(|(k, _)| {
+                k.as_str() == *name || (k.starts_with(name) && k[name.len()..].starts_with('{'))
+            })
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("# HELP {name} {help}\n"));
+        out.push_str(&format!(
+            "# TYPE {name} {}\n",
+            if *ty == Type::Counter {
+                "counter"
+            } else {
+                "gauge"
+            }
+        ));
+        for (k, v) in lines {
+            out.push_str(&format!("{k} {v}\n"));
+        }
     }
     out
 }
@@ -80,4 +202,30 @@ pub async fn serve(addr: &str) -> crate::error::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn help_type_and_zeroes() {
+        init_verb("follow");
+        rows_applied("shop.orders", "delete", 2.0);
+        let text = render();
+        assert!(text.contains("# HELP migrate_transactions_applied_total "));
+        assert!(text.contains("# TYPE migrate_transactions_applied_total counter\nmigrate_transactions_applied_total 0\n"));
+        assert!(
+            text.contains("migrate_rows_applied_total{table=\"shop.orders\",kind=\"upsert\"} 0")
+        );
+        assert!(
+            text.contains("migrate_rows_applied_total{table=\"shop.orders\",kind=\"delete\"} 2")
+        );
+        assert!(text.contains("# TYPE migrate_follow_lag_seconds gauge"));
+        assert!(text.contains("migrate_build_info{version="));
+        // every series belongs to a declared family
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(FAMILIES.iter().any(|(n, _, _)| *n == name), "{line}");
+        }
+    }
 }

@@ -86,10 +86,8 @@ pub async fn follow(
     start: Position,
     opts: &Options,
 ) -> Result<Position> {
-    let bar = if opts.live_line && progress::is_terminal() {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.enable_steady_tick(Duration::from_millis(200));
-        Some(b)
+    let bar = if opts.live_line {
+        progress::spinner()
     } else {
         None
     };
@@ -107,7 +105,7 @@ pub async fn follow(
         match follow_once(source, target, filter, store, &start, opts, &mut live).await {
             Ok(pos) => {
                 if let Some(b) = &live.bar {
-                    b.finish_and_clear();
+                    progress::spinner_done(b);
                 }
                 write_status(store, &mut live, &pos, true)?;
                 return Ok(pos);
@@ -122,7 +120,12 @@ pub async fn follow(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if let Some(b) = &live.bar {
+                    progress::spinner_done(b);
+                }
+                return Err(e);
+            }
         }
     }
 }
@@ -159,7 +162,15 @@ fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> 
         Some(b) => b.set_message(line),
         None if live.last_line.elapsed() >= Duration::from_secs(5) => {
             live.last_line = Instant::now();
-            tracing::info!("{line}");
+            tracing::info!(
+                gtid = %pos,
+                lag_s = lag,
+                events_behind = live.status.events_behind.unwrap_or(0),
+                bytes_behind = live.status.bytes_behind.unwrap_or(0),
+                transactions = live.status.trx_applied,
+                rows = live.status.rows_applied,
+                "{line}"
+            );
         }
         None => {}
     }
@@ -410,11 +421,7 @@ fn record_applied(batch: &Batch, live: &mut Live) {
         batch.transactions as f64,
     );
     for ((table, kind), n) in &batch.counts {
-        metrics::add(
-            "migrate_rows_applied_total",
-            &[("table", table), ("kind", kind)],
-            *n as f64,
-        );
+        metrics::rows_applied(table, kind, *n as f64);
     }
 }
 

@@ -763,6 +763,7 @@ impl Worker<'_> {
             let c = match msg {
                 Msg::Chunk(c) => c,
                 Msg::Recreate(t, definition) => {
+                    self.plan.progress.table_restarted(&t.full_name());
                     self.retrying(&mut conn, &Action::Recreate(t, definition))
                         .await?;
                     continue;
@@ -820,7 +821,17 @@ impl Worker<'_> {
                 last_key.as_deref(),
                 finished,
             )?;
-            self.plan.progress.add(c.rows.len() as u64, c.bytes);
+            if c.seq == 0 {
+                self.plan
+                    .progress
+                    .table_started(&c.table.full_name(), c.table.rows_estimate);
+            }
+            self.plan
+                .progress
+                .add(&c.table.full_name(), c.rows.len() as u64, c.bytes);
+            if finished {
+                self.plan.progress.table_done(&c.table.full_name());
+            }
             let tname = c.table.full_name();
             let deferred = self
                 .plan

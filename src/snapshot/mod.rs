@@ -513,20 +513,23 @@ pub async fn run(
     .await?;
 
     let done = store.tables()?;
-    let (mut rows_left, mut bytes_left) = (0u64, 0u64);
+    // rows: the estimate of every table (or what was copied, if more); what an earlier run
+    // already copied is shown as done
+    let (mut rows_total, mut rows_done, mut bytes_done) = (0u64, 0u64, 0u64);
     let mut todo = Vec::new();
     for t in tables.iter() {
         let p = done.iter().find(|p| p.db == t.db && p.name == t.name);
+        let (r, b) = p.map_or((0, 0), |p| (p.rows_done, p.bytes_done));
+        rows_total += t.rows_estimate.max(r);
+        rows_done += r;
+        bytes_done += b;
         if p.is_some_and(|p| p.status == "copied" || p.status == "indexed") {
             continue;
         }
-        rows_left += t.rows_estimate.saturating_sub(p.map_or(0, |p| p.rows_done));
-        bytes_left += t
-            .bytes_estimate
-            .saturating_sub(p.map_or(0, |p| p.bytes_done));
         todo.push(Arc::new(t.clone()));
     }
-    let progress = Progress::new("snapshot", rows_left, bytes_left);
+    crate::obs::metrics::phase("snapshot_copy");
+    let progress = Progress::new("snapshot", rows_total, rows_done, bytes_done);
     let local_infile = db::variable(&mut tgt, "local_infile")
         .await?
         .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"));
