@@ -26,6 +26,13 @@ pub struct Endpoint {
     pub ssl_ca: Option<PathBuf>,
 }
 
+impl Endpoint {
+    /// `user@host:port`, without the side.
+    pub fn address(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}@{}:{}", self.role, self.user, self.host, self.port)

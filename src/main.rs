@@ -69,8 +69,12 @@ fn main() {
         }
         match &cli.verb {
             cli::Verb::Check(a) => commands::check::run(&ctx, a).await,
-            cli::Verb::Snapshot(a) => commands::snapshot::run(&ctx, a).await,
-            cli::Verb::Follow(a) => commands::follow::run(&ctx, a).await,
+            cli::Verb::Snapshot(a) => {
+                commands::tracked(&ctx, "snapshot", false, commands::snapshot::run(&ctx, a)).await
+            }
+            cli::Verb::Follow(a) => {
+                commands::tracked(&ctx, "follow", true, commands::follow::run(&ctx, a)).await
+            }
             cli::Verb::Status(a) => commands::status::run(&ctx, a).await,
         }
     });

@@ -192,7 +192,7 @@ fn bad_inputs_fail_clearly() {
         .to_string();
     assert_eq!(
         fix,
-        "GRANT REPLICATION SLAVE, BINLOG MONITOR, SHOW VIEW, EVENT ON *.* TO 'ro'@'127.0.0.1';",
+        "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'ro'@'127.0.0.1'; GRANT SHOW VIEW, EVENT ON `shop`.* TO 'ro'@'127.0.0.1';",
         "{grants:?}"
     );
 

@@ -76,7 +76,7 @@ fn kill_nine_during_load_converges() {
     );
     let status = migrate(&src.url(), &dst.url(), &state, &["status", "--json"]);
     let j: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
-    assert!(j["follow"]["trx_applied"].as_u64().unwrap_or(0) > 0);
+    assert!(j["follow"]["transactions_applied"].as_u64().unwrap_or(0) > 0);
 }
 
 #[test]

@@ -44,7 +44,7 @@ fn until_gtid_metrics_status_ddl_stop_and_purged_binlog() {
     );
     assert_ok(&out);
     assert_eq!(dst.sql("SELECT v FROM app.t"), "5");
-    assert_eq!(dst.sql("SELECT gtid_pos FROM _migrate.checkpoint"), fifth);
+    assert_eq!(dst.sql("SELECT gtid_pos FROM _migrate.checkpoints"), fifth);
 
     // while follow runs: status reads the state file, metrics are served
     let metrics_port = free_port();

@@ -44,7 +44,7 @@ fn wait_copying(src: &Server, dst: &Server, state: &Path, table: &str, child: &m
             let copying = j["snapshot"]["tables"].as_array().is_some_and(|ts| {
                 ts.iter().any(|x| {
                     x["name"] == table
-                        && x["status"] == "copying"
+                        && x["state"] == "copying"
                         && x["chunks_done"].as_u64().unwrap_or(0) >= 2
                 })
             });

@@ -4,26 +4,26 @@
 //! grouped into one target transaction, ending only on source transaction boundaries; within
 //! a group, changes to the same key collapse to the last one (`batch`), and transactions that
 //! must not be collapsed are applied change by change in place (`exact`). The applied GTID
-//! position is written to `_migrate.checkpoint` in the same target transaction as the rows.
+//! position is written to `_migrate.checkpoints` (this migration's row, `checkpoint`) in the
+//! same target transaction as the rows.
 //! DDL runs in the source session's context on its own connection (`ddl`).
 
 pub mod batch;
 pub mod cascade;
+pub mod checkpoint;
 pub mod ddl;
 pub mod exact;
 pub mod pipe;
 
 use crate::binlog::{Ddl, Transaction};
 use crate::config::Endpoint;
-use crate::db::{self, quote, Session};
+use crate::db::{self, Session};
 use crate::error::{Error, Result};
 use crate::position::{horizon::Horizons, Position};
 use batch::Batch;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::sync::Arc;
-
-pub const CHECKPOINT_DB: &str = "_migrate";
 
 /// What a DDL did to an event, for the state store (cutover enables events by it).
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub enum EventNote {
 
 pub struct Applier {
     conn: Conn,
+    /// This migration's id (its row in `_migrate.checkpoints`).
+    migration: String,
     target: Endpoint,
     max_statement: usize,
     max_packet: usize,
@@ -48,14 +50,20 @@ pub struct Applier {
     pending: exact::Pending,
     /// Statements queued to be sent several per round trip (`pipe`).
     queued: String,
+    /// The position this migration's row held at connect.
+    position: Option<Position>,
     /// The DDL a crash interrupted (its GTID), from the checkpoint table: only its
     /// "already exists" errors mean "already applied".
     ddl_in_flight: Option<String>,
 }
 
 impl Applier {
+    /// Connect the applier of migration `migration`. Its row must exist on the target
+    /// (`checkpoint::register` at snapshot): a state file pointed at another target, or at a
+    /// target that was reset, is refused rather than replayed from the wrong place.
     pub async fn connect(
         target: &Endpoint,
+        migration: &str,
         horizons: Arc<Horizons>,
         source: Arc<ddl::SourceDefaults>,
     ) -> Result<Applier> {
@@ -66,30 +74,20 @@ impl Applier {
             .await?
             .and_then(|v| v.parse().ok())
             .unwrap_or(16 << 20);
-        let cp = quote::ident(CHECKPOINT_DB);
-        for sql in [
-            format!("CREATE DATABASE IF NOT EXISTS {cp}"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {cp}.checkpoint (id TINYINT PRIMARY KEY, gtid_pos VARCHAR(4096) NOT NULL, \
-                 source_ts BIGINT NOT NULL, applied_at DATETIME(6) NOT NULL, ddl_in_flight VARCHAR(64) NULL) ENGINE=InnoDB"
-            ),
-            format!("ALTER TABLE {cp}.checkpoint ADD COLUMN IF NOT EXISTS ddl_in_flight VARCHAR(64) NULL"),
-        ] {
-            conn.query_drop(sql)
-                .await
-                .map_err(|e| Error::from(e).context("target checkpoint table"))?;
-        }
+        checkpoint::ensure(&mut conn).await?;
+        let row = checkpoint::read(&mut conn, migration).await?.ok_or_else(|| {
+            Error::definite(
+                format!("target has no row for migration {migration} in _migrate.checkpoints: the state file belongs to another target, or the target was reset"),
+                "point --target at the server this migration's snapshot copied into, or take a new snapshot with a new --state",
+            )
+        })?;
         // rows read back for foreign-key actions arrive as the bytes they are
         conn.query_drop("SET character_set_results = binary")
             .await
             .map_err(|e| Error::from(e).context("target"))?;
-        let ddl_in_flight = db::query_one(
-            &mut conn,
-            &format!("SELECT ddl_in_flight FROM {cp}.checkpoint WHERE id = 1"),
-        )
-        .await?;
         Ok(Applier {
             conn,
+            migration: migration.to_string(),
             target: target.clone(),
             max_statement: (packet / 4).clamp(64 << 10, 4 << 20),
             max_packet: packet,
@@ -99,49 +97,14 @@ impl Applier {
             open: false,
             pending: Default::default(),
             queued: String::new(),
-            ddl_in_flight,
+            ddl_in_flight: row.ddl_in_flight,
+            position: row.position,
         })
     }
 
     /// The position stored by the last applied group, if any.
-    pub async fn checkpoint(&mut self) -> Result<Option<Position>> {
-        let sql = format!(
-            "SELECT gtid_pos FROM {}.checkpoint WHERE id = 1",
-            quote::ident(CHECKPOINT_DB)
-        );
-        match db::query_one(&mut self.conn, &sql).await? {
-            Some(p) => Ok(Some(Position::parse(&p)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Forget the stored position (a new snapshot starts over).
-    pub async fn reset_checkpoint(target: &Endpoint) -> Result<()> {
-        let mut conn = db::connect(target, Session::TargetWriter).await?;
-        let exists = db::query_one(
-            &mut conn,
-            &format!(
-                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = 'checkpoint'",
-                quote::string(CHECKPOINT_DB)
-            ),
-        )
-        .await?;
-        if exists.as_deref() == Some("1") {
-            conn.query_drop(format!(
-                "DELETE FROM {}.checkpoint",
-                quote::ident(CHECKPOINT_DB)
-            ))
-            .await?;
-        }
-        Ok(())
-    }
-
-    fn checkpoint_sql(pos: &Position, source_ts: u32) -> String {
-        format!(
-            "REPLACE INTO {}.checkpoint VALUES (1, {}, {source_ts}, UTC_TIMESTAMP(6), NULL)",
-            quote::ident(CHECKPOINT_DB),
-            quote::string(&pos.to_string())
-        )
+    pub fn checkpoint(&self) -> Option<Position> {
+        self.position.clone()
     }
 
     async fn begin(&mut self) -> Result<()> {
@@ -207,24 +170,20 @@ impl Applier {
         self.flush_exact().await?;
         self.begin().await?;
         self.conn
-            .query_drop(Self::checkpoint_sql(pos, source_ts))
+            .query_drop(checkpoint::write_sql(&self.migration, pos, source_ts))
             .await?;
         self.conn.query_drop("COMMIT").await?;
         self.open = false;
         self.ddl_in_flight = None;
+        self.position = Some(pos.clone());
         Ok(())
     }
 
     /// Mark `gtid`'s DDL as started (committed before it runs): after a crash, its
     /// "already exists" errors are then known to come from itself.
-    async fn mark_ddl(&mut self, gtid: &str, pos: &Position) -> Result<()> {
+    async fn mark_ddl(&mut self, gtid: &str) -> Result<()> {
         self.conn
-            .query_drop(format!(
-                "INSERT INTO {}.checkpoint VALUES (1, {}, 0, UTC_TIMESTAMP(6), {}) ON DUPLICATE KEY UPDATE ddl_in_flight = VALUES(ddl_in_flight)",
-                quote::ident(CHECKPOINT_DB),
-                quote::string(&pos.to_string()),
-                quote::string(gtid)
-            ))
+            .query_drop(checkpoint::mark_ddl_sql(&self.migration, gtid))
             .await?;
         Ok(())
     }
@@ -246,7 +205,8 @@ impl Applier {
         }
         self.children.clear();
         let replaying = self.ddl_in_flight.as_deref() == Some(gtid);
-        self.mark_ddl(gtid, before).await?;
+        let _ = before;
+        self.mark_ddl(gtid).await?;
         let mut statuses = Vec::new();
         for d in ddls {
             let asked = ddl::run(&self.target, d, &self.source, replaying)

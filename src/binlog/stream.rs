@@ -140,7 +140,8 @@ pub enum Item {
     Idle,
     /// A DDL inside a transaction (CREATE TABLE ... SELECT): apply it, then keep reading
     /// the same transaction.
-    EarlyDdl(Ddl),
+    /// The DDL and the GTID of the transaction it opens.
+    EarlyDdl(String, Ddl),
 }
 
 impl Reader {
@@ -542,7 +543,13 @@ impl Reader {
                 } else {
                     // DDL inside a transaction with rows (CREATE TABLE ... SELECT): it must
                     // reach the target before those rows can be decoded
-                    self.ready.extend(ddls.into_iter().map(Item::EarlyDdl));
+                    let gtid = self
+                        .current
+                        .as_ref()
+                        .map(|t| t.gtid.to_string())
+                        .unwrap_or_default();
+                    self.ready
+                        .extend(ddls.into_iter().map(|d| Item::EarlyDdl(gtid.clone(), d)));
                 }
                 Ok(())
             }

@@ -40,6 +40,7 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
     let mut dbs = Vec::new();
     let mut total_bytes = 0;
     let mut source_version = String::new();
+    let mut definers = Vec::new();
     if let Some(src) = src.as_mut() {
         let version = preflight::version(src).await?.unwrap_or_default();
         source_version = version.clone();
@@ -52,7 +53,6 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         ));
         findings.push(preflight::tls(src, source).await?);
         findings.extend(preflight::source_binlog(src).await?);
-        findings.push(preflight::grants(src, source, preflight::SOURCE_PRIVILEGES).await?);
         match snapshot::discover(src, &ctx.filter).await {
             Ok(tables) => {
                 let src_dbs = crate::schema::list_databases(src).await?;
@@ -130,6 +130,15 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
                 e.hint.clone(),
             )),
         }
+        // grants are checked on every database asked for, also one the account cannot see
+        let mut grant_dbs = dbs.clone();
+        for d in &ctx.filter.databases {
+            if !grant_dbs.contains(d) {
+                grant_dbs.push(d.clone());
+            }
+        }
+        findings.push(preflight::source_grants(src, source, &grant_dbs).await?);
+        definers = preflight::definers(src, &dbs).await?;
         let copy_seconds = total_bytes / (args.assume_mib_per_sec.max(1) << 20);
         findings.extend(preflight::retention(src, copy_seconds).await?);
     }
@@ -152,8 +161,19 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
             None,
         ));
         findings.push(preflight::tls(tgt, target).await?);
-        findings.push(preflight::grants(tgt, target, preflight::TARGET_PRIVILEGES).await?);
+        findings.push(preflight::target_grants(tgt, target, &dbs, &definers).await?);
+        let own = own_copy(ctx, tgt).await;
         for d in snapshot::non_empty_on_target(tgt, &dbs).await? {
+            if own {
+                findings.push(Finding::new(
+                    Severity::Info,
+                    "target",
+                    &d,
+                    "holds this migration's copy so far (the state file's snapshot): rerun snapshot to resume it",
+                    None,
+                ));
+                continue;
+            }
             findings.push(Finding::new(
                 Severity::Blocker,
                 "target",
@@ -196,6 +216,24 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         );
     }
     Ok(if blockers > 0 { 1 } else { 0 })
+}
+
+/// Whether the state file records a snapshot of a migration whose row is on this target: its
+/// databases there are its own partial (or finished) copy, not someone else's data.
+async fn own_copy(ctx: &Context, tgt: &mut mysql_async::Conn) -> bool {
+    if !ctx.state_path.exists() {
+        return false;
+    }
+    let Ok(store) = ctx.store() else {
+        return false;
+    };
+    if !store.any_steps().unwrap_or(false) {
+        return false;
+    }
+    let Ok(id) = store.migration_id() else {
+        return false;
+    };
+    matches!(crate::apply::checkpoint::read(tgt, &id).await, Ok(Some(_)))
 }
 
 /// "10.11.19-MariaDB-log" -> (10, 11)

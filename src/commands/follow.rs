@@ -40,12 +40,26 @@ pub async fn run(ctx: &Context, args: &FollowArgs) -> Result<i32> {
             ))
         }
     };
+    // every migrated table's row counters exist from the start, at 0
+    for t in store.tables()? {
+        crate::obs::metrics::init_table(&format!("{}.{}", t.db, t.name));
+    }
     let until = match (&args.until_gtid, args.until_caught_up) {
         (Some(g), _) => Until::Gtid(Gtid::parse(g)?),
         (None, true) => Until::CaughtUp,
         (None, false) => Until::Forever,
     };
+    let migration = store.get("migration.id")?.ok_or_else(|| {
+        Error::usage(
+            format!(
+                "state file {} has no migration id",
+                ctx.state_path.display()
+            ),
+            "run `migrate snapshot` first (with the same --state)",
+        )
+    })?;
     let opts = Options {
+        migration,
         until,
         on_ddl: match args.on_ddl.as_str() {
             "stop" => OnDdl::Stop,
@@ -102,6 +116,7 @@ fn selection(ctx: &Context, store: &Store) -> Result<Filter> {
 pub async fn catch_up(ctx: &Context, store: &Arc<Store>, low: &str, high: &str) -> Result<String> {
     let (source, target) = (ctx.source()?, ctx.target()?);
     let opts = Options {
+        migration: store.migration_id()?,
         until: Until::Position(Position::parse(high)?),
         on_ddl: OnDdl::Exec,
         server_id: server_id(store, None)?,

@@ -21,6 +21,43 @@ pub struct Context {
     pub state_path: PathBuf,
 }
 
+/// Run a verb that changes something (`snapshot`, `follow`): the state file is locked for it
+/// (a second one on the same state file is refused with the first one's pid), and how it ends
+/// is recorded (ok, interrupted, failed with its error; a run still marked running whose process
+/// is gone was killed). `graceful`: the verb handles SIGINT/SIGTERM itself (follow); otherwise
+/// a signal records the interruption and exits 130.
+pub async fn tracked<F>(ctx: &Context, verb: &'static str, graceful: bool, work: F) -> Result<i32>
+where
+    F: std::future::Future<Output = Result<i32>>,
+{
+    let _lock = crate::state::lock(&ctx.state_path)?;
+    let store = ctx.store()?;
+    store.start_run(verb)?;
+    if !graceful {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = store.end_run(verb, crate::state::Outcome::Interrupted, None);
+            tracing::warn!("{verb} interrupted; run it again with the same --state to resume");
+            std::process::exit(130);
+        });
+    }
+    let result = work.await;
+    match &result {
+        Ok(_) => store.end_run(verb, crate::state::Outcome::Ok, None)?,
+        Err(e) => store.end_run(verb, crate::state::Outcome::Failed, Some(&e.to_string()))?,
+    }
+    result
+}
+
 /// A password written in a URL given on the command line is visible to every user of the
 /// bastion (`ps`): say so once.
 fn warn_if_password_in_argv(role: &str, url: &str, ep: &Endpoint) {

@@ -17,6 +17,7 @@ pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
         defer_indexes: !args.no_defer_indexes,
         reuse_target: args.reuse_target,
         load_data: !args.no_load_data,
+        state_path: ctx.state_path.display().to_string(),
     };
     // A connection lost outside a chunk (schema, indexes, views, positions) resumes the whole
     // verb from the state store: finished steps and chunks are skipped.

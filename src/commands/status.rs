@@ -1,9 +1,51 @@
-//! `migrate status`: reads the state store only; safe while another verb runs.
+//! `migrate status`: reads the state store only; safe while another verb runs. `--json` prints
+//! the schema documented in docs/operations.md ("status --json"): stable field names, numbers
+//! as numbers (0, never null, where a figure is known to be zero), times as RFC 3339 strings.
 
 use super::Context;
 use crate::cli::StatusArgs;
 use crate::error::Result;
 use crate::obs::progress::human_bytes;
+use crate::state::{self, Outcome, Run};
+use serde_json::{json, Value};
+
+/// The version of the JSON schema (bumped when a field changes meaning or goes away).
+pub const SCHEMA_VERSION: u64 = 1;
+
+fn run_json(run: Option<&Run>) -> Value {
+    match run {
+        None => Value::Null,
+        Some(r) => json!({
+            "pid": r.pid,
+            "started_at": state::rfc3339(r.started_at),
+            "ended_at": r.ended_at.map(state::rfc3339),
+            "outcome": if r.died() { "killed" } else {
+                match r.outcome {
+                    Outcome::Running => "running",
+                    Outcome::Ok => "ok",
+                    Outcome::Interrupted => "interrupted",
+                    Outcome::Failed => "failed",
+                }
+            },
+            "last_error": r.last_error,
+        }),
+    }
+}
+
+/// The state a verb is in, from its last run: never_ran, running, killed (marked running, but
+/// its process is gone), interrupted, failed, or `finished`.
+fn verb_state(run: Option<&Run>, finished: &'static str) -> &'static str {
+    match run {
+        None => "never_ran",
+        Some(r) if r.died() => "killed",
+        Some(r) => match r.outcome {
+            Outcome::Running => "running",
+            Outcome::Ok => finished,
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed => "failed",
+        },
+    }
+}
 
 pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
     if !ctx.state_path.exists() {
@@ -15,87 +57,175 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
     let store = ctx.store()?;
     let tables = store.tables()?;
     let follow = store.follow_status()?;
-    let keys = [
-        "source",
-        "target",
-        "snapshot.state",
-        "snapshot.gtid_low",
-        "snapshot.gtid_high",
-        "snapshot.gtid_consistent",
-    ];
-    let mut meta = serde_json::Map::new();
-    for k in keys {
-        if let Some(v) = store.get(k)? {
-            meta.insert(k.to_string(), serde_json::Value::String(v));
-        }
-    }
-    let events: Vec<serde_json::Value> = store
-        .source_events()?
-        .into_iter()
-        .map(|(db, name, status)| serde_json::json!({"db": db, "name": name, "source_status": status}))
-        .collect();
+    let runs = store.runs()?;
+    let snap_run = runs.iter().find(|r| r.verb == "snapshot");
+    let follow_run = runs.iter().find(|r| r.verb == "follow");
+    let get = |k: &str| store.get(k).ok().flatten();
+    let consistent = get("snapshot.gtid_consistent");
+    let snapshot_state = match verb_state(snap_run, "done") {
+        "done" if consistent.is_some() => "consistent",
+        "done" => "copied",
+        s => s,
+    };
     let rows_done: u64 = tables.iter().map(|t| t.rows_done).sum();
     let rows_est: u64 = tables.iter().map(|t| t.rows_est.max(t.rows_done)).sum();
-    if args.json {
-        let out = serde_json::json!({ "meta": meta, "snapshot": { "rows_done": rows_done, "rows_estimate": rows_est, "tables": tables }, "follow": follow, "events_disabled_until_cutover": events });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        return Ok(0);
-    }
-    for (k, v) in &meta {
-        println!("{k:<26} {}", v.as_str().unwrap_or_default());
-    }
+    let bytes_done: u64 = tables.iter().map(|t| t.bytes_done).sum();
     let copied = tables
         .iter()
         .filter(|t| t.status != "pending" && t.status != "copying")
         .count();
-    println!(
-        "snapshot tables            {copied}/{} copied, {rows_done}/{rows_est} rows, {}",
-        tables.len(),
-        human_bytes(tables.iter().map(|t| t.bytes_done).sum())
-    );
-    if !events.is_empty() {
-        println!(
-            "events                     {} on the target, DISABLED until cutover",
-            events.len()
-        );
+    let events: Vec<Value> = store
+        .source_events()?
+        .into_iter()
+        .map(|(db, name, status)| json!({"db": db, "name": name, "source_status": status}))
+        .collect();
+    let exclude: Vec<String> = get("filter.exclude")
+        .and_then(|e| serde_json::from_str(&e).ok())
+        .unwrap_or_default();
+    let databases: Vec<String> = get("filter.databases")
+        .map(|d| {
+            d.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let now = state::unix_now();
+    let follow_json = match &follow {
+        None => json!({ "state": verb_state(follow_run, "stopped"), "run": run_json(follow_run) }),
+        Some(f) => {
+            let updated = f.updated_at.parse::<f64>().unwrap_or(0.0);
+            json!({
+                "state": verb_state(follow_run, "stopped"),
+                "run": run_json(follow_run),
+                "applied_gtid": f.applied_gtid,
+                "lag_seconds": f.lag_seconds.unwrap_or(0.0),
+                "last_applied_commit_at": f.last_commit.map(state::rfc3339),
+                "events_behind": f.events_behind.unwrap_or(0),
+                "bytes_behind": f.bytes_behind.unwrap_or(0),
+                "transactions_applied": f.trx_applied,
+                "rows_applied": f.rows_applied,
+                "reconnects": f.reconnects,
+                "updated_at": state::rfc3339(updated),
+                "seconds_since_update": (now - updated).max(0.0),
+            })
+        }
+    };
+    let out = json!({
+        "schema_version": SCHEMA_VERSION,
+        "state_file": ctx.state_path.display().to_string(),
+        "migration_id": get("migration.id"),
+        "source": get("source"),
+        "target": get("target"),
+        "selection": { "databases": databases, "exclude": exclude },
+        "snapshot": {
+            "state": snapshot_state,
+            "run": run_json(snap_run),
+            "gtid_low": get("snapshot.gtid_low"),
+            "gtid_high": get("snapshot.gtid_high"),
+            "gtid_consistent": consistent,
+            "tables_total": tables.len(),
+            "tables_copied": copied,
+            "rows_done": rows_done,
+            "rows_estimate": rows_est,
+            "bytes_done": bytes_done,
+            "tables": tables.iter().map(|t| json!({
+                "db": t.db, "name": t.name, "state": t.status,
+                "rows_done": t.rows_done, "rows_estimate": t.rows_est.max(t.rows_done),
+                "bytes_done": t.bytes_done, "chunks_done": t.chunks_done,
+            })).collect::<Vec<_>>(),
+        },
+        "follow": follow_json,
+        "events_disabled_until_cutover": events,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(0);
     }
+    let line = |k: &str, v: String| println!("{k:<26} {v}");
+    for k in ["migration_id", "source", "target"] {
+        if let Some(v) = out[k].as_str() {
+            line(k, v.to_string());
+        }
+    }
+    let run_text = |r: Option<&Run>| match r {
+        None => String::new(),
+        Some(r) if r.died() => format!(" (pid {} is gone: killed or crashed)", r.pid),
+        Some(r) if r.outcome == Outcome::Running => format!(" (pid {})", r.pid),
+        Some(r) => match &r.last_error {
+            Some(e) => format!(" at {}: {e}", state::rfc3339(r.ended_at.unwrap_or(0.0))),
+            None => format!(" at {}", state::rfc3339(r.ended_at.unwrap_or(0.0))),
+        },
+    };
+    line(
+        "snapshot",
+        format!("{snapshot_state}{}", run_text(snap_run)),
+    );
+    for k in ["gtid_low", "gtid_high", "gtid_consistent"] {
+        if let Some(v) = out["snapshot"][k].as_str() {
+            line(&format!("snapshot {k}"), v.to_string());
+        }
+    }
+    line(
+        "snapshot tables",
+        format!(
+            "{copied}/{} copied, {rows_done}/{rows_est} rows, {}",
+            tables.len(),
+            human_bytes(bytes_done)
+        ),
+    );
     for t in tables.iter().filter(|t| t.status == "copying") {
         println!("  copying {}.{}: {} rows", t.db, t.name, t.rows_done);
     }
+    if !events.is_empty() {
+        line(
+            "events",
+            format!("{} on the target, DISABLED until cutover", events.len()),
+        );
+    }
+    line(
+        "follow",
+        format!(
+            "{}{}",
+            out["follow"]["state"].as_str().unwrap_or(""),
+            run_text(follow_run)
+        ),
+    );
     if let Some(f) = follow {
-        println!("follow applied GTID        {}", f.applied_gtid);
-        println!(
-            "follow lag                 {}",
-            f.lag_seconds
-                .map(|l| format!("{l:.2} s"))
-                .unwrap_or_else(|| "unknown".into())
+        line("follow applied GTID", f.applied_gtid.clone());
+        line(
+            "follow lag",
+            format!("{:.2} s", f.lag_seconds.unwrap_or(0.0)),
         );
-        println!(
-            "follow behind              {} events, {} bytes",
-            f.events_behind.unwrap_or(0),
-            f.bytes_behind.unwrap_or(0)
+        line(
+            "follow behind",
+            format!(
+                "{} transactions, {}",
+                f.events_behind.unwrap_or(0),
+                human_bytes(f.bytes_behind.unwrap_or(0))
+            ),
         );
-        println!(
-            "follow applied             {} transactions, {} rows, {} reconnects",
-            f.trx_applied, f.rows_applied, f.reconnects
+        line(
+            "follow applied",
+            format!(
+                "{} transactions, {} rows, {} reconnects",
+                f.trx_applied, f.rows_applied, f.reconnects
+            ),
         );
-        let age = f
-            .updated_at
-            .parse::<f64>()
-            .ok()
-            .map(|t| crate::binlog::stream::unix_now() - t);
-        match age {
-            Some(a) => println!(
-                "follow last update         {a:.0} s ago (pid {}){}",
-                f.pid.map(|p| p.to_string()).unwrap_or_default(),
-                if a > 10.0 {
-                    ": not running, or stalled"
+        let age = out["follow"]["seconds_since_update"]
+            .as_f64()
+            .unwrap_or(0.0);
+        line(
+            "follow last update",
+            format!(
+                "{age:.0} s ago{}",
+                if age > 10.0 && verb_state(follow_run, "stopped") == "running" {
+                    ": stalled?"
                 } else {
                     ""
                 }
             ),
-            None => println!("follow last update         {}", f.updated_at),
-        }
+        );
     }
     Ok(0)
 }

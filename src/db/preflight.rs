@@ -2,6 +2,7 @@
 //! with a severity and the fix; none of them writes anything.
 
 use crate::config::Endpoint;
+use crate::db::grants::{self, Scope};
 use crate::db::{query_strings, variable};
 use crate::error::Result;
 use mysql_async::Conn;
@@ -157,42 +158,14 @@ pub async fn retention(conn: &mut Conn, copy_seconds: u64) -> Result<Vec<Finding
     }])
 }
 
-/// The global privileges `user` lacks among `needed`, from SHOW GRANTS.
-pub async fn missing_privileges(conn: &mut Conn, needed: &[&str]) -> Result<Vec<String>> {
-    let rows = query_strings(conn, "SHOW GRANTS FOR CURRENT_USER()").await?;
-    let grants: Vec<String> = rows
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().flatten())
-        .collect();
-    // "GRANT SELECT, REPLICATION SLAVE ON *.* TO ..." -> ["SELECT", "REPLICATION SLAVE"]
-    let mut have: Vec<String> = Vec::new();
-    for g in grants.iter().map(|g| g.to_uppercase()) {
-        let Some(rest) = g.strip_prefix("GRANT ") else {
-            continue;
-        };
-        let Some((privs, _)) = rest.split_once(" ON *.* ") else {
-            continue;
-        };
-        have.extend(privs.split(", ").map(|p| p.trim().to_string()));
-    }
-    if have.iter().any(|p| p == "ALL PRIVILEGES") {
-        return Ok(Vec::new());
-    }
-    Ok(needed
-        .iter()
-        .filter(|p| !have.iter().any(|h| h == *p))
-        .map(|p| p.to_string())
-        .collect())
-}
-
-pub const SOURCE_PRIVILEGES: &[&str] = &[
-    "SELECT",
-    "REPLICATION SLAVE",
-    "BINLOG MONITOR",
-    "SHOW VIEW",
-    "EVENT",
-];
-pub const TARGET_PRIVILEGES: &[&str] = &[
+/// What the source account needs: reading the binlog (global), and reading every migrated
+/// database's rows, views and events (per database). Routines of other definers are visible
+/// only with SELECT on `mysql.proc` (without it information_schema hides them and the copy
+/// would silently lack them; snapshot refuses to run).
+pub const SOURCE_GLOBAL: &[&str] = &["REPLICATION SLAVE", "BINLOG MONITOR"];
+pub const SOURCE_PER_DATABASE: &[&str] = &["SELECT", "SHOW VIEW", "EVENT"];
+/// What the target account needs on each migrated database and on `_migrate`.
+pub const TARGET_PER_DATABASE: &[&str] = &[
     "SELECT",
     "INSERT",
     "UPDATE",
@@ -210,12 +183,17 @@ pub const TARGET_PRIVILEGES: &[&str] = &[
     "TRIGGER",
 ];
 
-pub async fn grants(conn: &mut Conn, ep: &Endpoint, needed: &[&str]) -> Result<Finding> {
-    let missing = missing_privileges(conn, needed).await?;
+/// The account's grants, and its name quoted for a GRANT statement.
+async fn account_grants(conn: &mut Conn) -> Result<(String, String, Vec<grants::Grant>)> {
+    let lines: Vec<String> = query_strings(conn, "SHOW GRANTS")
+        .await?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect();
     let who = crate::db::query_one(conn, "SELECT CURRENT_USER()")
         .await?
         .unwrap_or_default();
-    let account = match who.split_once('@') {
+    let account = match who.rsplit_once('@') {
         Some((u, h)) => format!(
             "{}@{}",
             crate::db::quote::string(u),
@@ -223,23 +201,148 @@ pub async fn grants(conn: &mut Conn, ep: &Endpoint, needed: &[&str]) -> Result<F
         ),
         None => crate::db::quote::string(&who),
     };
-    Ok(if missing.is_empty() {
-        Finding::new(
+    Ok((who, account, grants::parse(&lines)))
+}
+
+/// One GRANT statement per scope for what is missing.
+fn grant_statements(missing: &[(String, Vec<String>)], account: &str) -> String {
+    missing
+        .iter()
+        .map(|(on, privs)| format!("GRANT {} ON {on} TO {account};", privs.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn grants_finding(
+    ep: &Endpoint,
+    who: &str,
+    account: &str,
+    missing: Vec<(String, Vec<String>)>,
+) -> Finding {
+    if missing.is_empty() {
+        return Finding::new(
             Severity::Info,
             ep.role,
             "grants",
             format!("{who} has the privileges migrate needs"),
             None,
-        )
+        );
+    }
+    let what: Vec<String> = missing
+        .iter()
+        .map(|(on, privs)| format!("{} on {on}", privs.join(", ")))
+        .collect();
+    Finding::new(
+        Severity::Blocker,
+        ep.role,
+        "grants",
+        format!("{who} lacks {}", what.join("; ")),
+        Some(grant_statements(&missing, account)),
+    )
+}
+
+fn db_scope(db: &str) -> String {
+    format!("{}.*", crate::db::quote::ident(db))
+}
+
+/// The source account's privileges for migrating `dbs`.
+pub async fn source_grants(conn: &mut Conn, ep: &Endpoint, dbs: &[String]) -> Result<Finding> {
+    let (who, account, gs) = account_grants(conn).await?;
+    let mut missing = Vec::new();
+    let global = grants::missing(&gs, SOURCE_GLOBAL, &Scope::Global);
+    if !global.is_empty() {
+        missing.push(("*.*".to_string(), global));
+    }
+    for db in dbs {
+        let m = grants::missing(&gs, SOURCE_PER_DATABASE, &Scope::Database(db.clone()));
+        if !m.is_empty() {
+            missing.push((db_scope(db), m));
+        }
+    }
+    if !grants::covers(&gs, "SELECT", &Scope::Table("mysql".into(), "proc".into())) {
+        missing.push(("`mysql`.`proc`".to_string(), vec!["SELECT".to_string()]));
+    }
+    Ok(grants_finding(ep, &who, &account, missing))
+}
+
+/// The target account's privileges for receiving `dbs` (and `_migrate`), and SET USER when
+/// objects of the source have a DEFINER other than the target account (`definers`).
+pub async fn target_grants(
+    conn: &mut Conn,
+    ep: &Endpoint,
+    dbs: &[String],
+    definers: &[(String, String)],
+) -> Result<Finding> {
+    let (who, account, gs) = account_grants(conn).await?;
+    let mut missing = Vec::new();
+    let mut all: Vec<String> = dbs.to_vec();
+    all.push(crate::apply::checkpoint::DB.to_string());
+    for db in &all {
+        let m = grants::missing(&gs, TARGET_PER_DATABASE, &Scope::Database(db.clone()));
+        if !m.is_empty() {
+            missing.push((db_scope(db), m));
+        }
+    }
+    let foreign: Vec<&(String, String)> = definers
+        .iter()
+        .filter(|(definer, _)| !same_account(definer, &who))
+        .collect();
+    let mut f = if !foreign.is_empty() && !grants::covers(&gs, "SET USER", &Scope::Global) {
+        missing.push(("*.*".to_string(), vec!["SET USER".to_string()]));
+        let mut f = grants_finding(ep, &who, &account, missing);
+        let shown: Vec<String> = foreign
+            .iter()
+            .take(5)
+            .map(|(d, o)| format!("{o} (DEFINER {d})"))
+            .collect();
+        f.message.push_str(&format!(
+            " (SET USER: {} object(s) have another DEFINER, e.g. {})",
+            foreign.len(),
+            shown.join(", ")
+        ));
+        f
     } else {
-        Finding::new(
-            Severity::Blocker,
-            ep.role,
-            "grants",
-            format!("{who} lacks {}", missing.join(", ")),
-            Some(format!("GRANT {} ON *.* TO {account};", missing.join(", "))),
-        )
-    })
+        grants_finding(ep, &who, &account, missing)
+    };
+    if f.severity == Severity::Info && !foreign.is_empty() {
+        f.message
+            .push_str(" (including SET USER, for objects with another DEFINER)");
+    }
+    Ok(f)
+}
+
+/// `root@localhost` (information_schema's DEFINER) against CURRENT_USER().
+fn same_account(definer: &str, current: &str) -> bool {
+    definer.replace('`', "") == current.replace('`', "")
+}
+
+/// The DEFINER of every view, routine, event and trigger in `dbs` on the source, with the
+/// object's name.
+pub async fn definers(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, String)>> {
+    if dbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = dbs
+        .iter()
+        .map(|d| crate::db::quote::string(d))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT DEFINER, CONCAT('view ', TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.VIEWS WHERE TABLE_SCHEMA IN ({list}) \
+         UNION ALL SELECT DEFINER, CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_SCHEMA, '.', ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({list}) \
+         UNION ALL SELECT DEFINER, CONCAT('event ', EVENT_SCHEMA, '.', EVENT_NAME) FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({list}) \
+         UNION ALL SELECT DEFINER, CONCAT('trigger ', TRIGGER_SCHEMA, '.', TRIGGER_NAME) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA IN ({list})"
+    );
+    Ok(query_strings(conn, &sql)
+        .await?
+        .into_iter()
+        .map(|r| {
+            (
+                r.first().cloned().flatten().unwrap_or_default(),
+                r.get(1).cloned().flatten().unwrap_or_default(),
+            )
+        })
+        .collect())
 }
 
 /// Whether the connection uses TLS.

@@ -109,6 +109,7 @@ pub fn init_verb(verb: &str) {
             "migrate_follow_lag_seconds",
             "migrate_follow_events_behind",
             "migrate_follow_bytes_behind",
+            "migrate_follow_last_applied_timestamp_seconds",
             "migrate_throttled",
         ] {
             init(g, &[]);
@@ -127,14 +128,19 @@ pub fn phase(phase: &str) {
     }
 }
 
-/// Count row changes of `table`, creating its other kinds at 0.
-pub fn rows_applied(table: &str, kind: &str, n: f64) {
+/// Create `table`'s row counters (every kind) at 0.
+pub fn init_table(table: &str) {
     for k in ROW_KINDS {
         init(
             "migrate_rows_applied_total",
             &[("table", table), ("kind", k)],
         );
     }
+}
+
+/// Count row changes of `table`, creating its other kinds at 0.
+pub fn rows_applied(table: &str, kind: &str, n: f64) {
+    init_table(table);
     add(
         "migrate_rows_applied_total",
         &[("table", table), ("kind", kind)],

@@ -14,6 +14,15 @@ use std::collections::HashMap;
 pub struct Horizons {
     tables: HashMap<(String, String), FilePos>,
     databases: HashMap<String, FilePos>,
+    /// The binlog position read just before the snapshot's final listing of the source's
+    /// tables: a table absent from that listing (so neither copied nor seen gone) did not
+    /// exist then, so an event on it ending at or before this position concerns an earlier
+    /// table of that name that was dropped (or renamed away) before the listing: its effect is
+    /// not on the source at the end of the snapshot, and must not be on the target.
+    listed_before: Option<FilePos>,
+    /// Tables the snapshot knows (copied, being copied, or without a horizon of their own):
+    /// `listed_before` never applies to them.
+    known: std::collections::HashSet<(String, String)>,
 }
 
 impl Horizons {
@@ -23,13 +32,24 @@ impl Horizons {
     pub fn set_database(&mut self, db: &str, pos: FilePos) {
         self.databases.insert(db.to_string(), pos);
     }
-    /// An event on `db.name` that ends at `end` is already contained in the copy.
+    pub fn set_known(&mut self, db: &str, name: &str) {
+        self.known.insert((db.to_string(), name.to_string()));
+    }
+    pub fn set_listed_before(&mut self, pos: FilePos) {
+        self.listed_before = Some(pos);
+    }
+    /// An event on `db.name` that ends at `end` is already contained in the copy (or, for a
+    /// table created and dropped during the snapshot, already undone on the source).
     pub fn covers_table(&self, db: &str, name: &str, end: &FilePos) -> bool {
-        self.databases.get(db).is_some_and(|h| end <= h)
-            || self
-                .tables
-                .get(&(db.to_string(), name.to_string()))
-                .is_some_and(|h| end <= h)
+        if self.databases.get(db).is_some_and(|h| end <= h) {
+            return true;
+        }
+        let key = (db.to_string(), name.to_string());
+        match self.tables.get(&key) {
+            Some(h) => end <= h,
+            None if self.known.contains(&key) => false,
+            None => self.listed_before.as_ref().is_some_and(|p| end <= p),
+        }
     }
     /// An event on database `db` itself that ends at `end` is already contained in the copy.
     pub fn covers_database(&self, db: &str, end: &FilePos) -> bool {
@@ -37,7 +57,11 @@ impl Horizons {
     }
     /// The latest horizon: past it, no event is covered.
     pub fn last(&self) -> Option<&FilePos> {
-        self.tables.values().chain(self.databases.values()).max()
+        self.tables
+            .values()
+            .chain(self.databases.values())
+            .chain(self.listed_before.iter())
+            .max()
     }
 }
 
@@ -56,5 +80,12 @@ mod tests {
         assert!(h.covers_table("gone", "x", &FilePos::new("bin.000002", 9)));
         assert!(h.covers_database("gone", &FilePos::new("bin.000003", 4)));
         assert_eq!(h.last(), Some(&FilePos::new("bin.000003", 4)));
+        // a table absent from the snapshot's final listing: created and dropped during it
+        h.set_listed_before(FilePos::new("bin.000002", 800));
+        h.set_known("s", "no_horizon");
+        assert!(h.covers_table("s", "u", &FilePos::new("bin.000002", 800)));
+        assert!(!h.covers_table("s", "u", &FilePos::new("bin.000002", 801)));
+        assert!(!h.covers_table("s", "no_horizon", &FilePos::new("bin.000001", 1)));
+        assert!(!h.covers_table("s", "t", &FilePos::new("bin.000002", 700)));
     }
 }

@@ -12,10 +12,13 @@ use crate::error::{Error, Result};
 use crate::obs::{metrics, progress};
 use crate::position::{Gtid, Position};
 use crate::state::{FollowStatus, Store};
+
+pub mod watch;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use watch::SourceView;
 
 #[derive(Clone, Debug)]
 pub enum Until {
@@ -34,6 +37,8 @@ pub enum OnDdl {
 }
 
 pub struct Options {
+    /// The migration's id (its row in the target's `_migrate.checkpoints`).
+    pub migration: String,
     pub until: Until,
     pub on_ddl: OnDdl,
     pub server_id: u32,
@@ -67,6 +72,19 @@ struct Live {
     /// Last plain progress line (not on a terminal).
     last_line: Instant,
     bar: Option<indicatif::ProgressBar>,
+    /// The source as the watcher last saw it.
+    view: Arc<std::sync::Mutex<SourceView>>,
+    /// Where the reader is in the source's binlog (file, offset).
+    reader_at: Arc<std::sync::Mutex<(String, u64)>>,
+    /// The applied position (also while reconnecting).
+    applied: Position,
+    /// Connected and applying (metric `migrate_up`).
+    up: bool,
+    warned_oldest: bool,
+    /// The watcher's looks at the source not yet fully applied: (unix time, source position),
+    /// oldest first; and whether the oldest is the first look of this follow.
+    samples: std::collections::VecDeque<(f64, Position)>,
+    first_sample_pending: bool,
 }
 
 fn done(pos: &Position, until: &Until, goal: &Option<Position>) -> bool {
@@ -91,6 +109,12 @@ pub async fn follow(
     } else {
         None
     };
+    let view = Arc::new(std::sync::Mutex::new(SourceView::default()));
+    let watcher = tokio::spawn(watch::watch(
+        source.clone(),
+        view.clone(),
+        opts.max_source_load,
+    ));
     let mut live = Live {
         status: store.follow_status()?.unwrap_or_default(),
         goal: None,
@@ -98,35 +122,115 @@ pub async fn follow(
         last_status: Instant::now(),
         last_line: Instant::now(),
         bar,
+        view,
+        reader_at: Arc::new(std::sync::Mutex::new((String::new(), 0u64))),
+        applied: start.clone(),
+        up: false,
+        warned_oldest: false,
+        samples: Default::default(),
+        first_sample_pending: true,
     };
     live.status.pid = Some(std::process::id());
+    metrics::phase(if matches!(opts.until, Until::Position(_)) {
+        "catch_up"
+    } else {
+        "follow"
+    });
     let mut delay = Duration::from_millis(200);
-    loop {
+    let result = loop {
+        let applied_before = live.status.trx_applied;
         match follow_once(source, target, filter, store, &start, opts, &mut live).await {
             Ok(pos) => {
-                if let Some(b) = &live.bar {
-                    progress::spinner_done(b);
-                }
                 write_status(store, &mut live, &pos, true)?;
-                return Ok(pos);
+                break Ok(pos);
             }
             Err(e) if e.is_transient() && !STOP.load(Ordering::SeqCst) => {
+                // a connection that worked for a while starts the backoff over
+                if live.status.trx_applied > applied_before {
+                    delay = Duration::from_millis(200);
+                }
+                live.up = false;
+                metrics::set("migrate_up", &[], 0.0);
                 live.status.reconnects += 1;
-                metrics::add("migrate_reconnects_total", &[], 1.0);
+                let side = if e.what.starts_with("target") {
+                    "target"
+                } else {
+                    "source"
+                };
+                metrics::add("migrate_reconnects_total", &[("side", side)], 1.0);
                 tracing::warn!(
+                    side,
+                    attempt = live.status.reconnects,
                     "{e}; reconnecting in {delay:?} (attempt {})",
                     live.status.reconnects
                 );
-                tokio::time::sleep(delay).await;
+                // lag and "behind" keep being measured and reported while waiting
+                let until = Instant::now() + delay;
+                while Instant::now() < until && !STOP.load(Ordering::SeqCst) {
+                    let pos = live.applied.clone();
+                    refresh_behind(&mut live);
+                    write_status(store, &mut live, &pos, false)?;
+                    tokio::time::sleep(Duration::from_millis(250).min(delay)).await;
+                }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
-            Err(e) => {
-                if let Some(b) = &live.bar {
-                    progress::spinner_done(b);
-                }
-                return Err(e);
-            }
+            Err(e) => break Err(e),
         }
+    };
+    watcher.abort();
+    if let Some(b) = &live.bar {
+        progress::spinner_done(b);
+    }
+    metrics::phase("stopped");
+    result
+}
+
+/// Update "behind" and lag from the watcher's looks at the source. Lag is 0 when nothing is
+/// behind; otherwise the time since the oldest look at the source that showed a transaction
+/// still not applied (it keeps growing while follow cannot apply: an outage, a stalled target);
+/// when follow has been behind since its first look, the age of the last applied transaction's
+/// commit (a backlog from before follow started).
+fn refresh_behind(live: &mut Live) {
+    let view = live.view.lock().map(|v| v.clone()).unwrap_or_default();
+    let now = crate::binlog::stream::unix_now();
+    if let Some(p) = &view.position {
+        if live
+            .samples
+            .back()
+            .is_none_or(|(t, q)| q != p || now - t >= 2.0)
+        {
+            live.samples.push_back((now, p.clone()));
+        }
+    }
+    while live
+        .samples
+        .front()
+        .is_some_and(|(_, p)| live.applied.contains(p))
+    {
+        live.samples.pop_front();
+        live.first_sample_pending = false;
+    }
+    if let Some(trx) = view.behind(&live.applied) {
+        live.status.events_behind = Some(trx);
+        let at = live.reader_at.lock().map(|a| a.clone()).unwrap_or_default();
+        let (bytes, oldest) = view.bytes_after(&at);
+        live.status.bytes_behind = bytes.or(live.status.bytes_behind);
+        if oldest && !live.warned_oldest {
+            live.warned_oldest = true;
+            tracing::warn!("follow is reading the source's oldest binlog file {}: purging it now would lose the position", at.0);
+        }
+        let since_look = live.samples.front().map(|(t, _)| (now - t).max(0.0));
+        live.status.lag_seconds = Some(if trx == 0 {
+            0.0
+        } else if live.first_sample_pending {
+            live.status
+                .last_commit
+                .map(|c| (now - c).max(0.0))
+                .or(since_look)
+                .unwrap_or(0.0)
+        } else {
+            since_look.unwrap_or(0.0)
+        });
     }
 }
 
@@ -140,6 +244,19 @@ fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> 
     store.write_follow_status(&live.status)?;
     let lag = live.status.lag_seconds.unwrap_or(0.0);
     metrics::set("migrate_follow_lag_seconds", &[], lag);
+    if let Some(c) = live.status.last_commit {
+        metrics::set("migrate_follow_last_applied_timestamp_seconds", &[], c);
+    }
+    metrics::set("migrate_up", &[], if live.up { 1.0 } else { 0.0 });
+    metrics::set(
+        "migrate_throttled",
+        &[],
+        if live.view.lock().map(|v| v.busy).unwrap_or(false) {
+            1.0
+        } else {
+            0.0
+        },
+    );
     metrics::set(
         "migrate_follow_events_behind",
         &[],
@@ -176,37 +293,6 @@ fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> 
     }
     Ok(())
 }
-/// How far the source is ahead: transactions (per-domain seq_no difference), binlog bytes the
-/// reader has not received, and whether the reader is in the oldest binlog file.
-async fn measure_behind(
-    mon: &mut mysql_async::Conn,
-    pos: &Position,
-    reader_at: &(String, u64),
-) -> Result<(u64, Option<u64>, bool)> {
-    let src = monitor::source_position(mon).await?;
-    let trx: u64 = src
-        .gtids()
-        .map(|g| {
-            let applied = pos
-                .gtids()
-                .find(|a| a.domain == g.domain)
-                .map_or(0, |a| a.seq);
-            g.seq.saturating_sub(applied)
-        })
-        .sum();
-    let logs = monitor::binlog_files(mon).await.unwrap_or_default();
-    let mut bytes = None;
-    let mut oldest = false;
-    if let Some(i) = logs.iter().position(|(name, _)| *name == reader_at.0) {
-        oldest = i == 0 && logs.len() > 1;
-        bytes = Some(
-            logs[i].1.saturating_sub(reader_at.1)
-                + logs[i + 1..].iter().map(|(_, s)| s).sum::<u64>(),
-        );
-    }
-    Ok((trx, bytes, oldest))
-}
-
 /// What the reader task hands to the apply loop.
 enum Msg {
     Trx(Transaction, OwnedSemaphorePermit),
@@ -235,7 +321,6 @@ async fn read_ahead(
     at: Arc<std::sync::Mutex<(String, u64)>>,
 ) {
     let mut idle_sent = false;
-    let mut current_gtid = String::new();
     loop {
         let wait = if idle_sent {
             Duration::from_millis(500)
@@ -247,14 +332,9 @@ async fn read_ahead(
                 idle_sent = true;
                 Msg::Idle
             }
-            Ok(Item::EarlyDdl(ddl)) => {
+            Ok(Item::EarlyDdl(gtid, ddl)) => {
                 let (ack, done) = oneshot::channel();
-                if tx
-                    .send(Msg::EarlyDdl(current_gtid.clone(), ddl, ack))
-                    .await
-                    .is_err()
-                    || done.await.is_err()
-                {
+                if tx.send(Msg::EarlyDdl(gtid, ddl, ack)).await.is_err() || done.await.is_err() {
                     return;
                 }
                 cache.clear();
@@ -262,7 +342,6 @@ async fn read_ahead(
             }
             Ok(Item::Part(t)) => {
                 idle_sent = false;
-                current_gtid = t.gtid.to_string();
                 let kib = ((t.bytes / 1024) as u32).clamp(1, READ_AHEAD_KIB);
                 let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
                     return;
@@ -293,9 +372,6 @@ async fn read_ahead(
                 return;
             }
         };
-        if let Msg::Trx(t, _) | Msg::Part(t, _) = &msg {
-            current_gtid = t.gtid.to_string();
-        }
         if tx.send(msg).await.is_err() {
             return;
         }
@@ -316,8 +392,8 @@ async fn follow_once(
         .map_err(|e| e.context("source"))?;
     let defaults = Arc::new(SourceDefaults::read(&mut mon).await?);
     let horizons = Arc::new(store.horizons()?);
-    let mut applier = Applier::connect(target, horizons.clone(), defaults).await?;
-    let mut pos = applier.checkpoint().await?.unwrap_or_else(|| start.clone());
+    let mut applier = Applier::connect(target, &opts.migration, horizons.clone(), defaults).await?;
+    let mut pos = applier.checkpoint().unwrap_or_else(|| start.clone());
     if matches!(opts.until, Until::CaughtUp) && live.goal.is_none() {
         live.goal = Some(monitor::source_position(&mut mon).await?);
         tracing::info!(
@@ -338,9 +414,11 @@ async fn follow_once(
         opts.server_id
     );
     let (tx, mut rx) = mpsc::channel(1024);
-    let reader_at = Arc::new(std::sync::Mutex::new((String::new(), 0u64)));
+    let reader_at = live.reader_at.clone();
     let budget = Arc::new(Semaphore::new(READ_AHEAD_KIB as usize));
     let task = tokio::spawn(read_ahead(reader, cache, tx, budget, reader_at.clone()));
+    live.up = true;
+    live.applied = pos.clone();
     let mut group = Group {
         applier: &mut applier,
         batch: Batch::default(),
@@ -348,10 +426,7 @@ async fn follow_once(
         batch_pos: pos.clone(),
         in_part: false,
     };
-    let result = apply_loop(
-        &mut group, &mut mon, &mut rx, &mut pos, opts, live, store, &reader_at,
-    )
-    .await;
+    let result = apply_loop(&mut group, &mut rx, &mut pos, opts, live, store).await;
     if result.is_err() && task.is_finished() {
         if let Err(e) = task.await {
             if e.is_panic() {
@@ -401,17 +476,19 @@ impl Group<'_> {
         record_applied(&batch, live);
         self.permits.clear();
         *pos = self.batch_pos.clone();
+        live.applied = pos.clone();
         Ok(())
     }
 }
 
 fn record_applied(batch: &Batch, live: &mut Live) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
     if batch.last_ts > 0 {
-        live.status.lag_seconds = Some((now - batch.last_commit).max(0.0));
+        live.status.last_commit = Some(batch.last_commit);
+        metrics::set(
+            "migrate_follow_last_applied_timestamp_seconds",
+            &[],
+            batch.last_commit,
+        );
     }
     live.status.trx_applied += batch.transactions as u64;
     live.status.rows_applied += batch.rows as u64;
@@ -428,36 +505,21 @@ fn record_applied(batch: &Batch, live: &mut Live) {
 #[allow(clippy::too_many_arguments)]
 async fn apply_loop(
     g: &mut Group<'_>,
-    mon: &mut mysql_async::Conn,
     rx: &mut mpsc::Receiver<Msg>,
     pos: &mut Position,
     opts: &Options,
     live: &mut Live,
     store: &Store,
-    reader_at: &std::sync::Mutex<(String, u64)>,
 ) -> Result<()> {
-    let mut last_measure = Instant::now() - Duration::from_secs(60);
-    let mut warned_oldest = false;
     loop {
-        if last_measure.elapsed() >= Duration::from_secs(2) {
-            last_measure = Instant::now();
-            let at = reader_at.lock().map(|a| a.clone()).unwrap_or_default();
-            let (trx, bytes, oldest) = measure_behind(mon, pos, &at).await?;
-            live.status.events_behind = Some(trx);
-            live.status.bytes_behind = bytes;
-            if oldest && !warned_oldest {
-                warned_oldest = true;
-                tracing::warn!("follow is reading the source's oldest binlog file {}: purging it now would lose the position", at.0);
-            }
-            if trx == 0 {
-                live.status.lag_seconds = Some(0.0);
-            }
-            if let Some(max) = opts.max_source_load {
-                throttle(mon, max).await?;
-            }
-        }
+        refresh_behind(live);
         let stop = STOP.load(Ordering::SeqCst) && !g.in_part;
+        // while the source is busy (--max-source-load), reading pauses; status goes on
+        let busy = live.view.lock().map(|v| v.busy).unwrap_or(false) && !g.in_part;
         let msg = if stop {
+            Msg::Idle
+        } else if busy {
+            tokio::time::sleep(Duration::from_millis(500)).await;
             Msg::Idle
         } else {
             match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
@@ -501,6 +563,7 @@ async fn apply_loop(
                 g.commit(pos, live).await?;
                 let before = g.batch_pos.clone();
                 let gtid = t.gtid;
+                let (t_ts, t_commit) = (t.timestamp, t.commit_estimate());
                 g.batch_pos.advance(gtid);
                 match opts.on_ddl {
                     OnDdl::Stop => {
@@ -524,12 +587,25 @@ async fn apply_loop(
                 }
                 let _ = ack.send(());
                 *pos = g.batch_pos.clone();
+                live.applied = pos.clone();
+                if t_ts > 0 {
+                    live.status.last_commit = Some(t_commit);
+                    metrics::set(
+                        "migrate_follow_last_applied_timestamp_seconds",
+                        &[],
+                        t_commit,
+                    );
+                }
                 live.status.trx_applied += 1;
                 metrics::add("migrate_ddl_applied_total", &[], 1.0);
                 metrics::add("migrate_transactions_applied_total", &[], 1.0);
             }
             Msg::Part(t, permit) => {
                 g.applier.write_batch(&mut g.batch).await?;
+                // the batched transactions' rows are on the target now: their read-ahead
+                // budget goes back to the reader (the group cannot commit before this
+                // transaction's last part, which the reader must be able to read)
+                g.permits.clear();
                 g.applier.apply_exact(&t).await?;
                 g.batch.count(&t);
                 g.in_part = true;
@@ -539,6 +615,7 @@ async fn apply_loop(
                 let gtid = t.gtid;
                 if t.needs_exact_apply() {
                     g.applier.write_batch(&mut g.batch).await?;
+                    g.permits.clear();
                     g.applier.apply_exact(&t).await?;
                     g.batch.count(&t);
                     g.in_part = false;
@@ -566,14 +643,7 @@ async fn apply_loop(
         if finished {
             g.commit(pos, live).await?;
             // final figures for `status`
-            let at = reader_at.lock().map(|a| a.clone()).unwrap_or_default();
-            if let Ok((trx, bytes, _)) = measure_behind(mon, pos, &at).await {
-                live.status.events_behind = Some(trx);
-                live.status.bytes_behind = bytes;
-                if trx == 0 {
-                    live.status.lag_seconds = Some(0.0);
-                }
-            }
+            refresh_behind(live);
         }
         write_status(store, live, pos, finished)?;
         if finished {
@@ -595,18 +665,4 @@ fn record_events(store: &Store, notes: Vec<crate::apply::EventNote>) -> Result<(
         }
     }
     Ok(())
-}
-
-/// Wait while the source has more than `max` threads running.
-async fn throttle(mon: &mut mysql_async::Conn, max: u64) -> Result<()> {
-    loop {
-        let running = monitor::threads_running(mon).await?;
-        if running <= max || STOP.load(Ordering::SeqCst) {
-            metrics::set("migrate_throttled", &[], 0.0);
-            return Ok(());
-        }
-        metrics::set("migrate_throttled", &[], 1.0);
-        tracing::info!("source Threads_running {running} > {max}: pausing reads");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }

@@ -167,21 +167,38 @@ impl Object {
 pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
     let qdb = quote::string(db);
     let mut out = Vec::new();
+    // information_schema.ROUTINES hides routines of other definers from an account without
+    // SELECT on mysql.proc: list them from mysql.proc itself, so a missing grant is an error
+    // rather than routines silently left behind
     let routines = query_strings(
         conn,
-        &format!("SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {qdb} ORDER BY ROUTINE_NAME"),
+        &format!("SELECT type, name FROM mysql.proc WHERE db = {qdb} ORDER BY type, name"),
     )
-    .await?;
+    .await
+    .map_err(|e| {
+        Error::definite(
+            format!("source: cannot list the routines of {db}: {}", e.what),
+            "GRANT SELECT ON mysql.proc TO the source user (information_schema hides other definers' routines without it)",
+        )
+    })?;
     for r in routines {
         let (kind, name) = (
             r[0].clone().unwrap_or_default(),
             r[1].clone().unwrap_or_default(),
         );
-        let kind: &'static str = if kind == "FUNCTION" {
-            "function"
-        } else {
-            "procedure"
-        };
+        let kind: &'static str =
+            match kind.as_str() {
+                "FUNCTION" => "function",
+                "PROCEDURE" => "procedure",
+                "PACKAGE" => "package",
+                "PACKAGE BODY" => "package body",
+                other => return Err(Error::definite(
+                    format!(
+                        "source: routine {db}.{name} is of a kind migrate does not know ({other})"
+                    ),
+                    "exclude its database, or recreate the routine on the target by hand",
+                )),
+            };
         let rows = query_strings(
             conn,
             &format!(

@@ -26,6 +26,8 @@ pub struct Options {
     pub reuse_target: bool,
     /// Write with LOAD DATA LOCAL INFILE when the target allows it.
     pub load_data: bool,
+    /// The state file, recorded on the target with the migration's row.
+    pub state_path: String,
 }
 
 /// The selected tables of the source, described. Databases named in --databases must exist.
@@ -251,6 +253,7 @@ async fn reconcile(
     threads: usize,
 ) -> Result<()> {
     for _round in 0..10 {
+        let (before_file, before_pos) = copy::binlog_now(src).await?;
         let now_dbs: Vec<String> = schema::list_databases(src)
             .await?
             .into_iter()
@@ -338,6 +341,10 @@ async fn reconcile(
             copy::copy_tables(plan, new_tables, threads).await?;
         }
         if !changed {
+            plan.store.set(
+                "snapshot.listed_before",
+                &format!("{before_file}:{before_pos}"),
+            )?;
             return Ok(());
         }
     }
@@ -483,11 +490,27 @@ pub async fn run(
             ));
         }
     }
-    if !store.any_steps()? {
-        // A fresh snapshot: a checkpoint left by an earlier migration must not skip events.
-        crate::apply::Applier::reset_checkpoint(target).await?;
+    // this migration's row on the target: a fresh snapshot starts it with no position (rows of
+    // other migrations into the same target are left alone; one copying the same databases is
+    // refused)
+    let id = store.migration_id()?;
+    if !store.any_steps()?
+        || crate::apply::checkpoint::read(&mut tgt, &id)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    {
+        crate::apply::checkpoint::register(
+            &mut tgt,
+            &id,
+            &crate::apply::checkpoint::selection(&filter.databases),
+            &opts.state_path,
+            opts.reuse_target,
+        )
+        .await?;
     }
-    store.set("source", &source.to_string())?;
+    store.set("source", &source.address())?;
     // follow uses the same selection unless told otherwise
     // (empty = every non-system database, including ones created later)
     store.set("filter.databases", &filter.databases.join(","))?;
@@ -500,7 +523,7 @@ pub async fn run(
         "filter.exclude",
         &serde_json::to_string(&exclude).unwrap_or_default(),
     )?;
-    store.set("target", &target.to_string())?;
+    store.set("target", &target.address())?;
     store.set("snapshot.state", "running")?;
     let (tables, deferred) = copy_tables_schema(
         &store,
@@ -523,7 +546,7 @@ pub async fn run(
         rows_total += t.rows_estimate.max(r);
         rows_done += r;
         bytes_done += b;
-        if p.is_some_and(|p| p.status == "copied" || p.status == "indexed") {
+        if p.is_some_and(|p| p.status == "copied") {
             continue;
         }
         todo.push(Arc::new(t.clone()));

@@ -10,7 +10,104 @@ use std::sync::Mutex;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_init.sql"),
     include_str!("../../migrations/002_horizons.sql"),
+    include_str!("../../migrations/003_runs.sql"),
 ];
+
+/// How a verb's run ended (or that it still runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Running,
+    /// Finished, or stopped on request (SIGINT/SIGTERM) after finishing its current work.
+    Ok,
+    Interrupted,
+    Failed,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Ok => "ok",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> Outcome {
+        match s {
+            "ok" => Outcome::Ok,
+            "interrupted" => Outcome::Interrupted,
+            "failed" => Outcome::Failed,
+            _ => Outcome::Running,
+        }
+    }
+}
+
+/// The last run of a verb.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Run {
+    pub verb: String,
+    pub pid: u32,
+    pub started_at: f64,
+    pub ended_at: Option<f64>,
+    pub outcome: Outcome,
+    pub last_error: Option<String>,
+}
+
+impl Run {
+    /// Marked running, but its process is gone: it was killed (kill -9, OOM, reboot).
+    pub fn died(&self) -> bool {
+        self.outcome == Outcome::Running
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+/// The exclusive lock of a state file (released when dropped): one verb that changes
+/// something runs per state file.
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Lock `state` for a verb, or say which process holds it.
+pub fn lock(state: &Path) -> Result<StateLock> {
+    use std::io::{Read, Seek, Write};
+    let path = state.with_extension(match state.extension() {
+        Some(e) => format!("{}.lock", e.to_string_lossy()),
+        None => "lock".into(),
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            Error::definite(
+                format!("cannot open lock file {}: {e}", path.display()),
+                "check that the --state directory is writable",
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = file.seek(std::io::SeekFrom::Start(0));
+            let _ = write!(file, "{}", std::process::id());
+            Ok(StateLock { _file: file })
+        }
+        Err(_) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(Error::definite(
+                format!(
+                    "state file {} is in use: migrate is already running (pid {})",
+                    state.display(),
+                    pid.trim()
+                ),
+                "stop that process first (it holds the lock until it exits), or use another --state",
+            ))
+        }
+    }
+}
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -44,6 +141,24 @@ pub struct FollowStatus {
     pub reconnects: u64,
     pub pid: Option<u32>,
     pub updated_at: String,
+    /// Estimated source commit time (unix) of the last applied transaction.
+    pub last_commit: Option<f64>,
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// RFC 3339 UTC text of a unix time (`2026-11-25T16:57:03.120Z`).
+pub fn rfc3339(t: f64) -> String {
+    let secs = t.floor() as i64;
+    let millis = ((t - t.floor()) * 1000.0).round().min(999.0) as u32;
+    let text = crate::value::decode::utc_text(secs, millis * 1000, 3);
+    format!("{}Z", text.replacen(' ', "T", 1))
 }
 
 pub fn now() -> String {
@@ -104,6 +219,55 @@ impl Store {
             c.execute("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2", [key, value])
                 .map(|_| ())
         })
+    }
+
+    /// Record that `verb` starts in this process.
+    pub fn start_run(&self, verb: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?1, ?2, ?3, NULL, 'running', NULL)",
+                params![verb, std::process::id(), unix_now()],
+            )
+            .map(|_| ())
+        })
+    }
+    /// Record how `verb` ended.
+    pub fn end_run(&self, verb: &str, outcome: Outcome, error: Option<&str>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET ended_at = ?2, outcome = ?3, last_error = ?4 WHERE verb = ?1",
+                params![verb, unix_now(), outcome.as_str(), error],
+            )
+            .map(|_| ())
+        })
+    }
+    pub fn runs(&self) -> Result<Vec<Run>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT verb, pid, started_at, ended_at, outcome, last_error FROM runs ORDER BY verb",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(Run {
+                    verb: r.get(0)?,
+                    pid: r.get(1)?,
+                    started_at: r.get(2)?,
+                    ended_at: r.get(3)?,
+                    outcome: Outcome::parse(&r.get::<_, String>(4)?),
+                    last_error: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// This migration's id (created on first use): it names the migration's row on the target.
+    pub fn migration_id(&self) -> Result<String> {
+        if let Some(id) = self.get("migration.id")? {
+            return Ok(id);
+        }
+        let id = format!("{:016x}", rand::random::<u64>());
+        self.set("migration.id", &id)?;
+        Ok(id)
     }
 
     pub fn step_done(&self, step: &str) -> Result<bool> {
@@ -215,6 +379,7 @@ impl Store {
         use crate::position::FilePos;
         let mut h = crate::position::horizon::Horizons::default();
         for t in self.tables()? {
+            h.set_known(&t.db, &t.name);
             if let Some((f, p)) = &t.horizon {
                 h.set_table(&t.db, &t.name, FilePos::new(f, *p));
             }
@@ -226,6 +391,14 @@ impl Store {
             })?;
             rows.collect()
         })?;
+        if let Some((file, pos)) = self
+            .get("snapshot.listed_before")?
+            .as_deref()
+            .and_then(|v| v.rsplit_once(':'))
+            .and_then(|(f, p)| Some((f.to_string(), p.parse::<u64>().ok()?)))
+        {
+            h.set_listed_before(FilePos::new(&file, pos));
+        }
         for (kind, db, name, file, pos) in gone {
             let at = FilePos::new(&file, pos as u64);
             if kind == "database" {
@@ -362,7 +535,7 @@ impl Store {
     pub fn write_follow_status(&self, s: &FollowStatus) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO follow_status VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR REPLACE INTO follow_status VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     s.applied_gtid,
                     s.lag_seconds,
@@ -372,7 +545,8 @@ impl Store {
                     s.trx_applied as i64,
                     s.reconnects as i64,
                     s.pid,
-                    s.updated_at
+                    s.updated_at,
+                    s.last_commit
                 ],
             )
             .map(|_| ())
@@ -380,7 +554,7 @@ impl Store {
     }
     pub fn follow_status(&self) -> Result<Option<FollowStatus>> {
         self.with(|c| {
-            c.query_row("SELECT applied_gtid, lag_seconds, events_behind, bytes_behind, rows_applied, trx_applied, reconnects, pid, updated_at FROM follow_status WHERE id = 1", [], |r| {
+            c.query_row("SELECT applied_gtid, lag_seconds, events_behind, bytes_behind, rows_applied, trx_applied, reconnects, pid, updated_at, last_commit FROM follow_status WHERE id = 1", [], |r| {
                 Ok(FollowStatus {
                     applied_gtid: r.get(0)?,
                     lag_seconds: r.get(1)?,
@@ -391,6 +565,7 @@ impl Store {
                     reconnects: r.get::<_, i64>(6)? as u64,
                     pid: r.get(7)?,
                     updated_at: r.get(8)?,
+                    last_commit: r.get(9)?,
                 })
             })
             .optional()

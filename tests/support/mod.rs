@@ -20,6 +20,28 @@ fn servers_dir() -> PathBuf {
     d
 }
 
+/// Data directories left by test processes that are gone (a killed or panicked run, and every
+/// run's template): `template-PID` and `NAME-PID-PORT`.
+fn remove_stale_servers() {
+    let Ok(entries) = std::fs::read_dir(servers_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let parts: Vec<&str> = name.rsplitn(3, '-').collect();
+        let pid = match parts.as_slice() {
+            [pid, "template"] => pid.parse::<u32>().ok(),
+            [_port, pid, _name] => pid.parse::<u32>().ok(),
+            _ => None,
+        };
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -30,6 +52,7 @@ pub fn free_port() -> u16 {
 fn template() -> &'static Path {
     static T: OnceLock<PathBuf> = OnceLock::new();
     T.get_or_init(|| {
+        remove_stale_servers();
         let dir = servers_dir().join(format!("template-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let out = Command::new("mariadb-install-db")
