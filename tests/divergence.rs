@@ -34,6 +34,7 @@ fn statements_are_classified_by_their_tokens() {
          CREATE TABLE m (id INT PRIMARY KEY, v INT) ENGINE=MyISAM;
          CREATE TABLE d1 (id INT PRIMARY KEY); CREATE TABLE other.d2 (id INT PRIMARY KEY);
          CREATE TABLE mv (id INT PRIMARY KEY);
+         CREATE TABLE ar (id INT PRIMARY KEY, v INT) ENGINE=Aria;
          INSERT INTO a VALUES (1, 1), (2, 2); INSERT INTO d1 VALUES (1); INSERT INTO mv VALUES (1);",
     );
     let dir = tempdir();
@@ -55,6 +56,11 @@ fn statements_are_classified_by_their_tokens() {
          BEGIN; INSERT INTO m VALUES (30, 1); INSERT INTO i VALUES (31, 1); SAVEPOINT s3;
            INSERT INTO i VALUES (32, 1); ROLLBACK TO s3; COMMIT;
          DROP TRIGGER tm;
+         INSERT INTO ar VALUES (1, 1);
+         BEGIN; INSERT INTO i VALUES (50, 1); SAVEPOINT s4; UPDATE ar SET v = 2;
+           INSERT INTO i VALUES (51, 1); ROLLBACK TO s4; COMMIT;
+         INSERT INTO ar VALUES (2, 2);
+         BEGIN; INSERT INTO i VALUES (60, 1); UPDATE ar SET v = 3 WHERE id = 2; ROLLBACK;
          DROP TABLE d1, other.d2;
          RENAME TABLE mv TO other.mv;
          ALTER ONLINE IGNORE TABLE i ADD COLUMN w INT NOT NULL DEFAULT 5;
@@ -318,6 +324,23 @@ fn cascades_recurse() {
     catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "fk");
     assert_eq!(dst.sql("SELECT bacode FROM fk.c WHERE id = 1"), "100");
     assert_eq!(dst.sql("SELECT cid IS NULL FROM fk.d WHERE id = 3"), "1");
+
+    // a session with foreign_key_checks=0: InnoDB runs no CASCADE / SET NULL for its changes
+    // (the rows event says so), and neither may the applier; a cascading change after it in
+    // the same transaction, with checks on again, cascades
+    src.sql(
+        "USE fk; INSERT INTO a VALUES (4, 40); INSERT INTO b VALUES (5, 40); INSERT INTO c VALUES (4, 40);
+         INSERT INTO d VALUES (4, 4);
+         SET foreign_key_checks = 0;
+         UPDATE a SET code = 400 WHERE id = 4;
+         DELETE FROM c WHERE id = 4;
+         BEGIN; UPDATE a SET code = 2000 WHERE id = 2; SET foreign_key_checks = 1;
+           UPDATE a SET code = 1000 WHERE id = 1; COMMIT;",
+    );
+    catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "fk");
+    assert_eq!(dst.sql("SELECT acode FROM fk.b WHERE id = 5"), "40");
+    assert_eq!(dst.sql("SELECT cid FROM fk.d WHERE id = 4"), "4");
+    assert_eq!(dst.sql("SELECT acode FROM fk.b WHERE id = 1"), "1000");
 }
 
 /// Item 5: parent key changes X->Y, Z->X and a parent delete while the snapshot copies the

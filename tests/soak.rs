@@ -1649,6 +1649,32 @@ fn run(seed: u64, secs: u64, work: &Path) -> Result<(), String> {
     }
     let src = Server::start("soak-src", &src_args);
     let dst = Server::target("soak-dst");
+    let res = drive(&src, &dst, seed, secs, work, t0);
+    if res.is_err() {
+        // the source's binlog, decoded, for finding the failing GTID
+        if let Ok(out) = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "mariadb-binlog --no-defaults --base64-output=decode-rows -vv {}/data/mysql-bin.[0-9]*",
+                src.dir.display()
+            ))
+            .output()
+        {
+            let _ = std::fs::write(work.join("source-binlog.txt"), out.stdout);
+        }
+    }
+    res
+}
+
+fn drive(
+    src: &Server,
+    dst: &Server,
+    seed: u64,
+    secs: u64,
+    work: &Path,
+    t0: Instant,
+) -> Result<(), String> {
+    let (src, dst) = (src, dst);
     src.script(SCHEMA.as_bytes());
     let state = work.join("state.sqlite");
     eprintln!("soak: servers up and seeded in {:.1?}", t0.elapsed());
@@ -1680,7 +1706,7 @@ fn run(seed: u64, secs: u64, work: &Path) -> Result<(), String> {
     let mut snapshot_kills = 0;
     loop {
         let log = work.join(format!("snapshot-{attempt}.log"));
-        let mut child = spawn(&src, &dst, &state, &args, &log);
+        let mut child = spawn(src, dst, &state, &args, &log);
         let status = if attempt < kills {
             match wait_for(&mut child, rng.next(2500)) {
                 Some(s) => Some(s),
@@ -1731,7 +1757,7 @@ fn run(seed: u64, secs: u64, work: &Path) -> Result<(), String> {
             break;
         }
         let log = work.join(format!("follow-{follow_kills}.log"));
-        let mut child = spawn(&src, &dst, &state, &["follow", "--databases", DB], &log);
+        let mut child = spawn(src, dst, &state, &["follow", "--databases", DB], &log);
         if let Some(s) = wait_for(&mut child, 300 + rng.next(2701)) {
             return Err(format!(
                 "follow exited by itself with {s} (run {follow_kills}):\n{}",
@@ -1763,7 +1789,7 @@ fn run(seed: u64, secs: u64, work: &Path) -> Result<(), String> {
         ));
     }
     let catch_up = t.elapsed();
-    compare(&src, &dst)?;
+    compare(src, dst)?;
     let mut kinds: Vec<String> = stats
         .kinds
         .iter()

@@ -122,7 +122,7 @@ impl Batch {
         for c in tx.changes {
             self.rows += 1;
             match c {
-                Change::Savepoint(_) | Change::RollbackTo(_) => {
+                Change::Savepoint(_) | Change::RollbackTo(_) | Change::ForeignKeyChecks(_) => {
                     self.rows -= 1;
                 }
                 Change::Upsert { table, row, .. } => {

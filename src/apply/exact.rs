@@ -58,6 +58,8 @@ pub enum Run {
 pub struct Pending {
     run: Run,
     end: Option<FilePos>,
+    /// Between `ForeignKeyChecks(false)` and `(true)`: no foreign-key actions.
+    no_fk_actions: bool,
 }
 
 impl Pending {
@@ -99,6 +101,12 @@ fn key_of(t: &Table, row: &[Value]) -> Vec<Value> {
 }
 
 impl Exact<'_> {
+    /// Whether changes of `table` run its foreign-key actions now (not when the source session
+    /// had foreign_key_checks off).
+    fn fk_actions(&self, table: &Table) -> bool {
+        table.has_cascades() && !self.pending.no_fk_actions
+    }
+
     /// Send the pending writes.
     pub async fn flush(&mut self) -> Result<()> {
         let end = self
@@ -112,7 +120,7 @@ impl Exact<'_> {
                 self.pipe.write(sql, &table.full_name()).await?
             }
             Run::Delete(table, rows) => {
-                if table.has_cascades() {
+                if self.fk_actions(&table) {
                     cascade::propagate(
                         &mut self.pipe,
                         self.children,
@@ -125,7 +133,7 @@ impl Exact<'_> {
                 self.delete_keys(&table, &rows).await?;
             }
             Run::Rekey(table, pairs) => {
-                if table.has_cascades() {
+                if self.fk_actions(&table) {
                     cascade::propagate(
                         &mut self.pipe,
                         self.children,
@@ -238,6 +246,11 @@ impl Exact<'_> {
                         .write(format!("SAVEPOINT {}", savepoint_name(name)), "target")
                         .await?;
                 }
+                Change::ForeignKeyChecks(on) => {
+                    // pending writes keep the setting they were made under
+                    self.flush().await?;
+                    self.pending.no_fk_actions = !on;
+                }
                 Change::RollbackTo(name) => {
                     self.flush().await?;
                     self.pipe
@@ -248,7 +261,7 @@ impl Exact<'_> {
                         .await?;
                 }
                 Change::Upsert { table, before, row } if table.has_key() || table.sequence => {
-                    if before.is_some() && table.has_cascades() {
+                    if before.is_some() && self.fk_actions(table) {
                         self.flush().await?;
                         cascade::propagate(
                             &mut self.pipe,
@@ -307,7 +320,7 @@ impl Exact<'_> {
                 } => {
                     // keyless update: one row equal to the before-image
                     self.flush().await?;
-                    if table.has_cascades() {
+                    if self.fk_actions(table) {
                         cascade::propagate(
                             &mut self.pipe,
                             self.children,
@@ -336,7 +349,7 @@ impl Exact<'_> {
                 },
                 Change::Delete { table, row } => {
                     self.flush().await?;
-                    if table.has_cascades() {
+                    if self.fk_actions(table) {
                         cascade::propagate(
                             &mut self.pipe,
                             self.children,

@@ -37,6 +37,11 @@ pub enum Change {
     /// `ROLLBACK TO name`: on the source, the transactional changes made since the savepoint
     /// were undone (non-transactional ones stay); the applier does the same on the target.
     RollbackTo(Vec<u8>),
+    /// The following changes were made with `foreign_key_checks` off (false) or on again
+    /// (true): their rows event carries NO_FOREIGN_KEY_CHECKS, so on the source InnoDB ran no
+    /// CASCADE / SET NULL for them, and the applier must not either. Only emitted around
+    /// changes of tables that have such actions.
+    ForeignKeyChecks(bool),
 }
 
 impl Change {
@@ -46,7 +51,7 @@ impl Change {
             Change::Upsert { table, .. }
             | Change::Rekey { table, .. }
             | Change::Delete { table, .. } => Some(table),
-            Change::Savepoint(_) | Change::RollbackTo(_) => None,
+            Change::Savepoint(_) | Change::RollbackTo(_) | Change::ForeignKeyChecks(_) => None,
         }
     }
     /// Whether applying this change on the source fired a foreign-key cascade, which the
@@ -65,6 +70,7 @@ impl Change {
             Change::Rekey { before, after, .. } => row(before) + row(after),
             Change::Delete { row: r, .. } => row(r),
             Change::Savepoint(n) | Change::RollbackTo(n) => n.len() + 16,
+            Change::ForeignKeyChecks(_) => 16,
         }
     }
 }
@@ -153,6 +159,18 @@ impl Transaction {
     /// Must be applied change by change, in order, inside the group's target transaction:
     /// a foreign-key action has to run between changes, a savepoint or rollback has to be
     /// honoured, a keyless table's rows cannot be collapsed, or it is one part of many.
+    /// Whether applying the transaction sets a savepoint on the target (its own, or the one
+    /// the applier sets to undo a transaction that ends in ROLLBACK or arrives in parts): it
+    /// must then open its own target transaction, as on the source (a SAVEPOINT fails once a
+    /// table of an engine without savepoints, e.g. Aria, was changed in the transaction: 1178).
+    pub fn sets_savepoint(&self) -> bool {
+        self.rolled_back
+            || self.partial
+            || self
+                .changes
+                .iter()
+                .any(|c| matches!(c, Change::Savepoint(_)))
+    }
     pub fn needs_exact_apply(&self) -> bool {
         self.rolled_back
             || self.partial

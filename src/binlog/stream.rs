@@ -720,8 +720,19 @@ impl Reader {
             };
             changes.push(change);
         }
+        // a session with foreign_key_checks=0: InnoDB ran no foreign-key actions for these rows
+        let unchecked = table.has_cascades()
+            && rows
+                .flags()
+                .contains(mysql_async::binlog::RowsEventFlags::NO_FOREIGN_KEY_CHECKS);
+        if unchecked {
+            self.push_change(Change::ForeignKeyChecks(false))?;
+        }
         for c in changes {
             self.push_change(c)?;
+        }
+        if unchecked {
+            self.push_change(Change::ForeignKeyChecks(true))?;
         }
         Ok(())
     }

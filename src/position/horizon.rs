@@ -14,11 +14,12 @@ use std::collections::HashMap;
 pub struct Horizons {
     tables: HashMap<(String, String), FilePos>,
     databases: HashMap<String, FilePos>,
-    /// The binlog position read just before the snapshot's final listing of the source's
-    /// tables: a table absent from that listing (so neither copied nor seen gone) did not
-    /// exist then, so an event on it ending at or before this position concerns an earlier
-    /// table of that name that was dropped (or renamed away) before the listing: its effect is
-    /// not on the source at the end of the snapshot, and must not be on the target.
+    /// The binlog position at the snapshot's final listing of the source's tables (read right
+    /// after it; the snapshot checked that no DDL was logged while the listing was taken): a
+    /// table absent from that listing (so neither copied nor seen gone) did not exist at this
+    /// position, so an event on it ending at or before it concerns an earlier table of that
+    /// name that was dropped (or renamed away): its effect is not on the source at the end of
+    /// the snapshot, and must not be on the target.
     listed_before: Option<FilePos>,
     /// Tables the snapshot knows (copied, being copied, or without a horizon of their own):
     /// `listed_before` never applies to them.

@@ -601,12 +601,21 @@ async fn apply_loop(
                 metrics::add("migrate_transactions_applied_total", &[], 1.0);
             }
             Msg::Part(t, permit) => {
+                if !g.in_part {
+                    // a transaction in parts starts its own target transaction: a SAVEPOINT in
+                    // a later part must not follow another transaction's non-transactional
+                    // changes (see `sets_savepoint`)
+                    g.commit(pos, live).await?;
+                }
                 g.applier.write_batch(&mut g.batch).await?;
                 // the batched transactions' rows are on the target now: their read-ahead
                 // budget goes back to the reader (the group cannot commit before this
                 // transaction's last part, which the reader must be able to read)
                 g.permits.clear();
-                g.applier.apply_exact(&t).await?;
+                g.applier
+                    .apply_exact(&t)
+                    .await
+                    .map_err(|e| e.context(format!("target, applying GTID {}", t.gtid)))?;
                 g.batch.count(&t);
                 g.in_part = true;
                 drop(permit);
@@ -614,9 +623,15 @@ async fn apply_loop(
             Msg::Trx(t, permit) => {
                 let gtid = t.gtid;
                 if t.needs_exact_apply() {
+                    if t.sets_savepoint() {
+                        g.commit(pos, live).await?;
+                    }
                     g.applier.write_batch(&mut g.batch).await?;
                     g.permits.clear();
-                    g.applier.apply_exact(&t).await?;
+                    g.applier
+                        .apply_exact(&t)
+                        .await
+                        .map_err(|e| e.context(format!("target, applying GTID {}", t.gtid)))?;
                     g.batch.count(&t);
                     g.in_part = false;
                     drop(permit);

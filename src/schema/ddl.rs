@@ -186,19 +186,20 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
             r[0].clone().unwrap_or_default(),
             r[1].clone().unwrap_or_default(),
         );
-        let kind: &'static str =
-            match kind.as_str() {
-                "FUNCTION" => "function",
-                "PROCEDURE" => "procedure",
-                "PACKAGE" => "package",
-                "PACKAGE BODY" => "package body",
-                other => return Err(Error::definite(
+        let kind: &'static str = match kind.as_str() {
+            "FUNCTION" => "function",
+            "PROCEDURE" => "procedure",
+            "PACKAGE" => "package",
+            "PACKAGE BODY" => "package body",
+            other => {
+                return Err(Error::definite(
                     format!(
                         "source: routine {db}.{name} is of a kind migrate does not know ({other})"
                     ),
                     "exclude its database, or recreate the routine on the target by hand",
-                )),
-            };
+                ))
+            }
+        };
         let rows = query_strings(
             conn,
             &format!(

@@ -108,6 +108,54 @@ fn snapshot_position(rows: &[Vec<Option<String>>]) -> Result<(String, u64)> {
     }
 }
 
+/// Whether the source logged anything but row changes and transaction control between two
+/// binlog positions (a DDL, which may change the set of tables). A rotation in between counts
+/// as a change too.
+pub async fn schema_may_have_changed(
+    conn: &mut Conn,
+    from: &(String, u64),
+    to: &(String, u64),
+) -> Result<bool> {
+    if from.0 != to.0 {
+        return Ok(true);
+    }
+    if from.1 >= to.1 {
+        return Ok(false);
+    }
+    let rows = db::query_strings(
+        conn,
+        &format!(
+            "SHOW BINLOG EVENTS IN {} FROM {} LIMIT 100000",
+            crate::db::quote::string(&from.0),
+            from.1
+        ),
+    )
+    .await?;
+    for r in rows {
+        let pos: u64 = r
+            .get(1)
+            .cloned()
+            .flatten()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if pos >= to.1 {
+            break;
+        }
+        let kind = r.get(2).cloned().flatten().unwrap_or_default();
+        let info = r.get(5).cloned().flatten().unwrap_or_default();
+        if kind == "Query" {
+            let head = info.trim_start().to_ascii_uppercase();
+            if !["BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT"]
+                .iter()
+                .any(|w| head.starts_with(w))
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// The source's current binlog file position (`SHOW MASTER STATUS`).
 pub async fn binlog_now(conn: &mut Conn) -> Result<(String, u64)> {
     let rows = db::query_strings(conn, "SHOW MASTER STATUS").await?;

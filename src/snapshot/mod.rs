@@ -252,8 +252,8 @@ async fn reconcile(
     filter: &Filter,
     threads: usize,
 ) -> Result<()> {
-    for _round in 0..10 {
-        let (before_file, before_pos) = copy::binlog_now(src).await?;
+    for _round in 0..30 {
+        let before = copy::binlog_now(src).await?;
         let now_dbs: Vec<String> = schema::list_databases(src)
             .await?
             .into_iter()
@@ -341,10 +341,13 @@ async fn reconcile(
             copy::copy_tables(plan, new_tables, threads).await?;
         }
         if !changed {
-            plan.store.set(
-                "snapshot.listed_before",
-                &format!("{before_file}:{before_pos}"),
-            )?;
+            // the listing holds at `file:pos` only if no DDL ran while it was taken; else
+            // list again
+            if copy::schema_may_have_changed(src, &before, &(file.clone(), pos)).await? {
+                continue;
+            }
+            plan.store
+                .set("snapshot.listed_before", &format!("{file}:{pos}"))?;
             return Ok(());
         }
     }
