@@ -34,12 +34,24 @@ fn spawn_snapshot(src: &Server, dst: &Server, state: &Path, db: &str, chunk_rows
 /// Wait until the snapshot recorded in `state` is copying `table` (or has copied it).
 fn wait_copying(src: &Server, dst: &Server, state: &Path, table: &str, child: &mut Child) {
     let t = Instant::now();
+    let mut last = String::new();
     while t.elapsed() < Duration::from_secs(60) {
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the snapshot ended before {table} was copied"
-        );
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the snapshot ended ({status}) before {table} was seen copying; last status: {last}\nsnapshot stderr: {err}");
+        }
         let out = migrate(&src.url(), &dst.url(), state, &["status", "--json"]);
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout)
+                .chars()
+                .take(1500)
+                .collect::<String>(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         if let Ok(j) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
             let copying = j["snapshot"]["tables"].as_array().is_some_and(|ts| {
                 ts.iter().any(|x| {
