@@ -72,8 +72,36 @@ pub enum Verb {
     Snapshot(SnapshotArgs),
     /// Stream the source binlog and apply it to the target until stopped.
     Follow(FollowArgs),
+    /// Compare source and target at one GTID per round, name differing rows, --repair them.
+    /// Exit 0 identical, 1 differences. Runs with follow stopped (it replays to each round's
+    /// GTID itself).
+    Verify(VerifyArgs),
     /// Show progress from the state file (works while another verb runs).
     Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Only these tables (db.table, comma separated); default every table the snapshot copied
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Rows per compared chunk (each server digests a chunk in one query)
+    #[arg(long, default_value_t = 10_000)]
+    pub chunk_rows: u64,
+    /// Chunks compared per pair of consistent snapshots (bounds how long the source's read
+    /// view stays open)
+    #[arg(long, default_value_t = 20)]
+    pub round_chunks: usize,
+    /// Rewrite the differing rows on the target from the source at the compared GTID, then
+    /// re-check them (never writes to the source)
+    #[arg(long)]
+    pub repair: bool,
+    /// Write the result as JSON (each differing row: database, table, key, kind, columns)
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
+    /// Most differing rows listed (on the terminal and in --report); all are counted
+    #[arg(long, default_value_t = 1000)]
+    pub max_report_rows: usize,
 }
 
 #[derive(Args, Debug)]

@@ -16,6 +16,7 @@ mod snapshot;
 mod sql;
 mod state;
 mod value;
+mod verify;
 
 use clap::Parser;
 
@@ -61,6 +62,7 @@ fn main() {
         let long_running = match &cli.verb {
             cli::Verb::Snapshot(_) => Some("snapshot"),
             cli::Verb::Follow(_) => Some("follow"),
+            cli::Verb::Verify(_) => Some("verify"),
             _ => None,
         };
         if let (Some(verb), Some(addr)) = (long_running, &cli.global.metrics_addr) {
@@ -74,6 +76,9 @@ fn main() {
             }
             cli::Verb::Follow(a) => {
                 commands::tracked(&ctx, "follow", true, commands::follow::run(&ctx, a)).await
+            }
+            cli::Verb::Verify(a) => {
+                commands::tracked(&ctx, "verify", false, commands::verify::run(&ctx, a)).await
             }
             cli::Verb::Status(a) => commands::status::run(&ctx, a).await,
         }

@@ -223,6 +223,9 @@ const EXISTS_ERRORS: &[u16] = &[
     1054, // unknown column (a rename already done)
     1060, // duplicate column
     1061, // duplicate key name
+    1068, // multiple primary key (ADD PRIMARY KEY already done)
+    1507, // DROP PARTITION of a partition already dropped
+    1517, // duplicate partition name (ADD PARTITION already done)
     1091, // can't drop: does not exist
     1146, // table does not exist
     1304, // routine exists
@@ -362,6 +365,25 @@ mod tests {
         };
         let s = session_sql(&ctx, &src);
         assert!(s.starts_with("SET SESSION timestamp = 1700000000.000005, foreign_key_checks = 0, sql_auto_is_null = 0, unique_checks = 1, check_constraint_checks = 1, explicit_defaults_for_timestamp = 1, sql_mode = 2, auto_increment_increment = 3, auto_increment_offset = 1, character_set_client = 19, collation_connection = 19, collation_server = 19, time_zone = '+09:00', lc_time_names = 31, default_storage_engine = `InnoDB`"), "{s}");
+    }
+
+    #[test]
+    fn replayed_alters_count_as_applied_only_when_replaying() {
+        use crate::sql::statement::{classify, Statement};
+        let dec = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let Statement::Ddl(d) = classify(
+            b"ALTER TABLE t MODIFY id INT NOT NULL, ADD PRIMARY KEY (id)",
+            Mode::default(),
+            "shop",
+            &dec,
+        ) else {
+            panic!("not DDL")
+        };
+        for code in [1068, 1060, 1061, 1091, 1054, 1517, 1507] {
+            assert!(already_applied(&d, Some(code), true), "{code}");
+            assert!(!already_applied(&d, Some(code), false), "{code}");
+        }
+        assert!(!already_applied(&d, Some(1064), true));
     }
 
     #[test]

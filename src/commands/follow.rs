@@ -10,7 +10,7 @@ use crate::replication::{follow, install_signal_handlers, OnDdl, Options, Until}
 use crate::state::Store;
 use std::sync::Arc;
 
-fn server_id(store: &Store, given: Option<u32>) -> Result<u32> {
+pub fn server_id(store: &Store, given: Option<u32>) -> Result<u32> {
     if let Some(id) = given {
         return Ok(id);
     }
@@ -84,7 +84,7 @@ pub async fn run(ctx: &Context, args: &FollowArgs) -> Result<i32> {
 
 /// `--databases`/`--exclude` if given, else the snapshot's selection from the state file (so
 /// a bare `migrate follow` replicates exactly what was copied).
-fn selection(ctx: &Context, store: &Store) -> Result<Filter> {
+pub fn selection(ctx: &Context, store: &Store) -> Result<Filter> {
     if !ctx.filter.databases.is_empty() || !ctx.filter.exclude.is_empty() {
         return Ok(ctx.filter.clone());
     }

@@ -5,6 +5,7 @@ pub mod check;
 pub mod follow;
 pub mod snapshot;
 pub mod status;
+pub mod verify;
 
 use crate::cli::Global;
 use crate::config::{Endpoint, Filter};

@@ -136,6 +136,9 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
             })).collect::<Vec<_>>(),
         },
         "follow": follow_json,
+        "verify": get("verify.last")
+            .and_then(|v| serde_json::from_str::<Value>(&v).ok())
+            .unwrap_or(Value::Null),
         "events_disabled_until_cutover": events,
     });
     if args.json {
@@ -224,6 +227,26 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
                 } else {
                     ""
                 }
+            ),
+        );
+    }
+    let v = &out["verify"];
+    if !v.is_null() {
+        line(
+            "verify",
+            format!(
+                "{} at {} (GTID {}): {} rows in {} tables, {} differing row(s), {} repaired",
+                if v["identical"] == true {
+                    "identical"
+                } else {
+                    "DIFFERENT"
+                },
+                v["at"].as_str().unwrap_or(""),
+                v["gtid"].as_str().unwrap_or(""),
+                v["rows"],
+                v["tables"],
+                v["differences_total"],
+                v["repaired"]
             ),
         );
     }

@@ -1,5 +1,6 @@
 //! Connections and session set-up for both servers.
 
+pub mod consistent;
 pub mod grants;
 pub mod monitor;
 pub mod preflight;

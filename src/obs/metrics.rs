@@ -29,6 +29,8 @@ pub const FAMILIES: &[(&str, Type, &str)] = &[
     ("migrate_retries_total", Type::Counter, "Retried snapshot reads and writes, by side."),
     ("migrate_snapshot_rows_total", Type::Counter, "Rows copied by the snapshot, by table."),
     ("migrate_snapshot_bytes_total", Type::Counter, "Bytes copied by the snapshot, by table."),
+    ("migrate_verify_chunks_total", Type::Counter, "Chunks compared by verify."),
+    ("migrate_verify_differences_total", Type::Counter, "Differing rows found by verify."),
     ("migrate_throttled", Type::Gauge, "1 while follow pauses reading because the source is busy (--max-source-load)."),
 ];
 

@@ -12,17 +12,20 @@ use crate::value::{encode, Value};
 pub fn select_list(t: &Table) -> String {
     t.columns
         .iter()
-        .map(|c| {
-            let q = quote::ident(&c.name);
-            match c.kind {
-                Kind::Float => format!("CAST({q} AS DOUBLE)"),
-                Kind::Bit | Kind::Enum | Kind::Set => format!("({q} + 0)"),
-                Kind::Inet6 | Kind::Uuid => format!("CAST({q} AS BINARY(16))"),
-                _ => q,
-            }
-        })
+        .map(column_select)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// How one column is selected for `value::decode::from_text`.
+pub fn column_select(c: &crate::schema::Column) -> String {
+    let q = quote::ident(&c.name);
+    match c.kind {
+        Kind::Float => format!("CAST({q} AS DOUBLE)"),
+        Kind::Bit | Kind::Enum | Kind::Set => format!("({q} + 0)"),
+        Kind::Inet6 | Kind::Uuid => format!("CAST({q} AS BINARY(16))"),
+        _ => q,
+    }
 }
 
 /// `key > lo` spelled out for composite keys: `a > x OR (a = x AND b > y)`, which
