@@ -67,7 +67,11 @@ fn main() {
         };
         if let (Some(verb), Some(addr)) = (long_running, &cli.global.metrics_addr) {
             obs::metrics::init_verb(verb);
-            obs::metrics::serve(addr).await?;
+            match obs::metrics::serve(addr).await {
+                // verify often runs beside a follow that already serves this address
+                Err(e) if verb == "verify" => tracing::warn!("metrics not served: {e}"),
+                r => r?,
+            }
         }
         match &cli.verb {
             cli::Verb::Check(a) => commands::check::run(&ctx, a).await,
@@ -77,9 +81,7 @@ fn main() {
             cli::Verb::Follow(a) => {
                 commands::tracked(&ctx, "follow", true, commands::follow::run(&ctx, a)).await
             }
-            cli::Verb::Verify(a) => {
-                commands::tracked(&ctx, "verify", false, commands::verify::run(&ctx, a)).await
-            }
+            cli::Verb::Verify(a) => commands::verify::entry(&ctx, a).await,
             cli::Verb::Status(a) => commands::status::run(&ctx, a).await,
         }
     });

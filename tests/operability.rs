@@ -468,6 +468,29 @@ fn runs_logs_and_config() {
         .expect("run");
     assert_ok(&out);
 
+    // a bounded follow (--until-caught-up) stopped by a signal before its goal is not a
+    // success: exit 130, recorded as interrupted (a script's `follow --until-caught-up &&
+    // next-step` must not go on)
+    src.sql("UPDATE shop.big SET pad = 'y' WHERE id < 10");
+    let mut f = migrate_cmd(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up", "--max-source-load", "0"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("follow");
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(f.id().to_string())
+        .status();
+    assert_eq!(f.wait().expect("wait").code(), Some(130));
+    let j = status_json(&src, &dst, &state);
+    assert_eq!(j["follow"]["run"]["outcome"], "interrupted", "{j}");
+
     // an unknown key in the config is an error naming it
     std::fs::write(&cfg, "[snapshot]\nthreds = 4\n").expect("config");
     let out = migrate_cmd(&src.url(), &dst.url(), &state, &["status"])

@@ -190,6 +190,56 @@ fn no_false_difference_under_writes() {
             "round {round}: a false difference under writes: {j}\n{log}"
         );
     }
+    // with follow running: verify pauses it at each round's GTID through the state store, and
+    // follow goes on afterwards
+    let follow_log = dir.path().join("follow.log");
+    let follow = migrate_cmd(&src.url(), &dst.url(), &state, &["follow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&follow_log).expect("log"))
+        .spawn()
+        .expect("follow");
+    let t = std::time::Instant::now();
+    loop {
+        let out = migrate(&src.url(), &dst.url(), &state, &["status", "--json"]);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if j["follow"]["state"] == "running" {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 30, "follow did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for round in 0..2 {
+        let (code, j, log) = verify(&src, &dst, &state, &[]);
+        assert_eq!(
+            code,
+            0,
+            "round {round} with follow running: {j}\n{log}\nfollow: {}",
+            std::fs::read_to_string(&follow_log).unwrap_or_default()
+        );
+        assert!(log.contains("pausing it"), "{log}");
+        assert!(
+            j["target_sync_seconds_max"]
+                .as_f64()
+                .is_some_and(|s| s < 30.0),
+            "{j}"
+        );
+    }
+    let mut follow = follow;
+    assert!(
+        follow.try_wait().expect("wait").is_none(),
+        "follow must keep running"
+    );
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(follow.id().to_string())
+        .status();
+    let status = follow.wait().expect("follow");
+    let flog = std::fs::read_to_string(&follow_log).unwrap_or_default();
+    assert!(status.success(), "{flog}");
+    assert!(
+        flog.contains("paused at") && flog.contains("resumed at"),
+        "{flog}"
+    );
     stop.store(true, Ordering::SeqCst);
     let _ = writer.join();
     let (code, _, log) = verify(&src, &dst, &state, &[]);

@@ -73,13 +73,21 @@ pub async fn run(ctx: &Context, args: &FollowArgs) -> Result<i32> {
     };
     install_signal_handlers();
     let filter = selection(ctx, &store)?;
+    let bounded = !matches!(opts.until, Until::Forever);
     let pos = follow(source, target, &filter, &store, start, &opts).await?;
+    // a signal before --until-caught-up / --until-gtid was reached is not success: a script
+    // running `follow --until-caught-up && next-step` must not go on
+    let interrupted = bounded && crate::replication::stop_requested();
     crate::obs::result(
         "follow",
-        serde_json::json!({ "stopped_at_gtid": pos.to_string() }),
-        &format!("follow stopped at GTID {pos}"),
+        serde_json::json!({ "stopped_at_gtid": pos.to_string(), "interrupted": interrupted }),
+        &if interrupted {
+            format!("follow interrupted at GTID {pos}, before its --until condition")
+        } else {
+            format!("follow stopped at GTID {pos}")
+        },
     );
-    Ok(0)
+    Ok(if interrupted { 130 } else { 0 })
 }
 
 /// `--databases`/`--exclude` if given, else the snapshot's selection from the state file (so

@@ -53,6 +53,7 @@ where
     }
     let result = work.await;
     match &result {
+        Ok(130) => store.end_run(verb, crate::state::Outcome::Interrupted, None)?,
         Ok(_) => store.end_run(verb, crate::state::Outcome::Ok, None)?,
         Err(e) => store.end_run(verb, crate::state::Outcome::Failed, Some(&e.to_string()))?,
     }

@@ -8,7 +8,7 @@ use crate::config::Filter;
 use crate::db::{self, Session};
 use crate::error::{Error, Result};
 use crate::position::Position;
-use crate::replication::{self, OnDdl, Until};
+use crate::replication::{self, control, OnDdl, Until};
 use crate::state::Store;
 use crate::verify::{self, TargetSync};
 
@@ -25,7 +25,13 @@ struct Replay<'a> {
 }
 
 impl TargetSync for Replay<'_> {
-    async fn to(&self, pos: &Position) -> Result<()> {
+    async fn hold(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn release(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn to(&self, pos: &Position) -> Result<bool> {
         let opts = replication::Options {
             migration: self.migration.clone(),
             until: Until::Position(pos.clone()),
@@ -44,11 +50,54 @@ impl TargetSync for Replay<'_> {
             &opts,
         )
         .await?;
-        Ok(())
+        Ok(true)
     }
 }
 
-pub async fn run(ctx: &Context, args: &VerifyArgs) -> Result<i32> {
+/// A follow running in another process, paused through the state store.
+struct PauseFollow<'a> {
+    store: &'a Store,
+}
+
+const PAUSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl TargetSync for PauseFollow<'_> {
+    async fn hold(&self) -> Result<()> {
+        control::pause(self.store, None, PAUSE_TIMEOUT).await?;
+        Ok(())
+    }
+    async fn to(&self, pos: &Position) -> Result<bool> {
+        let p = control::pause(self.store, Some(pos), PAUSE_TIMEOUT).await?;
+        Ok(!p.passed)
+    }
+    async fn release(&self) -> Result<()> {
+        control::release(self.store)
+    }
+}
+
+/// `migrate verify`: with follow running (another process), pause it through the state store
+/// for each round; otherwise lock the state file and replay to each round's GTID itself.
+pub async fn entry(ctx: &Context, args: &VerifyArgs) -> Result<i32> {
+    if ctx.state_path.exists() {
+        let store = ctx.store()?;
+        let follow_running = store.runs()?.iter().any(|r| {
+            r.verb == "follow" && r.outcome == crate::state::Outcome::Running && !r.died()
+        });
+        if follow_running {
+            store.start_run("verify")?;
+            let res = run(ctx, args, Some(&PauseFollow { store: &store })).await;
+            let (outcome, err) = match &res {
+                Ok(_) => (crate::state::Outcome::Ok, None),
+                Err(e) => (crate::state::Outcome::Failed, Some(e.to_string())),
+            };
+            store.end_run("verify", outcome, err.as_deref())?;
+            return res;
+        }
+    }
+    super::tracked(ctx, "verify", false, run(ctx, args, None)).await
+}
+
+async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>) -> Result<i32> {
     let (source, target) = (ctx.source()?, ctx.target()?);
     let store = ctx.store()?;
     let start = store
@@ -103,7 +152,13 @@ pub async fn run(ctx: &Context, args: &VerifyArgs) -> Result<i32> {
         round_chunks: args.round_chunks.max(1),
         repair: args.repair,
     };
-    let out = verify::run(source, target, &tables, &sync, &store, &opts).await?;
+    let out = match running {
+        Some(p) => {
+            tracing::info!("follow is running: pausing it at each round's GTID");
+            verify::run(source, target, &tables, p, &store, &opts).await?
+        }
+        None => verify::run(source, target, &tables, &sync, &store, &opts).await?,
+    };
 
     let identical = out.identical();
     let total = out.differences.len();

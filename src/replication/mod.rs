@@ -13,7 +13,8 @@ use crate::obs::{metrics, progress};
 use crate::position::{Gtid, Position};
 use crate::state::{FollowStatus, Store};
 
-pub mod watch;
+pub mod control;
+mod watch;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +49,11 @@ pub struct Options {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Whether SIGINT/SIGTERM asked the loop to stop.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
 pub fn install_signal_handlers() {
     tokio::spawn(async {
         let mut term =
@@ -511,18 +517,34 @@ async fn apply_loop(
     live: &mut Live,
     store: &Store,
 ) -> Result<()> {
+    let mut last_control = Instant::now() - Duration::from_secs(1);
+    let mut pause: Option<control::PauseRequest> = None;
     loop {
         refresh_behind(live);
+        // a pause requested through the state store (verify, cutover): checked every 100 ms
+        if last_control.elapsed() >= Duration::from_millis(100) {
+            last_control = Instant::now();
+            pause = control::request(store)?;
+        }
+        let pause_at = match pause.as_ref().and_then(|p| p.at.as_deref()) {
+            Some(a) => Some(Position::parse(a)?),
+            None => None,
+        };
+        // stop taking transactions once the pause position is reached (never inside a
+        // transaction that arrives in parts: its end must be read first)
+        let hold = pause.is_some()
+            && !g.in_part
+            && pause_at.as_ref().is_none_or(|t| g.batch_pos.contains(t));
         let stop = STOP.load(Ordering::SeqCst) && !g.in_part;
         // while the source is busy (--max-source-load), reading pauses; status goes on
         let busy = live.view.lock().map(|v| v.busy).unwrap_or(false) && !g.in_part;
-        let msg = if stop {
+        let msg = if stop || hold {
             Msg::Idle
         } else if busy {
             tokio::time::sleep(Duration::from_millis(500)).await;
             Msg::Idle
         } else {
-            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
                 Ok(Some(m)) => m,
                 Ok(None) => return Err(Error::transient("binlog reader stopped")),
                 Err(_) => Msg::Idle,
@@ -663,6 +685,57 @@ async fn apply_loop(
         write_status(store, live, pos, finished)?;
         if finished {
             return Ok(());
+        }
+        if hold && !g.applier.is_open() && g.batch.is_empty() {
+            if let Some(req) = pause.take() {
+                // a new request that replaces this one (e.g. "now at P" becomes "at G") is
+                // taken at once: moving on for a polling interval could pass G
+                pause = wait_paused(&req, pause_at.as_ref(), pos, live, store).await?;
+                last_control = Instant::now();
+            }
+        }
+    }
+}
+
+/// Paused at `pos` for `req`: report it, keep status fresh, resume when the request goes or
+/// is replaced (the replacement is returned).
+async fn wait_paused(
+    req: &control::PauseRequest,
+    at: Option<&Position>,
+    pos: &Position,
+    live: &mut Live,
+    store: &Store,
+) -> Result<Option<control::PauseRequest>> {
+    let passed = at.is_some_and(|t| !t.contains(pos));
+    control::report(
+        store,
+        &control::Paused {
+            id: req.id.clone(),
+            at: pos.to_string(),
+            passed,
+        },
+    )?;
+    tracing::info!(
+        "paused at {pos} on request{}",
+        if passed {
+            " (already past the requested position)"
+        } else {
+            ""
+        }
+    );
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        refresh_behind(live);
+        write_status(store, live, pos, false)?;
+        if STOP.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        match control::request(store)? {
+            Some(r) if r.id == req.id => {}
+            next => {
+                tracing::info!("resumed at {pos}");
+                return Ok(next);
+            }
         }
     }
 }

@@ -222,6 +222,13 @@ impl Store {
         })
     }
 
+    pub fn delete(&self, key: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM meta WHERE key = ?1", [key])
+                .map(|_| ())
+        })
+    }
+
     /// Record that `verb` starts in this process.
     pub fn start_run(&self, verb: &str) -> Result<()> {
         self.with(|c| {

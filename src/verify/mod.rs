@@ -32,10 +32,17 @@ pub struct Options {
     pub repair: bool,
 }
 
-/// Brings the target to exactly a GTID position (the replication loop, up to `pos`).
+/// Brings the target to exactly a GTID position and holds it there while the target's
+/// snapshot is opened: either verify's own replay (no follow running), or a running follow
+/// paused through the state store.
 #[allow(async_fn_in_trait)]
 pub trait TargetSync {
-    async fn to(&self, pos: &Position) -> Result<()>;
+    /// Stop the target from moving (before the source snapshot is taken).
+    async fn hold(&self) -> Result<()>;
+    /// Bring the target to exactly `pos`. False: it was already past `pos` (retry the round).
+    async fn to(&self, pos: &Position) -> Result<bool>;
+    /// Let the target move again (after its snapshot is open).
+    async fn release(&self) -> Result<()>;
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -252,14 +259,29 @@ pub async fn run(
         let mut table_rows = 0u64;
         let mut done = false;
         while !done {
-            // one round: a pair of snapshots at the same GTID
-            let (_, g) = consistent::open(&mut src, "source").await?;
+            // one round: a pair of snapshots at the same GTID; the target is held from before
+            // the source snapshot until its own snapshot is open
             let t0 = Instant::now();
-            sync.to(&g).await?;
+            sync.hold().await?;
+            let (_, g) = consistent::open(&mut src, "source").await?;
+            let at_g = match sync.to(&g).await {
+                Ok(at) => at,
+                Err(e) => {
+                    let _ = sync.release().await;
+                    return Err(e);
+                }
+            };
+            if !at_g {
+                consistent::close(&mut src).await?;
+                sync.release().await?;
+                continue;
+            }
+            let opened = consistent::open(&mut tgt, "target").await;
+            sync.release().await?;
+            opened?;
             let paused = t0.elapsed().as_secs_f64();
             out.sync_seconds_total += paused;
             out.sync_seconds_max = out.sync_seconds_max.max(paused);
-            consistent::open(&mut tgt, "target").await?;
             out.rounds += 1;
             out.last_gtid = g.to_string();
             if !t.has_key() {
