@@ -5,6 +5,10 @@
 #                               (single-threaded and slave_parallel_threads=4 optimistic) on the
 #                               same binlog backlog; then the highest sysbench write rate at which
 #                               follow's lag stays under 1 s
+#   scripts/bench.sh verify     full verification of the sysbench tables: migrate verify (defaults)
+#                               vs pt-table-checksum run on both servers at once (static
+#                               10k-row chunks so both sides chunk alike; flags for a row-based
+#                               binlog and no replica) vs CHECKSUM TABLE on both servers at once
 #   scripts/bench.sh cascade    follow catch-up of parent deletes and key changes whose ON DELETE /
 #                               ON UPDATE CASCADE the applier performs (the binlog does not carry
 #                               them) vs a native replica (whose InnoDB runs them)
@@ -13,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-what=${1:?usage: scripts/bench.sh snapshot|follow}
+what=${1:?usage: scripts/bench.sh snapshot|follow|verify|cascade}
 tables=${BENCH_TABLES:-4}; rows=${BENCH_ROWS:-250000}; events=${BENCH_EVENTS:-25000}
 scripts/install-deps.sh bench
 cargo build --release --quiet
@@ -169,10 +173,49 @@ cascade_bench() {
     "$pattern" "$ours" "$(echo "$parents / $ours" | bc -l)" "$one" "$(echo "$parents / $one" | bc -l)" "$(echo "$one / $ours" | bc -l)"
 }
 
+verify_bench() {
+  scripts/mariadb.sh start dst 14307 --server-id=2 --log-bin=mysql-bin
+  local state=$MIGRATE_RUN_DIR/verify.sqlite t0 t1
+  MIGRATE_STATE=$state "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:14307 \
+    --databases sbtest snapshot >/dev/null 2>&1
+  local rounds=${BENCH_ROUNDS:-3} ours_all=() pt_all=() ck_all=()
+  for r in $(seq 1 "$rounds"); do
+    sync; t0=$(now)
+    MIGRATE_STATE=$state "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:14307 \
+      verify --report "$MIGRATE_RUN_DIR/verify$r.json" >/dev/null 2>&1 || { echo "migrate verify found differences" >&2; exit 1; }
+    t1=$(now); ours_all+=("$(echo "$t1 - $t0" | bc)")
+    # the peer: a checksum run on each server (they are not source and replica), both at once
+    sync; t0=$(now)
+    for port in 14306 14307; do
+      pt-table-checksum h=127.0.0.1,P=$port,u=root --databases sbtest --recursion-method=none \
+        --no-check-binlog-format --no-check-replication-filters --chunk-time=0 --chunk-size=10000 \
+        --replicate=percona.checksums --quiet >/dev/null 2>&1 &
+    done
+    wait
+    t1=$(now); pt_all+=("$(echo "$t1 - $t0" | bc)")
+    local a b
+    a=$(q 14306 -e "SELECT GROUP_CONCAT(this_crc, this_cnt ORDER BY tbl, chunk) FROM percona.checksums")
+    b=$(q 14307 -e "SELECT GROUP_CONCAT(this_crc, this_cnt ORDER BY tbl, chunk) FROM percona.checksums")
+    [ "$a" = "$b" ] || echo "note: pt-table-checksum chunks differ between the two servers" >&2
+    sync; t0=$(now)
+    for port in 14306 14307; do
+      (for i in $(seq 1 "$tables"); do q $port -e "CHECKSUM TABLE sbtest.sbtest$i" >/dev/null; done) &
+    done
+    wait
+    t1=$(now); ck_all+=("$(echo "$t1 - $t0" | bc)")
+    echo "round $r: migrate verify ${ours_all[-1]} s, pt-table-checksum (both servers at once) ${pt_all[-1]} s, CHECKSUM TABLE (both at once) ${ck_all[-1]} s"
+  done
+  median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+  local m p c; m=$(median "${ours_all[@]}"); p=$(median "${pt_all[@]}"); c=$(median "${ck_all[@]}")
+  printf 'RESULT verify (%d rounds, %d x %d rows): median migrate verify %.2f s, pt-table-checksum %.2f s, CHECKSUM TABLE %.2f s; migrate/pt ratio %.2f (goal <= 0.5)\n' \
+    "$rounds" "$tables" "$rows" "$m" "$p" "$c" "$(echo "$m / $p" | bc -l)"
+}
+
 case "$what" in
+  verify) verify_bench ;;
   snapshot) snapshot_bench ;;
   follow) follow_bench ;;
   cascade) cascade_bench ;;
-  *) echo "usage: $0 snapshot|follow|cascade" >&2; exit 2 ;;
+  *) echo "usage: $0 snapshot|follow|verify|cascade" >&2; exit 2 ;;
 esac
 for s in src dst rep1 rep4; do scripts/mariadb.sh stop $s 2>/dev/null || true; done

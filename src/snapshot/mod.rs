@@ -45,7 +45,15 @@ pub async fn discover(src: &mut Conn, filter: &Filter) -> Result<Vec<Table>> {
     for d in all.iter().filter(|d| filter.includes_db(d)) {
         for t in schema::list_tables(src, d).await? {
             if filter.includes_table(d, &t) {
-                tables.push(schema::describe(src, d, &t).await?);
+                match schema::describe(src, d, &t).await {
+                    Ok(x) => tables.push(x),
+                    // renamed or dropped since the listing: the snapshot's final listing
+                    // (reconcile) copies whatever exists then
+                    Err(e) if e.what == format!("table {d}.{t} not found") => {
+                        tracing::info!("{d}.{t}: gone since it was listed; skipped");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
