@@ -224,6 +224,45 @@ fn no_false_difference_under_writes() {
             "{j}"
         );
     }
+    // verify killed -9 (perhaps while follow is paused for it): follow resumes by itself, a
+    // rerun reaches the same verdict
+    let report = dir.path().join("killed.json");
+    let mut v = migrate_cmd(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &[
+            "verify",
+            "--chunk-rows",
+            "50",
+            "--report",
+            &report.display().to_string(),
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("verify");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    v.kill().expect("kill -9");
+    let _ = v.wait();
+    src.sql("INSERT INTO v.t (id, d) VALUES (90001, 1)");
+    let t = std::time::Instant::now();
+    while dst
+        .try_sql("SELECT COUNT(*) FROM v.t WHERE id = 90001")
+        .ok()
+        .as_deref()
+        != Some("1")
+    {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "follow stayed paused after verify was killed: {}",
+            std::fs::read_to_string(&follow_log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (code, j, log) = verify(&src, &dst, &state, &[]);
+    assert_eq!(code, 0, "after a killed verify: {j}\n{log}");
     let mut follow = follow;
     assert!(
         follow.try_wait().expect("wait").is_none(),

@@ -18,6 +18,16 @@ pub struct PauseRequest {
     pub id: String,
     /// Pause exactly at this GTID position (None: as soon as the current group is committed).
     pub at: Option<String>,
+    /// The requesting process: a follower whose requester died (kill -9) resumes by itself.
+    #[serde(default)]
+    pub pid: u32,
+}
+
+impl PauseRequest {
+    /// Whether the process that asked is gone (its request will never be withdrawn).
+    pub fn orphaned(&self) -> bool {
+        self.pid != 0 && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -61,6 +71,7 @@ pub async fn pause(store: &Store, at: Option<&Position>, timeout: Duration) -> R
         &serde_json::to_string(&PauseRequest {
             id: id.clone(),
             at: at.map(|p| p.to_string()),
+            pid: std::process::id(),
         })
         .unwrap_or_default(),
     )?;

@@ -524,7 +524,7 @@ async fn apply_loop(
         // a pause requested through the state store (verify, cutover): checked every 100 ms
         if last_control.elapsed() >= Duration::from_millis(100) {
             last_control = Instant::now();
-            pause = control::request(store)?;
+            pause = control::request(store)?.filter(|r| !r.orphaned());
         }
         let pause_at = match pause.as_ref().and_then(|p| p.at.as_deref()) {
             Some(a) => Some(Position::parse(a)?),
@@ -731,6 +731,14 @@ async fn wait_paused(
             return Ok(None);
         }
         match control::request(store)? {
+            Some(r) if r.orphaned() => {
+                tracing::warn!(
+                    "the process that paused follow (pid {}) is gone; resuming",
+                    r.pid
+                );
+                control::release(store)?;
+                return Ok(None);
+            }
             Some(r) if r.id == req.id => {}
             next => {
                 tracing::info!("resumed at {pos}");
