@@ -26,6 +26,8 @@ CREATE TABLE child (id INT PRIMARY KEY, pcode INT, KEY (pcode),
   FOREIGN KEY (pcode) REFERENCES parent (code) ON UPDATE CASCADE ON DELETE CASCADE) ENGINE=InnoDB;
 INSERT INTO parent SELECT seq, seq * 10 FROM seq_1_to_200;
 INSERT INTO child SELECT seq, (seq % 200 + 1) * 10 FROM seq_1_to_600;
+CREATE EVENT ev ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' DO UPDATE t SET d = d WHERE id = 0;
+CREATE TRIGGER trg BEFORE INSERT ON nokey FOR EACH ROW SET NEW.b = NEW.b;
 "#;
 
 fn verify(
@@ -69,6 +71,11 @@ fn planted_differences_are_named_and_repaired() {
     let (code, j, log) = verify(&src, &dst, &state, &[]);
     assert_eq!(code, 0, "identical copies must pass: {log}");
     assert_eq!(j["identical"], true, "{j}");
+    assert_eq!(
+        j["triggers_pending_until_cutover"],
+        serde_json::json!(["v.trg"]),
+        "{j}"
+    );
 
     // differences planted on the target only, outside its binlog
     dst.script(
@@ -143,6 +150,22 @@ fn planted_differences_are_named_and_repaired() {
     assert_same_multiset(&src, &dst, "v");
     // the repair went through the target's binlog (its replica gets it)
     assert!(dst.sql("SHOW BINLOG EVENTS").contains("v"));
+    // a schema difference is reported as such (and fails the verify)
+    dst.sql("SET sql_log_bin = 0; ALTER TABLE v.t MODIFY vc VARCHAR(21)");
+    let (code, j, log) = verify(&src, &dst, &state, &[]);
+    assert_eq!(code, 1, "{log}");
+    assert_eq!(j["differences_total"], 0, "{j}");
+    let objs: Vec<String> = j["schema_differences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| d["object"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(objs, vec!["column v.t.vc".to_string()], "{j}");
+    dst.sql("SET sql_log_bin = 0; ALTER TABLE v.t MODIFY vc VARCHAR(20)");
+    let (code, _, log) = verify(&src, &dst, &state, &[]);
+    assert_eq!(code, 0, "{log}");
     // status shows the last verify
     let out = migrate(&src.url(), &dst.url(), &state, &["status", "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status");

@@ -173,6 +173,8 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
         "differences_total": total,
         "differences": shown,
         "keyless_tables_differing": out.keyless_tables_differing,
+        "schema_differences": out.schema_differences,
+        "triggers_pending_until_cutover": out.triggers_pending,
         "repaired": out.repaired,
         "repair_failed": out.repair_failed,
         "rounds": out.rounds,
@@ -194,6 +196,11 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
     let mut last = summary.clone();
     if let Some(o) = last.as_object_mut() {
         o.remove("differences");
+        o.remove("schema_differences");
+        o.insert(
+            "schema_differences_total".into(),
+            out.schema_differences.len().into(),
+        );
     }
     store.set("verify.last", &last.to_string())?;
     for d in &shown {
@@ -211,6 +218,21 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
             if d.repaired { " — repaired" } else { "" }
         );
     }
+    for d in &out.schema_differences {
+        println!(
+            "schema: {} differs: source {}, target {}",
+            d.object,
+            d.source.as_deref().unwrap_or("(none)"),
+            d.target.as_deref().unwrap_or("(none)")
+        );
+    }
+    if !out.triggers_pending.is_empty() {
+        println!(
+            "{} trigger(s) pending until cutover: {}",
+            out.triggers_pending.len(),
+            out.triggers_pending.join(", ")
+        );
+    }
     for t in &out.keyless_tables_differing {
         println!("{t}: rows differ (no key: compared as a multiset; not narrowed, not repaired)");
     }
@@ -220,7 +242,13 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
         out.tables,
         out.rows,
         out.chunks,
-        if identical { "identical" } else { "DIFFERENT" },
+        if identical {
+            "identical".to_string()
+        } else if out.schema_differences.is_empty() {
+            "DIFFERENT".to_string()
+        } else {
+            format!("DIFFERENT ({} schema difference(s))", out.schema_differences.len())
+        },
         if total > 0 {
             format!(
                 "; {total} differing row(s){}",

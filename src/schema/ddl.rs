@@ -154,12 +154,33 @@ pub struct Object {
     pub ddl: String,
     /// For events: ENABLED, DISABLED or SLAVESIDE_DISABLED on the source.
     pub status: Option<String>,
+    /// For events: the time zone their schedule is in (the creating session's).
+    pub time_zone: Option<String>,
 }
 
 impl Object {
     pub fn step(&self) -> String {
         format!("{}:{}.{}", self.kind, self.db, self.name)
     }
+}
+
+/// The source's SYSTEM time zone as its current UTC offset (`+09:00`).
+async fn system_offset(conn: &mut Conn) -> Result<String> {
+    let rows = crate::db::query_sets(
+        conn,
+        "SET @migrate_tz = @@session.time_zone; SET SESSION time_zone = 'SYSTEM'; \
+         SELECT TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), NOW()); SET SESSION time_zone = @migrate_tz",
+    )
+    .await?;
+    let secs: i64 = rows
+        .iter()
+        .flatten()
+        .filter_map(|r| r.first().cloned().flatten())
+        .find_map(|v| v.parse().ok())
+        .unwrap_or(0);
+    let sign = if secs < 0 { '-' } else { '+' };
+    let m = secs.unsigned_abs() / 60;
+    Ok(format!("{sign}{:02}:{:02}", m / 60, m % 60))
 }
 
 /// Routines, then views (which may call functions), then events (created disabled; cutover
@@ -223,6 +244,7 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
             sql_mode: row.get(1).cloned().flatten(),
             ddl,
             status: None,
+            time_zone: None,
         });
     }
     let views = query_strings(
@@ -245,6 +267,7 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
             sql_mode: None,
             ddl,
             status: None,
+            time_zone: None,
         });
     }
     let events = query_strings(
@@ -268,6 +291,11 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
             sql_mode: row.get(1).cloned().flatten(),
             ddl,
             status: r.get(1).cloned().flatten(),
+            time_zone: match row.get(2).cloned().flatten() {
+                // the source's system zone, as an offset (the target's may differ)
+                Some(tz) if tz.eq_ignore_ascii_case("SYSTEM") => Some(system_offset(conn).await?),
+                other => other,
+            },
         });
     }
     Ok(out)

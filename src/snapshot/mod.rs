@@ -381,6 +381,10 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
             if let Some(m) = &o.sql_mode {
                 sqls.push(format!("SET SESSION sql_mode = {}", quote::string(m)));
             }
+            // an event's schedule is in the time zone of the session that created it
+            if let Some(tz) = &o.time_zone {
+                sqls.push(format!("SET SESSION time_zone = {}", quote::string(tz)));
+            }
             let drop_kind = if o.kind == "view" {
                 "VIEW"
             } else {
@@ -409,6 +413,7 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
             sqls.push(
                 "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'".into(),
             );
+            sqls.push("SET SESSION time_zone = '+00:00'".into());
             match exec_step(store, tgt, &o.step(), &sqls).await {
                 Ok(()) => {}
                 Err(e) if o.kind == "view" && !e.is_transient() => {

@@ -11,6 +11,7 @@
 //! the target's own binlog and replica get it) and re-checks each repaired row.
 
 pub mod digest;
+pub mod schema;
 
 use crate::config::Endpoint;
 use crate::db::{self, consistent, Session};
@@ -82,11 +83,17 @@ pub struct Outcome {
     pub sync_seconds_total: f64,
     pub sync_seconds_max: f64,
     pub last_gtid: String,
+    /// Schema objects that differ (compared at one GTID, before the rows).
+    pub schema_differences: Vec<schema::SchemaDiff>,
+    /// The source's triggers: created on the target at cutover.
+    pub triggers_pending: Vec<String>,
 }
 
 impl Outcome {
     pub fn identical(&self) -> bool {
-        self.differences.iter().all(|d| d.repaired) && self.keyless_tables_differing.is_empty()
+        self.differences.iter().all(|d| d.repaired)
+            && self.keyless_tables_differing.is_empty()
+            && self.schema_differences.is_empty()
     }
 }
 
@@ -253,6 +260,44 @@ pub async fn run(
     let mut tgt = db::connect(target, Session::SourceReader)
         .await
         .map_err(|e| e.context("target"))?;
+    // the schema, with the target held at the source's GTID (information_schema is not
+    // versioned: a DDL on the source while it is read makes the round start again)
+    let mut dbs: Vec<String> = tables.iter().map(|t| t.db.clone()).collect();
+    dbs.dedup();
+    for attempt in 0.. {
+        sync.hold().await?;
+        let (before, g) = consistent::open(&mut src, "source").await?;
+        consistent::close(&mut src).await?;
+        let at_g = match sync.to(&g).await {
+            Ok(at) => at,
+            Err(e) => {
+                let _ = sync.release().await;
+                return Err(e);
+            }
+        };
+        let compared = if at_g {
+            Some(schema::compare(&mut src, &mut tgt, &dbs).await)
+        } else {
+            None
+        };
+        sync.release().await?;
+        let Some(compared) = compared else { continue };
+        let (diffs, triggers) = compared?;
+        let after = crate::snapshot::copy::binlog_now(&mut src).await?;
+        if attempt < 10
+            && crate::snapshot::copy::schema_may_have_changed(
+                &mut src,
+                &(before.file.clone(), before.offset),
+                &after,
+            )
+            .await?
+        {
+            continue;
+        }
+        out.schema_differences = diffs;
+        out.triggers_pending = triggers;
+        break;
+    }
     for t in tables {
         let started = Instant::now();
         let mut lo: Option<Vec<crate::value::Value>> = None;
