@@ -49,7 +49,7 @@ pub async fn discover(src: &mut Conn, filter: &Filter) -> Result<Vec<Table>> {
                     Ok(x) => tables.push(x),
                     // renamed or dropped since the listing: the snapshot's final listing
                     // (reconcile) copies whatever exists then
-                    Err(e) if e.what == format!("table {d}.{t} not found") => {
+                    Err(e) if vanished(&e) => {
                         tracing::info!("{d}.{t}: gone since it was listed; skipped");
                     }
                     Err(e) => return Err(e),
@@ -84,6 +84,11 @@ pub fn unsupported(tables: &[Table]) -> Vec<(String, String, String)> {
 
 /// Describe `db.name` together with the definition it was described under: the definition
 /// is read before and after the description until both agree (a DDL in between).
+/// A table that no longer exists (dropped or renamed on the source since it was listed).
+fn vanished(e: &Error) -> bool {
+    e.code() == Some(1146) || (e.what.starts_with("table ") && e.what.ends_with(" not found"))
+}
+
 pub async fn describe_stable(conn: &mut Conn, db: &str, name: &str) -> Result<(Table, String)> {
     let mut attempts = 0;
     loop {
@@ -233,10 +238,16 @@ async fn copy_tables_schema(
         let (table, definition) = match existing {
             // created by an earlier run: the copy checks its definition chunk by chunk
             Some(def) => (t.clone(), def),
-            None => {
-                let (table, def) = describe_stable(src, &t.db, &t.name).await?;
-                (table, def)
-            }
+            None => match describe_stable(src, &t.db, &t.name).await {
+                Ok(x) => x,
+                Err(e) if vanished(&e) => {
+                    // renamed or dropped since it was listed: the final listing
+                    // (reconcile) copies whatever exists then
+                    tracing::info!("{}: gone since it was listed; skipped", t.full_name());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
         };
         if let Some(alter) = create_table(store, tgt, &table, &definition, defer).await? {
             deferred.insert(
