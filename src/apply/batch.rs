@@ -8,8 +8,8 @@
 
 use crate::binlog::{Change, Transaction};
 use crate::db::quote;
+use crate::schema::keyset as plan;
 use crate::schema::Table;
-use crate::snapshot::plan;
 use crate::value::{encode, Value};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -22,8 +22,8 @@ use crate::binlog::{Change, Transaction};
 use crate::db::quote;
 use crate::error::Result;
 use crate::position::{horizon::Horizons, FilePos};
+use crate::schema::keyset as plan;
 use crate::schema::Table;
-use crate::snapshot::plan;
 use crate::value::{encode, Value};
 use std::sync::Arc;
 

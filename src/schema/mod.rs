@@ -2,6 +2,7 @@
 //! the key used for chunking and for applying row changes, engine and size estimates.
 
 pub mod ddl;
+pub mod keyset;
 
 use crate::db::{query_strings, quote};
 use crate::error::{Error, Result};

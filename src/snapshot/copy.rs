@@ -17,11 +17,11 @@
 //! - a chunk is written as "delete (lo, hi], insert the rows" in one target transaction, so a
 //!   retried or resumed chunk leaves exactly the rows of its last read.
 
-use super::plan;
 use crate::config::Endpoint;
 use crate::db::{self, quote, Session};
 use crate::error::{Error, Result};
 use crate::obs::{metrics, progress::Progress};
+use crate::schema::keyset as plan;
 use crate::schema::{self, ddl, Table};
 use crate::state::Store;
 use crate::value::{decode, Value};

@@ -4,7 +4,6 @@
 
 pub mod copy;
 pub mod load;
-pub mod plan;
 
 use crate::config::{Endpoint, Filter};
 use crate::db::{self, quote, Session};

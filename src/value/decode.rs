@@ -28,7 +28,7 @@ fn text(col: &Column, raw: Vec<u8>) -> Result<String> {
     String::from_utf8(raw).map_err(|e| bad(col, e.as_bytes()))
 }
 
-/// A text-protocol cell, as selected by `snapshot::plan::select_list` (FLOAT as DOUBLE,
+/// A text-protocol cell, as selected by `schema::keyset::select_list` (FLOAT as DOUBLE,
 /// BIT/ENUM/SET as numbers, INET6/UUID as BINARY(16)).
 pub fn from_text(col: &Column, raw: Option<Vec<u8>>) -> Result<Value> {
     let Some(raw) = raw else {

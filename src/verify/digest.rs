@@ -47,10 +47,10 @@ pub fn row_hash(t: &Table) -> String {
 pub fn range(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>) -> String {
     let mut conds = Vec::new();
     if let Some(lo) = lo {
-        conds.push(crate::snapshot::plan::after(t, lo));
+        conds.push(crate::schema::keyset::after(t, lo));
     }
     if let Some(hi) = hi {
-        conds.push(crate::snapshot::plan::at_or_before(t, hi));
+        conds.push(crate::schema::keyset::at_or_before(t, hi));
     }
     if conds.is_empty() {
         String::new()
@@ -69,11 +69,11 @@ pub fn chunk_digest(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>) -> St
     )
 }
 
-/// The key columns, selected as `snapshot::plan::select_list` selects them (for decoding).
+/// The key columns, selected as `schema::keyset::select_list` selects them (for decoding).
 pub fn key_select(t: &Table) -> String {
     t.key
         .iter()
-        .map(|&i| crate::snapshot::plan::column_select(&t.columns[i]))
+        .map(|&i| crate::schema::keyset::column_select(&t.columns[i]))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -140,7 +140,7 @@ pub fn row_columns(t: &Table, key: &[Value]) -> String {
 pub fn read_row(t: &Table, key: &[Value]) -> String {
     format!(
         "SELECT {} FROM {} WHERE {}",
-        crate::snapshot::plan::select_list(t),
+        crate::schema::keyset::select_list(t),
         t.quoted(),
         key_equals(t, key)
     )

@@ -216,8 +216,8 @@ async fn repair(
             let got = raw_rows(src, &digest::read_row(t, key)).await?;
             if let Some(raw) = got.into_iter().next() {
                 let row = decode::text_row(&t.columns, raw)?;
-                let mut sql = crate::snapshot::plan::insert_prefix(t);
-                crate::snapshot::plan::push_row(&mut sql, t, &row);
+                let mut sql = crate::schema::keyset::insert_prefix(t);
+                crate::schema::keyset::push_row(&mut sql, t, &row);
                 w.query_drop(&sql).await.map_err(|e| {
                     Error::from(e).context(format!("target, repair of {}", t.full_name()))
                 })?;
