@@ -102,6 +102,10 @@ pub struct VerifyArgs {
     /// Most differing rows listed (on the terminal and in --report); all are counted
     #[arg(long, default_value_t = 1000)]
     pub max_report_rows: usize,
+    /// Start over instead of continuing a verify that was interrupted (by default the tables
+    /// it already compared keep their result)
+    #[arg(long)]
+    pub restart: bool,
 }
 
 #[derive(Args, Debug)]

@@ -284,8 +284,12 @@ fn no_false_difference_under_writes() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let finished = report.exists();
     let (code, j, log) = verify(&src, &dst, &state, &[]);
     assert_eq!(code, 0, "after a killed verify: {j}\n{log}");
+    if !finished {
+        assert!(log.contains("continuing the verify"), "{log}");
+    }
     let mut follow = follow;
     assert!(
         follow.try_wait().expect("wait").is_none(),

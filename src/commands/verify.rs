@@ -151,7 +151,15 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
         chunk_rows: args.chunk_rows.max(1),
         round_chunks: args.round_chunks.max(1),
         repair: args.repair,
+        // a verify killed before its end continues (same selection), unless told to restart
+        resume: !args.restart
+            && store.get("verify.in_progress")?.as_deref() == Some("1")
+            && store.get("verify.selection")?.as_deref() == Some(args.tables.join(",").as_str()),
     };
+    if opts.resume {
+        tracing::info!("continuing the verify that was interrupted (--restart to start over)");
+    }
+    store.set("verify.selection", &args.tables.join(","))?;
     let out = match running {
         Some(p) => {
             tracing::info!("follow is running: pausing it at each round's GTID");

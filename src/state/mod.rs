@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_init.sql"),
     include_str!("../../migrations/002_horizons.sql"),
     include_str!("../../migrations/003_runs.sql"),
+    include_str!("../../migrations/004_verify.sql"),
 ];
 
 /// How a verb's run ended (or that it still runs).
@@ -45,6 +46,15 @@ impl Outcome {
 
 /// The last run of a verb.
 #[derive(Debug, Clone, serde::Serialize)]
+/// A table compared by the current verify, and its result (JSON).
+pub struct VerifiedTable {
+    pub db: String,
+    pub name: String,
+    pub rows: u64,
+    pub chunks: u64,
+    pub result: String,
+}
+
 pub struct Run {
     pub verb: String,
     pub pid: u32,
@@ -219,6 +229,44 @@ impl Store {
         self.with(|c| {
             c.execute("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2", [key, value])
                 .map(|_| ())
+        })
+    }
+
+    /// Start a verify from the beginning: forget the tables an earlier one compared.
+    pub fn verify_reset(&self) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM verify_tables", []).map(|_| ()))
+    }
+    /// Record a table compared by the current verify.
+    pub fn verify_table_done(
+        &self,
+        db: &str,
+        name: &str,
+        rows: u64,
+        chunks: u64,
+        result: &str,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO verify_tables VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![db, name, rows as i64, chunks as i64, result],
+            )
+            .map(|_| ())
+        })
+    }
+    /// Tables the current verify has compared.
+    pub fn verify_tables_done(&self) -> Result<Vec<VerifiedTable>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT db, name, rows, chunks, result FROM verify_tables")?;
+            let rows = st.query_map([], |r| {
+                Ok(VerifiedTable {
+                    db: r.get(0)?,
+                    name: r.get(1)?,
+                    rows: r.get::<_, i64>(2)? as u64,
+                    chunks: r.get::<_, i64>(3)? as u64,
+                    result: r.get(4)?,
+                })
+            })?;
+            rows.collect()
         })
     }
 

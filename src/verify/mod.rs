@@ -22,7 +22,7 @@ use crate::state::Store;
 use crate::value::decode;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -31,6 +31,15 @@ pub struct Options {
     /// Chunks compared per pair of snapshots (bounds how long the source snapshot stays open).
     pub round_chunks: usize,
     pub repair: bool,
+    /// Continue the verify a kill interrupted: tables it already compared keep their result.
+    pub resume: bool,
+}
+
+/// What the state store keeps of a compared table.
+#[derive(Serialize, Deserialize, Default)]
+struct TableResult {
+    differences: Vec<RowDiff>,
+    keyless_differs: bool,
 }
 
 /// Brings the target to exactly a GTID position and holds it there while the target's
@@ -46,7 +55,7 @@ pub trait TargetSync {
     async fn release(&self) -> Result<()>;
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DiffKind {
     /// On the source, not on the target.
@@ -57,7 +66,7 @@ pub enum DiffKind {
     Different,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RowDiff {
     pub database: String,
     pub table: String,
@@ -298,7 +307,30 @@ pub async fn run(
         out.triggers_pending = triggers;
         break;
     }
+    if !opts.resume {
+        store.verify_reset()?;
+    }
+    let done = store.verify_tables_done()?;
+    store.set("verify.in_progress", "1")?;
     for t in tables {
+        if let Some(d) = done.iter().find(|d| d.db == t.db && d.name == t.name) {
+            // compared before the kill: its result stands
+            let r: TableResult = serde_json::from_str(&d.result).unwrap_or_default();
+            out.rows += d.rows;
+            out.chunks += d.chunks;
+            out.repaired += r.differences.iter().filter(|d| d.repaired).count() as u64;
+            if r.keyless_differs {
+                out.keyless_tables_differing.push(t.full_name());
+            }
+            out.differences.extend(r.differences);
+            tracing::info!(
+                "{}: compared before the interruption; skipped",
+                t.full_name()
+            );
+            continue;
+        }
+        let (diffs_before, chunks_before) = (out.differences.len(), out.chunks);
+        let keyless_before = out.keyless_tables_differing.len();
         let started = Instant::now();
         let mut lo: Option<Vec<crate::value::Value>> = None;
         let mut table_rows = 0u64;
@@ -402,7 +434,17 @@ pub async fn run(
             consistent::close(&mut src).await?;
         }
         out.rows += table_rows;
-        store.set("verify.progress", &t.full_name())?;
+        let result = TableResult {
+            differences: out.differences[diffs_before..].to_vec(),
+            keyless_differs: out.keyless_tables_differing.len() > keyless_before,
+        };
+        store.verify_table_done(
+            &t.db,
+            &t.name,
+            table_rows,
+            out.chunks - chunks_before,
+            &serde_json::to_string(&result).unwrap_or_default(),
+        )?;
         tracing::info!(
             table = %t.full_name(),
             rows = table_rows,
@@ -411,5 +453,6 @@ pub async fn run(
             started.elapsed()
         );
     }
+    store.set("verify.in_progress", "0")?;
     Ok(out)
 }
