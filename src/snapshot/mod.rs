@@ -366,6 +366,22 @@ async fn reconcile(
             }
             plan.store
                 .set("snapshot.listed_before", &format!("{file}:{pos}"))?;
+            // a database's definition as the source has it now (an ALTER DATABASE logged
+            // before the replay range would otherwise be lost; later ones are replayed after
+            // this, in order)
+            for d in &now_dbs {
+                let (a, b) = (
+                    ddl::create_database(src, d).await?,
+                    ddl::create_database(tgt, d).await?,
+                );
+                if a != b {
+                    let alter = a.replacen("CREATE DATABASE IF NOT EXISTS ", "ALTER DATABASE ", 1);
+                    tracing::info!(
+                        "database {d}: changed on the source during the snapshot: {alter}"
+                    );
+                    tgt.query_drop(alter.as_str()).await?;
+                }
+            }
             return Ok(());
         }
     }
