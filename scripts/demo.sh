@@ -3,7 +3,8 @@
 # (binlog on, time_zone +09:00, permissive sql_mode) and a target (UTC, strict) on loopback
 # with data under .run/, loads a sample shop, starts a live write load, and runs
 #   migrate check -> snapshot -> follow (while the shop writes) -> follow --until-caught-up
-# then compares both sides with mariadb-dump (independently of migrate).
+# verify (online, then after the load stops), then compares both sides with mariadb-dump
+# (independently of migrate).
 # Re-running starts over. Ports: source 13306, target 13307 (DEMO_SOURCE_PORT/DEMO_TARGET_PORT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,11 +77,14 @@ follower=$!
 sleep 5
 "$bin" status
 curl -s 127.0.0.1:9187/metrics 2>/dev/null | grep -E '^migrate_(follow_lag|transactions_applied)' || true
-sleep 5
+echo; echo "== migrate verify while the shop writes and follow runs (follow pauses at each round's GTID)"
+"$bin" verify
 kill -TERM $follower; wait $follower || true
 echo; echo "== stopping the load, then follow --until-caught-up"
 rm -f "$MIGRATE_RUN_DIR/load.on"; wait $loader 2>/dev/null || true
 "$bin" follow --until-caught-up
+echo; echo "== migrate verify"
+"$bin" verify
 echo; echo "== comparing source and target with mariadb-dump (independent of migrate)"
 dump() { mariadb-dump --no-defaults -uroot -h127.0.0.1 -P"$1" --no-create-info --skip-extended-insert --order-by-primary \
   --hex-blob --tz-utc --skip-comments --skip-triggers --default-character-set=binary shop | sha256sum | cut -d' ' -f1; }

@@ -191,6 +191,17 @@ fn missing(e: &Error) -> bool {
     matches!(e.code(), Some(1146) | Some(1049))
 }
 
+/// A multi-statement read returned fewer result sets than statements: one failed without the
+/// driver reporting it (seen when the table is renamed at that moment). Ask again on its own:
+/// Some(position) if the table is gone, else None (read again).
+async fn stopped_early(r: &mut SourceReader, t: &Table) -> Result<Option<(String, u64)>> {
+    let _ = r.conn.query_drop("ROLLBACK").await;
+    match ddl::create_table(&mut r.conn, &t.db, &t.name).await {
+        Err(e) if missing(&e) => Ok(Some(binlog_now(&mut r.conn).await?)),
+        _ => Ok(None),
+    }
+}
+
 /// A source reader connection, with a control connection to cancel its statement.
 struct SourceReader {
     source: Endpoint,
@@ -304,6 +315,15 @@ async fn read_chunk(
         }
         Err(e) => return Err(e),
     };
+    if sets.len() < 3 {
+        return match stopped_early(r, t).await? {
+            Some(at) => Ok(Read::Gone(at)),
+            None => Err(Error::transient(format!(
+                "{}: read interrupted; reading again",
+                t.full_name()
+            ))),
+        };
+    }
     let before = definition_of(&sets, 0);
     let binlog = snapshot_position(sets.get(2).map(Vec::as_slice).unwrap_or_default())?;
     if ddl::normalize_definition(&before) != ddl::normalize_definition(definition) {
@@ -692,6 +712,15 @@ impl Worker<'_> {
             Err(e) if missing(&e) => return Ok(Whole::Gone(binlog_now(&mut r.conn).await?)),
             Err(e) => return Err(e),
         };
+        if sets.len() < 4 {
+            return match stopped_early(r, t).await? {
+                Some(at) => Ok(Whole::Gone(at)),
+                None => Err(Error::transient(format!(
+                    "{}: read interrupted; reading again",
+                    t.full_name()
+                ))),
+            };
+        }
         let before = definition_of(&sets, 1);
         let binlog = snapshot_position(sets.get(3).map(Vec::as_slice).unwrap_or_default())?;
         if ddl::normalize_definition(&before) != ddl::normalize_definition(definition) {
