@@ -188,10 +188,22 @@ impl Store {
         })?;
         // the timeout first: `status` opens the file while a snapshot writes to it
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // switching to WAL needs the file to itself and does not wait on the busy timeout
+        let mut attempt = 0;
+        while let Err(e) = conn.pragma_update(None, "journal_mode", "WAL") {
+            attempt += 1;
+            if attempt > 200 {
+                return Err(e.into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // migrations run under a write lock, the version read inside it: a `status` opening
+        // the file while a new snapshot creates it must not run them a second time
+        conn.execute_batch("BEGIN IMMEDIATE")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version as usize > MIGRATIONS.len() {
+            let _ = conn.execute_batch("ROLLBACK");
             return Err(Error::definite(
                 format!(
                     "state file {} was written by a newer migrate",
@@ -201,11 +213,13 @@ impl Store {
             ));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!(
-                "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))?;
+            if let Err(e) = conn.execute_batch(&format!("{sql}; PRAGMA user_version = {};", i + 1))
+            {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
         }
+        conn.execute_batch("COMMIT")?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -632,6 +646,25 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn opened_by_several_processes_at_once() {
+        // `status` polling while a snapshot creates the file: the migrations run once
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sqlite");
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let p = path.clone();
+                    std::thread::spawn(move || Store::open(&p).map(|_| ()))
+                })
+                .collect();
+            for h in handles {
+                let r = h.join().unwrap();
+                assert!(r.is_ok(), "{:?}", r.err().map(|e| e.to_string()));
+            }
+        }
+    }
+
     #[test]
     fn chunks_and_resume_key() {
         let dir = tempfile::tempdir().unwrap();
