@@ -1,9 +1,10 @@
 //! The SQL both servers run to digest rows, pure and unit-tested. Each column is encoded
 //! canonically (independent of the connection's charset, time zone — both sessions use UTC —
-//! and sql_mode): strings and binary values by their stored bytes in hex, numbers by their
-//! exact text (FLOAT widened to DOUBLE, which prints its exact value), BIT as a number,
-//! temporal values as text with their fractional digits; a NULL is `N`, a value `=...`, so
-//! NULL and '' differ and no two rows share an encoding (hex has no separator in it). A row's
+//! and sql_mode): strings and binary values by their stored bytes prefixed with their length,
+//! numbers by their exact text (FLOAT widened to DOUBLE, which prints its exact value), BIT as
+//! a number, temporal values as text with their fractional digits; a NULL is `N`, a value
+//! `=...`, so NULL and '' differ and no two rows share an encoding (a byte string's length
+//! says where it ends, whatever bytes it holds). A row's
 //! hash is 64 bits: CRC32 and CRC32C of the encoding side by side. A chunk's digest is its row
 //! count, the XOR and the SUM of its row hashes (the sum keeps duplicate rows of a keyless
 //! table from cancelling out).
@@ -20,13 +21,14 @@ pub fn column_encoding(c: &Column) -> String {
         Kind::Bit => format!("({q} + 0)"),
         Kind::Int { .. } | Kind::Decimal | Kind::Double | Kind::Year => q.clone(),
         Kind::Date | Kind::Time | Kind::DateTime | Kind::Timestamp => q.clone(),
+        // the stored bytes, prefixed by their length (no separator can be ambiguous)
         Kind::Text
         | Kind::Binary { .. }
         | Kind::Enum
         | Kind::Set
         | Kind::Geometry
         | Kind::Inet6
-        | Kind::Uuid => format!("HEX({q})"),
+        | Kind::Uuid => format!("CONCAT(LENGTH({q}), ':', CAST({q} AS BINARY))"),
     };
     format!("IFNULL(CONCAT('=', {text}), 'N')")
 }
@@ -169,7 +171,7 @@ mod tests {
         );
         assert_eq!(
             column_encoding(&col("s", Kind::Text)),
-            "IFNULL(CONCAT('=', HEX(`s`)), 'N')"
+            "IFNULL(CONCAT('=', CONCAT(LENGTH(`s`), ':', CAST(`s` AS BINARY))), 'N')"
         );
         assert_eq!(
             column_encoding(&col("b", Kind::Bit)),

@@ -162,8 +162,8 @@ async fn narrow(
     lo: Option<&[crate::value::Value]>,
     hi: Option<&[crate::value::Value]>,
 ) -> Result<Vec<(Vec<crate::value::Value>, DiffKind, Vec<String>)>> {
-    let a = row_hashes(src, t, lo, hi).await?;
-    let b = row_hashes(tgt, t, lo, hi).await?;
+    let (a, b) = tokio::join!(row_hashes(src, t, lo, hi), row_hashes(tgt, t, lo, hi));
+    let (a, b) = (a?, b?);
     let lit = |k: &[crate::value::Value]| format!("{:?}", key_text(t, k));
     let bmap: BTreeMap<String, (&Vec<crate::value::Value>, &String)> =
         b.iter().map(|(k, h)| (lit(k), (k, h))).collect();
@@ -364,10 +364,11 @@ pub async fn run(
             if !t.has_key() {
                 // a multiset: the whole table at once
                 let sql = digest::chunk_digest(t, None, None);
-                let (a, b) = (
-                    digest(&mut src, &sql, "source", t).await?,
-                    digest(&mut tgt, &sql, "target", t).await?,
+                let (a, b) = tokio::join!(
+                    digest(&mut src, &sql, "source", t),
+                    digest(&mut tgt, &sql, "target", t)
                 );
+                let (a, b) = (a?, b?);
                 out.chunks += 1;
                 table_rows += a.0;
                 if a != b {
@@ -392,10 +393,12 @@ pub async fn run(
                     None => None,
                 };
                 let sql = digest::chunk_digest(t, lo.as_deref(), hi.as_deref());
-                let (a, b) = (
-                    digest(&mut src, &sql, "source", t).await?,
-                    digest(&mut tgt, &sql, "target", t).await?,
+                // both servers digest at the same time
+                let (a, b) = tokio::join!(
+                    digest(&mut src, &sql, "source", t),
+                    digest(&mut tgt, &sql, "target", t)
                 );
+                let (a, b) = (a?, b?);
                 out.chunks += 1;
                 table_rows += a.0;
                 crate::obs::metrics::add("migrate_verify_chunks_total", &[], 1.0);
