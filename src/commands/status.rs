@@ -72,7 +72,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
     let bytes_done: u64 = tables.iter().map(|t| t.bytes_done).sum();
     let copied = tables
         .iter()
-        .filter(|t| t.status != "pending" && t.status != "copying")
+        .filter(|t| t.status == state::TableState::Copied)
         .count();
     let events: Vec<Value> = store
         .source_events()?
@@ -130,7 +130,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
             "rows_estimate": rows_est,
             "bytes_done": bytes_done,
             "tables": tables.iter().map(|t| json!({
-                "db": t.db, "name": t.name, "state": t.status,
+                "db": t.db, "name": t.name, "state": t.status.as_str(),
                 "rows_done": t.rows_done, "rows_estimate": t.rows_est.max(t.rows_done),
                 "bytes_done": t.bytes_done, "chunks_done": t.chunks_done,
             })).collect::<Vec<_>>(),
@@ -177,7 +177,10 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
             human_bytes(bytes_done)
         ),
     );
-    for t in tables.iter().filter(|t| t.status == "copying") {
+    for t in tables
+        .iter()
+        .filter(|t| t.status == state::TableState::Copying)
+    {
         println!("  copying {}.{}: {} rows", t.db, t.name, t.rows_done);
     }
     if !events.is_empty() {

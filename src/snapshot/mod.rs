@@ -588,7 +588,7 @@ pub async fn run(
         rows_total += t.rows_estimate.max(r);
         rows_done += r;
         bytes_done += b;
-        if p.is_some_and(|p| p.status == "copied") {
+        if p.is_some_and(|p| p.status == crate::state::TableState::Copied) {
             continue;
         }
         todo.push(Arc::new(t.clone()));

@@ -123,11 +123,39 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// Where a table's copy is (stored as its lowercase name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableState {
+    #[default]
+    Pending,
+    Copying,
+    Copied,
+}
+
+impl TableState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableState::Pending => "pending",
+            TableState::Copying => "copying",
+            TableState::Copied => "copied",
+        }
+    }
+    /// A stored value (anything unknown, e.g. the `indexed` of old state files, is copied).
+    fn parse(s: &str) -> TableState {
+        match s {
+            "pending" => TableState::Pending,
+            "copying" => TableState::Copying,
+            _ => TableState::Copied,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct TableProgress {
     pub db: String,
     pub name: String,
-    pub status: String,
+    pub status: TableState,
     pub rows_est: u64,
     pub bytes_est: u64,
     pub rows_done: u64,
@@ -530,7 +558,7 @@ impl Store {
                 Ok(TableProgress {
                     db: r.get(0)?,
                     name: r.get(1)?,
-                    status: r.get(2)?,
+                    status: TableState::parse(&r.get::<_, String>(2)?),
                     rows_est: r.get::<_, i64>(3)? as u64,
                     bytes_est: r.get::<_, i64>(4)? as u64,
                     rows_done: r.get::<_, i64>(5)? as u64,
@@ -584,7 +612,7 @@ impl Store {
                     bytes as i64,
                     (seq + 1) as i64,
                     last_key,
-                    if finished { "copied" } else { "copying" }
+                    if finished { TableState::Copied.as_str() } else { TableState::Copying.as_str() }
                 ],
             )?;
             tx.commit()
@@ -694,8 +722,8 @@ mod tests {
         .unwrap();
         let t = &s.tables().unwrap()[0];
         assert_eq!(
-            (t.rows_done, t.chunks_done, t.status.as_str()),
-            (10, 2, "copied")
+            (t.rows_done, t.chunks_done, t.status),
+            (10, 2, TableState::Copied)
         );
         assert_eq!(t.last_key.as_deref(), Some("[2]"));
         assert_eq!(s.chunk_position_range().unwrap().len(), 2);
