@@ -85,13 +85,25 @@ pub struct VerifyArgs {
     /// Only these tables (db.table, comma separated); default every table the snapshot copied
     #[arg(long, value_delimiter = ',')]
     pub tables: Vec<String>,
-    /// Rows per compared chunk (each server digests a chunk in one query)
+    /// Rows in each table's first chunk (each server digests a chunk in one query); later
+    /// chunks grow or shrink so that a chunk takes --chunk-time
     #[arg(long, default_value_t = 10_000)]
     pub chunk_rows: u64,
+    /// Seconds a chunk's digest should take on the servers (as pt-table-checksum's
+    /// --chunk-time)
+    #[arg(long, default_value_t = 0.5)]
+    pub chunk_time: f64,
     /// Chunks compared per pair of consistent snapshots (bounds how long the source's read
-    /// view stays open)
+    /// view stays open: about this many times --chunk-time)
     #[arg(long, default_value_t = 20)]
     pub round_chunks: usize,
+    /// Wait before each chunk while the source's Threads_running exceeds this
+    #[arg(long)]
+    pub max_source_load: Option<u64>,
+    /// Tables compared at the same time (each uses one source and one target connection and
+    /// its own pair of snapshots; each server runs this many digest queries at once)
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
     /// Rewrite the differing rows on the target from the source at the compared GTID, then
     /// re-check them (never writes to the source)
     #[arg(long)]

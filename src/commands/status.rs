@@ -139,6 +139,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
         "verify": get("verify.last")
             .and_then(|v| serde_json::from_str::<Value>(&v).ok())
             .unwrap_or(Value::Null),
+        "verify_progress": verify_progress(&store, get("verify.in_progress").as_deref())?,
         "events_disabled_until_cutover": events,
     });
     if args.json {
@@ -233,6 +234,16 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
             ),
         );
     }
+    let p = &out["verify_progress"];
+    if !p.is_null() {
+        line(
+            "verify running",
+            format!(
+                "{} table(s) compared, {} in progress, {} rows so far",
+                p["tables_done"], p["tables_in_progress"], p["rows_compared"]
+            ),
+        );
+    }
     let v = &out["verify"];
     if !v.is_null() {
         line(
@@ -254,4 +265,17 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// A verify under way (or interrupted, to be continued): what it has compared so far.
+fn verify_progress(store: &crate::state::Store, in_progress: Option<&str>) -> Result<Value> {
+    if in_progress != Some("1") {
+        return Ok(Value::Null);
+    }
+    let tables = store.verify_tables()?;
+    Ok(json!({
+        "tables_done": tables.iter().filter(|t| t.cursor.is_none()).count(),
+        "tables_in_progress": tables.iter().filter(|t| t.cursor.is_some()).count(),
+        "rows_compared": tables.iter().map(|t| t.rows).sum::<u64>(),
+    }))
 }

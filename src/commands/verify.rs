@@ -22,6 +22,34 @@ struct Replay<'a> {
     start: Position,
     migration: String,
     server_id: u32,
+    /// Reads the target's checkpoint between rounds.
+    checkpoint_conn: tokio::sync::Mutex<Option<mysql_async::Conn>>,
+}
+
+impl Replay<'_> {
+    /// The position the target's checkpoint row records (no DDL in flight).
+    async fn applied(&self) -> Result<Option<Position>> {
+        let mut guard = self.checkpoint_conn.lock().await;
+        if guard.is_none() {
+            *guard = Some(
+                db::connect(self.target, Session::Meta)
+                    .await
+                    .map_err(|e| e.context("target"))?,
+            );
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Ok(None);
+        };
+        match crate::apply::checkpoint::read(conn, &self.migration).await {
+            Ok(Some(row)) if row.ddl_in_flight.is_none() => Ok(row.position),
+            Ok(_) => Ok(None),
+            Err(_) => {
+                // a dropped connection: the replay below reconnects on its own
+                *guard = None;
+                Ok(None)
+            }
+        }
+    }
 }
 
 impl TargetSync for Replay<'_> {
@@ -32,6 +60,12 @@ impl TargetSync for Replay<'_> {
         Ok(())
     }
     async fn to(&self, pos: &Position) -> Result<bool> {
+        // already there (nothing was written since the last round): no replay to start
+        if let Some(at) = self.applied().await? {
+            if at.contains(pos) && pos.contains(&at) {
+                return Ok(true);
+            }
+        }
         let opts = replication::Options {
             migration: self.migration.clone(),
             until: Until::Position(pos.clone()),
@@ -146,9 +180,25 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
         start,
         migration: store.migration_id()?,
         server_id: super::follow::server_id(&store, None)?,
+        checkpoint_conn: Default::default(),
     };
     let opts = verify::Options {
         chunk_rows: args.chunk_rows.max(1),
+        chunk_time: std::time::Duration::from_secs_f64(
+            if args.chunk_time.is_finite() && args.chunk_time > 0.0 {
+                args.chunk_time
+            } else {
+                return Err(Error::usage(
+                    format!(
+                        "--chunk-time {}: not a positive number of seconds",
+                        args.chunk_time
+                    ),
+                    "give e.g. --chunk-time 0.5",
+                ));
+            },
+        ),
+        max_source_load: args.max_source_load,
+        workers: args.workers.max(1),
         round_chunks: args.round_chunks.max(1),
         repair: args.repair,
         // a verify killed before its end continues (same selection), unless told to restart

@@ -189,10 +189,15 @@ impl Progress {
             bytes,
             rows_per_s = rate.round() as u64,
             eta_s = eta.round() as u64,
-            "{} {what}: {rows}/{total} rows ({:.0}%), {} copied, {:.0} rows/s, ETA {:.0} s",
+            "{} {what}: {rows}/{total} rows ({:.0}%), {} {}, {:.0} rows/s, ETA {:.0} s",
             self.phase,
             100.0 * rows as f64 / total.max(1) as f64,
             human_bytes(bytes),
+            if self.phase == "verify" {
+                "compared"
+            } else {
+                "copied"
+            },
             rate,
             eta
         );

@@ -18,7 +18,7 @@
 //!   retried or resumed chunk leaves exactly the rows of its last read.
 
 use crate::config::Endpoint;
-use crate::db::{self, quote, Session};
+use crate::db::{self, consistent, quote, Session};
 use crate::error::{Error, Result};
 use crate::obs::{metrics, progress::Progress};
 use crate::schema::keyset as plan;
@@ -85,27 +85,8 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn snapshot_position(rows: &[Vec<Option<String>>]) -> Result<(String, u64)> {
-    let mut file = None;
-    let mut pos = None;
-    for r in rows {
-        match r.first().and_then(|c| c.as_deref()) {
-            Some("Binlog_snapshot_file") => file = r.get(1).cloned().flatten(),
-            Some("Binlog_snapshot_position") => {
-                pos = r
-                    .get(1)
-                    .and_then(|p| p.as_deref())
-                    .and_then(|p| p.parse().ok())
-            }
-            _ => {}
-        }
-    }
-    match (file, pos) {
-        (Some(f), Some(p)) if !f.is_empty() => Ok((f, p)),
-        _ => Err(Error::definite(
-            "source: no binlog position for the snapshot (binary log is off)",
-            "enable log_bin=ON and binlog_format=ROW on the source, then restart it",
-        )),
-    }
+    let p = consistent::position_of(rows).map_err(|e| e.context("source"))?;
+    Ok((p.file, p.offset))
 }
 
 /// Whether the source logged anything but row changes and transaction control between two
@@ -302,12 +283,7 @@ async fn read_chunk(
     budget: u64,
 ) -> Result<Read> {
     let show = format!("SHOW CREATE TABLE {}", t.quoted());
-    let sets = match r
-        .multi(&format!(
-            "{show}; START TRANSACTION WITH CONSISTENT SNAPSHOT; SHOW STATUS LIKE 'binlog_snapshot_%'"
-        ))
-        .await
-    {
+    let sets = match r.multi(&format!("{show}; {}", consistent::START)).await {
         Ok(s) => s,
         Err(e) if missing(&e) => {
             let _ = r.conn.query_drop("ROLLBACK").await;
@@ -704,7 +680,8 @@ impl Worker<'_> {
         let show = format!("SHOW CREATE TABLE {}", t.quoted());
         let sets = match r
             .multi(&format!(
-                "SET SESSION net_write_timeout = 3600; {show}; START TRANSACTION WITH CONSISTENT SNAPSHOT; SHOW STATUS LIKE 'binlog_snapshot_%'"
+                "SET SESSION net_write_timeout = 3600; {show}; {}",
+                consistent::START
             ))
             .await
         {

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/002_horizons.sql"),
     include_str!("../../migrations/003_runs.sql"),
     include_str!("../../migrations/004_verify.sql"),
+    include_str!("../../migrations/005_verify_cursor_cutover_journal.sql"),
 ];
 
 /// How a verb's run ended (or that it still runs).
@@ -53,6 +54,8 @@ pub struct VerifiedTable {
     pub rows: u64,
     pub chunks: u64,
     pub result: String,
+    /// The last key compared while the table is in progress (JSON); None once it is done.
+    pub cursor: Option<String>,
 }
 
 pub struct Run {
@@ -278,27 +281,30 @@ impl Store {
     pub fn verify_reset(&self) -> Result<()> {
         self.with(|c| c.execute("DELETE FROM verify_tables", []).map(|_| ()))
     }
-    /// Record a table compared by the current verify.
-    pub fn verify_table_done(
-        &self,
-        db: &str,
-        name: &str,
-        rows: u64,
-        chunks: u64,
-        result: &str,
-    ) -> Result<()> {
+    /// Record how far the current verify compared a table: `cursor` is the last key compared
+    /// while it is in progress, None once it is done.
+    pub fn verify_table_progress(&self, t: &VerifiedTable) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO verify_tables VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![db, name, rows as i64, chunks as i64, result],
+                "INSERT OR REPLACE INTO verify_tables (db, name, rows, chunks, result, cursor) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    t.db,
+                    t.name,
+                    t.rows as i64,
+                    t.chunks as i64,
+                    t.result,
+                    t.cursor
+                ],
             )
             .map(|_| ())
         })
     }
-    /// Tables the current verify has compared.
-    pub fn verify_tables_done(&self) -> Result<Vec<VerifiedTable>> {
+    /// Tables the current verify has compared, or started to.
+    pub fn verify_tables(&self) -> Result<Vec<VerifiedTable>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT db, name, rows, chunks, result FROM verify_tables")?;
+            let mut st =
+                c.prepare("SELECT db, name, rows, chunks, result, cursor FROM verify_tables")?;
             let rows = st.query_map([], |r| {
                 Ok(VerifiedTable {
                     db: r.get(0)?,
@@ -306,6 +312,7 @@ impl Store {
                     rows: r.get::<_, i64>(2)? as u64,
                     chunks: r.get::<_, i64>(3)? as u64,
                     result: r.get(4)?,
+                    cursor: r.get(5)?,
                 })
             })?;
             rows.collect()

@@ -24,10 +24,18 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 pub struct Options {
+    /// Rows in a table's first chunk; later chunks adapt to `chunk_time`.
     pub chunk_rows: u64,
+    /// The time a chunk's digest should take (pt-table-checksum's default is 0.5 s).
+    pub chunk_time: Duration,
+    /// Wait before each chunk while the source's Threads_running exceeds this.
+    pub max_source_load: Option<u64>,
+    /// Tables compared at the same time (each with its own pair of snapshots).
+    pub workers: usize,
     /// Chunks compared per pair of snapshots (bounds how long the source snapshot stays open).
     pub round_chunks: usize,
     pub repair: bool,
@@ -250,6 +258,327 @@ async fn repair(
     Ok(ok)
 }
 
+/// Smallest and largest chunk the adaptation chooses.
+const MIN_CHUNK_ROWS: u64 = 1_000;
+const MAX_CHUNK_ROWS: u64 = 2_000_000;
+/// A differing range with at most this many rows is compared row by row; a larger one is
+/// split into `NARROW_PARTS` sub-ranges first, and only the differing ones are looked into.
+const NARROW_ROWS: u64 = 5_000;
+const NARROW_PARTS: u64 = 16;
+
+type Key = Vec<crate::value::Value>;
+
+/// A table being compared: how far, and what was found.
+struct Progress<'a> {
+    table: &'a Table,
+    rows: u64,
+    chunks: u64,
+    result: TableResult,
+    /// The last key compared (None: from the start).
+    lo: Option<Key>,
+    /// Rows in the next chunk (adapted to `Options::chunk_time`).
+    chunk_rows: u64,
+    /// When this run compared its first chunk.
+    started: Option<Instant>,
+}
+
+impl Progress<'_> {
+    fn record(&self, store: &Store, done: bool) -> Result<()> {
+        store.verify_table_progress(&crate::state::VerifiedTable {
+            db: self.table.db.clone(),
+            name: self.table.name.clone(),
+            rows: self.rows,
+            chunks: self.chunks,
+            result: serde_json::to_string(&self.result).unwrap_or_default(),
+            cursor: if done {
+                None
+            } else {
+                Some(serde_json::to_string(&self.lo).unwrap_or_default())
+            },
+        })
+    }
+}
+
+/// The next chunk's size: what `chunk_time` takes at the rate just measured, growing at most
+/// 4x and shrinking at most 4x per chunk (a cold page or a busy moment must not swing it).
+fn adapt(rows_now: u64, rows_done: u64, took: Duration, chunk_time: Duration) -> u64 {
+    if rows_done == 0 {
+        return rows_now;
+    }
+    let rate = rows_done as f64 / took.as_secs_f64().max(0.001);
+    let want = (rate * chunk_time.as_secs_f64()) as u64;
+    want.clamp(rows_now / 4, rows_now.saturating_mul(4))
+        .clamp(MIN_CHUNK_ROWS, MAX_CHUNK_ROWS)
+}
+
+/// The key `n` rows after `lo` on `conn`, within `(lo, hi]` (None: fewer rows remain).
+async fn boundary(
+    conn: &mut Conn,
+    t: &Table,
+    lo: Option<&[crate::value::Value]>,
+    hi: Option<&[crate::value::Value]>,
+    n: u64,
+) -> Result<Option<Key>> {
+    let keys: Vec<crate::schema::Column> = t.key.iter().map(|&i| t.columns[i].clone()).collect();
+    match raw_rows(conn, &digest::boundary(t, lo, hi, n))
+        .await
+        .map_err(|e| e.context(format!("chunk boundary of {}", t.full_name())))?
+        .into_iter()
+        .next()
+    {
+        Some(raw) => Ok(Some(decode::text_row(&keys, raw)?)),
+        None => Ok(None),
+    }
+}
+
+type Found = Vec<(Key, DiffKind, Vec<String>)>;
+
+/// The rows of a differing range `(lo, hi]` (at most `rows` on either side) that differ:
+/// sub-ranges compared by digest first, then row hashes, all inside the two open snapshots.
+async fn narrow_range(
+    src: &mut Conn,
+    tgt: &mut Conn,
+    t: &Table,
+    lo: Option<Key>,
+    hi: Option<Key>,
+    rows: (u64, u64),
+) -> Result<Found> {
+    let mut out = Vec::new();
+    let mut work = vec![(lo, hi, rows)];
+    while let Some((lo, hi, (na, nb))) = work.pop() {
+        if na.max(nb) <= NARROW_ROWS {
+            out.extend(narrow(src, tgt, t, lo.as_deref(), hi.as_deref()).await?);
+            continue;
+        }
+        // split by the side with more rows (an extra block on the target is split too)
+        let step = na.max(nb).div_ceil(NARROW_PARTS);
+        let mut cuts = Vec::new();
+        let mut at = lo.clone();
+        for _ in 1..NARROW_PARTS {
+            let side = if na >= nb { &mut *src } else { &mut *tgt };
+            // the server compares keys (in their collation); None: the rest fits in one part
+            let Some(b) = boundary(side, t, at.as_deref(), hi.as_deref(), step).await? else {
+                break;
+            };
+            cuts.push(Some(b.clone()));
+            at = Some(b);
+        }
+        cuts.push(hi.clone());
+        let mut from = lo.clone();
+        for to in cuts {
+            let sql = digest::chunk_digest(t, from.as_deref(), to.as_deref());
+            let (a, b) = tokio::join!(
+                digest(src, &sql, "source", t),
+                digest(tgt, &sql, "target", t)
+            );
+            let (a, b) = (a?, b?);
+            if a != b {
+                work.push((from.clone(), to.clone(), (a.0, b.0)));
+            }
+            from = to;
+        }
+    }
+    Ok(out)
+}
+
+/// Compare the next chunk of `p`'s table. True when the table is done.
+async fn compare_chunk(
+    src: &mut Conn,
+    tgt: &mut Conn,
+    target: &Endpoint,
+    p: &mut Progress<'_>,
+    opts: &Options,
+    bar: &crate::obs::progress::Progress,
+) -> Result<bool> {
+    let t = p.table;
+    p.started.get_or_insert_with(Instant::now);
+    if !t.has_key() {
+        // a multiset: the whole table at once
+        let sql = digest::chunk_digest(t, None, None);
+        let (a, b) = tokio::join!(
+            digest(src, &sql, "source", t),
+            digest(tgt, &sql, "target", t)
+        );
+        let (a, b) = (a?, b?);
+        p.chunks += 1;
+        p.rows += a.0;
+        bar.add(&t.full_name(), a.0, a.0 * t.avg_row_length);
+        crate::obs::metrics::add("migrate_verify_chunks_total", &[], 1.0);
+        crate::obs::metrics::add("migrate_verify_rows_total", &[], a.0 as f64);
+        if a != b {
+            p.result.keyless_differs = true;
+            crate::obs::metrics::add("migrate_verify_differences_total", &[], 1.0);
+        }
+        return Ok(true);
+    }
+    let hi = boundary(src, t, p.lo.as_deref(), None, p.chunk_rows).await?;
+    let sql = digest::chunk_digest(t, p.lo.as_deref(), hi.as_deref());
+    // both servers digest at the same time
+    let started = Instant::now();
+    let (a, b) = tokio::join!(
+        digest(src, &sql, "source", t),
+        digest(tgt, &sql, "target", t)
+    );
+    let (a, b) = (a?, b?);
+    p.chunk_rows = adapt(
+        p.chunk_rows,
+        a.0.max(b.0),
+        started.elapsed(),
+        opts.chunk_time,
+    );
+    p.chunks += 1;
+    p.rows += a.0;
+    bar.add(&t.full_name(), a.0, a.0 * t.avg_row_length);
+    crate::obs::metrics::add("migrate_verify_chunks_total", &[], 1.0);
+    crate::obs::metrics::add("migrate_verify_rows_total", &[], a.0 as f64);
+    if a != b {
+        let rows = narrow_range(src, tgt, t, p.lo.clone(), hi.clone(), (a.0, b.0)).await?;
+        let fixed = if opts.repair && !rows.is_empty() {
+            repair(src, target, t, &rows).await?
+        } else {
+            vec![false; rows.len()]
+        };
+        for ((key, kind, columns), ok) in rows.into_iter().zip(fixed) {
+            crate::obs::metrics::add("migrate_verify_differences_total", &[], 1.0);
+            p.result.differences.push(RowDiff {
+                database: t.db.clone(),
+                table: t.name.clone(),
+                key: key_text(t, &key),
+                kind,
+                columns,
+                repaired: ok,
+            });
+        }
+    }
+    let finished = hi.is_none();
+    p.lo = hi;
+    Ok(finished)
+}
+
+/// One worker's connections: a snapshot on each side, opened at the same GTID.
+struct Pair {
+    src: Conn,
+    tgt: Conn,
+    /// The table this worker is in the middle of (continued next round).
+    current: Option<usize>,
+}
+
+/// Open a round: on each pair, a consistent snapshot on the source at its GTID G and one on
+/// the target at exactly G (the target is held from before the first source snapshot until
+/// the last target snapshot is open). Returns the last G and how long the target was held.
+async fn open_round(
+    pairs: &mut [Pair],
+    gtids: &mut consistent::Gtids,
+    sync: &impl TargetSync,
+) -> Result<(Position, f64)> {
+    'again: loop {
+        let t0 = Instant::now();
+        sync.hold().await?;
+        let mut last = None;
+        for i in 0..pairs.len() {
+            let opened = match consistent::open(&mut pairs[i].src, "source").await {
+                Ok(at) => gtids.at(&mut pairs[i].src, &at).await,
+                Err(e) => Err(e),
+            };
+            let g = match opened {
+                Ok(g) => g,
+                Err(e) => {
+                    let _ = sync.release().await;
+                    return Err(e);
+                }
+            };
+            let at_g = match sync.to(&g).await {
+                Ok(at) => at,
+                Err(e) => {
+                    let _ = sync.release().await;
+                    return Err(e);
+                }
+            };
+            if !at_g {
+                // the target was already past G: start the round again
+                for p in pairs[..=i].iter_mut() {
+                    let _ = consistent::close(&mut p.src).await;
+                    let _ = consistent::close(&mut p.tgt).await;
+                }
+                sync.release().await?;
+                continue 'again;
+            }
+            if let Err(e) = consistent::open(&mut pairs[i].tgt, "target").await {
+                let _ = sync.release().await;
+                return Err(e);
+            }
+            last = Some(g);
+        }
+        sync.release().await?;
+        let g = last.unwrap_or_default();
+        return Ok((g, t0.elapsed().as_secs_f64()));
+    }
+}
+
+/// Compare the schema with the target held at the source's GTID (information_schema is not
+/// versioned: a DDL on the source while it is read makes the comparison start again).
+async fn compare_schema(
+    src: &mut Conn,
+    tgt: &mut Conn,
+    tables: &[Table],
+    gtids: &mut consistent::Gtids,
+    sync: &impl TargetSync,
+) -> Result<(Vec<schema::SchemaDiff>, Vec<String>)> {
+    let mut dbs: Vec<String> = tables.iter().map(|t| t.db.clone()).collect();
+    dbs.sort();
+    dbs.dedup();
+    for attempt in 0.. {
+        sync.hold().await?;
+        let before = consistent::open(src, "source").await?;
+        let g = gtids.at(src, &before).await?;
+        consistent::close(src).await?;
+        let at_g = match sync.to(&g).await {
+            Ok(at) => at,
+            Err(e) => {
+                let _ = sync.release().await;
+                return Err(e);
+            }
+        };
+        let compared = if at_g {
+            Some(schema::compare(src, tgt, &dbs).await)
+        } else {
+            None
+        };
+        sync.release().await?;
+        let Some(compared) = compared else { continue };
+        let found = compared?;
+        let after = crate::snapshot::copy::binlog_now(src).await?;
+        if attempt < 10
+            && crate::snapshot::copy::schema_may_have_changed(
+                src,
+                &(before.file.clone(), before.offset),
+                &after,
+            )
+            .await?
+        {
+            continue;
+        }
+        return Ok(found);
+    }
+    unreachable!("the loop returns")
+}
+
+/// Wait while the source is busier than `--max-source-load` (Threads_running).
+async fn throttle(mon: &mut Option<Conn>, limit: Option<u64>) -> Result<()> {
+    let (Some(conn), Some(limit)) = (mon.as_mut(), limit) else {
+        return Ok(());
+    };
+    let mut waited = false;
+    while crate::db::monitor::threads_running(conn).await? > limit {
+        if !waited {
+            tracing::info!("source busy (Threads_running above {limit}): verify waits");
+            waited = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
 /// Verify `tables` (described on the source).
 pub async fn run(
     source: &Endpoint,
@@ -263,199 +592,206 @@ pub async fn run(
         tables: tables.len(),
         ..Default::default()
     };
-    let mut src = db::connect(source, Session::SourceReader)
-        .await
-        .map_err(|e| e.context("source"))?;
-    let mut tgt = db::connect(target, Session::SourceReader)
-        .await
-        .map_err(|e| e.context("target"))?;
-    // the schema, with the target held at the source's GTID (information_schema is not
-    // versioned: a DDL on the source while it is read makes the round start again)
-    let mut dbs: Vec<String> = tables.iter().map(|t| t.db.clone()).collect();
-    dbs.dedup();
-    for attempt in 0.. {
-        sync.hold().await?;
-        let (before, g) = consistent::open(&mut src, "source").await?;
-        consistent::close(&mut src).await?;
-        let at_g = match sync.to(&g).await {
-            Ok(at) => at,
-            Err(e) => {
-                let _ = sync.release().await;
-                return Err(e);
-            }
-        };
-        let compared = if at_g {
-            Some(schema::compare(&mut src, &mut tgt, &dbs).await)
-        } else {
-            None
-        };
-        sync.release().await?;
-        let Some(compared) = compared else { continue };
-        let (diffs, triggers) = compared?;
-        let after = crate::snapshot::copy::binlog_now(&mut src).await?;
-        if attempt < 10
-            && crate::snapshot::copy::schema_may_have_changed(
-                &mut src,
-                &(before.file.clone(), before.offset),
-                &after,
-            )
-            .await?
-        {
-            continue;
-        }
-        out.schema_differences = diffs;
-        out.triggers_pending = triggers;
-        break;
+    let mut pairs = Vec::new();
+    for _ in 0..opts.workers.max(1) {
+        pairs.push(Pair {
+            src: db::connect(source, Session::SourceReader)
+                .await
+                .map_err(|e| e.context("source"))?,
+            tgt: db::connect(target, Session::SourceReader)
+                .await
+                .map_err(|e| e.context("target"))?,
+            current: None,
+        });
     }
-    if !opts.resume {
+    let mut gtids = consistent::Gtids::default();
+    let mut mon = match opts.max_source_load {
+        Some(_) => Some(
+            db::connect(source, Session::Meta)
+                .await
+                .map_err(|e| e.context("source"))?,
+        ),
+        None => None,
+    };
+    {
+        let Pair { src, tgt, .. } = &mut pairs[0];
+        (out.schema_differences, out.triggers_pending) =
+            compare_schema(src, tgt, tables, &mut gtids, sync).await?;
+    }
+
+    let recorded = if opts.resume {
+        store.verify_tables()?
+    } else {
         store.verify_reset()?;
-    }
-    let done = store.verify_tables_done()?;
+        Vec::new()
+    };
     store.set("verify.in_progress", "1")?;
+    // every table's progress; `queue` holds the ones no worker has taken yet
+    let mut progress: Vec<Progress> = Vec::new();
+    let mut queue: VecDeque<usize> = VecDeque::new();
     for t in tables {
-        if let Some(d) = done.iter().find(|d| d.db == t.db && d.name == t.name) {
-            // compared before the kill: its result stands
-            let r: TableResult = serde_json::from_str(&d.result).unwrap_or_default();
-            out.rows += d.rows;
-            out.chunks += d.chunks;
-            out.repaired += r.differences.iter().filter(|d| d.repaired).count() as u64;
-            if r.keyless_differs {
-                out.keyless_tables_differing.push(t.full_name());
+        let mut p = Progress {
+            table: t,
+            rows: 0,
+            chunks: 0,
+            result: TableResult::default(),
+            lo: None,
+            chunk_rows: opts.chunk_rows.max(1),
+            started: None,
+        };
+        if let Some(r) = recorded.iter().find(|r| r.db == t.db && r.name == t.name) {
+            p.rows = r.rows;
+            p.chunks = r.chunks;
+            p.result = serde_json::from_str(&r.result).unwrap_or_default();
+            match &r.cursor {
+                None => {
+                    tracing::info!("{}: compared before the interruption", t.full_name());
+                    fold(&mut out, p);
+                    continue;
+                }
+                Some(c) => {
+                    p.lo = serde_json::from_str(c).map_err(|e| {
+                        Error::definite(
+                            format!("state file: verify's position in {}: {e}", t.full_name()),
+                            "run `migrate verify --restart`",
+                        )
+                    })?;
+                    tracing::info!(
+                        "{}: continuing after the last chunk compared",
+                        t.full_name()
+                    );
+                }
             }
-            out.differences.extend(r.differences);
-            tracing::info!(
-                "{}: compared before the interruption; skipped",
-                t.full_name()
-            );
-            continue;
         }
-        let (diffs_before, chunks_before) = (out.differences.len(), out.chunks);
-        let keyless_before = out.keyless_tables_differing.len();
-        let started = Instant::now();
-        let mut lo: Option<Vec<crate::value::Value>> = None;
-        let mut table_rows = 0u64;
-        let mut done = false;
-        while !done {
-            // one round: a pair of snapshots at the same GTID; the target is held from before
-            // the source snapshot until its own snapshot is open
-            let t0 = Instant::now();
-            sync.hold().await?;
-            let (_, g) = consistent::open(&mut src, "source").await?;
-            let at_g = match sync.to(&g).await {
-                Ok(at) => at,
-                Err(e) => {
-                    let _ = sync.release().await;
-                    return Err(e);
-                }
-            };
-            if !at_g {
-                consistent::close(&mut src).await?;
-                sync.release().await?;
-                continue;
-            }
-            let opened = consistent::open(&mut tgt, "target").await;
-            sync.release().await?;
-            opened?;
-            let paused = t0.elapsed().as_secs_f64();
-            out.sync_seconds_total += paused;
-            out.sync_seconds_max = out.sync_seconds_max.max(paused);
-            out.rounds += 1;
-            out.last_gtid = g.to_string();
-            if !t.has_key() {
-                // a multiset: the whole table at once
-                let sql = digest::chunk_digest(t, None, None);
-                let (a, b) = tokio::join!(
-                    digest(&mut src, &sql, "source", t),
-                    digest(&mut tgt, &sql, "target", t)
-                );
-                let (a, b) = (a?, b?);
-                out.chunks += 1;
-                table_rows += a.0;
-                if a != b {
-                    out.keyless_tables_differing.push(t.full_name());
-                }
-                done = true;
-            }
+        queue.push_back(progress.len());
+        progress.push(p);
+    }
+
+    let bar = crate::obs::progress::Progress::new(
+        "verify",
+        tables.iter().map(|t| t.rows_estimate).sum(),
+        out.rows + progress.iter().map(|p| p.rows).sum::<u64>(),
+        0,
+    );
+    let progress: Vec<tokio::sync::Mutex<Progress>> =
+        progress.into_iter().map(tokio::sync::Mutex::new).collect();
+    let queue = std::sync::Mutex::new(queue);
+    let finished = std::sync::Mutex::new(Vec::new());
+    let mon = tokio::sync::Mutex::new(mon.take());
+    loop {
+        let waiting = queue.lock().map(|q| q.len()).unwrap_or(0);
+        let busy = pairs.iter().filter(|p| p.current.is_some()).count();
+        if waiting + busy == 0 {
+            break;
+        }
+        // one round: a pair of snapshots per worker with work, at the same GTID when the source
+        // is quiet; each worker compares up to --round-chunks chunks of one or more tables
+        let active = pairs.len().min(waiting + busy);
+        // workers in the middle of a table come first
+        pairs.sort_by_key(|p| p.current.is_none());
+        let (g, paused) = open_round(&mut pairs[..active], &mut gtids, sync).await?;
+        out.sync_seconds_total += paused;
+        out.sync_seconds_max = out.sync_seconds_max.max(paused);
+        crate::obs::metrics::add("migrate_verify_pause_seconds_total", &[], paused);
+        out.rounds += 1;
+        out.last_gtid = g.to_string();
+        let work = pairs[..active].iter_mut().map(|pair| async {
             let mut n = 0;
-            while !done && n < opts.round_chunks {
-                n += 1;
-                let keys: Vec<crate::schema::Column> =
-                    t.key.iter().map(|&i| t.columns[i].clone()).collect();
-                let hi = match raw_rows(
-                    &mut src,
-                    &digest::boundary(t, lo.as_deref(), opts.chunk_rows),
-                )
-                .await?
-                .into_iter()
-                .next()
-                {
-                    Some(raw) => Some(decode::text_row(&keys, raw)?),
-                    None => None,
-                };
-                let sql = digest::chunk_digest(t, lo.as_deref(), hi.as_deref());
-                // both servers digest at the same time
-                let (a, b) = tokio::join!(
-                    digest(&mut src, &sql, "source", t),
-                    digest(&mut tgt, &sql, "target", t)
-                );
-                let (a, b) = (a?, b?);
-                out.chunks += 1;
-                table_rows += a.0;
-                crate::obs::metrics::add("migrate_verify_chunks_total", &[], 1.0);
-                if a != b {
-                    let rows = narrow(&mut src, &mut tgt, t, lo.as_deref(), hi.as_deref()).await?;
-                    let fixed = if opts.repair && !rows.is_empty() {
-                        repair(&mut src, target, t, &rows).await?
-                    } else {
-                        vec![false; rows.len()]
-                    };
-                    for ((key, kind, columns), ok) in rows.into_iter().zip(fixed) {
-                        crate::obs::metrics::add("migrate_verify_differences_total", &[], 1.0);
-                        if opts.repair {
-                            if ok {
-                                out.repaired += 1;
-                            } else {
-                                out.repair_failed += 1;
-                            }
+            while n < opts.round_chunks.max(1) {
+                let i = match pair.current {
+                    Some(i) => i,
+                    None => match queue.lock().ok().and_then(|mut q| q.pop_front()) {
+                        Some(i) => {
+                            let p = progress[i].lock().await;
+                            bar.table_started(&p.table.full_name(), p.table.rows_estimate);
+                            i
                         }
-                        out.differences.push(RowDiff {
-                            database: t.db.clone(),
-                            table: t.name.clone(),
-                            key: key_text(t, &key),
-                            kind,
-                            columns,
-                            repaired: ok,
-                        });
+                        None => break,
+                    },
+                };
+                pair.current = Some(i);
+                n += 1;
+                throttle(&mut *mon.lock().await, opts.max_source_load).await?;
+                // the lock is this worker's alone: no other worker takes table i
+                let mut p = progress[i].lock().await;
+                if compare_chunk(&mut pair.src, &mut pair.tgt, target, &mut p, opts, &bar).await? {
+                    p.record(store, true)?;
+                    bar.table_done(&p.table.full_name());
+                    tracing::info!(
+                        table = %p.table.full_name(),
+                        rows = p.rows,
+                        "verified {} ({} rows, {} chunks) in {:.1?}",
+                        p.table.full_name(),
+                        p.rows,
+                        p.chunks,
+                        p.started.map(|s| s.elapsed()).unwrap_or_default()
+                    );
+                    pair.current = None;
+                    if let Ok(mut f) = finished.lock() {
+                        f.push(i);
                     }
                 }
-                if hi.is_none() {
-                    done = true;
-                }
-                lo = hi;
             }
-            consistent::close(&mut tgt).await?;
-            consistent::close(&mut src).await?;
-        }
-        out.rows += table_rows;
-        let result = TableResult {
-            differences: out.differences[diffs_before..].to_vec(),
-            keyless_differs: out.keyless_tables_differing.len() > keyless_before,
-        };
-        store.verify_table_done(
-            &t.db,
-            &t.name,
-            table_rows,
-            out.chunks - chunks_before,
-            &serde_json::to_string(&result).unwrap_or_default(),
-        )?;
-        tracing::info!(
-            table = %t.full_name(),
-            rows = table_rows,
-            "verified {} ({table_rows} rows) in {:.1?}",
-            t.full_name(),
-            started.elapsed()
-        );
+            consistent::close(&mut pair.tgt).await?;
+            consistent::close(&mut pair.src).await?;
+            if let Some(i) = pair.current {
+                progress[i].lock().await.record(store, false)?;
+            }
+            Ok::<(), Error>(())
+        });
+        futures_util::future::try_join_all(work).await?;
     }
+    bar.finish();
     store.set("verify.in_progress", "0")?;
+    let mut finished = finished.into_inner().unwrap_or_default();
+    finished.sort();
+    for (i, p) in progress.into_iter().enumerate() {
+        if finished.binary_search(&i).is_ok() {
+            fold(&mut out, p.into_inner());
+        }
+    }
     Ok(out)
+}
+
+/// Add a compared table's result to the outcome.
+fn fold(out: &mut Outcome, p: Progress) {
+    out.rows += p.rows;
+    out.chunks += p.chunks;
+    for d in &p.result.differences {
+        if d.repaired {
+            out.repaired += 1;
+        }
+    }
+    if p.result.keyless_differs {
+        out.keyless_tables_differing.push(p.table.full_name());
+    }
+    out.differences.extend(p.result.differences);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_adapt_to_the_time_per_chunk() {
+        let half = Duration::from_millis(500);
+        // 10k rows in 50 ms: 100k in 0.5 s, but at most 4x growth
+        assert_eq!(
+            adapt(10_000, 10_000, Duration::from_millis(50), half),
+            40_000
+        );
+        // 40k rows in 0.4 s: 50k
+        assert_eq!(
+            adapt(40_000, 40_000, Duration::from_millis(400), half),
+            50_000
+        );
+        // slow: 10k rows in 5 s shrinks to 2.5k (at most 4x), never under the minimum
+        assert_eq!(adapt(10_000, 10_000, Duration::from_secs(5), half), 2_500);
+        assert_eq!(
+            adapt(2_000, 2_000, Duration::from_secs(5), half),
+            MIN_CHUNK_ROWS
+        );
+        // an empty chunk says nothing about the rate
+        assert_eq!(adapt(7_000, 0, Duration::from_millis(1), half), 7_000);
+    }
 }

@@ -60,7 +60,8 @@ pub async fn compare(
         .map(|d| quote::string(d))
         .collect::<Vec<_>>()
         .join(", ");
-    let (a, b) = (objects(src, &list).await?, objects(tgt, &list).await?);
+    let (a, b) = tokio::join!(objects(src, &list), objects(tgt, &list));
+    let (a, b) = (a?, b?);
     let mut diffs = Vec::new();
     for (k, v) in &a {
         match b.get(k) {
