@@ -7,7 +7,9 @@
 #                               follow's lag stays under 1 s
 #   scripts/bench.sh verify     full verification of the sysbench tables: migrate verify (defaults)
 #                               vs pt-table-checksum run on both servers at once (static
-#                               10k-row chunks so both sides chunk alike; flags for a row-based
+#                               10k-row chunks so both sides chunk alike — the run a user can
+#                               compare; and, for reference, its default adaptive chunking,
+#                               whose chunks differ between the servers; flags for a row-based
 #                               binlog and no replica; sql_log_bin=0, since its statement-format
 #                               writes to percona.checksums would stop follow) vs CHECKSUM TABLE
 #                               on both servers at once
@@ -180,7 +182,7 @@ verify_bench() {
   local state=$MIGRATE_RUN_DIR/verify.sqlite t0 t1
   MIGRATE_STATE=$state "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:14307 \
     --databases sbtest snapshot >/dev/null 2>&1
-  local rounds=${BENCH_ROUNDS:-3} ours_all=() pt_all=() ck_all=()
+  local rounds=${BENCH_ROUNDS:-3} ours_all=() pt_all=() ptd_all=() ck_all=()
   for r in $(seq 1 "$rounds"); do
     sync; t0=$(now)
     MIGRATE_STATE=$state "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:14307 \
@@ -201,16 +203,24 @@ verify_bench() {
     [ "$a" = "$b" ] || echo "note: pt-table-checksum chunks differ between the two servers" >&2
     sync; t0=$(now)
     for port in 14306 14307; do
+      pt-table-checksum h=127.0.0.1,P=$port,u=root --databases sbtest --recursion-method=none \
+        --no-check-binlog-format --no-check-replication-filters \
+        --replicate=percona.checksums --set-vars sql_log_bin=0 --quiet >/dev/null 2>&1 &
+    done
+    wait
+    t1=$(now); ptd_all+=("$(echo "$t1 - $t0" | bc)")
+    sync; t0=$(now)
+    for port in 14306 14307; do
       (for i in $(seq 1 "$tables"); do q $port -e "CHECKSUM TABLE sbtest.sbtest$i" >/dev/null; done) &
     done
     wait
     t1=$(now); ck_all+=("$(echo "$t1 - $t0" | bc)")
-    echo "round $r: migrate verify ${ours_all[-1]} s, pt-table-checksum (both servers at once) ${pt_all[-1]} s, CHECKSUM TABLE (both at once) ${ck_all[-1]} s"
+    echo "round $r: migrate verify ${ours_all[-1]} s, pt-table-checksum (both servers at once) ${pt_all[-1]} s (its default --chunk-time ${ptd_all[-1]} s), CHECKSUM TABLE (both at once) ${ck_all[-1]} s"
   done
   median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-  local m p c; m=$(median "${ours_all[@]}"); p=$(median "${pt_all[@]}"); c=$(median "${ck_all[@]}")
-  printf 'RESULT verify (%d rounds, %d x %d rows): median migrate verify %.2f s, pt-table-checksum %.2f s, CHECKSUM TABLE %.2f s; migrate/pt ratio %.2f (goal <= 0.5)\n' \
-    "$rounds" "$tables" "$rows" "$m" "$p" "$c" "$(echo "$m / $p" | bc -l)"
+  local m p d c; m=$(median "${ours_all[@]}"); p=$(median "${pt_all[@]}"); d=$(median "${ptd_all[@]}"); c=$(median "${ck_all[@]}")
+  printf 'RESULT verify (%d rounds, %d x %d rows): median migrate verify %.2f s, pt-table-checksum %.2f s (default chunking %.2f s), CHECKSUM TABLE %.2f s; migrate/pt ratio %.2f (goal <= 0.5), against pt default chunking %.2f\n' \
+    "$rounds" "$tables" "$rows" "$m" "$p" "$d" "$c" "$(echo "$m / $p" | bc -l)" "$(echo "$m / $d" | bc -l)"
 }
 
 case "$what" in

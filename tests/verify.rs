@@ -254,6 +254,56 @@ fn planted_differences_are_named_and_repaired() {
     }
     assert!(continued, "verify never seen in the middle of a table");
 
+    // connections dropped under it (a VPN that drops them): verify reconnects, compares the
+    // interrupted chunks again in new snapshots, and reaches the same verdict
+    let report = dir.path().join("dropped.json");
+    let v = migrate_cmd(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &[
+            "verify",
+            "--restart",
+            "--workers",
+            "1",
+            "--round-chunks",
+            "1",
+            "--chunk-rows",
+            "1000",
+            "--chunk-time",
+            "0.0001",
+            "--max-report-rows",
+            "20000",
+            "--report",
+            &report.display().to_string(),
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("verify");
+    let mut killed = 0;
+    let t = std::time::Instant::now();
+    while killed < 3 && t.elapsed().as_secs() < 60 {
+        let ids = src.sql(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%CRC32C(%' AND INFO NOT LIKE '%PROCESSLIST%'",
+        );
+        for id in ids.lines() {
+            if src.try_sql(&format!("KILL CONNECTION {id}")).is_ok() {
+                killed += 1;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = v.wait_with_output().expect("verify");
+    let log = stderr(&out);
+    assert!(killed > 0, "no verify query seen to kill");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("trying again"), "{log}");
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(j["differences_total"], 10401, "{log}");
+
     // repaired, then identical, and mariadb-dump of both sides equal
     let (code, j, log) = verify(&src, &dst, &state, &["--repair"]);
     assert_eq!(code, 0, "{log}");

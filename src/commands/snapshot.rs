@@ -21,17 +21,11 @@ pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
     };
     // A connection lost outside a chunk (schema, indexes, views, positions) resumes the whole
     // verb from the state store: finished steps and chunks are skipped.
-    let mut attempt = 0u32;
+    let mut backoff = crate::db::retry::Backoff::bounded();
     let out = loop {
         match snapshot::run(source, target, &ctx.filter, store.clone(), &opts).await {
             Ok(out) => break out,
-            Err(e) if e.is_transient() && attempt < 10 => {
-                attempt += 1;
-                let wait = std::time::Duration::from_millis(500u64 << attempt.min(5));
-                tracing::warn!("{e}; resuming the snapshot in {wait:?} (retry {attempt})");
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => return Err(e),
+            Err(e) => backoff.retry_after(e, "snapshot (resuming it)").await?,
         }
     };
     let text = format!(

@@ -5,6 +5,7 @@ pub mod grants;
 pub mod monitor;
 pub mod preflight;
 pub mod quote;
+pub mod retry;
 
 use crate::config::{Endpoint, SslMode};
 use crate::error::{Error, Result};
@@ -141,26 +142,23 @@ fn connect_error(ep: &Endpoint, e: mysql_async::Error) -> Error {
 
 /// Connect, retrying transient failures with backoff up to `attempts` times.
 pub async fn connect_retry(ep: &Endpoint, s: Session, attempts: u32) -> Result<Conn> {
-    let mut delay = Duration::from_millis(200);
-    let mut n = 0;
+    let mut backoff = retry::Backoff::attempts(attempts);
     loop {
         match connect(ep, s).await {
             Ok(c) => return Ok(c),
-            Err(e) if e.is_transient() && n + 1 < attempts => {
-                tracing::warn!("{e}; retrying in {:?}", delay);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-                n += 1;
-            }
-            Err(e) => {
-                if e.is_transient() {
+            Err(e) => match backoff.delay(&e) {
+                Some(d) => {
+                    tracing::warn!("{e}; connecting again in {d:?}");
+                    tokio::time::sleep(d).await;
+                }
+                None if e.is_transient() => {
                     return Err(Error::definite(
                         e.what,
                         format!("check that {} is reachable from this host", ep.host),
-                    ));
+                    ))
                 }
-                return Err(e);
-            }
+                None => return Err(e),
+            },
         }
     }
 }

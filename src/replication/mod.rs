@@ -142,7 +142,7 @@ pub async fn follow(
     } else {
         "follow"
     });
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = crate::db::retry::Backoff::forever();
     let result = loop {
         let applied_before = live.status.trx_applied;
         match follow_once(source, target, filter, store, &start, opts, &mut live).await {
@@ -153,8 +153,9 @@ pub async fn follow(
             Err(e) if e.is_transient() && !STOP.load(Ordering::SeqCst) => {
                 // a connection that worked for a while starts the backoff over
                 if live.status.trx_applied > applied_before {
-                    delay = Duration::from_millis(200);
+                    backoff.reset();
                 }
+                let delay = backoff.delay(&e).unwrap_or(Duration::from_secs(10));
                 live.up = false;
                 metrics::set("migrate_up", &[], 0.0);
                 live.status.reconnects += 1;
@@ -178,7 +179,6 @@ pub async fn follow(
                     write_status(store, &mut live, &pos, false)?;
                     tokio::time::sleep(Duration::from_millis(250).min(delay)).await;
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
             }
             Err(e) => break Err(e),
         }

@@ -18,7 +18,7 @@
 //!   retried or resumed chunk leaves exactly the rows of its last read.
 
 use crate::config::Endpoint;
-use crate::db::{self, consistent, quote, Session};
+use crate::db::{self, consistent, quote, retry::Backoff, Session};
 use crate::error::{Error, Result};
 use crate::obs::{metrics, progress::Progress};
 use crate::schema::keyset as plan;
@@ -29,7 +29,6 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub struct CopyPlan {
@@ -75,13 +74,6 @@ enum Msg {
     /// The table disappeared from the source (dropped or renamed) at or before this binlog
     /// position: drop it on the target.
     Gone(Arc<Table>, (String, u64)),
-}
-
-/// Retry `f` on transient errors with backoff, reconnecting through `reconnect`.
-const MAX_ATTEMPTS: u32 = 40;
-
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((200u64 << attempt.min(6)).min(10_000))
 }
 
 fn snapshot_position(rows: &[Vec<Option<String>>]) -> Result<(String, u64)> {
@@ -484,16 +476,15 @@ fn next_limit(plan: &CopyPlan, rows: usize, bytes: u64, prev: u64) -> u64 {
 
 impl Worker<'_> {
     async fn reconnect(&self) -> Result<SourceReader> {
-        let mut attempt = 0;
+        let mut backoff = Backoff::bounded();
         loop {
             match SourceReader::connect(&self.plan.source).await {
                 Ok(r) => return Ok(r),
-                Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
-                    attempt += 1;
-                    tracing::warn!("source: {e}; retry {attempt}");
-                    tokio::time::sleep(backoff(attempt)).await;
+                Err(e) => {
+                    backoff
+                        .retry_after(e.context("source"), "connecting")
+                        .await?
                 }
-                Err(e) => return Err(e.context("source")),
             }
         }
     }
@@ -546,7 +537,7 @@ impl Worker<'_> {
                         "its rows change through cascading foreign keys, which the binlog does not carry"
                     }
                 );
-                let mut attempt = 0;
+                let mut backoff = Backoff::bounded();
                 loop {
                     match self.read_whole(r, &t, &definition, tx).await {
                         Ok(Whole::Done) => return Ok(true),
@@ -563,16 +554,14 @@ impl Worker<'_> {
                         Ok(Whole::Gone(at)) => {
                             return Ok(tx.send(Msg::Gone(t.clone(), at)).await.is_ok());
                         }
-                        Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
-                            attempt += 1;
+                        Err(e) => {
+                            let e = e.context(format!("source table {}", t.full_name()));
+                            backoff.retry_after(e, "reading").await?;
                             // the table's single snapshot is gone: read it again from the start
                             self.plan.store.reset_table(&t.db, &t.name)?;
-                            tracing::warn!("reading {}: {e}; retry {attempt}", t.full_name());
                             metrics::add("migrate_retries_total", &[("side", "source")], 1.0);
-                            tokio::time::sleep(backoff(attempt)).await;
                             *r = self.reconnect().await?;
                         }
-                        Err(e) => return Err(e.context(format!("source table {}", t.full_name()))),
                     }
                 }
             }
@@ -585,7 +574,7 @@ impl Worker<'_> {
                 (self.plan.chunk_bytes / t.avg_row_length.max(1)).clamp(1, self.plan.chunk_rows);
             let mut limit = stats_limit;
             loop {
-                let mut attempt = 0;
+                let mut backoff = Backoff::bounded();
                 let read = loop {
                     match read_chunk(
                         r,
@@ -598,14 +587,12 @@ impl Worker<'_> {
                     .await
                     {
                         Ok(x) => break x,
-                        Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
-                            attempt += 1;
-                            tracing::warn!("reading {}: {e}; retry {attempt}", t.full_name());
+                        Err(e) => {
+                            let e = e.context(format!("source table {}", t.full_name()));
+                            backoff.retry_after(e, "reading").await?;
                             metrics::add("migrate_retries_total", &[("side", "source")], 1.0);
-                            tokio::time::sleep(backoff(attempt)).await;
                             *r = self.reconnect().await?;
                         }
-                        Err(e) => return Err(e.context(format!("source table {}", t.full_name()))),
                     }
                 };
                 let (rows, bytes, binlog, cut) = match read {
@@ -828,7 +815,7 @@ impl Worker<'_> {
                     continue;
                 }
             };
-            let mut attempt = 0;
+            let mut backoff = Backoff::bounded();
             loop {
                 match write_once(
                     &mut conn,
@@ -840,19 +827,13 @@ impl Worker<'_> {
                 .await
                 {
                     Ok(()) => break,
-                    Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
-                        attempt += 1;
-                        tracing::warn!(
-                            "writing {} chunk {}: {e}; retry {attempt}",
-                            c.table.full_name(),
-                            c.seq
-                        );
-                        metrics::add("migrate_retries_total", &[("side", "target")], 1.0);
-                        tokio::time::sleep(backoff(attempt)).await;
-                        conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
-                    }
                     Err(e) => {
-                        return Err(e.context(format!("target table {}", c.table.full_name())))
+                        let e = e.context(format!("target table {}", c.table.full_name()));
+                        backoff
+                            .retry_after(e, &format!("writing chunk {}", c.seq))
+                            .await?;
+                        metrics::add("migrate_retries_total", &[("side", "target")], 1.0);
+                        conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
                     }
                 }
             }
@@ -923,7 +904,7 @@ impl Worker<'_> {
 
     /// Run `a` on the target, reconnecting and retrying transient failures.
     async fn retrying(&self, conn: &mut Conn, a: &Action) -> Result<()> {
-        let mut attempt = 0;
+        let mut backoff = Backoff::bounded();
         loop {
             let r = match a {
                 Action::Recreate(t, def) => recreate(self.plan, conn, t, def).await,
@@ -934,13 +915,10 @@ impl Worker<'_> {
             };
             match r {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
-                    attempt += 1;
-                    tracing::warn!("target: {e}; retry {attempt}");
-                    tokio::time::sleep(backoff(attempt)).await;
+                Err(e) => {
+                    backoff.retry_after(e.context("target"), "writing").await?;
                     *conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
                 }
-                Err(e) => return Err(e.context("target")),
             }
         }
     }
@@ -1008,18 +986,7 @@ async fn recreate(plan: &CopyPlan, conn: &mut Conn, t: &Table, definition: &str)
 }
 
 async fn connect_retry(ep: &Endpoint, s: Session) -> Result<Conn> {
-    let mut attempt = 0;
-    loop {
-        match db::connect(ep, s).await {
-            Ok(c) => return Ok(c),
-            Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
-                attempt += 1;
-                tracing::warn!("{e}; retry {attempt}");
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    db::connect_retry(ep, s, crate::db::retry::BOUNDED_ATTEMPTS).await
 }
 
 /// Copy the rows of `tables` with `threads` workers, resuming from the state store.

@@ -14,6 +14,7 @@ pub mod digest;
 pub mod schema;
 
 use crate::config::Endpoint;
+use crate::db::retry::{Backoff, BOUNDED_ATTEMPTS};
 use crate::db::{self, consistent, Session};
 use crate::error::{Error, Result};
 use crate::position::Position;
@@ -463,6 +464,19 @@ struct Pair {
     current: Option<usize>,
 }
 
+/// New connections for every pair (after a lost one); each keeps the table it was in.
+async fn reconnect(pairs: &mut [Pair], source: &Endpoint, target: &Endpoint) -> Result<()> {
+    for p in pairs {
+        p.src = db::connect_retry(source, Session::SourceReader, BOUNDED_ATTEMPTS)
+            .await
+            .map_err(|e| e.context("source"))?;
+        p.tgt = db::connect_retry(target, Session::SourceReader, BOUNDED_ATTEMPTS)
+            .await
+            .map_err(|e| e.context("target"))?;
+    }
+    Ok(())
+}
+
 /// Open a round: on each pair, a consistent snapshot on the source at its GTID G and one on
 /// the target at exactly G (the target is held from before the first source snapshot until
 /// the last target snapshot is open). Returns the last G and how long the target was held.
@@ -613,10 +627,21 @@ pub async fn run(
         ),
         None => None,
     };
-    {
+    let mut backoff = Backoff::bounded();
+    loop {
         let Pair { src, tgt, .. } = &mut pairs[0];
-        (out.schema_differences, out.triggers_pending) =
-            compare_schema(src, tgt, tables, &mut gtids, sync).await?;
+        match compare_schema(src, tgt, tables, &mut gtids, sync).await {
+            Ok(found) => {
+                (out.schema_differences, out.triggers_pending) = found;
+                break;
+            }
+            Err(e) => {
+                backoff
+                    .retry_after(e, "verify: comparing the schema")
+                    .await?;
+                reconnect(&mut pairs, source, target).await?;
+            }
+        }
     }
 
     let recorded = if opts.resume {
@@ -678,6 +703,7 @@ pub async fn run(
     let queue = std::sync::Mutex::new(queue);
     let finished = std::sync::Mutex::new(Vec::new());
     let mon = tokio::sync::Mutex::new(mon.take());
+    let mut backoff = Backoff::bounded();
     loop {
         let waiting = queue.lock().map(|q| q.len()).unwrap_or(0);
         let busy = pairs.iter().filter(|p| p.current.is_some()).count();
@@ -689,7 +715,14 @@ pub async fn run(
         let active = pairs.len().min(waiting + busy);
         // workers in the middle of a table come first
         pairs.sort_by_key(|p| p.current.is_none());
-        let (g, paused) = open_round(&mut pairs[..active], &mut gtids, sync).await?;
+        let (g, paused) = match open_round(&mut pairs[..active], &mut gtids, sync).await {
+            Ok(x) => x,
+            Err(e) => {
+                backoff.retry_after(e, "verify: opening a round").await?;
+                reconnect(&mut pairs, source, target).await?;
+                continue;
+            }
+        };
         out.sync_seconds_total += paused;
         out.sync_seconds_max = out.sync_seconds_max.max(paused);
         crate::obs::metrics::add("migrate_verify_pause_seconds_total", &[], paused);
@@ -739,7 +772,15 @@ pub async fn run(
             }
             Ok::<(), Error>(())
         });
-        futures_util::future::try_join_all(work).await?;
+        match futures_util::future::try_join_all(work).await {
+            Ok(_) => backoff.reset(),
+            Err(e) => {
+                // the chunks compared before the failure stand; the round's others are
+                // compared again in a new pair of snapshots
+                backoff.retry_after(e, "verify").await?;
+                reconnect(&mut pairs, source, target).await?;
+            }
+        }
     }
     bar.finish();
     store.set("verify.in_progress", "0")?;
