@@ -76,8 +76,63 @@ pub enum Verb {
     /// Exit 0 identical, 1 differences. Runs with follow stopped (it replays to each round's
     /// GTID itself).
     Verify(VerifyArgs),
+    /// Switch the application to the target: preflight (--dry-run stops there), freeze the
+    /// source, drain, apply the last transactions, prepare and open the target. Journaled:
+    /// --resume or --rollback after a crash.
+    Cutover(CutoverArgs),
     /// Show progress from the state file (works while another verb runs).
     Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CutoverArgs {
+    /// Only check readiness: print the findings, the missing accounts as SQL and the predicted
+    /// write downtime. Exit 0 ready, 1 not
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Most follow lag (seconds) at which to start
+    #[arg(long, default_value_t = 1.0)]
+    pub max_lag: f64,
+    /// Oldest a clean verify may be (hours)
+    #[arg(long, default_value_t = 24.0)]
+    pub verify_max_age_hours: f64,
+    /// Start without a recent clean verify (the risk is yours)
+    #[arg(long)]
+    pub no_verify_check: bool,
+    /// Seconds to wait for write transactions open on the source once it is read-only
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
+    /// Kill the source connections whose write transactions are still open after
+    /// --drain-timeout (they roll back) instead of aborting
+    #[arg(long)]
+    pub kill_writers: bool,
+    /// Abort (source writable again) if the source has been frozen this many seconds before
+    /// the switch
+    #[arg(long, default_value_t = 5.0)]
+    pub max_downtime: f64,
+    /// Shell command that points the application at the target (kubectl patch, ProxySQL,
+    /// DNS). Runs with MIGRATE_FINAL_GTID, MIGRATE_TARGET_HOST, MIGRATE_TARGET_PORT,
+    /// MIGRATE_FREEZE_SECONDS, MIGRATE_CUTOVER_ID set; must exit 0 once it has; must be safe
+    /// to run twice (--resume may)
+    #[arg(long)]
+    pub switch_command: Option<String>,
+    /// Create the application's accounts (and grants) missing on the target, copied from the
+    /// source (password hashes included)
+    #[arg(long)]
+    pub copy_users: bool,
+    /// Continue a cutover that was interrupted (crash, kill) from its last journaled step
+    #[arg(long, conflicts_with_all = ["rollback", "complete", "dry_run"])]
+    pub resume: bool,
+    /// Undo a cutover that has not switched yet: the target as it was, the source writable,
+    /// follow resumed
+    #[arg(long, conflicts_with_all = ["complete", "dry_run"])]
+    pub rollback: bool,
+    /// After a switch: remove the engine's row from the target's _migrate database
+    #[arg(long, conflicts_with = "dry_run")]
+    pub complete: bool,
+    /// Write the report as JSON (downtime_seconds, each step's duration, final GTID)
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

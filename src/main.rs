@@ -6,6 +6,7 @@ mod cli;
 mod cli_config;
 mod commands;
 mod config;
+mod cutover;
 mod db;
 mod error;
 mod obs;
@@ -63,13 +64,16 @@ fn main() {
             cli::Verb::Snapshot(_) => Some("snapshot"),
             cli::Verb::Follow(_) => Some("follow"),
             cli::Verb::Verify(_) => Some("verify"),
+            cli::Verb::Cutover(_) => Some("cutover"),
             _ => None,
         };
         if let (Some(verb), Some(addr)) = (long_running, &cli.global.metrics_addr) {
             obs::metrics::init_verb(verb);
             match obs::metrics::serve(addr).await {
                 // verify often runs beside a follow that already serves this address
-                Err(e) if verb == "verify" => tracing::warn!("metrics not served: {e}"),
+                Err(e) if verb == "verify" || verb == "cutover" => {
+                    tracing::warn!("metrics not served: {e}")
+                }
                 r => r?,
             }
         }
@@ -82,6 +86,7 @@ fn main() {
                 commands::tracked(&ctx, "follow", true, commands::follow::run(&ctx, a)).await
             }
             cli::Verb::Verify(a) => commands::verify::entry(&ctx, a).await,
+            cli::Verb::Cutover(a) => commands::cutover::run(&ctx, a).await,
             cli::Verb::Status(a) => commands::status::run(&ctx, a).await,
         }
     });

@@ -109,6 +109,6 @@ fn snapshot_survives_dropped_connections() {
     let out = snap.wait_with_output().expect("wait");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    assert!(log.contains("retry"), "no retry was logged: {log}");
+    assert!(log.contains("trying again"), "no retry was logged: {log}");
     assert_same(&src, &dst, "big");
 }

@@ -40,6 +40,15 @@ pub async fn run(ctx: &Context, args: &FollowArgs) -> Result<i32> {
             ))
         }
     };
+    if matches!(
+        store.get("cutover.state")?.as_deref(),
+        Some("switched") | Some("completed")
+    ) {
+        return Err(Error::usage(
+            "the cutover switched the application to the target: following the source now would apply its writes on top of the target's",
+            "nothing to follow; `migrate cutover --complete` removes the engine's objects",
+        ));
+    }
     // every migrated table's row counters exist from the start, at 0
     for t in store.tables()? {
         crate::obs::metrics::init_table(&format!("{}.{}", t.db, t.name));

@@ -2,6 +2,7 @@
 //! binlog/ and apply/.
 
 pub mod check;
+pub mod cutover;
 pub mod follow;
 pub mod snapshot;
 pub mod status;

@@ -100,6 +100,8 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
                 "run": run_json(follow_run),
                 "applied_gtid": f.applied_gtid,
                 "lag_seconds": f.lag_seconds.unwrap_or(0.0),
+                // false until follow has looked at the source once (lag_seconds is then 0)
+                "lag_known": f.lag_seconds.is_some(),
                 "last_applied_commit_at": f.last_commit.map(state::rfc3339),
                 "events_behind": f.events_behind.unwrap_or(0),
                 "bytes_behind": f.bytes_behind.unwrap_or(0),
@@ -140,6 +142,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
             .and_then(|v| serde_json::from_str::<Value>(&v).ok())
             .unwrap_or(Value::Null),
         "verify_progress": verify_progress(&store, get("verify.in_progress").as_deref())?,
+        "cutover": cutover_json(&store)?,
         "events_disabled_until_cutover": events,
     });
     if args.json {
@@ -234,6 +237,31 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
             ),
         );
     }
+    let c = &out["cutover"];
+    if !c.is_null() {
+        let last = c["journal"]
+            .as_array()
+            .and_then(|j| j.last())
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["step"].as_str().unwrap_or(""),
+                    e["state"].as_str().unwrap_or("")
+                )
+            })
+            .unwrap_or_default();
+        line(
+            "cutover",
+            format!(
+                "{} (last step: {last}){}",
+                c["state"].as_str().unwrap_or("?"),
+                c["downtime_seconds"]
+                    .as_str()
+                    .map(|d| format!(", writes unavailable {d} s"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
     let p = &out["verify_progress"];
     if !p.is_null() {
         line(
@@ -277,5 +305,23 @@ fn verify_progress(store: &crate::state::Store, in_progress: Option<&str>) -> Re
         "tables_done": tables.iter().filter(|t| t.cursor.is_none()).count(),
         "tables_in_progress": tables.iter().filter(|t| t.cursor.is_some()).count(),
         "rows_compared": tables.iter().map(|t| t.rows).sum::<u64>(),
+    }))
+}
+
+/// The last cutover: its state and journal (the audit trail).
+fn cutover_json(store: &crate::state::Store) -> Result<Value> {
+    let Some(id) = store.get("cutover.id")? else {
+        return Ok(Value::Null);
+    };
+    let journal = store.journal_of(&id)?;
+    Ok(json!({
+        "id": id,
+        "state": store.get("cutover.state")?,
+        "final_gtid": store.get("cutover.final_gtid")?,
+        "downtime_seconds": store.get("cutover.downtime_seconds")?,
+        "target_open_gtid": store.get("cutover.target_open_gtid")?,
+        "journal": journal.iter().map(|e| json!({
+            "step": e.step, "state": e.state, "at": state::rfc3339(e.at), "actor": e.actor,
+        })).collect::<Vec<_>>(),
     }))
 }

@@ -223,6 +223,7 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
     let shown: Vec<&verify::RowDiff> = out.differences.iter().take(args.max_report_rows).collect();
     let summary = serde_json::json!({
         "at": crate::state::rfc3339(crate::state::unix_now()),
+        "at_unix": crate::state::unix_now(),
         "gtid": out.last_gtid,
         "identical": identical,
         "tables": out.tables,

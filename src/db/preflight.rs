@@ -184,7 +184,7 @@ pub const TARGET_PER_DATABASE: &[&str] = &[
 ];
 
 /// The account's grants, and its name quoted for a GRANT statement.
-async fn account_grants(conn: &mut Conn) -> Result<(String, String, Vec<grants::Grant>)> {
+pub async fn account_grants(conn: &mut Conn) -> Result<(String, String, Vec<grants::Grant>)> {
     let lines: Vec<String> = query_strings(conn, "SHOW GRANTS")
         .await?
         .into_iter()

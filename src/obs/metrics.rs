@@ -31,6 +31,9 @@ pub const FAMILIES: &[(&str, Type, &str)] = &[
     ("migrate_snapshot_bytes_total", Type::Counter, "Bytes copied by the snapshot, by table."),
     ("migrate_verify_chunks_total", Type::Counter, "Chunks compared by verify."),
     ("migrate_verify_differences_total", Type::Counter, "Differing rows found by verify."),
+    ("migrate_verify_rows_total", Type::Counter, "Rows compared by verify."),
+    ("migrate_verify_pause_seconds_total", Type::Counter, "Seconds the target was held at a verify round's GTID (the follower's pause)."),
+    ("migrate_cutover_step", Type::Gauge, "Cutover step: 0 none, 1 freeze, 2 drain, 3 catch_up, 4 prepare, 5 switch, 6 switched."),
     ("migrate_throttled", Type::Gauge, "1 while follow pauses reading because the source is busy (--max-source-load)."),
 ];
 

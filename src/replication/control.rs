@@ -92,3 +92,21 @@ pub async fn pause(store: &Store, at: Option<&Position>, timeout: Duration) -> R
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+const STOP: &str = "control.stop";
+
+/// Tell the running follower to stop for good (cutover, once the application may write to
+/// the target): it stops where it is (paused at the final GTID) and does not resume.
+pub fn request_stop(store: &Store) -> Result<()> {
+    store.set(STOP, "cutover")
+}
+
+/// Whether a stop was requested through the state store.
+pub fn stop_requested(store: &Store) -> Result<bool> {
+    Ok(store.get(STOP)?.is_some())
+}
+
+/// Withdraw a stop request (a cutover aborted before the switch).
+pub fn clear_stop(store: &Store) -> Result<()> {
+    store.delete(STOP)
+}

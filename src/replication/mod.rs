@@ -525,6 +525,10 @@ async fn apply_loop(
         if last_control.elapsed() >= Duration::from_millis(100) {
             last_control = Instant::now();
             pause = control::request(store)?.filter(|r| !r.orphaned());
+            if control::stop_requested(store)? {
+                tracing::info!("stop requested through the state store (cutover)");
+                STOP.store(true, Ordering::SeqCst);
+            }
         }
         let pause_at = match pause.as_ref().and_then(|p| p.at.as_deref()) {
             Some(a) => Some(Position::parse(a)?),
@@ -728,6 +732,11 @@ async fn wait_paused(
         refresh_behind(live);
         write_status(store, live, pos, false)?;
         if STOP.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        if control::stop_requested(store)? {
+            tracing::info!("stop requested through the state store (cutover): stopping at {pos}");
+            STOP.store(true, Ordering::SeqCst);
             return Ok(None);
         }
         match control::request(store)? {

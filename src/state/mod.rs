@@ -45,9 +45,8 @@ impl Outcome {
     }
 }
 
-/// The last run of a verb.
-#[derive(Debug, Clone, serde::Serialize)]
 /// A table compared by the current verify, and its result (JSON).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifiedTable {
     pub db: String,
     pub name: String,
@@ -58,6 +57,18 @@ pub struct VerifiedTable {
     pub cursor: Option<String>,
 }
 
+/// One line of the cutover journal.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JournalEntry {
+    pub step: String,
+    pub state: String,
+    pub at: f64,
+    pub actor: String,
+    pub detail: String,
+}
+
+/// The last run of a verb.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Run {
     pub verb: String,
     pub pid: u32,
@@ -274,6 +285,47 @@ impl Store {
         self.with(|c| {
             c.execute("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2", [key, value])
                 .map(|_| ())
+        })
+    }
+
+    /// Record a cutover step's state (`started`, `done`, `failed`) with who ran it.
+    pub fn journal(&self, cutover: &str, step: &str, state: &str, detail: &str) -> Result<()> {
+        let actor = format!(
+            "{}@{} pid {}",
+            std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| "unknown".into()),
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            std::process::id()
+        );
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO cutover_journal (cutover_id, step, state, at, actor, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![cutover, step, state, unix_now(), actor, detail],
+            )
+            .map(|_| ())
+        })
+    }
+    /// The journal of one cutover, oldest first.
+    pub fn journal_of(&self, cutover: &str) -> Result<Vec<JournalEntry>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT step, state, at, actor, detail FROM cutover_journal \
+                 WHERE cutover_id = ?1 ORDER BY seq",
+            )?;
+            let rows = st.query_map([cutover], |r| {
+                Ok(JournalEntry {
+                    step: r.get(0)?,
+                    state: r.get(1)?,
+                    at: r.get(2)?,
+                    actor: r.get(3)?,
+                    detail: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                })
+            })?;
+            rows.collect()
         })
     }
 

@@ -1,0 +1,283 @@
+//! `migrate cutover`: readiness (`--dry-run`), the journaled switch, `--resume`, `--rollback`
+//! (before the switch) and `--complete`. Exit 0 switched (or ready, for --dry-run), 1 not ready,
+//! 2 aborted or failed (the source writable again, follow resumed).
+
+use super::Context;
+use crate::cli::CutoverArgs;
+use crate::cutover::{self, preflight, Cutover};
+use crate::error::{Error, Result};
+use crate::state::Outcome;
+use mysql_async::prelude::*;
+use std::time::Duration;
+
+fn seconds(name: &str, v: f64) -> Result<Duration> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(Error::usage(
+            format!("--{name} {v}: not a number of seconds"),
+            format!("give e.g. --{name} 5"),
+        ))
+    }
+}
+
+pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
+    let (source, target) = (ctx.source()?, ctx.target()?);
+    let store = ctx.store()?;
+    if store.get("snapshot.gtid_consistent")?.is_none() {
+        return Err(Error::usage(
+            format!(
+                "state file {} has no finished snapshot",
+                ctx.state_path.display()
+            ),
+            "run `migrate snapshot` and `migrate follow` first (with the same --state)",
+        ));
+    }
+    let dbs: Vec<String> = {
+        let mut d: Vec<String> = store.tables()?.into_iter().map(|t| t.db).collect();
+        d.sort();
+        d.dedup();
+        d
+    };
+    let opts = cutover::Options {
+        drain_timeout: seconds("drain-timeout", args.drain_timeout)?,
+        kill_writers: args.kill_writers,
+        max_downtime: seconds("max-downtime", args.max_downtime)?,
+        switch_command: args.switch_command.clone(),
+    };
+    let state = store.get("cutover.state")?;
+    let (mut src, mut tgt) = cutover::connect(source, target).await?;
+
+    if args.dry_run {
+        let plan = preflight::check(&store, &mut src, &mut tgt, &dbs, &limits(args)?).await?;
+        print_plan(&plan);
+        return Ok(if plan.ready() { 0 } else { 1 });
+    }
+    if args.complete {
+        if state.as_deref() != Some("switched") {
+            return Err(Error::usage(
+                "cutover --complete: no switched cutover in this state file",
+                "run `migrate cutover` first",
+            ));
+        }
+        let id = store.get("migration.id")?.unwrap_or_default();
+        tgt.query_drop(format!(
+            "DELETE FROM `_migrate`.`checkpoints` WHERE migration_id = {}",
+            crate::db::quote::string(&id)
+        ))
+        .await
+        .map_err(|e| Error::from(e).context("target, _migrate.checkpoints"))?;
+        let left = crate::db::query_one(&mut tgt, "SELECT COUNT(*) FROM `_migrate`.`checkpoints`")
+            .await?
+            .unwrap_or_default();
+        if left == "0" {
+            tgt.query_drop("DROP DATABASE IF EXISTS `_migrate`").await?;
+        }
+        store.set("cutover.state", "completed")?;
+        println!("cutover completed: the engine's objects are removed from the target");
+        return Ok(0);
+    }
+    let id = match (&state, args.resume || args.rollback) {
+        (Some(s), true) if s == "running" => store.get("cutover.id")?.unwrap_or_default(),
+        (Some(s), false) if s == "running" => {
+            return Err(Error::usage(
+                "a cutover is under way or was interrupted (cutover.state = running)",
+                "run `migrate cutover --resume` to continue it or `--rollback` to undo it",
+            ))
+        }
+        (Some(s), _) if s == "switched" || s == "completed" => {
+            if args.rollback {
+                return Err(Error::usage(
+                    "the application was switched to the target: rolling back now needs reverse replication (target -> source), which this version does not have",
+                    "keep the target as the primary; to go back, take a new migration from the target to the source",
+                ));
+            }
+            return Err(Error::usage(
+                format!("the cutover already switched (state {s})"),
+                "nothing to do; `migrate cutover --complete` removes the engine's objects",
+            ));
+        }
+        (_, true) => {
+            return Err(Error::usage(
+                "no interrupted cutover to resume or roll back",
+                "run `migrate cutover` to start one",
+            ))
+        }
+        _ => {
+            let id = format!("{}-{}", std::process::id(), crate::state::unix_now() as u64);
+            store.set("cutover.id", &id)?;
+            id
+        }
+    };
+    let c = Cutover {
+        store: &store,
+        id: id.clone(),
+        dbs: dbs.clone(),
+        target_endpoint: target,
+    };
+    store.start_run("cutover")?;
+    if args.rollback {
+        let frozen = cutover::undo(&c, &mut src, &mut tgt, "--rollback").await?;
+        store.set("cutover.state", "rolled_back")?;
+        store.end_run("cutover", Outcome::Ok, None)?;
+        println!(
+            "cutover rolled back: the source is writable again (it was frozen {:.1} s), follow resumes",
+            frozen.unwrap_or(0.0)
+        );
+        return Ok(0);
+    }
+    if !args.resume {
+        // a fresh cutover: readiness first
+        let plan = preflight::check(&store, &mut src, &mut tgt, &dbs, &limits(args)?).await?;
+        store.journal(
+            &id,
+            "preflight",
+            "done",
+            &serde_json::to_string(&plan).unwrap_or_default(),
+        )?;
+        if args.copy_users && !plan.missing_accounts_exec.is_empty() {
+            for sql in &plan.missing_accounts_exec {
+                tgt.query_drop(sql)
+                    .await
+                    .map_err(|e| Error::from(e).context("target, --copy-users"))?;
+            }
+            println!(
+                "created {} account statement(s) on the target",
+                plan.missing_accounts_exec.len()
+            );
+        }
+        let plan = if args.copy_users {
+            preflight::check(&store, &mut src, &mut tgt, &dbs, &limits(args)?).await?
+        } else {
+            plan
+        };
+        if !plan.ready() {
+            print_plan(&plan);
+            store.end_run("cutover", Outcome::Failed, Some("not ready"))?;
+            return Ok(1);
+        }
+        for f in plan.findings.iter().filter(|f| !f.blocker) {
+            tracing::warn!("risk: {} ({})", f.what, f.fix);
+        }
+        tracing::info!(
+            "ready; predicted write downtime {:.2} s",
+            plan.predicted_downtime_seconds
+        );
+        control_clear(&store)?;
+        store.set("cutover.state", "running")?;
+        for k in [
+            "frozen_at",
+            "final_gtid",
+            "source_read_only_before",
+            "target_read_only_before",
+            "downtime_seconds",
+            "target_open_gtid",
+        ] {
+            store.delete(&format!("cutover.{k}"))?;
+        }
+    }
+    crate::replication::install_signal_handlers();
+    let result = cutover::run(&c, &mut src, &mut tgt, &opts).await;
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let switched = c.steps_done()?.iter().any(|s| s == "switch");
+            if switched {
+                store.end_run("cutover", Outcome::Failed, Some(&e.to_string()))?;
+                return Err(e);
+            }
+            tracing::error!("cutover aborted: {e}");
+            // new connections: the error may have been a lost one
+            let undone = match cutover::connect(source, target).await {
+                Ok((mut s, mut t)) => cutover::undo(&c, &mut s, &mut t, &e.to_string()).await,
+                Err(e2) => Err(e2),
+            };
+            store.end_run("cutover", Outcome::Failed, Some(&e.to_string()))?;
+            return match undone {
+                Ok(frozen) => Err(Error::definite(
+                    format!(
+                        "cutover aborted: {}; the source is writable again after {:.2} s frozen and follow resumes",
+                        e.what,
+                        frozen.unwrap_or(0.0)
+                    ),
+                    e.hint.unwrap_or_else(|| "run `migrate cutover --dry-run` to see what is not ready".into()),
+                )),
+                Err(u) => Err(Error::definite(
+                    format!("cutover aborted ({}) and undoing it failed: {u}", e.what),
+                    "run `migrate cutover --rollback` (the source may still be read-only)",
+                )),
+            };
+        }
+    };
+    store.end_run("cutover", Outcome::Ok, None)?;
+    report.outcome = "switched".into();
+    let fields = serde_json::to_value(&report).unwrap_or_default();
+    if let Some(path) = &args.report {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&fields).unwrap_or_default(),
+        )
+        .map_err(|e| {
+            Error::usage(
+                format!("--report {}: {e}", path.display()),
+                "give a writable file path",
+            )
+        })?;
+    }
+    let steps: Vec<String> = report
+        .steps
+        .iter()
+        .map(|(s, t)| format!("{s} {t:.3} s"))
+        .collect();
+    let text = format!(
+        "cutover switched at final GTID {}: writes unavailable for {:.3} s ({}); the target opened at GTID {}",
+        report.final_gtid.as_deref().unwrap_or(""),
+        report.downtime_seconds.unwrap_or(0.0),
+        steps.join(", "),
+        report.target_open_gtid.as_deref().unwrap_or("")
+    );
+    crate::obs::result("cutover", fields, &text);
+    Ok(0)
+}
+
+fn control_clear(store: &crate::state::Store) -> Result<()> {
+    crate::replication::control::clear_stop(store)
+}
+
+fn limits(args: &CutoverArgs) -> Result<preflight::Limits> {
+    Ok(preflight::Limits {
+        max_lag: args.max_lag,
+        verify_max_age: seconds("verify-max-age-hours", args.verify_max_age_hours * 3600.0)?,
+        verify_check: !args.no_verify_check,
+    })
+}
+
+fn print_plan(plan: &preflight::Plan) {
+    println!(
+        "safe to cut over: {}",
+        if plan.ready() { "yes" } else { "no" }
+    );
+    for f in &plan.findings {
+        println!(
+            "  {} {} (fix: {})",
+            if f.blocker { "BLOCKER" } else { "risk   " },
+            f.what,
+            f.fix
+        );
+    }
+    if !plan.missing_accounts_sql.is_empty() {
+        println!("  accounts to create on the target (or pass --copy-users):");
+        for s in &plan.missing_accounts_sql {
+            println!("    {s};");
+        }
+    }
+    println!(
+        "predicted write downtime: {:.2} s ({})",
+        plan.predicted_downtime_seconds,
+        plan.prediction
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.3} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}

@@ -1,0 +1,417 @@
+//! `cutover`: switch the application from the source to the target with writes stopped for
+//! as short a time as possible, journaled step by step so a crash at any step resumes or rolls
+//! back, and never with both servers writable.
+//!
+//! Steps (each recorded `started` before and `done` after it runs, in the state store's
+//! `cutover_journal`):
+//! 1. `freeze`: `read_only=ON` on the source (and on the target, which stays read-only for
+//!    applications until the switch; the engine writes with READ ONLY ADMIN).
+//! 2. `drain`: wait up to `--drain-timeout` for write transactions open on the source
+//!    (`--kill-writers` kills the rest), then take the final GTID: the source's
+//!    `gtid_binlog_pos` once it no longer moves. Nothing is written to the source.
+//! 3. `catch_up`: the running follow applies exactly up to the final GTID and pauses there.
+//! 4. `prepare`: triggers, AUTO_INCREMENT counters, sequences, events (`prepare.rs`).
+//! 5. `switch`: `--switch-command` runs with the facts in its environment (the follower
+//!    still paused); once it succeeds follow is told to stop for good and the target opens
+//!    (`read_only=OFF`).
+//!
+//! Any failure (or SIGINT/SIGTERM, or the freeze outlasting `--max-downtime`) before the
+//! switch aborts: prepare is undone, the source is writable again, follow resumes. After the
+//! switch the target is the primary; the source stays read-only.
+
+pub mod preflight;
+pub mod prepare;
+
+use crate::db::{self, Session};
+use crate::error::{Error, Result};
+use crate::position::Position;
+use crate::replication::control;
+use crate::state::Store;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Longer than InnoDB's `information_schema.INNODB_TRX` cache idle time (100 ms).
+const TRX_CACHE_IDLE: Duration = Duration::from_millis(120);
+
+pub const STEPS: &[&str] = &["freeze", "drain", "catch_up", "prepare", "switch"];
+
+pub struct Options {
+    pub drain_timeout: Duration,
+    pub kill_writers: bool,
+    pub max_downtime: Duration,
+    pub switch_command: Option<String>,
+}
+
+/// What the state store keeps of the cutover under way (meta keys `cutover.*`).
+pub struct Cutover<'a> {
+    pub store: &'a Store,
+    pub id: String,
+    pub dbs: Vec<String>,
+    pub target_endpoint: &'a crate::config::Endpoint,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub cutover_id: String,
+    pub outcome: String,
+    /// Freeze of the source to the target open (the write-unavailability window).
+    pub downtime_seconds: Option<f64>,
+    /// How long the source was read-only (also when the cutover aborted).
+    pub source_frozen_seconds: Option<f64>,
+    pub final_gtid: Option<String>,
+    /// The target's GTID position when it opened (where a way back would start).
+    pub target_open_gtid: Option<String>,
+    pub steps: Vec<(String, f64)>,
+    pub prepared: Option<prepare::Prepared>,
+    pub error: Option<String>,
+}
+
+/// Test hook: `MIGRATE_CUTOVER_CRASH_AT=step:state` aborts the process right after the journal
+/// records that state (the fault tests kill cutover at every step this way).
+fn crash_point(step: &str, state: &str) {
+    if let Ok(at) = std::env::var("MIGRATE_CUTOVER_CRASH_AT") {
+        if at == format!("{step}:{state}") {
+            tracing::warn!("MIGRATE_CUTOVER_CRASH_AT={at}: aborting here (test hook)");
+            std::process::abort();
+        }
+    }
+}
+
+impl Cutover<'_> {
+    fn get(&self, k: &str) -> Result<Option<String>> {
+        self.store.get(&format!("cutover.{k}"))
+    }
+    fn set(&self, k: &str, v: &str) -> Result<()> {
+        self.store.set(&format!("cutover.{k}"), v)
+    }
+    fn started(&self, step: &str) -> Result<()> {
+        self.store.journal(&self.id, step, "started", "")?;
+        crate::obs::metrics::set(
+            "migrate_cutover_step",
+            &[],
+            (STEPS.iter().position(|s| *s == step).unwrap_or(0) + 1) as f64,
+        );
+        crash_point(step, "started");
+        Ok(())
+    }
+    fn done(&self, step: &str, detail: serde_json::Value) -> Result<()> {
+        self.store
+            .journal(&self.id, step, "done", &detail.to_string())?;
+        crash_point(step, "done");
+        Ok(())
+    }
+    /// Steps done so far in this cutover.
+    pub fn steps_done(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .journal_of(&self.id)?
+            .into_iter()
+            .filter(|e| e.state == "done")
+            .map(|e| e.step)
+            .collect())
+    }
+}
+
+fn stopping() -> bool {
+    crate::replication::stop_requested()
+}
+
+/// Run the cutover's steps from the first not done. Returns the report (outcome "switched").
+pub async fn run(
+    c: &Cutover<'_>,
+    src: &mut Conn,
+    tgt: &mut Conn,
+    opts: &Options,
+) -> Result<Report> {
+    let mut report = Report {
+        cutover_id: c.id.clone(),
+        ..Default::default()
+    };
+    let done = c.steps_done()?;
+    let is_done = |s: &str| done.iter().any(|d| d == s);
+    let mut last = Instant::now();
+    let mut timed = |report: &mut Report, step: &str| {
+        report
+            .steps
+            .push((step.to_string(), last.elapsed().as_secs_f64()));
+        last = Instant::now();
+    };
+
+    // 1. freeze
+    if !is_done("freeze") {
+        c.started("freeze")?;
+        if c.get("source_read_only_before")?.is_none() {
+            let s = db::query_one(src, "SELECT @@global.read_only")
+                .await?
+                .unwrap_or_default();
+            let t = db::query_one(tgt, "SELECT @@global.read_only")
+                .await?
+                .unwrap_or_default();
+            c.set("source_read_only_before", &s)?;
+            c.set("target_read_only_before", &t)?;
+        }
+        tgt.query_drop("SET GLOBAL read_only = ON")
+            .await
+            .map_err(|e| Error::from(e).context("target, read_only"))?;
+        c.set("frozen_at", &crate::state::unix_now().to_string())?;
+        src.query_drop("SET GLOBAL read_only = ON")
+            .await
+            .map_err(|e| Error::from(e).context("source, read_only"))?;
+        tracing::info!("source frozen (read_only=ON)");
+        c.done("freeze", json!({}))?;
+        timed(&mut report, "freeze");
+    }
+    let frozen_at: f64 = c
+        .get("frozen_at")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(crate::state::unix_now);
+    let frozen_for = || crate::state::unix_now() - frozen_at;
+    let over_budget = |what: &str| -> Result<()> {
+        if stopping() {
+            return Err(Error::definite(
+                format!("stop requested during {what}"),
+                "run `migrate cutover` again when ready",
+            ));
+        }
+        if frozen_for() > opts.max_downtime.as_secs_f64() {
+            return Err(Error::definite(
+                format!("the source has been frozen {:.1} s during {what}, above --max-downtime {:.1} s", frozen_for(), opts.max_downtime.as_secs_f64()),
+                "find what was slow in the report (drain: long transactions; catch_up: a backlog), then run cutover again, or raise --max-downtime",
+            ));
+        }
+        Ok(())
+    };
+
+    // 2. drain
+    if !is_done("drain") {
+        c.started("drain")?;
+        let deadline = Instant::now() + opts.drain_timeout;
+        loop {
+            // InnoDB refreshes information_schema.INNODB_TRX only when nobody has read it for
+            // 100 ms (its cache): a faster poll would keep seeing the same, stale list
+            tokio::time::sleep(TRX_CACHE_IDLE).await;
+            let open = db::query_strings(
+                src,
+                "SELECT trx_mysql_thread_id, trx_started FROM information_schema.INNODB_TRX WHERE trx_rows_modified > 0 OR trx_state = 'LOCK WAIT'",
+            )
+            .await?;
+            if open.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let ids: Vec<String> = open
+                    .iter()
+                    .filter_map(|r| r.first().cloned().flatten())
+                    .collect();
+                if opts.kill_writers {
+                    for id in &ids {
+                        tracing::warn!("killing writer connection {id} (--kill-writers)");
+                        let _ = src
+                            .query_drop(format!(
+                                "KILL CONNECTION {}",
+                                id.parse::<u64>().unwrap_or(0)
+                            ))
+                            .await;
+                    }
+                    over_budget("drain")?;
+                    continue;
+                }
+                return Err(Error::definite(
+                    format!("{} write transaction(s) still open on the source after --drain-timeout {:?} (connections {})", ids.len(), opts.drain_timeout, ids.join(", ")),
+                    "let them finish, raise --drain-timeout, or pass --kill-writers to roll them back",
+                ));
+            }
+            over_budget("drain")?;
+        }
+        // the final GTID: the binlog position no longer moves (a commit already past its
+        // read-only check may still be writing)
+        let mut last_pos = String::new();
+        let final_gtid = loop {
+            let p = db::query_one(src, "SELECT @@global.gtid_binlog_pos")
+                .await?
+                .unwrap_or_default();
+            if p == last_pos {
+                break p;
+            }
+            last_pos = p;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        };
+        c.set("final_gtid", &final_gtid)?;
+        tracing::info!("drained; final GTID {final_gtid}");
+        c.done("drain", json!({ "final_gtid": final_gtid }))?;
+        timed(&mut report, "drain");
+    }
+    let final_gtid = c.get("final_gtid")?.unwrap_or_default();
+    report.final_gtid = Some(final_gtid.clone());
+    let final_pos = Position::parse(&final_gtid)?;
+
+    // 3. catch_up: the follower applies exactly up to the final GTID and pauses there
+    if !is_done("catch_up") {
+        c.started("catch_up")?;
+        over_budget("catch_up")?;
+        let budget = opts
+            .max_downtime
+            .saturating_sub(Duration::from_secs_f64(frozen_for().max(0.0)));
+        let paused = control::pause(c.store, Some(&final_pos), budget.max(Duration::from_millis(100)))
+            .await
+            .map_err(|e| Error::definite(format!("catch_up: {e}"), "check that `migrate follow` is running and healthy (migrate status), then run cutover again"))?;
+        if paused.passed {
+            return Err(Error::definite(
+                format!("the follower applied past the final GTID {final_gtid} (at {}): something wrote to the source through read_only", paused.at),
+                "find the writer with READ ONLY ADMIN (cutover --dry-run lists them), verify, and run cutover again",
+            ));
+        }
+        tracing::info!("follow paused at the final GTID {}", paused.at);
+        c.done("catch_up", json!({ "applied": paused.at }))?;
+        timed(&mut report, "catch_up");
+    } else {
+        // resumed: hold the follower there again (it resumed when our predecessor died)
+        let budget = opts.max_downtime.max(Duration::from_secs(10));
+        let paused = control::pause(c.store, Some(&final_pos), budget).await?;
+        if paused.passed {
+            return Err(Error::definite(
+                format!("the follower applied past the final GTID {final_gtid}"),
+                "something wrote to the source through read_only: verify before going on",
+            ));
+        }
+    }
+
+    // 4. prepare
+    if !is_done("prepare") {
+        c.started("prepare")?;
+        over_budget("prepare")?;
+        let p = prepare::run(src, tgt, &c.dbs).await?;
+        tracing::info!(
+            "target prepared: {} trigger(s), {} AUTO_INCREMENT counter(s), {} sequence(s), {} event(s) enabled",
+            p.triggers.len(), p.auto_increments.len(), p.sequences.len(), p.events_enabled.len()
+        );
+        c.done("prepare", serde_json::to_value(&p).unwrap_or_default())?;
+        report.prepared = Some(p);
+        timed(&mut report, "prepare");
+    }
+
+    // 5. switch
+    if !is_done("switch") {
+        c.started("switch")?;
+        over_budget("switch")?;
+        if let Some(cmd) = &opts.switch_command {
+            let status = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .env("MIGRATE_CUTOVER_ID", &c.id)
+                .env("MIGRATE_FINAL_GTID", &final_gtid)
+                .env("MIGRATE_TARGET_HOST", &c.target_endpoint.host)
+                .env("MIGRATE_TARGET_PORT", c.target_endpoint.port.to_string())
+                .env("MIGRATE_FREEZE_SECONDS", format!("{:.3}", frozen_for()))
+                .status()
+                .await
+                .map_err(|e| {
+                    Error::definite(
+                        format!("--switch-command: cannot run it: {e}"),
+                        "give a command `sh -c` can run",
+                    )
+                })?;
+            if !status.success() {
+                return Err(Error::definite(
+                    format!("--switch-command failed ({status})"),
+                    "fix the hook (it must exit 0 once the application points at the target), then run cutover again",
+                ));
+            }
+        }
+        // the application points at the target now: the follower (paused at the final GTID
+        // since catch_up) must never apply anything again; the stop request is durable and
+        // outranks any resume, so no follower applies after the target opens
+        control::request_stop(c.store)?;
+        tgt.query_drop("SET GLOBAL read_only = OFF")
+            .await
+            .map_err(|e| Error::from(e).context("target, opening it"))?;
+        let downtime = frozen_for();
+        let open_gtid = db::query_one(tgt, "SELECT @@global.gtid_binlog_pos")
+            .await?
+            .unwrap_or_default();
+        c.set("target_open_gtid", &open_gtid)?;
+        c.set("downtime_seconds", &format!("{downtime:.3}"))?;
+        c.set("state", "switched")?;
+        c.done(
+            "switch",
+            json!({ "downtime_seconds": downtime, "target_open_gtid": open_gtid }),
+        )?;
+        timed(&mut report, "switch");
+        tracing::info!("target open; writes were unavailable for {downtime:.3} s");
+    }
+    report.outcome = "switched".into();
+    report.downtime_seconds = c.get("downtime_seconds")?.and_then(|v| v.parse().ok());
+    report.source_frozen_seconds = Some(frozen_for());
+    report.target_open_gtid = c.get("target_open_gtid")?;
+    crate::obs::metrics::set("migrate_cutover_step", &[], (STEPS.len() + 1) as f64);
+    Ok(report)
+}
+
+/// Put everything back as before the cutover (allowed only before the switch): the target's
+/// triggers dropped and events disabled again, both servers' read_only as they were, follow
+/// resumed. Returns how long the source was frozen.
+pub async fn undo(
+    c: &Cutover<'_>,
+    src: &mut Conn,
+    tgt: &mut Conn,
+    why: &str,
+) -> Result<Option<f64>> {
+    c.store.journal(
+        &c.id,
+        "abort",
+        "started",
+        &json!({ "why": why }).to_string(),
+    )?;
+    prepare::undo(tgt, &c.dbs)
+        .await
+        .map_err(|e| e.context("target, undoing prepare"))?;
+    let target_before = c
+        .get("target_read_only_before")?
+        .unwrap_or_else(|| "1".into());
+    tgt.query_drop(format!(
+        "SET GLOBAL read_only = {}",
+        if target_before == "0" { "OFF" } else { "ON" }
+    ))
+    .await
+    .map_err(|e| Error::from(e).context("target, read_only"))?;
+    let source_before = c
+        .get("source_read_only_before")?
+        .unwrap_or_else(|| "0".into());
+    src.query_drop(format!(
+        "SET GLOBAL read_only = {}",
+        if source_before == "1" { "ON" } else { "OFF" }
+    ))
+    .await
+    .map_err(|e| Error::from(e).context("source, read_only"))?;
+    let frozen = c
+        .get("frozen_at")?
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|t| crate::state::unix_now() - t);
+    control::clear_stop(c.store)?;
+    control::release(c.store)?;
+    c.set("state", "aborted")?;
+    c.store.journal(
+        &c.id,
+        "abort",
+        "done",
+        &json!({ "source_frozen_seconds": frozen }).to_string(),
+    )?;
+    Ok(frozen)
+}
+
+/// Connect both servers for cutover work (its own sessions: `read_only` and the drain need
+/// no snapshot).
+pub async fn connect(
+    source: &crate::config::Endpoint,
+    target: &crate::config::Endpoint,
+) -> Result<(Conn, Conn)> {
+    let src = db::connect_retry(source, Session::Meta, db::retry::BOUNDED_ATTEMPTS)
+        .await
+        .map_err(|e| e.context("source"))?;
+    let tgt = db::connect_retry(target, Session::TargetWriter, db::retry::BOUNDED_ATTEMPTS)
+        .await
+        .map_err(|e| e.context("target"))?;
+    Ok((src, tgt))
+}

@@ -1,0 +1,540 @@
+//! `migrate cutover` (issue 9) against real servers: a switch under a continuous write load
+//! loses or doubles no committed transaction; every abort path leaves the source writable and
+//! follow running; a crash at every journal step leaves never both servers writable, and
+//! `--rollback` / `--resume` reach a consistent outcome.
+
+mod support;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+
+const SCHEMA: &str = "
+CREATE DATABASE shop; USE shop;
+CREATE TABLE orders (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=InnoDB;
+CREATE TABLE stock (id INT PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB;
+INSERT INTO stock VALUES (1, 0);
+CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(40)) ENGINE=InnoDB;
+CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit (what) VALUES (CONCAT('order ', NEW.id));
+CREATE SEQUENCE ticket START WITH 100;
+CREATE EVENT nightly ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' DO DELETE FROM audit WHERE id < 0;
+CREATE USER app@'%' IDENTIFIED BY 'app-pw';
+GRANT SELECT, INSERT, UPDATE, DELETE ON shop.* TO app@'%';
+";
+
+/// The application: one transaction per order (insert it, count it in stock) through the
+/// `app` account, on whichever server `switched` names; it logs the orders that committed.
+struct App {
+    stop: Arc<AtomicBool>,
+    committed: Arc<Mutex<Vec<u64>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn app_sql(port: u16, sql: &str) -> bool {
+    Command::new("mariadb")
+        .args(["--no-defaults", "-uapp", "-h127.0.0.1", "-N", "-B"])
+        .arg(format!("-P{port}"))
+        .env("MYSQL_PWD", "app-pw")
+        .arg("-e")
+        .arg(sql)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+impl App {
+    fn start(source_port: u16, switched: PathBuf) -> App {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, committed) = (stop.clone(), committed.clone());
+            std::thread::spawn(move || {
+                let mut id = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    id += 1;
+                    let port = std::fs::read_to_string(&switched)
+                        .ok()
+                        .and_then(|p| p.trim().parse().ok())
+                        .unwrap_or(source_port);
+                    let ok = app_sql(
+                        port,
+                        &format!(
+                            "BEGIN; INSERT INTO shop.orders VALUES ({id}, 'order'); \
+                             UPDATE shop.stock SET n = n + 1 WHERE id = 1; COMMIT;"
+                        ),
+                    );
+                    if ok {
+                        committed.lock().unwrap().push(id);
+                    }
+                }
+            })
+        };
+        App {
+            stop,
+            committed,
+            thread: Some(thread),
+        }
+    }
+    fn finish(mut self) -> Vec<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let v = self.committed.lock().unwrap().clone();
+        v
+    }
+}
+
+struct Setup {
+    src: Server,
+    dst: Server,
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    follow: Child,
+    follow_log: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        // a failed assertion must not leave follow running
+        let _ = self.follow.kill();
+        let _ = self.follow.wait();
+    }
+}
+
+fn status(s: &Setup) -> serde_json::Value {
+    let out = migrate(&s.src.url(), &s.dst.url(), &s.state, &["status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn start_follow(src: &Server, dst: &Server, state: &Path, log: &Path) -> Child {
+    let child = migrate_cmd(&src.url(), &dst.url(), state, &["follow"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("follow");
+    let t = Instant::now();
+    loop {
+        let out = migrate(&src.url(), &dst.url(), state, &["status", "--json"]);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if j["follow"]["state"] == "running" && j["follow"]["lag_known"] == true {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 30, "follow did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+fn setup(name: &str) -> Setup {
+    let src = Server::source(&format!("{name}-src"));
+    let dst = Server::target(&format!("{name}-dst"));
+    src.script(SCHEMA.as_bytes());
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "shop"],
+    ));
+    // the target stays read-only for applications until the switch (the engine writes with
+    // READ ONLY ADMIN)
+    dst.sql("SET GLOBAL read_only = ON");
+    let follow_log = dir.path().join("follow.log");
+    let follow = start_follow(&src, &dst, &state, &follow_log);
+    let out = migrate(&src.url(), &dst.url(), &state, &["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    Setup {
+        src,
+        dst,
+        _dir: dir,
+        state,
+        follow,
+        follow_log,
+    }
+}
+
+fn read_only(s: &Server) -> bool {
+    s.sql("SELECT @@global.read_only") == "1"
+}
+
+fn cutover(s: &Setup, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut a = vec!["cutover", "--copy-users"];
+    a.extend_from_slice(args);
+    let mut c = migrate_cmd(&s.src.url(), &s.dst.url(), &s.state, &a);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("cutover")
+}
+
+/// A new source write reaches the target (follow runs and is not paused).
+fn follow_applies(s: &Setup, id: u64) {
+    s.src
+        .sql(&format!("INSERT INTO shop.orders VALUES ({id}, 'probe')"));
+    let t = Instant::now();
+    while s
+        .dst
+        .try_sql(&format!("SELECT COUNT(*) FROM shop.orders WHERE id = {id}"))
+        .ok()
+        .as_deref()
+        != Some("1")
+    {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "follow does not apply probe {id} after the abort: {}\nstatus: {}",
+            std::fs::read_to_string(&s.follow_log).unwrap_or_default(),
+            status(s)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn cutover_under_load_loses_nothing() {
+    let mut s = setup("co");
+    let dir = s.state.parent().expect("dir").to_path_buf();
+    let switched = dir.join("switched");
+    let app = App::start(s.src.port, switched.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // readiness: the app account is missing on the target (listed as SQL, hash hidden)
+    let out = migrate(
+        &s.src.url(),
+        &s.dst.url(),
+        &s.state,
+        &["cutover", "--dry-run"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("safe to cut over: no"), "{text}");
+    assert!(text.contains("account app@%"), "{text}");
+    assert!(
+        text.contains("GRANT SELECT, INSERT, UPDATE, DELETE ON `shop`.*"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("app-pw") && !text.contains("PASSWORD '*"),
+        "{text}"
+    );
+    assert!(text.contains("predicted write downtime"), "{text}");
+
+    let report = dir.join("cutover.json");
+    let hook = format!(
+        "echo \"$MIGRATE_TARGET_PORT\" > {} && echo \"$MIGRATE_FINAL_GTID\" > {}",
+        switched.display(),
+        dir.join("final").display()
+    );
+    let out = cutover(
+        &s,
+        &[
+            "--switch-command",
+            &hook,
+            "--report",
+            &report.display().to_string(),
+        ],
+        &[],
+    );
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let committed = app.finish();
+
+    // the switch: source read-only, target open, the hook saw the final GTID
+    assert!(read_only(&s.src) && !read_only(&s.dst), "{log}");
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let downtime = r["downtime_seconds"].as_f64().expect("downtime_seconds");
+    assert!(downtime > 0.0 && downtime < 5.0, "{r}");
+    let final_gtid = r["final_gtid"].as_str().unwrap_or("").to_string();
+    assert!(!final_gtid.is_empty(), "{r}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("final"))
+            .unwrap_or_default()
+            .trim(),
+        final_gtid
+    );
+    // every committed order exactly once on the target, before and after the switch, and
+    // the stock counter agrees
+    let on_target: Vec<u64> = s
+        .dst
+        .sql("SELECT id FROM shop.orders WHERE note = 'order' ORDER BY id")
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    let mut want = committed.clone();
+    want.sort();
+    assert_eq!(on_target, want, "{log}");
+    assert_eq!(
+        s.dst.sql("SELECT n FROM shop.stock"),
+        committed.len().to_string()
+    );
+    let source_port = s.src.port.to_string();
+    assert!(
+        committed.len() > 5,
+        "the load committed too little to mean anything: {} ({source_port})",
+        committed.len()
+    );
+    // the target was prepared: the trigger fires there now, the event is enabled, the
+    // sequence is where the source's was
+    assert!(s
+        .dst
+        .sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_NAME = 'orders_audit'")
+        .eq("1"));
+    assert_eq!(
+        s.dst
+            .sql("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_NAME = 'nightly'"),
+        "ENABLED"
+    );
+    // follow stopped for the cutover, cleanly, and will not start again
+    let st = s.follow.wait().expect("follow");
+    assert!(
+        st.success(),
+        "{}",
+        std::fs::read_to_string(&s.follow_log).unwrap_or_default()
+    );
+    let out = migrate(
+        &s.src.url(),
+        &s.dst.url(),
+        &s.state,
+        &["follow", "--until-caught-up"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("switched"), "{}", stderr(&out));
+    // the journal and status keep the audit trail
+    let j = status(&s);
+    assert_eq!(j["cutover"]["state"], "switched", "{j}");
+    let steps: Vec<String> = j["cutover"]["journal"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["step"].as_str().unwrap_or(""),
+                e["state"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for step in [
+        "preflight:done",
+        "freeze:done",
+        "drain:done",
+        "catch_up:done",
+        "prepare:done",
+        "switch:done",
+    ] {
+        assert!(steps.contains(&step.to_string()), "{steps:?}");
+    }
+    // --complete removes the engine's objects from the target
+    let out = migrate(
+        &s.src.url(),
+        &s.dst.url(),
+        &s.state,
+        &["cutover", "--complete"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        s.dst
+            .sql("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '_migrate'"),
+        "0"
+    );
+}
+
+#[test]
+fn aborts_leave_the_source_writable_and_follow_running() {
+    let mut s = setup("ca");
+    // the hook fails: abort
+    let out = cutover(&s, &["--switch-command", "echo no >&2; exit 3"], &[]);
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("--switch-command failed") && log.contains("writable again"),
+        "{log}"
+    );
+    assert!(!read_only(&s.src), "the source stayed read-only");
+    assert_eq!(
+        s.dst
+            .sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'"),
+        "0",
+        "prepare was not undone"
+    );
+    follow_applies(&s, 900001);
+
+    // lag above --max-lag: refused before any freeze
+    let out = cutover(&s, &["--switch-command", "true", "--max-lag=-1"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("above --max-lag"), "{text}");
+    assert!(!read_only(&s.src));
+
+    // a follower that does not answer: refused before any freeze
+    std::process::Command::new("kill")
+        .arg("-STOP")
+        .arg(s.follow.id().to_string())
+        .status()
+        .expect("kill");
+    let out = cutover(
+        &s,
+        &["--switch-command", "true", "--max-downtime", "1"],
+        &[],
+    );
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{log}");
+    assert!(!read_only(&s.src), "{log}");
+    std::process::Command::new("kill")
+        .arg("-CONT")
+        .arg(s.follow.id().to_string())
+        .status()
+        .expect("kill");
+    follow_applies(&s, 900003);
+
+    // the follower dies in the middle of the cutover (after the freeze): abort, writable
+    let out = cutover(
+        &s,
+        &["--switch-command", "true"],
+        &[("MIGRATE_CUTOVER_CRASH_AT", "drain:done")],
+    );
+    assert!(
+        out.status.code().is_none(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert!(read_only(&s.src));
+    let _ = s.follow.kill();
+    let _ = s.follow.wait();
+    let out = cutover(
+        &s,
+        &[
+            "--resume",
+            "--switch-command",
+            "true",
+            "--max-downtime",
+            "5",
+        ],
+        &[],
+    );
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(log.contains("writable again"), "{log}");
+    assert!(!read_only(&s.src));
+
+    s.follow = start_follow(&s.src, &s.dst, &s.state, &s.follow_log);
+    follow_applies(&s, 900004);
+
+    // a writer that will not finish
+    let mut writer = Command::new("mariadb")
+        .args(["--no-defaults", "-uapp", "-h127.0.0.1"])
+        .arg(format!("-P{}", s.src.port))
+        .env("MYSQL_PWD", "app-pw")
+        .arg("-e")
+        .arg("BEGIN; UPDATE shop.stock SET n = n + 1000 WHERE id = 1; SELECT SLEEP(30); COMMIT;")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("writer");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = cutover(
+        &s,
+        &["--drain-timeout", "1", "--switch-command", "true"],
+        &[],
+    );
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(log.contains("still open on the source"), "{log}");
+    assert!(!read_only(&s.src));
+    follow_applies(&s, 900002);
+
+    // and with the writer killed (--kill-writers): the cutover goes through
+    let out = cutover(
+        &s,
+        &[
+            "--drain-timeout",
+            "0.5",
+            "--kill-writers",
+            "--switch-command",
+            "true",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let _ = writer.wait();
+    // the killed writer's update rolled back: not on the target
+    assert_eq!(s.dst.sql("SELECT n < 1000 FROM shop.stock"), "1");
+    let _ = s.follow.wait();
+}
+
+#[test]
+fn a_crash_at_every_step_rolls_back_or_resumes() {
+    let mut s = setup("cc");
+    let mut probe = 800000;
+    for step in ["freeze", "drain", "catch_up", "prepare", "switch"] {
+        for state in ["started", "done"] {
+            if (step, state) == ("switch", "done") {
+                continue;
+            }
+            let at = format!("{step}:{state}");
+            let out = cutover(
+                &s,
+                &["--switch-command", "true"],
+                &[("MIGRATE_CUTOVER_CRASH_AT", &at)],
+            );
+            assert!(
+                out.status.code().is_none(),
+                "{at}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                stderr(&out)
+            );
+            // never both writable
+            assert!(
+                read_only(&s.src) || read_only(&s.dst),
+                "{at}: both servers writable"
+            );
+            // a new cutover refuses while this one is unresolved
+            let out = cutover(&s, &["--switch-command", "true"], &[]);
+            assert_eq!(out.status.code(), Some(2), "{at}");
+            assert!(stderr(&out).contains("--resume"), "{at}: {}", stderr(&out));
+            let out = cutover(&s, &["--rollback"], &[]);
+            assert_eq!(out.status.code(), Some(0), "{at}: {}", stderr(&out));
+            assert!(
+                !read_only(&s.src),
+                "{at}: source still read-only after --rollback"
+            );
+            assert!(read_only(&s.dst) || s.dst.sql("SELECT 1") == "1");
+            assert_eq!(
+                s.dst.sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'"),
+                "0",
+                "{at}"
+            );
+            probe += 1;
+            follow_applies(&s, probe);
+        }
+    }
+    // crashed in the switch (after the follower was told to stop): --resume finishes it
+    let out = cutover(
+        &s,
+        &["--switch-command", "true"],
+        &[("MIGRATE_CUTOVER_CRASH_AT", "switch:started")],
+    );
+    assert!(out.status.code().is_none(), "{}", stderr(&out));
+    let out = cutover(&s, &["--resume", "--switch-command", "true"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(read_only(&s.src) && !read_only(&s.dst));
+    assert_same_multiset(&s.src, &s.dst, "shop");
+    let _ = s.follow.wait();
+    // after the switch there is no rollback without reverse replication: refused, clearly
+    let out = cutover(&s, &["--rollback"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("reverse replication"),
+        "{}",
+        stderr(&out)
+    );
+}
