@@ -13,6 +13,13 @@
 #                               binlog and no replica; sql_log_bin=0, since its statement-format
 #                               writes to percona.checksums would stop follow) vs CHECKSUM TABLE
 #                               on both servers at once
+#   scripts/bench.sh cutover    write downtime of 5 cutovers under a 2-thread sysbench write load
+#                               (a non-privileged account, so read_only stops it): each a fresh
+#                               snapshot + follow + verify, then cutover (downtime_seconds from its
+#                               report: freeze to target open, with the drain and the proof of
+#                               catch-up); beside the naive native switch (read_only on the
+#                               source, MASTER_GTID_WAIT on a GTID replica, read_only off there)
+#                               timed the same way (BENCH_ROWS defaults to 20000 here)
 #   scripts/bench.sh cascade    follow catch-up of parent deletes and key changes whose ON DELETE /
 #                               ON UPDATE CASCADE the applier performs (the binlog does not carry
 #                               them) vs a native replica (whose InnoDB runs them)
@@ -21,8 +28,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-what=${1:?usage: scripts/bench.sh snapshot|follow|verify|cascade}
+what=${1:?usage: scripts/bench.sh snapshot|follow|verify|cutover|cascade}
 tables=${BENCH_TABLES:-4}; rows=${BENCH_ROWS:-250000}; events=${BENCH_EVENTS:-25000}
+[ "$what" = cutover ] && rows=${BENCH_ROWS:-20000}
 scripts/install-deps.sh bench
 cargo build --release --quiet
 bin=$root/target/release/migrate
@@ -223,11 +231,64 @@ verify_bench() {
     "$rounds" "$tables" "$rows" "$m" "$p" "$d" "$c" "$(echo "$m / $p" | bc -l)" "$(echo "$m / $d" | bc -l)"
 }
 
+cutover_bench() {
+  local rounds=${BENCH_ROUNDS:-5} ours_all=() native_all=()
+  scripts/mariadb.sh start dst 14307 --server-id=2 --log-bin=mysql-bin
+  scripts/mariadb.sh start rep1 14308 --server-id=3 --log-bin=mysql-bin --log-slave-updates
+  q 14306 -e "CREATE USER sb@'%'; GRANT ALL ON sbtest.* TO sb@'%'"
+  local g0; g0=$(q 14306 -e "SELECT @@gtid_binlog_pos")
+  q 14308 -e "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=14306, MASTER_USER='root', MASTER_USE_GTID=slave_pos; START SLAVE"
+  wait_replica 14308 "$g0"
+  load() { sysbench --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port=14306 --mysql-user=sb --mysql-db=sbtest \
+    --tables="$tables" --table-size="$rows" --threads=2 --time=600 --mysql-ignore-errors=all oltp_write_only run >/dev/null 2>&1 & echo $!; }
+  for r in $(seq 1 "$rounds"); do
+    # ours: a fresh migration into an empty target, under the load
+    q 14306 -e "SET GLOBAL read_only = OFF"
+    q 14307 -e "SET GLOBAL read_only = OFF; DROP DATABASE IF EXISTS sbtest; DROP DATABASE IF EXISTS _migrate"
+    local state=$MIGRATE_RUN_DIR/cutover$r.sqlite sbpid
+    export MIGRATE_STATE=$state MIGRATE_SOURCE=mysql://root@127.0.0.1:14306 MIGRATE_TARGET=mysql://root@127.0.0.1:14307
+    sbpid=$(load)
+    "$bin" --databases sbtest snapshot --threads 2 >/dev/null 2>&1
+    q 14307 -e "SET GLOBAL read_only = ON"
+    "$bin" follow >"$MIGRATE_RUN_DIR/follow$r.log" 2>&1 &
+    local follower=$!
+    until "$bin" status --json | python3 -c 'import json,sys; j=json.load(sys.stdin)["follow"]; sys.exit(0 if j.get("lag_known") and j["lag_seconds"] < 1 else 1)'; do sleep 0.2; done
+    "$bin" verify >/dev/null 2>&1 || { echo "verify found differences before the cutover" >&2; exit 1; }
+    "$bin" cutover --copy-users --switch-command true --report "$MIGRATE_RUN_DIR/cutover$r.json" >"$MIGRATE_RUN_DIR/cutover$r.log" 2>&1 \
+      || { cat "$MIGRATE_RUN_DIR/cutover$r.log" >&2; exit 1; }
+    kill $sbpid; wait $sbpid 2>/dev/null || true; wait $follower || true
+    for i in $(seq 1 "$tables"); do
+      a=$(q 14306 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2); b=$(q 14307 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2)
+      [ "$a" = "$b" ] || { echo "sbtest$i differs after the cutover" >&2; exit 1; }
+    done
+    local ours; ours=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["downtime_seconds"])' "$MIGRATE_RUN_DIR/cutover$r.json")
+    ours_all+=("$ours")
+    # native: the same load, the replica switched the naive way
+    q 14306 -e "SET GLOBAL read_only = OFF"; q 14308 -e "SET GLOBAL read_only = ON"
+    sbpid=$(load); sleep 3
+    local t0 t1 pos
+    t0=$(now)
+    q 14306 -e "SET GLOBAL read_only = ON"
+    pos=$(q 14306 -e "SELECT @@gtid_binlog_pos")
+    q 14308 -e "SELECT MASTER_GTID_WAIT('$pos', 60)" >/dev/null
+    q 14308 -e "SET GLOBAL read_only = OFF"
+    t1=$(now)
+    kill $sbpid; wait $sbpid 2>/dev/null || true
+    native_all+=("$(echo "$t1 - $t0" | bc)")
+    echo "round $r: migrate cutover downtime $ours s; native switch ${native_all[-1]} s"
+  done
+  median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+  max() { printf '%s\n' "$@" | sort -g | tail -1; }
+  printf 'RESULT cutover (%d rounds, 2-thread sysbench write load): migrate median %.3f s, max %.3f s; naive native switch median %.3f s, max %.3f s (goal: median < 0.5 s)\n' \
+    "$rounds" "$(median "${ours_all[@]}")" "$(max "${ours_all[@]}")" "$(median "${native_all[@]}")" "$(max "${native_all[@]}")"
+}
+
 case "$what" in
   verify) verify_bench ;;
+  cutover) cutover_bench ;;
   snapshot) snapshot_bench ;;
   follow) follow_bench ;;
   cascade) cascade_bench ;;
-  *) echo "usage: $0 snapshot|follow|verify|cascade" >&2; exit 2 ;;
+  *) echo "usage: $0 snapshot|follow|verify|cutover|cascade" >&2; exit 2 ;;
 esac
 for s in src dst rep1 rep4; do scripts/mariadb.sh stop $s 2>/dev/null || true; done

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The demo: on a fresh Debian 12 machine, installs what is missing, starts a source MariaDB
 # (binlog on, time_zone +09:00, permissive sql_mode) and a target (UTC, strict) on loopback
-# with data under .run/, loads a sample shop, starts a live write load, and runs
-#   migrate check -> snapshot -> follow (while the shop writes) -> follow --until-caught-up
-# verify (online, then after the load stops), then compares both sides with mariadb-dump
-# (independently of migrate).
+# with data under .run/, loads a sample shop, starts a live write load through the shop's own
+# (unprivileged) account, and runs
+#   migrate check -> snapshot -> follow (while the shop writes, metrics on :9187) -> verify
+#   -> cutover --dry-run -> cutover (its switch hook moves the load to the target)
+# then checks that every order the load committed, before and after the switch, is on the
+# target exactly once, prints the measured write downtime, and runs cutover --complete.
 # Re-running starts over. Ports: source 13306, target 13307 (DEMO_SOURCE_PORT/DEMO_TARGET_PORT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +37,7 @@ CREATE TABLE customers (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, name VARCHAR
 CREATE TABLE products (id INT NOT NULL PRIMARY KEY, name VARCHAR(100) NOT NULL, price DECIMAL(12,2) NOT NULL, stock INT NOT NULL,
   KEY (name));
 CREATE TABLE orders (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, customer_id INT NOT NULL, total DECIMAL(14,2) NOT NULL,
-  placed DATETIME(3) NOT NULL, KEY (customer_id));
+  placed DATETIME(3) NOT NULL, ref VARCHAR(20) NULL, KEY (customer_id), UNIQUE KEY (ref));
 CREATE TABLE order_items (order_id BIGINT NOT NULL, line INT NOT NULL, product_id INT NOT NULL, qty INT NOT NULL,
   PRIMARY KEY (order_id, line), CONSTRAINT fk_items FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE CASCADE);
 CREATE TABLE legacy_notices (id INT NOT NULL PRIMARY KEY, title VARCHAR(100) CHARACTER SET euckr, body TEXT CHARACTER SET euckr,
@@ -48,18 +50,25 @@ INSERT INTO order_items SELECT o.id, l.seq, 1 + (o.id * 7 + l.seq) % 5000, 1 + l
 INSERT INTO legacy_notices SELECT seq, CONVERT(CONCAT('공지 ', seq) USING euckr), CONVERT(REPEAT('안내문 ', 20) USING euckr),
   IF(seq % 10 = 0, '0000-00-00', '2020-01-01' + INTERVAL seq DAY) FROM seq_1_to_2000;
 CREATE VIEW recent_orders AS SELECT id, customer_id, total FROM orders WHERE placed > '2024-06-01';
+CREATE TRIGGER stock_floor BEFORE UPDATE ON products FOR EACH ROW SET NEW.stock = GREATEST(NEW.stock, 0);
+CREATE USER shop_app@'%' IDENTIFIED BY 'demo-app-password';
+GRANT SELECT, INSERT, UPDATE, DELETE ON shop.* TO shop_app@'%';
 SQL
 
-echo "== starting a live write load on the source"
-touch "$MIGRATE_RUN_DIR/load.on"
+echo "== starting a live write load (account shop_app) on the server named in app.port"
+touch "$MIGRATE_RUN_DIR/load.on"; echo "$sp" > "$MIGRATE_RUN_DIR/app.port"; : > "$MIGRATE_RUN_DIR/committed.log"
 (
   i=0
   while [ -f "$MIGRATE_RUN_DIR/load.on" ]; do
-    i=$((i + 1)); c=$((RANDOM % 50000 + 1)); p=$((RANDOM % 5000 + 1))
-    src shop -e "BEGIN; INSERT INTO orders (customer_id, total, placed) VALUES ($c, $((RANDOM % 1000)).50, NOW(3));
-      INSERT INTO order_items VALUES (LAST_INSERT_ID(), 1, $p, 1); UPDATE products SET stock = stock - 1 WHERE id = $p; COMMIT;
+    i=$((i + 1)); c=$((RANDOM % 50000 + 1)); p=$((RANDOM % 5000 + 1)); port=$(cat "$MIGRATE_RUN_DIR/app.port")
+    # one order per transaction, logged only once its COMMIT succeeded
+    if MYSQL_PWD=demo-app-password mariadb --no-defaults -ushop_app -h127.0.0.1 -P"$port" shop -e "BEGIN;
+      INSERT INTO orders (customer_id, total, placed, ref) VALUES ($c, $((RANDOM % 1000)).50, NOW(3), 'L$i');
+      INSERT INTO order_items VALUES (LAST_INSERT_ID(), 1, $p, 1); UPDATE products SET stock = stock - 1 WHERE id = $p; COMMIT;" 2>/dev/null
+    then echo "L$i" >> "$MIGRATE_RUN_DIR/committed.log"; fi
+    MYSQL_PWD=demo-app-password mariadb --no-defaults -ushop_app -h127.0.0.1 -P"$port" shop -e "
       UPDATE customers SET name = CONCAT('고객 ', $c, ' 수정 $i') WHERE id = $c;
-      DELETE FROM orders WHERE id = $((RANDOM * 8 % rows + 1));" 2>/dev/null || true
+      DELETE FROM orders WHERE id = $((RANDOM * 8 % rows + 1)) AND ref IS NULL;" 2>/dev/null || true
   done
 ) &
 loader=$!
@@ -70,26 +79,37 @@ export MIGRATE_STATE="$MIGRATE_RUN_DIR/migrate-state.sqlite" MIGRATE_DATABASES=s
 echo; echo "== migrate check"
 "$bin" check || true
 echo; echo "== migrate snapshot (while the shop keeps writing)"
-"$bin" snapshot --defer-indexes
-echo; echo "== migrate follow for 10 s, with metrics on 127.0.0.1:9187"
-"$bin" follow --metrics-addr 127.0.0.1:9187 &
+"$bin" snapshot
+# until the switch, only the engine writes the target (it has READ ONLY ADMIN)
+dst -e "SET GLOBAL read_only = ON"
+echo; echo "== migrate follow in the background, with metrics on 127.0.0.1:9187"
+"$bin" follow --metrics-addr 127.0.0.1:9187 2>"$MIGRATE_RUN_DIR/follow.log" &
 follower=$!
-sleep 5
+until "$bin" status --json | python3 -c 'import json,sys; f=json.load(sys.stdin)["follow"]; sys.exit(0 if f.get("lag_known") else 1)'; do sleep 0.5; done
 "$bin" status
 curl -s 127.0.0.1:9187/metrics 2>/dev/null | grep -E '^migrate_(follow_lag|transactions_applied)' || true
 echo; echo "== migrate verify while the shop writes and follow runs (follow pauses at each round's GTID)"
 "$bin" verify
-kill -TERM $follower; wait $follower || true
-echo; echo "== stopping the load, then follow --until-caught-up"
+echo; echo "== migrate cutover --dry-run (the application's account is missing on the target)"
+"$bin" cutover --dry-run || true
+echo; echo "== migrate cutover: freeze, drain, catch up, prepare, switch (the hook moves the load), open"
+"$bin" cutover --copy-users --switch-command "echo \$MIGRATE_TARGET_PORT > $MIGRATE_RUN_DIR/app.port" \
+  --report "$MIGRATE_RUN_DIR/cutover.json"
+wait $follower || true
+echo "the load now writes to the target for 3 s"
+sleep 3
 rm -f "$MIGRATE_RUN_DIR/load.on"; wait $loader 2>/dev/null || true
-"$bin" follow --until-caught-up
-echo; echo "== migrate verify"
-"$bin" verify
-echo; echo "== comparing source and target with mariadb-dump (independent of migrate)"
-dump() { mariadb-dump --no-defaults -uroot -h127.0.0.1 -P"$1" --no-create-info --skip-extended-insert --order-by-primary \
-  --hex-blob --tz-utc --skip-comments --skip-triggers --default-character-set=binary shop | sha256sum | cut -d' ' -f1; }
-a=$(dump "$sp"); b=$(dump "$tp")
-echo "source shop: $a"; echo "target shop: $b"
-if [ "$a" = "$b" ]; then echo "IDENTICAL"; else echo "DIFFERENT"; exit 1; fi
+echo; echo "== every order the load committed, before and after the switch, on the target exactly once"
+sort "$MIGRATE_RUN_DIR/committed.log" > "$MIGRATE_RUN_DIR/committed.sorted"
+dst -N -B shop -e "SELECT ref FROM orders WHERE ref IS NOT NULL" | sort > "$MIGRATE_RUN_DIR/target.sorted"
+committed=$(wc -l < "$MIGRATE_RUN_DIR/committed.sorted")
+if cmp -s "$MIGRATE_RUN_DIR/committed.sorted" "$MIGRATE_RUN_DIR/target.sorted"; then
+  echo "all $committed committed orders present once; none extra"
+else
+  echo "MISMATCH between committed orders and the target:"; diff "$MIGRATE_RUN_DIR/committed.sorted" "$MIGRATE_RUN_DIR/target.sorted" | head; exit 1
+fi
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("write downtime: %.3f s (final GTID %s)" % (r["downtime_seconds"], r["final_gtid"]))' "$MIGRATE_RUN_DIR/cutover.json"
 echo; "$bin" status
+echo; echo "== migrate cutover --complete (removes the engine's objects from the target)"
+"$bin" cutover --complete
 echo; echo "Servers keep running: stop them with MIGRATE_RUN_DIR=$MIGRATE_RUN_DIR scripts/mariadb.sh stop source|target"

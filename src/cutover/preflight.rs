@@ -229,7 +229,7 @@ pub async fn check(
                 "connected to the source with READ ONLY ADMIN (can write through the freeze): {}",
                 risky.join(", ")
             ),
-            "make sure these are not the application; a write from them after the freeze would not reach the target",
+            "make sure these are not the application (the engine's own follow connections are listed too when it uses such an account); a write from them after the freeze would not reach the target",
         );
     }
     let _ = dbs;
