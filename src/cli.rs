@@ -120,11 +120,22 @@ pub struct CutoverArgs {
     /// source (password hashes included)
     #[arg(long)]
     pub copy_users: bool,
+    /// Do not prepare the way back. By default, when the target's binlog is ROW with full
+    /// images and the engine's source account has READ ONLY ADMIN, the switch sets up reverse
+    /// replication (target -> source; run it with `migrate follow --reverse`)
+    #[arg(long)]
+    pub no_reverse: bool,
+    /// With --rollback after the switch: shell command that points the application back at the
+    /// source (MIGRATE_SOURCE_HOST, MIGRATE_SOURCE_PORT set); must exit 0 once it has
+    #[arg(long)]
+    pub rollback_command: Option<String>,
     /// Continue a cutover that was interrupted (crash, kill) from its last journaled step
     #[arg(long, conflicts_with_all = ["rollback", "complete", "dry_run"])]
     pub resume: bool,
-    /// Undo a cutover that has not switched yet: the target as it was, the source writable,
-    /// follow resumed
+    /// Before the switch: undo an interrupted cutover (the target as it was, the source
+    /// writable, follow resumed). After it: send the application back to the source (the
+    /// target frozen and drained, the reverse follow caught up and stopped, --rollback-command,
+    /// the source opened)
     #[arg(long, conflicts_with_all = ["complete", "dry_run"])]
     pub rollback: bool,
     /// After a switch: remove the engine's row from the target's _migrate database
@@ -237,6 +248,10 @@ pub struct FollowArgs {
     /// Pause reading when the source's Threads_running exceeds this
     #[arg(long)]
     pub max_source_load: Option<u64>,
+    /// Follow the way back after a cutover: read the target's binlog and apply it to the
+    /// source (state in `<state>.reverse.sqlite`, prepared by the cutover's switch)
+    #[arg(long)]
+    pub reverse: bool,
 }
 
 #[derive(Args, Debug)]

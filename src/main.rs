@@ -82,6 +82,25 @@ fn main() {
             cli::Verb::Snapshot(a) => {
                 commands::tracked(&ctx, "snapshot", false, commands::snapshot::run(&ctx, a)).await
             }
+            cli::Verb::Follow(a) if a.reverse => {
+                let rctx = commands::Context {
+                    source: ctx.target.clone(),
+                    target: ctx.source.clone(),
+                    filter: ctx.filter.clone(),
+                    state_path: cutover::reverse::state_path(&ctx.state_path),
+                };
+                if !rctx.state_path.exists() {
+                    Err(error::Error::usage(
+                        format!(
+                            "follow --reverse: {} does not exist",
+                            rctx.state_path.display()
+                        ),
+                        "the way back is prepared by `migrate cutover` at the switch",
+                    ))
+                } else {
+                    commands::tracked(&rctx, "follow", true, commands::follow::run(&rctx, a)).await
+                }
+            }
             cli::Verb::Follow(a) => {
                 commands::tracked(&ctx, "follow", true, commands::follow::run(&ctx, a)).await
             }

@@ -131,8 +131,12 @@ fn start_follow(src: &Server, dst: &Server, state: &Path, log: &Path) -> Child {
 }
 
 fn setup(name: &str) -> Setup {
+    setup_with(name, &["--log-bin=mysql-bin"])
+}
+
+fn setup_with(name: &str, target_args: &[&str]) -> Setup {
     let src = Server::source(&format!("{name}-src"));
-    let dst = Server::target(&format!("{name}-dst"));
+    let dst = Server::start(&format!("{name}-dst"), target_args);
     src.script(SCHEMA.as_bytes());
     let dir = tempdir();
     let state = dir.path().join("s.sqlite");
@@ -448,7 +452,7 @@ fn aborts_leave_the_source_writable_and_follow_running() {
     );
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{log}");
-    assert!(log.contains("still open on the source"), "{log}");
+    assert!(log.contains("still open after --drain-timeout"), "{log}");
     assert!(!read_only(&s.src));
     follow_applies(&s, 900002);
 
@@ -537,4 +541,125 @@ fn a_crash_at_every_step_rolls_back_or_resumes() {
         "{}",
         stderr(&out)
     );
+}
+
+/// The way back: after the switch the application writes to the target, `migrate follow
+/// --reverse` carries those writes to the source, and `cutover --rollback` sends the
+/// application back: every order committed on either side is on the source, both sides end
+/// identical by mariadb-dump, and the source has its triggers and events again.
+#[test]
+fn rollback_after_the_switch_brings_back_the_targets_writes() {
+    let s = setup_with(
+        "cr",
+        &[
+            "--log-bin=mysql-bin",
+            "--binlog-format=ROW",
+            "--binlog-row-image=FULL",
+        ],
+    );
+    let dir = s.state.parent().expect("dir").to_path_buf();
+    let switched = dir.join("switched");
+    let app = App::start(s.src.port, switched.clone());
+    std::thread::sleep(Duration::from_millis(1000));
+    let hook = format!("echo \"$MIGRATE_TARGET_PORT\" > {}", switched.display());
+    let out = cutover(&s, &["--switch-command", &hook], &[]);
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("follow --reverse"), "{log}");
+    // the source is a replica now: no triggers, events disabled
+    assert_eq!(
+        s.src
+            .sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'"),
+        "0"
+    );
+    let reverse_log = dir.join("reverse.log");
+    let mut reverse = migrate_cmd(
+        &s.src.url(),
+        &s.dst.url(),
+        &s.state,
+        &["follow", "--reverse"],
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&reverse_log).expect("log"))
+    .spawn()
+    .expect("reverse follow");
+    // the application writes to the target for a while (and a DDL happens there)
+    std::thread::sleep(Duration::from_millis(2500));
+    s.dst
+        .sql("ALTER TABLE shop.orders ADD COLUMN channel VARCHAR(10) NULL");
+    std::thread::sleep(Duration::from_millis(1000));
+    // back: the hook points the application at the source again
+    let back = format!("echo \"$MIGRATE_SOURCE_PORT\" > {}", switched.display());
+    let out = cutover(&s, &["--rollback", "--rollback-command", &back], &[]);
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{log}\nreverse: {}",
+        std::fs::read_to_string(&reverse_log).unwrap_or_default()
+    );
+    assert!(!read_only(&s.src) && read_only(&s.dst), "{log}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let committed = app.finish();
+    let st = reverse.wait().expect("reverse");
+    assert!(
+        st.success(),
+        "{}",
+        std::fs::read_to_string(&reverse_log).unwrap_or_default()
+    );
+    // every committed order (source, then target, then source again) once on the source
+    let on_source: Vec<u64> = s
+        .src
+        .sql("SELECT id FROM shop.orders WHERE note = 'order' ORDER BY id")
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    let mut want = committed.clone();
+    want.sort();
+    assert_eq!(on_source, want);
+    assert_eq!(
+        s.src.sql("SELECT n FROM shop.stock"),
+        committed.len().to_string()
+    );
+    // the target's writes before the rollback are on the source exactly as on the target
+    // (the orders after it are only on the source: compare what the target has)
+    let target_orders = s.dst.sql("SELECT id, note FROM shop.orders ORDER BY id");
+    let source_orders = s.src.sql(&format!(
+        "SELECT id, note FROM shop.orders WHERE id <= {} ORDER BY id",
+        s.dst.sql("SELECT MAX(id) FROM shop.orders")
+    ));
+    assert_eq!(target_orders, source_orders);
+    assert_eq!(
+        s.src.sql("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_NAME = 'orders' AND COLUMN_NAME = 'channel'"),
+        "1",
+        "the DDL on the target did not come back"
+    );
+    // the audit rows the target's trigger wrote came back once (the source's trigger did not
+    // fire on applied rows), and the source's trigger and event are back
+    let target_audit = s.dst.sql("SELECT COUNT(*) FROM shop.audit");
+    let source_audit_upto = s.src.sql(&format!(
+        "SELECT COUNT(*) FROM shop.audit WHERE id <= {}",
+        s.dst.sql("SELECT IFNULL(MAX(id), 0) FROM shop.audit")
+    ));
+    assert_eq!(target_audit, source_audit_upto);
+    assert_eq!(
+        s.src
+            .sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'"),
+        "1"
+    );
+    assert_eq!(
+        s.src
+            .sql("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_NAME = 'nightly'"),
+        "ENABLED"
+    );
+    let j = status(&s);
+    assert_eq!(j["cutover"]["state"], "rolled_back_after_switch", "{j}");
+    // the forward follow must not start again (it would apply the target's writes twice)
+    let out = migrate(
+        &s.src.url(),
+        &s.dst.url(),
+        &s.state,
+        &["follow", "--until-caught-up"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

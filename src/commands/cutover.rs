@@ -44,7 +44,10 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
         kill_writers: args.kill_writers,
         max_downtime: seconds("max-downtime", args.max_downtime)?,
         switch_command: args.switch_command.clone(),
+        reverse: false,
+        state_path: ctx.state_path.clone(),
     };
+    let mut opts = opts;
     let state = store.get("cutover.state")?;
     let (mut src, mut tgt) = cutover::connect(source, target).await?;
 
@@ -85,13 +88,36 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
                 "run `migrate cutover --resume` to continue it or `--rollback` to undo it",
             ))
         }
-        (Some(s), _) if s == "switched" || s == "completed" => {
-            if args.rollback {
-                return Err(Error::usage(
-                    "the application was switched to the target: rolling back now needs reverse replication (target -> source), which this version does not have",
-                    "keep the target as the primary; to go back, take a new migration from the target to the source",
-                ));
-            }
+        (Some(s), _) if s == "switched" && args.rollback => {
+            let id = store.get("cutover.id")?.unwrap_or_default();
+            store.start_run("cutover")?;
+            crate::replication::install_signal_handlers();
+            let r = cutover::reverse::Rollback {
+                forward: &store,
+                forward_path: &ctx.state_path,
+                id: &id,
+                drain_timeout: opts.drain_timeout,
+                max_downtime: opts.max_downtime,
+                rollback_command: args.rollback_command.as_deref(),
+                source,
+            };
+            return match cutover::reverse::rollback(&r, &mut src, &mut tgt).await {
+                Ok(downtime) => {
+                    store.end_run("cutover", Outcome::Ok, None)?;
+                    crate::obs::result(
+                        "cutover_rollback",
+                        serde_json::json!({ "downtime_seconds": downtime }),
+                        &format!("rolled back to the source: writes unavailable for {downtime:.3} s; the target is read-only, the source open"),
+                    );
+                    Ok(0)
+                }
+                Err(e) => {
+                    store.end_run("cutover", Outcome::Failed, Some(&e.to_string()))?;
+                    Err(e)
+                }
+            };
+        }
+        (Some(s), _) if s == "switched" || s == "completed" || s == "rolled_back_after_switch" => {
             return Err(Error::usage(
                 format!("the cutover already switched (state {s})"),
                 "nothing to do; `migrate cutover --complete` removes the engine's objects",
@@ -117,7 +143,7 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
     };
     store.start_run("cutover")?;
     if args.rollback {
-        let frozen = cutover::undo(&c, &mut src, &mut tgt, "--rollback").await?;
+        let frozen = cutover::undo(&c, &mut src, &mut tgt, "--rollback", &ctx.state_path).await?;
         store.set("cutover.state", "rolled_back")?;
         store.end_run("cutover", Outcome::Ok, None)?;
         println!(
@@ -176,6 +202,15 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
             store.delete(&format!("cutover.{k}"))?;
         }
     }
+    // the way back: on unless told otherwise or impossible (then said, before anything moves)
+    if !args.no_reverse {
+        match cutover::reverse::possible(&mut src, &mut tgt).await? {
+            None => opts.reverse = true,
+            Some(why) => {
+                tracing::warn!("no way back after the switch: {why} (--no-reverse silences this)")
+            }
+        }
+    }
     crate::replication::install_signal_handlers();
     let result = cutover::run(&c, &mut src, &mut tgt, &opts).await;
     let mut report = match result {
@@ -189,7 +224,9 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
             tracing::error!("cutover aborted: {e}");
             // new connections: the error may have been a lost one
             let undone = match cutover::connect(source, target).await {
-                Ok((mut s, mut t)) => cutover::undo(&c, &mut s, &mut t, &e.to_string()).await,
+                Ok((mut s, mut t)) => {
+                    cutover::undo(&c, &mut s, &mut t, &e.to_string(), &ctx.state_path).await
+                }
                 Err(e2) => Err(e2),
             };
             store.end_run("cutover", Outcome::Failed, Some(&e.to_string()))?;

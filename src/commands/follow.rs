@@ -42,11 +42,11 @@ pub async fn run(ctx: &Context, args: &FollowArgs) -> Result<i32> {
     };
     if matches!(
         store.get("cutover.state")?.as_deref(),
-        Some("switched") | Some("completed")
+        Some("switched") | Some("completed") | Some("rolled_back_after_switch")
     ) {
         return Err(Error::usage(
-            "the cutover switched the application to the target: following the source now would apply its writes on top of the target's",
-            "nothing to follow; `migrate cutover --complete` removes the engine's objects",
+            "the cutover switched the application (to the target, or back): following the source now would apply writes the target already has or never should",
+            "nothing to follow; start a new migration (new --state) to copy again",
         ));
     }
     // every migrated table's row counters exist from the start, at 0

@@ -21,6 +21,7 @@
 
 pub mod preflight;
 pub mod prepare;
+pub mod reverse;
 
 use crate::db::{self, Session};
 use crate::error::{Error, Result};
@@ -42,6 +43,10 @@ pub struct Options {
     pub kill_writers: bool,
     pub max_downtime: Duration,
     pub switch_command: Option<String>,
+    /// Set up the way back (target -> source) at the switch.
+    pub reverse: bool,
+    /// The forward state file's path (the reverse one lives next to it).
+    pub state_path: std::path::PathBuf,
 }
 
 /// What the state store keeps of the cutover under way (meta keys `cutover.*`).
@@ -70,7 +75,7 @@ pub struct Report {
 
 /// Test hook: `MIGRATE_CUTOVER_CRASH_AT=step:state` aborts the process right after the journal
 /// records that state (the fault tests kill cutover at every step this way).
-fn crash_point(step: &str, state: &str) {
+pub(crate) fn crash_point(step: &str, state: &str) {
     if let Ok(at) = std::env::var("MIGRATE_CUTOVER_CRASH_AT") {
         if at == format!("{step}:{state}") {
             tracing::warn!("MIGRATE_CUTOVER_CRASH_AT={at}: aborting here (test hook)");
@@ -116,6 +121,86 @@ impl Cutover<'_> {
 
 fn stopping() -> bool {
     crate::replication::stop_requested()
+}
+
+/// Wait until no write transaction is open on the frozen server `conn` (killing the writers
+/// after `timeout` if `kill_writers`), then return its final GTID position: `gtid_binlog_pos`
+/// once two reads agree. Fails when the freeze (since `frozen_at`) outlasts `max_downtime`.
+pub async fn drain(
+    conn: &mut Conn,
+    timeout: Duration,
+    kill_writers: bool,
+    frozen_at: f64,
+    max_downtime: Duration,
+) -> Result<String> {
+    let over_budget = || -> Result<()> {
+        let frozen = crate::state::unix_now() - frozen_at;
+        if stopping() {
+            return Err(Error::definite(
+                "stop requested during the drain",
+                "run the cutover again when ready",
+            ));
+        }
+        if frozen > max_downtime.as_secs_f64() {
+            return Err(Error::definite(
+                format!(
+                    "frozen {frozen:.1} s during the drain, above --max-downtime {:.1} s",
+                    max_downtime.as_secs_f64()
+                ),
+                "let long transactions finish first (or --kill-writers), or raise --max-downtime",
+            ));
+        }
+        Ok(())
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        // InnoDB refreshes information_schema.INNODB_TRX only when nobody has read it for
+        // 100 ms (its cache): a faster poll would keep seeing the same, stale list
+        tokio::time::sleep(TRX_CACHE_IDLE).await;
+        let open = db::query_strings(
+            conn,
+            "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX WHERE trx_rows_modified > 0 OR trx_state = 'LOCK WAIT'",
+        )
+        .await?;
+        if open.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let ids: Vec<String> = open
+                .iter()
+                .filter_map(|r| r.first().cloned().flatten())
+                .collect();
+            if !kill_writers {
+                return Err(Error::definite(
+                    format!("{} write transaction(s) still open after --drain-timeout {timeout:?} (connections {})", ids.len(), ids.join(", ")),
+                    "let them finish, raise --drain-timeout, or pass --kill-writers to roll them back",
+                ));
+            }
+            for id in &ids {
+                tracing::warn!("killing writer connection {id} (--kill-writers)");
+                let _ = conn
+                    .query_drop(format!(
+                        "KILL CONNECTION {}",
+                        id.parse::<u64>().unwrap_or(0)
+                    ))
+                    .await;
+            }
+        }
+        over_budget()?;
+    }
+    // the final GTID: the binlog position no longer moves (a commit already past its
+    // read-only check may still be writing)
+    let mut last_pos = String::new();
+    loop {
+        let p = db::query_one(conn, "SELECT @@global.gtid_binlog_pos")
+            .await?
+            .unwrap_or_default();
+        if p == last_pos {
+            return Ok(p);
+        }
+        last_pos = p;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
 }
 
 /// Run the cutover's steps from the first not done. Returns the report (outcome "switched").
@@ -187,57 +272,15 @@ pub async fn run(
     // 2. drain
     if !is_done("drain") {
         c.started("drain")?;
-        let deadline = Instant::now() + opts.drain_timeout;
-        loop {
-            // InnoDB refreshes information_schema.INNODB_TRX only when nobody has read it for
-            // 100 ms (its cache): a faster poll would keep seeing the same, stale list
-            tokio::time::sleep(TRX_CACHE_IDLE).await;
-            let open = db::query_strings(
-                src,
-                "SELECT trx_mysql_thread_id, trx_started FROM information_schema.INNODB_TRX WHERE trx_rows_modified > 0 OR trx_state = 'LOCK WAIT'",
-            )
-            .await?;
-            if open.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                let ids: Vec<String> = open
-                    .iter()
-                    .filter_map(|r| r.first().cloned().flatten())
-                    .collect();
-                if opts.kill_writers {
-                    for id in &ids {
-                        tracing::warn!("killing writer connection {id} (--kill-writers)");
-                        let _ = src
-                            .query_drop(format!(
-                                "KILL CONNECTION {}",
-                                id.parse::<u64>().unwrap_or(0)
-                            ))
-                            .await;
-                    }
-                    over_budget("drain")?;
-                    continue;
-                }
-                return Err(Error::definite(
-                    format!("{} write transaction(s) still open on the source after --drain-timeout {:?} (connections {})", ids.len(), opts.drain_timeout, ids.join(", ")),
-                    "let them finish, raise --drain-timeout, or pass --kill-writers to roll them back",
-                ));
-            }
-            over_budget("drain")?;
-        }
-        // the final GTID: the binlog position no longer moves (a commit already past its
-        // read-only check may still be writing)
-        let mut last_pos = String::new();
-        let final_gtid = loop {
-            let p = db::query_one(src, "SELECT @@global.gtid_binlog_pos")
-                .await?
-                .unwrap_or_default();
-            if p == last_pos {
-                break p;
-            }
-            last_pos = p;
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        };
+        let final_gtid = drain(
+            src,
+            opts.drain_timeout,
+            opts.kill_writers,
+            frozen_at,
+            opts.max_downtime,
+        )
+        .await
+        .map_err(|e| e.context("source"))?;
         c.set("final_gtid", &final_gtid)?;
         tracing::info!("drained; final GTID {final_gtid}");
         c.done("drain", json!({ "final_gtid": final_gtid }))?;
@@ -296,6 +339,18 @@ pub async fn run(
     if !is_done("switch") {
         c.started("switch")?;
         over_budget("switch")?;
+        if opts.reverse {
+            // the way back, set up while nothing writes either server: it starts at the GTID
+            // the target has now (nothing writes it until it opens)
+            let at = db::query_one(tgt, "SELECT @@global.gtid_binlog_pos")
+                .await?
+                .unwrap_or_default();
+            let path = reverse::setup(c.store, &opts.state_path, src, &c.dbs, &at).await?;
+            tracing::info!(
+                "way back prepared from target GTID {at}: run `migrate follow --reverse` ({})",
+                path.display()
+            );
+        }
         if let Some(cmd) = &opts.switch_command {
             let status = tokio::process::Command::new("sh")
                 .arg("-c")
@@ -357,6 +412,7 @@ pub async fn undo(
     src: &mut Conn,
     tgt: &mut Conn,
     why: &str,
+    state_path: &std::path::Path,
 ) -> Result<Option<f64>> {
     c.store.journal(
         &c.id,
@@ -364,6 +420,9 @@ pub async fn undo(
         "started",
         &json!({ "why": why }).to_string(),
     )?;
+    reverse::discard(state_path, src)
+        .await
+        .map_err(|e| e.context("source, undoing the way back"))?;
     prepare::undo(tgt, &c.dbs)
         .await
         .map_err(|e| e.context("target, undoing prepare"))?;

@@ -26,6 +26,128 @@ fn list(dbs: &[String]) -> String {
         .join(", ")
 }
 
+/// A trigger as `SHOW CREATE TRIGGER` gives it: enough to create it again elsewhere.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct TriggerDef {
+    pub db: String,
+    pub name: String,
+    pub sql_mode: String,
+    pub create: String,
+    pub charset: String,
+}
+
+/// The triggers of `dbs` in their action order per table, timing and event.
+pub async fn read_triggers(conn: &mut Conn, dbs: &[String]) -> Result<Vec<TriggerDef>> {
+    if dbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db::query_strings(
+        conn,
+        &format!(
+            "SELECT TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS \
+             WHERE TRIGGER_SCHEMA IN ({}) \
+             ORDER BY TRIGGER_SCHEMA, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER",
+            list(dbs)
+        ),
+    )
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (Some(d), Some(name)) = (r.first().cloned().flatten(), r.get(1).cloned().flatten())
+        else {
+            continue;
+        };
+        let show = db::query_strings(
+            conn,
+            &format!("SHOW CREATE TRIGGER {}", quote::table(&d, &name)),
+        )
+        .await?;
+        let Some(row) = show.into_iter().next() else {
+            continue;
+        };
+        // Trigger, sql_mode, SQL Original Statement, character_set_client, collation_connection
+        let cell = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        out.push(TriggerDef {
+            db: d,
+            name,
+            sql_mode: cell(1),
+            create: cell(2),
+            charset: cell(3),
+        });
+    }
+    Ok(out)
+}
+
+/// Create `triggers` on `conn` in order (each dropped first: idempotent), in their own
+/// sql_mode and character set.
+pub async fn create_triggers(conn: &mut Conn, triggers: &[TriggerDef]) -> Result<()> {
+    for t in triggers {
+        let full = quote::table(&t.db, &t.name);
+        let sqls = [
+            format!("USE {}", quote::ident(&t.db)),
+            format!("SET SESSION sql_mode = {}", quote::string(&t.sql_mode)),
+            format!("SET NAMES {}", quote::ident(&t.charset)),
+            format!("DROP TRIGGER IF EXISTS {full}"),
+            t.create.clone(),
+            "SET NAMES utf8mb4".into(),
+        ];
+        for sql in sqls {
+            conn.query_drop(&sql).await.map_err(|e| {
+                Error::from(e).context(format!("creating trigger {}.{}", t.db, t.name))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Drop every trigger of `dbs` on `conn`; returns them (to create them again later).
+pub async fn drop_triggers(conn: &mut Conn, dbs: &[String]) -> Result<Vec<TriggerDef>> {
+    let triggers = read_triggers(conn, dbs).await?;
+    for t in &triggers {
+        conn.query_drop(format!(
+            "DROP TRIGGER IF EXISTS {}",
+            quote::table(&t.db, &t.name)
+        ))
+        .await
+        .map_err(|e| Error::from(e).context(format!("dropping trigger {}.{}", t.db, t.name)))?;
+    }
+    Ok(triggers)
+}
+
+/// Disable every ENABLED event of `dbs` on `conn`; returns them (to enable them again).
+pub async fn disable_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, String)>> {
+    if dbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db::query_strings(
+        conn,
+        &format!(
+            "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({}) AND STATUS = 'ENABLED'",
+            list(dbs)
+        ),
+    )
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let (Some(d), Some(n)) = (r.first().cloned().flatten(), r.get(1).cloned().flatten()) {
+            conn.query_drop(format!("ALTER EVENT {} DISABLE", quote::table(&d, &n)))
+                .await?;
+            out.push((d, n));
+        }
+    }
+    Ok(out)
+}
+
+/// Enable these events on `conn`.
+pub async fn enable_events(conn: &mut Conn, events: &[(String, String)]) -> Result<()> {
+    for (d, n) in events {
+        conn.query_drop(format!("ALTER EVENT {} ENABLE", quote::table(d, n)))
+            .await
+            .map_err(|e| Error::from(e).context(format!("enabling event {d}.{n}")))?;
+    }
+    Ok(())
+}
+
 pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepared> {
     let mut out = Prepared::default();
     if dbs.is_empty() {
@@ -33,43 +155,12 @@ pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepa
     }
     let dbl = list(dbs);
     // triggers, in their action order per table and event
-    let triggers = db::query_strings(
-        src,
-        &format!(
-            "SELECT TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS \
-             WHERE TRIGGER_SCHEMA IN ({dbl}) \
-             ORDER BY TRIGGER_SCHEMA, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER"
-        ),
-    )
-    .await?;
-    for r in triggers {
-        let (Some(d), Some(name)) = (r.first().cloned().flatten(), r.get(1).cloned().flatten())
-        else {
-            continue;
-        };
-        let full = quote::table(&d, &name);
-        let show = db::query_strings(src, &format!("SHOW CREATE TRIGGER {full}")).await?;
-        let Some(row) = show.into_iter().next() else {
-            continue;
-        };
-        // Trigger, sql_mode, SQL Original Statement, character_set_client, collation_connection
-        let cell = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let (mode, create, charset) = (cell(1), cell(2), cell(3));
-        let sqls = [
-            format!("USE {}", quote::ident(&d)),
-            format!("SET SESSION sql_mode = {}", quote::string(&mode)),
-            format!("SET NAMES {}", quote::ident(&charset)),
-            format!("DROP TRIGGER IF EXISTS {full}"),
-            create,
-            "SET NAMES utf8mb4".into(),
-        ];
-        for sql in sqls {
-            tgt.query_drop(&sql).await.map_err(|e| {
-                Error::from(e).context(format!("target, creating trigger {d}.{name}"))
-            })?;
-        }
-        out.triggers.push(format!("{d}.{name}"));
-    }
+    let triggers = read_triggers(src, dbs).await?;
+    create_triggers(tgt, &triggers).await?;
+    out.triggers = triggers
+        .iter()
+        .map(|t| format!("{}.{}", t.db, t.name))
+        .collect();
     tgt.query_drop("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'")
         .await?;
 
@@ -157,35 +248,7 @@ pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepa
 /// transactions (an abort or rollback before the switch): the triggers go (rows applied from
 /// the binlog must not fire them) and the events are disabled again. Idempotent.
 pub async fn undo(tgt: &mut Conn, dbs: &[String]) -> Result<()> {
-    if dbs.is_empty() {
-        return Ok(());
-    }
-    let dbl = list(dbs);
-    let triggers = db::query_strings(
-        tgt,
-        &format!(
-            "SELECT TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA IN ({dbl})"
-        ),
-    )
-    .await?;
-    for r in triggers {
-        if let (Some(d), Some(n)) = (r.first().cloned().flatten(), r.get(1).cloned().flatten()) {
-            tgt.query_drop(format!("DROP TRIGGER IF EXISTS {}", quote::table(&d, &n)))
-                .await?;
-        }
-    }
-    let events = db::query_strings(
-        tgt,
-        &format!(
-            "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({dbl}) AND STATUS = 'ENABLED'"
-        ),
-    )
-    .await?;
-    for r in events {
-        if let (Some(d), Some(n)) = (r.first().cloned().flatten(), r.get(1).cloned().flatten()) {
-            tgt.query_drop(format!("ALTER EVENT {} DISABLE", quote::table(&d, &n)))
-                .await?;
-        }
-    }
+    drop_triggers(tgt, dbs).await?;
+    disable_events(tgt, dbs).await?;
     Ok(())
 }

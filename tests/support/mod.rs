@@ -43,9 +43,24 @@ fn remove_stale_servers() {
 }
 
 /// A free TCP port on 127.0.0.1.
+/// A port nobody listens on. Taken from a range below Linux's ephemeral ports (32768+), one
+/// after another within this test process: an OS-chosen port could be handed to a second
+/// server of a test running in parallel (or to an outgoing connection) before the first
+/// binds it, and a metrics request then reached a MariaDB server.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 10_000 + (std::process::id() % 400) * 50;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (base + n % 20_000) as u16;
+        if port >= 32_000 {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One data directory made by mariadb-install-db per test process, copied for each server.
