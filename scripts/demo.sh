@@ -6,7 +6,9 @@
 #   migrate check -> snapshot -> follow (while the shop writes, metrics on :9187) -> verify
 #   -> cutover --dry-run -> cutover (its switch hook moves the load to the target)
 # then checks that every order the load committed, before and after the switch, is on the
-# target exactly once, prints the measured write downtime, and runs cutover --complete.
+# target exactly once and prints the measured write downtime; then the way back: follow
+# --reverse while the load writes to the target, cutover --rollback (the load moves back), every
+# order on the source exactly once; then a second migration cut over for good and --complete.
 # Re-running starts over. Ports: source 13306, target 13307 (DEMO_SOURCE_PORT/DEMO_TARGET_PORT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,7 @@ rm -rf "$MIGRATE_RUN_DIR"
 echo "== starting source (127.0.0.1:$sp) and target (127.0.0.1:$tp)"
 scripts/mariadb.sh start source "$sp" --server-id=1 --log-bin=mysql-bin --binlog-format=ROW --binlog-row-image=FULL \
   --gtid-strict-mode=1 --default-time-zone=+09:00 --sql-mode=
-scripts/mariadb.sh start target "$tp" --server-id=2 --log-bin=mysql-bin
+scripts/mariadb.sh start target "$tp" --server-id=2 --log-bin=mysql-bin --binlog-format=ROW --binlog-row-image=FULL
 src() { mariadb --no-defaults -uroot -h127.0.0.1 -P"$sp" "$@"; }
 dst() { mariadb --no-defaults -uroot -h127.0.0.1 -P"$tp" "$@"; }
 
@@ -99,17 +101,54 @@ wait $follower || true
 echo "the load now writes to the target for 3 s"
 sleep 3
 rm -f "$MIGRATE_RUN_DIR/load.on"; wait $loader 2>/dev/null || true
+check_orders() { # port, what
+  sort "$MIGRATE_RUN_DIR/committed.log" > "$MIGRATE_RUN_DIR/committed.sorted"
+  mariadb --no-defaults -uroot -h127.0.0.1 -P"$1" -N -B shop -e "SELECT ref FROM orders WHERE ref IS NOT NULL" | sort > "$MIGRATE_RUN_DIR/server.sorted"
+  if cmp -s "$MIGRATE_RUN_DIR/committed.sorted" "$MIGRATE_RUN_DIR/server.sorted"; then
+    echo "all $(wc -l < "$MIGRATE_RUN_DIR/committed.sorted") committed orders present once on $2; none extra"
+  else
+    echo "MISMATCH between committed orders and $2:"; diff "$MIGRATE_RUN_DIR/committed.sorted" "$MIGRATE_RUN_DIR/server.sorted" | head; exit 1
+  fi
+}
 echo; echo "== every order the load committed, before and after the switch, on the target exactly once"
-sort "$MIGRATE_RUN_DIR/committed.log" > "$MIGRATE_RUN_DIR/committed.sorted"
-dst -N -B shop -e "SELECT ref FROM orders WHERE ref IS NOT NULL" | sort > "$MIGRATE_RUN_DIR/target.sorted"
-committed=$(wc -l < "$MIGRATE_RUN_DIR/committed.sorted")
-if cmp -s "$MIGRATE_RUN_DIR/committed.sorted" "$MIGRATE_RUN_DIR/target.sorted"; then
-  echo "all $committed committed orders present once; none extra"
-else
-  echo "MISMATCH between committed orders and the target:"; diff "$MIGRATE_RUN_DIR/committed.sorted" "$MIGRATE_RUN_DIR/target.sorted" | head; exit 1
-fi
+check_orders "$tp" "the target"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("write downtime: %.3f s (final GTID %s)" % (r["downtime_seconds"], r["final_gtid"]))' "$MIGRATE_RUN_DIR/cutover.json"
-echo; "$bin" status
+echo; echo "== the way back: migrate follow --reverse (target -> source) while the load writes to the target"
+touch "$MIGRATE_RUN_DIR/load.on"
+(
+  i=100000000
+  while [ -f "$MIGRATE_RUN_DIR/load.on" ]; do
+    i=$((i + 1)); c=$((RANDOM % 50000 + 1)); p=$((RANDOM % 5000 + 1)); port=$(cat "$MIGRATE_RUN_DIR/app.port")
+    if MYSQL_PWD=demo-app-password mariadb --no-defaults -ushop_app -h127.0.0.1 -P"$port" shop -e "BEGIN;
+      INSERT INTO orders (customer_id, total, placed, ref) VALUES ($c, 9.90, NOW(3), 'L$i');
+      UPDATE products SET stock = stock - 1 WHERE id = $p; COMMIT;" 2>/dev/null
+    then echo "L$i" >> "$MIGRATE_RUN_DIR/committed.log"; fi
+  done
+) &
+loader=$!
+"$bin" follow --reverse 2>"$MIGRATE_RUN_DIR/reverse.log" &
+reverse=$!
+sleep 4
+echo; echo "== migrate cutover --rollback: the load goes back to the source"
+"$bin" cutover --rollback --rollback-command "echo \$MIGRATE_SOURCE_PORT > $MIGRATE_RUN_DIR/app.port"
+wait $reverse || true
+sleep 2
+rm -f "$MIGRATE_RUN_DIR/load.on"; wait $loader 2>/dev/null || true
+echo; echo "== every order committed (source, target, source again) on the source exactly once"
+check_orders "$sp" "the source"
+"$bin" status
+
+echo; echo "== a second migration into the same target (--reuse-target), cut over for good"
+export MIGRATE_STATE="$MIGRATE_RUN_DIR/second.sqlite"
+dst -e "SET GLOBAL read_only = OFF"
+"$bin" snapshot --reuse-target
+dst -e "SET GLOBAL read_only = ON"
+"$bin" follow 2>"$MIGRATE_RUN_DIR/follow2.log" &
+follower=$!
+until "$bin" status --json | python3 -c 'import json,sys; f=json.load(sys.stdin)["follow"]; sys.exit(0 if f.get("lag_known") else 1)'; do sleep 0.5; done
+"$bin" verify
+"$bin" cutover --no-reverse --switch-command "echo \$MIGRATE_TARGET_PORT > $MIGRATE_RUN_DIR/app.port"
+wait $follower || true
 echo; echo "== migrate cutover --complete (removes the engine's objects from the target)"
 "$bin" cutover --complete
 echo; echo "Servers keep running: stop them with MIGRATE_RUN_DIR=$MIGRATE_RUN_DIR scripts/mariadb.sh stop source|target"

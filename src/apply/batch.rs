@@ -122,7 +122,12 @@ impl Batch {
         for c in tx.changes {
             self.rows += 1;
             match c {
-                Change::Savepoint(_) | Change::RollbackTo(_) | Change::ForeignKeyChecks(_) => {
+                // markers; a CascadeOnly change always goes to the exact applier
+                // (Transaction::needs_exact_apply), which performs its foreign-key actions
+                Change::Savepoint(_)
+                | Change::RollbackTo(_)
+                | Change::ForeignKeyChecks(_)
+                | Change::CascadeOnly(_) => {
                     self.rows -= 1;
                 }
                 Change::Upsert { table, row, .. } => {

@@ -246,6 +246,46 @@ impl Exact<'_> {
                         .write(format!("SAVEPOINT {}", savepoint_name(name)), "target")
                         .await?;
                 }
+                Change::CascadeOnly(inner) => {
+                    // the parent's copy holds the change; its cascade into older child copies
+                    // is performed (cascade::propagate skips the children whose copy holds it)
+                    self.flush().await?;
+                    let effect = match &**inner {
+                        Change::Delete { table, row } => {
+                            Some(Effect::Deleted(table.clone(), vec![row.clone()]))
+                        }
+                        Change::Rekey {
+                            table,
+                            before,
+                            after,
+                        } => Some(Effect::Updated(
+                            table.clone(),
+                            vec![(before.clone(), after.clone())],
+                        )),
+                        Change::Upsert {
+                            table,
+                            before: Some(before),
+                            row,
+                        } => Some(Effect::Updated(
+                            table.clone(),
+                            vec![(before.clone(), row.clone())],
+                        )),
+                        _ => None,
+                    };
+                    if let Some(effect) = effect {
+                        let table = inner.table().cloned();
+                        if table.is_some_and(|t| self.fk_actions(&t)) {
+                            cascade::propagate(
+                                &mut self.pipe,
+                                self.children,
+                                self.horizons,
+                                &t.end,
+                                effect,
+                            )
+                            .await?;
+                        }
+                    }
+                }
                 Change::ForeignKeyChecks(on) => {
                     // pending writes keep the setting they were made under
                     self.flush().await?;

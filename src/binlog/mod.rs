@@ -42,6 +42,11 @@ pub enum Change {
     /// CASCADE / SET NULL for them, and the applier must not either. Only emitted around
     /// changes of tables that have such actions.
     ForeignKeyChecks(bool),
+    /// A change of a table whose copy already holds it (the event is before the table's
+    /// horizon), kept only for the foreign-key actions it ran on the source in child tables
+    /// whose copies are older (their horizon is before the event): the applier performs those
+    /// actions, not the change. Only during the snapshot's catch-up.
+    CascadeOnly(Box<Change>),
 }
 
 impl Change {
@@ -51,6 +56,7 @@ impl Change {
             Change::Upsert { table, .. }
             | Change::Rekey { table, .. }
             | Change::Delete { table, .. } => Some(table),
+            Change::CascadeOnly(c) => c.table(),
             Change::Savepoint(_) | Change::RollbackTo(_) | Change::ForeignKeyChecks(_) => None,
         }
     }
@@ -71,6 +77,7 @@ impl Change {
             Change::Delete { row: r, .. } => row(r),
             Change::Savepoint(n) | Change::RollbackTo(n) => n.len() + 16,
             Change::ForeignKeyChecks(_) => 16,
+            Change::CascadeOnly(c) => c.size(),
         }
     }
 }
