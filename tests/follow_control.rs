@@ -1,18 +1,9 @@
 //! follow's stop conditions, its observability while running, and its non-recoverable errors.
 
 mod support;
-use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").expect("write");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read");
-    body
-}
 
 #[test]
 fn until_gtid_metrics_status_ddl_stop_and_purged_binlog() {

@@ -3,19 +3,10 @@
 //! runs recorded after a crash, grants scoped per database, JSON logs, config files.
 
 mod support;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").expect("write");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read");
-    body
-}
 
 /// The value of the first series of the metrics text starting with `name` (labels included).
 fn metric(text: &str, name: &str) -> Option<f64> {

@@ -76,6 +76,16 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
         if left == "0" {
             tgt.query_drop("DROP DATABASE IF EXISTS `_migrate`").await?;
         }
+        // the way back is over too: its follower stops (the old source keeps its state)
+        let reverse = cutover::reverse::state_path(&ctx.state_path);
+        if reverse.exists() {
+            let rev = crate::state::Store::open(&reverse)?;
+            crate::replication::control::request_stop(&rev)?;
+            println!(
+                "the reverse follow ({}) is told to stop; the old source keeps its data, with its triggers dropped and events disabled",
+                reverse.display()
+            );
+        }
         store.set("cutover.state", "completed")?;
         println!("cutover completed: the engine's objects are removed from the target");
         return Ok(0);

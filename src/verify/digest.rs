@@ -146,12 +146,14 @@ pub fn boundary(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>, n: u64) -
     )
 }
 
-/// Every row's key and hash in a range, in key order (narrowing a differing chunk).
-pub fn row_hashes(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>) -> String {
+/// Every row's key and each column's canonical encoding in a range, in key order (narrowing a
+/// small differing range: the rows are hashed and compared on the bastion).
+pub fn row_images(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>) -> String {
+    let cols: Vec<String> = t.columns.iter().map(column_encoding).collect();
     format!(
         "SELECT {}, {} FROM {}{} ORDER BY {}",
         key_select(t),
-        row_hash(t),
+        cols.join(", "),
         t.quoted(),
         range(t, lo, hi),
         order_by(t)
@@ -171,17 +173,6 @@ pub fn key_equals(t: &Table, key: &[Value]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" AND ")
-}
-
-/// Each column's canonical text for one row (naming the columns that differ).
-pub fn row_columns(t: &Table, key: &[Value]) -> String {
-    let cols: Vec<String> = t.columns.iter().map(column_encoding).collect();
-    format!(
-        "SELECT {} FROM {} WHERE {}",
-        cols.join(", "),
-        t.quoted(),
-        key_equals(t, key)
-    )
 }
 
 /// The whole row, as the snapshot reads it (for repair).

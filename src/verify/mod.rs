@@ -147,23 +147,51 @@ fn key_text(t: &Table, key: &[crate::value::Value]) -> BTreeMap<String, String> 
         .collect()
 }
 
-/// (key values, hash) of every row in a range.
-async fn row_hashes(
+/// One row of a small differing range: its key, the SHA-256 of its canonical encoding
+/// (computed here, on the bastion) and each column's encoding (to name the differing ones).
+struct RowImage {
+    key: Vec<crate::value::Value>,
+    hash: [u8; 32],
+    columns: Vec<Vec<u8>>,
+}
+
+/// Every row of a range with each column's canonical encoding, in key order.
+async fn row_images(
     conn: &mut Conn,
     t: &Table,
     lo: Option<&[crate::value::Value]>,
     hi: Option<&[crate::value::Value]>,
-) -> Result<Vec<(Vec<crate::value::Value>, String)>> {
+) -> Result<Vec<RowImage>> {
+    use sha2::{Digest as _, Sha256};
     let keys: Vec<crate::schema::Column> = t.key.iter().map(|&i| t.columns[i].clone()).collect();
     let mut out = Vec::new();
-    for mut r in raw_rows(conn, &digest::row_hashes(t, lo, hi)).await? {
-        let h = r.pop().map(|v| v.as_sql(true)).unwrap_or_default();
-        out.push((decode::text_row(&keys, r)?, h));
+    for mut r in raw_rows(conn, &digest::row_images(t, lo, hi)).await? {
+        let columns: Vec<Vec<u8>> = r
+            .split_off(keys.len().min(r.len()))
+            .into_iter()
+            .map(|v| match v {
+                mysql_async::Value::Bytes(b) => b,
+                other => other.as_sql(true).into_bytes(),
+            })
+            .collect();
+        let mut h = Sha256::new();
+        for c in &columns {
+            h.update((c.len() as u64).to_le_bytes());
+            h.update(c);
+        }
+        out.push(RowImage {
+            key: decode::text_row(&keys, r)?,
+            hash: h.finalize().into(),
+            columns,
+        });
     }
     Ok(out)
 }
 
-/// The rows of a differing chunk that differ, found inside the two open snapshots.
+/// The rows of a differing range that differ, found inside the two open snapshots: each
+/// server sends every row's column encodings (a range here has at most `NARROW_ROWS` rows),
+/// rows are matched by key and compared by SHA-256 here, and the columns of a differing row
+/// are those whose encodings differ.
 async fn narrow(
     src: &mut Conn,
     tgt: &mut Conn,
@@ -171,39 +199,31 @@ async fn narrow(
     lo: Option<&[crate::value::Value]>,
     hi: Option<&[crate::value::Value]>,
 ) -> Result<Vec<(Vec<crate::value::Value>, DiffKind, Vec<String>)>> {
-    let (a, b) = tokio::join!(row_hashes(src, t, lo, hi), row_hashes(tgt, t, lo, hi));
+    let (a, b) = tokio::join!(row_images(src, t, lo, hi), row_images(tgt, t, lo, hi));
     let (a, b) = (a?, b?);
     let lit = |k: &[crate::value::Value]| format!("{:?}", key_text(t, k));
-    let bmap: BTreeMap<String, (&Vec<crate::value::Value>, &String)> =
-        b.iter().map(|(k, h)| (lit(k), (k, h))).collect();
-    let amap: BTreeMap<String, &String> = a.iter().map(|(k, h)| (lit(k), h)).collect();
+    let bmap: BTreeMap<String, &RowImage> = b.iter().map(|r| (lit(&r.key), r)).collect();
+    let amap: BTreeMap<String, &RowImage> = a.iter().map(|r| (lit(&r.key), r)).collect();
     let mut out = Vec::new();
-    for (k, h) in &a {
-        match bmap.get(&lit(k)) {
-            None => out.push((k.clone(), DiffKind::Missing, Vec::new())),
-            Some((_, th)) if *th != h => {
-                let sql = digest::row_columns(t, k);
-                let sa = db::query_strings(src, &sql).await?;
-                let sb = db::query_strings(tgt, &sql).await?;
-                let (ra, rb) = (
-                    sa.into_iter().next().unwrap_or_default(),
-                    sb.into_iter().next().unwrap_or_default(),
-                );
+    for ra in &a {
+        match bmap.get(&lit(&ra.key)) {
+            None => out.push((ra.key.clone(), DiffKind::Missing, Vec::new())),
+            Some(rb) if rb.hash != ra.hash => {
                 let cols = t
                     .columns
                     .iter()
                     .enumerate()
-                    .filter(|(i, _)| ra.get(*i) != rb.get(*i))
+                    .filter(|(i, _)| ra.columns.get(*i) != rb.columns.get(*i))
                     .map(|(_, c)| c.name.clone())
                     .collect();
-                out.push((k.clone(), DiffKind::Different, cols));
+                out.push((ra.key.clone(), DiffKind::Different, cols));
             }
             Some(_) => {}
         }
     }
-    for (k, _) in &b {
-        if !amap.contains_key(&lit(k)) {
-            out.push((k.clone(), DiffKind::Extra, Vec::new()));
+    for rb in &b {
+        if !amap.contains_key(&lit(&rb.key)) {
+            out.push((rb.key.clone(), DiffKind::Extra, Vec::new()));
         }
     }
     Ok(out)

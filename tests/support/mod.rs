@@ -545,3 +545,28 @@ impl Server {
         }
     }
 }
+
+/// `GET path` from a metrics endpoint on 127.0.0.1:`port`: the response text. A connection
+/// refused or reset (the endpoint not up yet, or going away) is tried again for up to 10 s;
+/// then the last error fails the test, naming the port.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let t = std::time::Instant::now();
+    loop {
+        let got = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        })();
+        match got {
+            Ok(body) if body.starts_with("HTTP/") => return body,
+            Ok(body) if t.elapsed().as_secs() >= 10 => {
+                panic!("127.0.0.1:{port}{path}: not an HTTP response: {body:?}")
+            }
+            Err(e) if t.elapsed().as_secs() >= 10 => panic!("127.0.0.1:{port}{path}: {e}"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
