@@ -1,5 +1,5 @@
 //! `--config FILE`: a TOML file with any option of the command line. Top-level keys are the
-//! global options (`source = "mysql://..."`, `databases = ["shop"]`), tables `[snapshot]`,
+//! global options (`source = "mysql://..."`, `databases = ["shop"]`), tables `[snapshot]`, `[verify]`, `[cutover]`,
 //! `[follow]`, `[check]`, `[status]` hold each verb's options (`threads = 4`). Keys are the long
 //! option names with `_` or `-`. Precedence: command line, then environment, then the file,
 //! then defaults: the file's values are turned into arguments placed before the command line's
@@ -77,7 +77,7 @@ fn table_args(
         else {
             return Err(Error::usage(
                 format!("--config {path}: unknown key `{key}`{section}"),
-                "use the long option names of `migrate --help` and `migrate VERB --help` (verb options in [snapshot], [follow], [check], [status])",
+                "use the long option names of `migrate --help` and `migrate VERB --help` (verb options in [snapshot], [follow], [verify], [cutover], [check], [status])",
             ));
         };
         if arg.get_env().is_some_and(|e| std::env::var_os(e).is_some()) {

@@ -148,21 +148,18 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
         .and_then(|g| Position::parse(&g))?;
     let filter = super::follow::selection(ctx, &store)?;
     let wanted: Vec<&str> = args.tables.iter().map(String::as_str).collect();
-    let mut meta = db::connect(source, Session::Meta)
-        .await
-        .map_err(|e| e.context("source"))?;
-    let mut tables = Vec::new();
-    for p in store.tables()? {
-        let name = format!("{}.{}", p.db, p.name);
-        if !wanted.is_empty() && !wanted.contains(&name.as_str()) {
-            continue;
+    // the tables as the source has them now (a dropped connection is tried again)
+    let mut backoff = crate::db::retry::Backoff::bounded();
+    let tables = loop {
+        match describe(source, &store, &wanted).await {
+            Ok(t) => break t,
+            Err(e) => {
+                backoff
+                    .retry_after(e, "verify: describing the tables")
+                    .await?
+            }
         }
-        let t = crate::schema::describe(&mut meta, &p.db, &p.name).await?;
-        if t.sequence {
-            continue; // one row, compared by the schema comparison (next)
-        }
-        tables.push(t);
-    }
+    };
     for w in &wanted {
         if !tables.iter().any(|t| t.full_name() == *w) {
             return Err(Error::usage(
@@ -171,7 +168,6 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
             ));
         }
     }
-    drop(meta);
     let sync = Replay {
         source,
         target,
@@ -326,4 +322,31 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
     );
     crate::obs::result("verify", summary, &text);
     Ok(if identical { 0 } else { 1 })
+}
+
+/// The migrated tables (or those of `--tables`) described on the source; sequences are left
+/// to the schema comparison.
+async fn describe(
+    source: &Endpoint,
+    store: &Store,
+    wanted: &[&str],
+) -> Result<Vec<crate::schema::Table>> {
+    let mut meta = db::connect(source, Session::Meta)
+        .await
+        .map_err(|e| e.context("source"))?;
+    let mut tables = Vec::new();
+    for p in store.tables()? {
+        let name = format!("{}.{}", p.db, p.name);
+        if !wanted.is_empty() && !wanted.contains(&name.as_str()) {
+            continue;
+        }
+        let t = crate::schema::describe(&mut meta, &p.db, &p.name)
+            .await
+            .map_err(|e| e.context("source"))?;
+        if t.sequence {
+            continue; // one row, compared by the schema comparison
+        }
+        tables.push(t);
+    }
+    Ok(tables)
 }
