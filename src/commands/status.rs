@@ -351,7 +351,10 @@ fn cutover_json(store: &crate::state::Store) -> Result<Value> {
 /// freeze's fixed costs (the drain's 0.12 s InnoDB cache wait and the pause handshake).
 /// `cutover --dry-run` adds the checks that need the servers (accounts, grants, read_only).
 fn readiness(follow: &Value, verify_last: Option<&str>, cutover_state: Option<&str>) -> Value {
-    if matches!(cutover_state, Some("switched") | Some("completed")) {
+    if matches!(
+        cutover_state,
+        Some("switched") | Some("completed") | Some("rolled_back_after_switch")
+    ) {
         return Value::Null;
     }
     let mut why = Vec::new();

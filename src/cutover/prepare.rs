@@ -114,8 +114,8 @@ pub async fn drop_triggers(conn: &mut Conn, dbs: &[String]) -> Result<Vec<Trigge
     Ok(triggers)
 }
 
-/// Disable every ENABLED event of `dbs` on `conn`; returns them (to enable them again).
-pub async fn disable_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, String)>> {
+/// The ENABLED events of `dbs` on `conn`.
+async fn enabled_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, String)>> {
     if dbs.is_empty() {
         return Ok(Vec::new());
     }
@@ -127,15 +127,21 @@ pub async fn disable_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(Stri
         ),
     )
     .await?;
-    let mut out = Vec::new();
-    for r in rows {
-        if let (Some(d), Some(n)) = (r.first().cloned().flatten(), r.get(1).cloned().flatten()) {
-            conn.query_drop(format!("ALTER EVENT {} DISABLE", quote::table(&d, &n)))
-                .await?;
-            out.push((d, n));
-        }
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r.first().cloned().flatten()?, r.get(1).cloned().flatten()?)))
+        .collect())
+}
+
+/// Disable every ENABLED event of `dbs` on `conn`; returns them (to enable them again).
+pub async fn disable_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, String)>> {
+    let events = enabled_events(conn, dbs).await?;
+    for (d, n) in &events {
+        conn.query_drop(format!("ALTER EVENT {} DISABLE", quote::table(d, n)))
+            .await
+            .map_err(|e| Error::from(e).context(format!("disabling event {d}.{n}")))?;
     }
-    Ok(out)
+    Ok(events)
 }
 
 /// Enable these events on `conn`.
@@ -224,23 +230,11 @@ pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepa
     }
 
     // events ENABLED on the source (the target's copies were created DISABLED)
-    let events = db::query_strings(
-        src,
-        &format!(
-            "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS \
-             WHERE EVENT_SCHEMA IN ({dbl}) AND STATUS = 'ENABLED'"
-        ),
-    )
-    .await?;
-    for r in events {
-        let (Some(d), Some(e)) = (r.first().cloned().flatten(), r.get(1).cloned().flatten()) else {
-            continue;
-        };
-        tgt.query_drop(format!("ALTER EVENT {} ENABLE", quote::table(&d, &e)))
-            .await
-            .map_err(|x| Error::from(x).context(format!("target, enabling event {d}.{e}")))?;
-        out.events_enabled.push(format!("{d}.{e}"));
-    }
+    let events = enabled_events(src, dbs).await?;
+    enable_events(tgt, &events)
+        .await
+        .map_err(|e| e.context("target"))?;
+    out.events_enabled = events.iter().map(|(d, e)| format!("{d}.{e}")).collect();
     Ok(out)
 }
 

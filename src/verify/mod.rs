@@ -402,6 +402,27 @@ async fn narrow_range(
     Ok(out)
 }
 
+/// Both servers digest one chunk of `p`'s table at the same time; the chunk is counted.
+async fn digest_both(
+    src: &mut Conn,
+    tgt: &mut Conn,
+    p: &mut Progress<'_>,
+    sql: &str,
+    bar: &crate::obs::progress::Progress,
+) -> Result<(Digest, Digest, Duration)> {
+    let t = p.table;
+    let started = Instant::now();
+    let (a, b) = tokio::join!(digest(src, sql, "source", t), digest(tgt, sql, "target", t));
+    let (a, b) = (a?, b?);
+    let took = started.elapsed();
+    p.chunks += 1;
+    p.rows += a.0;
+    bar.add(&t.full_name(), a.0, a.0 * t.avg_row_length);
+    crate::obs::metrics::add("migrate_verify_chunks_total", &[], 1.0);
+    crate::obs::metrics::add("migrate_verify_rows_total", &[], a.0 as f64);
+    Ok((a, b, took))
+}
+
 /// Compare the next chunk of `p`'s table. True when the table is done.
 async fn compare_chunk(
     src: &mut Conn,
@@ -415,17 +436,7 @@ async fn compare_chunk(
     p.started.get_or_insert_with(Instant::now);
     if !t.has_key() {
         // a multiset: the whole table at once
-        let sql = digest::chunk_digest(t, None, None);
-        let (a, b) = tokio::join!(
-            digest(src, &sql, "source", t),
-            digest(tgt, &sql, "target", t)
-        );
-        let (a, b) = (a?, b?);
-        p.chunks += 1;
-        p.rows += a.0;
-        bar.add(&t.full_name(), a.0, a.0 * t.avg_row_length);
-        crate::obs::metrics::add("migrate_verify_chunks_total", &[], 1.0);
-        crate::obs::metrics::add("migrate_verify_rows_total", &[], a.0 as f64);
+        let (a, b, _) = digest_both(src, tgt, p, &digest::chunk_digest(t, None, None), bar).await?;
         if a != b {
             p.result.keyless_differs = true;
             crate::obs::metrics::add("migrate_verify_differences_total", &[], 1.0);
@@ -434,24 +445,8 @@ async fn compare_chunk(
     }
     let hi = boundary(src, t, p.lo.as_deref(), None, p.chunk_rows).await?;
     let sql = digest::chunk_digest(t, p.lo.as_deref(), hi.as_deref());
-    // both servers digest at the same time
-    let started = Instant::now();
-    let (a, b) = tokio::join!(
-        digest(src, &sql, "source", t),
-        digest(tgt, &sql, "target", t)
-    );
-    let (a, b) = (a?, b?);
-    p.chunk_rows = adapt(
-        p.chunk_rows,
-        a.0.max(b.0),
-        started.elapsed(),
-        opts.chunk_time,
-    );
-    p.chunks += 1;
-    p.rows += a.0;
-    bar.add(&t.full_name(), a.0, a.0 * t.avg_row_length);
-    crate::obs::metrics::add("migrate_verify_chunks_total", &[], 1.0);
-    crate::obs::metrics::add("migrate_verify_rows_total", &[], a.0 as f64);
+    let (a, b, took) = digest_both(src, tgt, p, &sql, bar).await?;
+    p.chunk_rows = adapt(p.chunk_rows, a.0.max(b.0), took, opts.chunk_time);
     if a != b {
         let rows = narrow_range(src, tgt, t, p.lo.clone(), hi.clone(), (a.0, b.0)).await?;
         let fixed = if opts.repair && !rows.is_empty() {
