@@ -99,6 +99,10 @@ pub struct CutoverArgs {
     /// Start without a recent clean verify (the risk is yours)
     #[arg(long)]
     pub no_verify_check: bool,
+    /// Run a full verify first (follow keeps running; it is paused at each round's GTID), and
+    /// cut over only if it finds the copies identical
+    #[arg(long, conflicts_with = "no_verify_check")]
+    pub verify: bool,
     /// Seconds to wait for write transactions open on the source once it is read-only
     #[arg(long, default_value_t = 10.0)]
     pub drain_timeout: f64,

@@ -460,6 +460,7 @@ fn aborts_leave_the_source_writable_and_follow_running() {
     let out = cutover(
         &s,
         &[
+            "--verify",
             "--drain-timeout",
             "0.5",
             "--kill-writers",
@@ -469,6 +470,9 @@ fn aborts_leave_the_source_writable_and_follow_running() {
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // --verify compared the copies first (follow running, paused per round)
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("identical"), "{text}");
     let _ = writer.wait();
     // the killed writer's update rolled back: not on the target
     assert_eq!(s.dst.sql("SELECT n < 1000 FROM shop.stock"), "1");

@@ -162,6 +162,28 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
         );
         return Ok(0);
     }
+    if !args.resume && args.verify {
+        // verify now, with the defaults of `migrate verify` (exit 1: differences)
+        let v = crate::cli::VerifyArgs {
+            tables: Vec::new(),
+            chunk_rows: 10_000,
+            chunk_time: 0.5,
+            round_chunks: 20,
+            max_source_load: None,
+            workers: 2,
+            repair: false,
+            report: None,
+            max_report_rows: 1000,
+            restart: true,
+        };
+        if super::verify::entry(ctx, &v).await? != 0 {
+            store.end_run("cutover", Outcome::Failed, Some("verify found differences"))?;
+            return Err(Error::definite(
+                "cutover --verify: the copies differ (listed above); nothing was frozen",
+                "run `migrate verify --repair`, then cut over again",
+            ));
+        }
+    }
     if !args.resume {
         // a fresh cutover: readiness first
         let plan = preflight::check(&store, &mut src, &mut tgt, &dbs, &limits(args)?).await?;
