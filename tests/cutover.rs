@@ -163,6 +163,24 @@ fn setup_with(name: &str, target_args: &[&str]) -> Setup {
     }
 }
 
+/// Every order the application committed is on `server` exactly once, no other, and the
+/// stock counter equals the number of committed transactions.
+fn assert_committed_once(server: &Server, committed: &[u64], context: &str) {
+    let on_server: Vec<u64> = server
+        .sql("SELECT id FROM shop.orders WHERE note = 'order' ORDER BY id")
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    let mut want = committed.to_vec();
+    want.sort();
+    assert_eq!(on_server, want, "{context}");
+    assert_eq!(
+        server.sql("SELECT n FROM shop.stock"),
+        committed.len().to_string(),
+        "{context}"
+    );
+}
+
 fn read_only(s: &Server) -> bool {
     s.sql("SELECT @@global.read_only") == "1"
 }
@@ -265,19 +283,7 @@ fn cutover_under_load_loses_nothing() {
     );
     // every committed order exactly once on the target, before and after the switch, and
     // the stock counter agrees
-    let on_target: Vec<u64> = s
-        .dst
-        .sql("SELECT id FROM shop.orders WHERE note = 'order' ORDER BY id")
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect();
-    let mut want = committed.clone();
-    want.sort();
-    assert_eq!(on_target, want, "{log}");
-    assert_eq!(
-        s.dst.sql("SELECT n FROM shop.stock"),
-        committed.len().to_string()
-    );
+    assert_committed_once(&s.dst, &committed, &log);
     let source_port = s.src.port.to_string();
     assert!(
         committed.len() > 5,
@@ -612,19 +618,7 @@ fn rollback_after_the_switch_brings_back_the_targets_writes() {
         std::fs::read_to_string(&reverse_log).unwrap_or_default()
     );
     // every committed order (source, then target, then source again) once on the source
-    let on_source: Vec<u64> = s
-        .src
-        .sql("SELECT id FROM shop.orders WHERE note = 'order' ORDER BY id")
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect();
-    let mut want = committed.clone();
-    want.sort();
-    assert_eq!(on_source, want);
-    assert_eq!(
-        s.src.sql("SELECT n FROM shop.stock"),
-        committed.len().to_string()
-    );
+    assert_committed_once(&s.src, &committed, &log);
     // the target's writes before the rollback are on the source exactly as on the target
     // (the orders after it are only on the source: compare what the target has)
     let target_orders = s.dst.sql("SELECT id, note FROM shop.orders ORDER BY id");

@@ -39,7 +39,7 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
         d.dedup();
         d
     };
-    let opts = cutover::Options {
+    let mut opts = cutover::Options {
         drain_timeout: seconds("drain-timeout", args.drain_timeout)?,
         kill_writers: args.kill_writers,
         max_downtime: seconds("max-downtime", args.max_downtime)?,
@@ -47,7 +47,6 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
         reverse: false,
         state_path: ctx.state_path.clone(),
     };
-    let mut opts = opts;
     let state = store.get("cutover.state")?;
     let (mut src, mut tgt) = cutover::connect(source, target).await?;
 
@@ -221,7 +220,7 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
             "ready; predicted write downtime {:.2} s",
             plan.predicted_downtime_seconds
         );
-        control_clear(&store)?;
+        crate::replication::control::clear_stop(&store)?;
         store.set("cutover.state", "running")?;
         for k in [
             "frozen_at",
@@ -307,10 +306,6 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
     );
     crate::obs::result("cutover", fields, &text);
     Ok(0)
-}
-
-fn control_clear(store: &crate::state::Store) -> Result<()> {
-    crate::replication::control::clear_stop(store)
 }
 
 fn limits(args: &CutoverArgs) -> Result<preflight::Limits> {

@@ -123,35 +123,57 @@ fn stopping() -> bool {
     crate::replication::stop_requested()
 }
 
+/// A frozen server's write-unavailability window: since when, and how long it may last
+/// before the cutover (or rollback) gives up and opens it again.
+#[derive(Clone, Copy)]
+pub struct Freeze {
+    /// Unix time of the freeze.
+    pub at: f64,
+    pub max: Duration,
+}
+
+impl Freeze {
+    /// Seconds frozen so far.
+    pub fn seconds(&self) -> f64 {
+        crate::state::unix_now() - self.at
+    }
+    /// What is left of `max` (at least 100 ms, for a last handshake).
+    pub fn remaining(&self) -> Duration {
+        self.max
+            .saturating_sub(Duration::from_secs_f64(self.seconds().max(0.0)))
+            .max(Duration::from_millis(100))
+    }
+    /// An error when a stop was requested or the freeze outlasted `max`, during `what`.
+    pub fn check(&self, what: &str) -> Result<()> {
+        if stopping() {
+            return Err(Error::definite(
+                format!("stop requested during {what}"),
+                "run the same command again when ready",
+            ));
+        }
+        if self.seconds() > self.max.as_secs_f64() {
+            return Err(Error::definite(
+                format!(
+                    "frozen {:.1} s during {what}, above --max-downtime {:.1} s",
+                    self.seconds(),
+                    self.max.as_secs_f64()
+                ),
+                "find what was slow (drain: long transactions, or --kill-writers; catch_up: a backlog), then run it again, or raise --max-downtime",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Wait until no write transaction is open on the frozen server `conn` (killing the writers
 /// after `timeout` if `kill_writers`), then return its final GTID position: `gtid_binlog_pos`
-/// once two reads agree. Fails when the freeze (since `frozen_at`) outlasts `max_downtime`.
+/// once two reads agree. Fails when the freeze outlasts its budget.
 pub async fn drain(
     conn: &mut Conn,
     timeout: Duration,
     kill_writers: bool,
-    frozen_at: f64,
-    max_downtime: Duration,
+    freeze: Freeze,
 ) -> Result<String> {
-    let over_budget = || -> Result<()> {
-        let frozen = crate::state::unix_now() - frozen_at;
-        if stopping() {
-            return Err(Error::definite(
-                "stop requested during the drain",
-                "run the cutover again when ready",
-            ));
-        }
-        if frozen > max_downtime.as_secs_f64() {
-            return Err(Error::definite(
-                format!(
-                    "frozen {frozen:.1} s during the drain, above --max-downtime {:.1} s",
-                    max_downtime.as_secs_f64()
-                ),
-                "let long transactions finish first (or --kill-writers), or raise --max-downtime",
-            ));
-        }
-        Ok(())
-    };
     let deadline = Instant::now() + timeout;
     loop {
         // InnoDB refreshes information_schema.INNODB_TRX only when nobody has read it for
@@ -186,7 +208,7 @@ pub async fn drain(
                     .await;
             }
         }
-        over_budget()?;
+        freeze.check("the drain")?;
     }
     // the final GTID: the binlog position no longer moves (a commit already past its
     // read-only check may still be writing)
@@ -252,35 +274,18 @@ pub async fn run(
         .get("frozen_at")?
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(crate::state::unix_now);
-    let frozen_for = || crate::state::unix_now() - frozen_at;
-    let over_budget = |what: &str| -> Result<()> {
-        if stopping() {
-            return Err(Error::definite(
-                format!("stop requested during {what}"),
-                "run `migrate cutover` again when ready",
-            ));
-        }
-        if frozen_for() > opts.max_downtime.as_secs_f64() {
-            return Err(Error::definite(
-                format!("the source has been frozen {:.1} s during {what}, above --max-downtime {:.1} s", frozen_for(), opts.max_downtime.as_secs_f64()),
-                "find what was slow in the report (drain: long transactions; catch_up: a backlog), then run cutover again, or raise --max-downtime",
-            ));
-        }
-        Ok(())
+    let freeze = Freeze {
+        at: frozen_at,
+        max: opts.max_downtime,
     };
+    let frozen_for = || freeze.seconds();
 
     // 2. drain
     if !is_done("drain") {
         c.started("drain")?;
-        let final_gtid = drain(
-            src,
-            opts.drain_timeout,
-            opts.kill_writers,
-            frozen_at,
-            opts.max_downtime,
-        )
-        .await
-        .map_err(|e| e.context("source"))?;
+        let final_gtid = drain(src, opts.drain_timeout, opts.kill_writers, freeze)
+            .await
+            .map_err(|e| e.context("source"))?;
         c.set("final_gtid", &final_gtid)?;
         tracing::info!("drained; final GTID {final_gtid}");
         c.done("drain", json!({ "final_gtid": final_gtid }))?;
@@ -293,11 +298,8 @@ pub async fn run(
     // 3. catch_up: the follower applies exactly up to the final GTID and pauses there
     if !is_done("catch_up") {
         c.started("catch_up")?;
-        over_budget("catch_up")?;
-        let budget = opts
-            .max_downtime
-            .saturating_sub(Duration::from_secs_f64(frozen_for().max(0.0)));
-        let paused = control::pause(c.store, Some(&final_pos), budget.max(Duration::from_millis(100)))
+        freeze.check("catch_up")?;
+        let paused = control::pause(c.store, Some(&final_pos), freeze.remaining())
             .await
             .map_err(|e| Error::definite(format!("catch_up: {e}"), "check that `migrate follow` is running and healthy (migrate status), then run cutover again"))?;
         if paused.passed {
@@ -324,7 +326,7 @@ pub async fn run(
     // 4. prepare
     if !is_done("prepare") {
         c.started("prepare")?;
-        over_budget("prepare")?;
+        freeze.check("prepare")?;
         let p = prepare::run(src, tgt, &c.dbs).await?;
         tracing::info!(
             "target prepared: {} trigger(s), {} AUTO_INCREMENT counter(s), {} sequence(s), {} event(s) enabled",
@@ -338,7 +340,7 @@ pub async fn run(
     // 5. switch
     if !is_done("switch") {
         c.started("switch")?;
-        over_budget("switch")?;
+        freeze.check("switch")?;
         if opts.reverse {
             // the way back, set up while nothing writes either server: it starts at the GTID
             // the target has now (nothing writes it until it opens)

@@ -138,9 +138,7 @@ pub async fn check(
     }
     // the engine writes a read-only target (READ ONLY ADMIN); the target's read_only
     let (_, _, engine_grants) = crate::db::preflight::account_grants(tgt).await?;
-    if !grants::covers(&engine_grants, "READ_ONLY ADMIN", &grants::Scope::Global)
-        && !grants::covers(&engine_grants, "READ ONLY ADMIN", &grants::Scope::Global)
-    {
+    if !grants::writes_through_read_only(&engine_grants) {
         plan.block(
             "the target account lacks READ ONLY ADMIN: it could not apply the last transactions once the target is read-only".into(),
             "GRANT READ_ONLY ADMIN ON *.* TO the engine's target account",
@@ -217,9 +215,7 @@ pub async fn check(
         .filter_map(|r| r.into_iter().next().flatten())
         .collect();
         let g = grants::parse(&lines);
-        if grants::covers(&g, "READ_ONLY ADMIN", &grants::Scope::Global)
-            || grants::covers(&g, "READ ONLY ADMIN", &grants::Scope::Global)
-        {
+        if grants::writes_through_read_only(&g) {
             risky.push(format!("{user}@{host} (connection {id})"));
         }
     }

@@ -45,10 +45,7 @@ pub async fn possible(src: &mut Conn, tgt: &mut Conn) -> Result<Option<String>> 
         )));
     }
     let (_, _, g) = crate::db::preflight::account_grants(src).await?;
-    use crate::db::grants::{covers, Scope};
-    if !covers(&g, "READ_ONLY ADMIN", &Scope::Global)
-        && !covers(&g, "READ ONLY ADMIN", &Scope::Global)
-    {
+    if !crate::db::grants::writes_through_read_only(&g) {
         return Ok(Some(
             "the engine's source account lacks READ ONLY ADMIN (it would write the read-only source)".into(),
         ));
@@ -197,10 +194,14 @@ pub async fn rollback(r: &Rollback<'_>, src: &mut Conn, tgt: &mut Conn) -> Resul
         .get("cutover.back_frozen_at")?
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(crate::state::unix_now);
+    let freeze = super::Freeze {
+        at: frozen_at,
+        max: r.max_downtime,
+    };
     let result: Result<()> = async {
         if !is_done("back_drain") {
             step(r, "back_drain", "started", serde_json::json!({}))?;
-            let g = super::drain(tgt, r.drain_timeout, false, frozen_at, r.max_downtime).await?;
+            let g = super::drain(tgt, r.drain_timeout, false, freeze).await?;
             r.forward.set("cutover.back_final_gtid", &g)?;
             step(r, "back_drain", "done", serde_json::json!({ "final_gtid": g }))?;
         }
@@ -208,11 +209,7 @@ pub async fn rollback(r: &Rollback<'_>, src: &mut Conn, tgt: &mut Conn) -> Resul
         let final_pos = Position::parse(&final_gtid)?;
         if !is_done("back_catch_up") {
             step(r, "back_catch_up", "started", serde_json::json!({}))?;
-            let budget = r
-                .max_downtime
-                .saturating_sub(std::time::Duration::from_secs_f64((crate::state::unix_now() - frozen_at).max(0.0)))
-                .max(std::time::Duration::from_millis(100));
-            let p = control::pause(&rev, Some(&final_pos), budget).await.map_err(|e| {
+            let p = control::pause(&rev, Some(&final_pos), freeze.remaining()).await.map_err(|e| {
                 Error::definite(
                     format!("the reverse follow did not reach the target's final GTID: {e}"),
                     "start `migrate follow --reverse` (same --state) and let it catch up, then roll back again",

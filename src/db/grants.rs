@@ -166,6 +166,13 @@ pub fn covers(grants: &[Grant], privilege: &str, scope: &Scope) -> bool {
         })
 }
 
+/// Whether the account writes through `read_only` (READ ONLY ADMIN; SHOW GRANTS spells it
+/// with a space or an underscore depending on the version; ALL PRIVILEGES includes it).
+pub fn writes_through_read_only(grants: &[Grant]) -> bool {
+    covers(grants, "READ_ONLY ADMIN", &Scope::Global)
+        || covers(grants, "READ ONLY ADMIN", &Scope::Global)
+}
+
 /// The privileges of `needed` not held on `scope`.
 pub fn missing(grants: &[Grant], needed: &[&str], scope: &Scope) -> Vec<String> {
     needed
