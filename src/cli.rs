@@ -52,8 +52,9 @@ pub struct Global {
     #[arg(long, global = true)]
     pub exclude: Vec<String>,
     /// TOML file with any option: global ones at the top (source, target, state, databases,
-    /// exclude, log_format, metrics_addr, source_password_file, target_password_file), a verb's
-    /// in its table ([snapshot] threads = 4). Command line and environment win over it
+    /// exclude, log_format, metrics_addr, ready_max_lag, source_password_file,
+    /// target_password_file), a verb's in its table ([snapshot] threads = 4). Command line and
+    /// environment win over it
     #[arg(long, env = "MIGRATE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Log format: text or json
@@ -62,6 +63,16 @@ pub struct Global {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9187 (snapshot and follow)
     #[arg(long, env = "MIGRATE_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<String>,
+    /// With --metrics-addr: `GET /readyz` answers 200 while follow's lag is under this many
+    /// seconds, 503 with the reason otherwise (`/healthz`: 200 while connected)
+    #[arg(
+        long,
+        env = "MIGRATE_READY_MAX_LAG",
+        global = true,
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
+    pub ready_max_lag: f64,
 }
 
 #[derive(Subcommand, Debug)]

@@ -69,7 +69,7 @@ fn main() {
         };
         if let (Some(verb), Some(addr)) = (long_running, &cli.global.metrics_addr) {
             obs::metrics::init_verb(verb);
-            match obs::metrics::serve(addr).await {
+            match obs::metrics::serve(addr, verb, cli.global.ready_max_lag).await {
                 // verify often runs beside a follow that already serves this address
                 Err(e) if verb == "verify" || verb == "cutover" => {
                     tracing::warn!("metrics not served: {e}")

@@ -337,6 +337,7 @@ fn cutover_under_load_loses_nothing() {
         "freeze:done",
         "drain:done",
         "catch_up:done",
+        "prove:done",
         "prepare:done",
         "switch:done",
     ] {
@@ -485,11 +486,73 @@ fn aborts_leave_the_source_writable_and_follow_running() {
     let _ = s.follow.wait();
 }
 
+/// Cutover proves the rows at every key changed since the last verify: a target row that
+/// differs from the source's (planted here after follow applied it) stops the cutover before
+/// the freeze, and one changed between that proof and the freeze is caught by the `prove` step
+/// during it; both leave the source writable and name the row.
+#[test]
+fn rows_changed_since_the_verify_are_proved() {
+    let s = setup("pv");
+    follow_applies(&s, 500);
+    s.dst
+        .sql("UPDATE shop.orders SET note = 'tampered' WHERE id = 500");
+    let out = cutover(&s, &["--switch-command", "true"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("shop.orders (id=500) differs in note"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was frozen"), "{err}");
+    assert!(!read_only(&s.src));
+    s.dst
+        .sql("UPDATE shop.orders SET note = 'probe' WHERE id = 500");
+
+    // a change after the proof before the freeze: the cutover is stopped right after that
+    // proof (at the freeze's start), the row changed and planted, then resumed
+    let out = cutover(
+        &s,
+        &["--switch-command", "true"],
+        &[("MIGRATE_CUTOVER_CRASH_AT", "freeze:started")],
+    );
+    assert!(out.status.code().is_none(), "{}", stderr(&out));
+    follow_applies(&s, 501);
+    s.dst
+        .sql("UPDATE shop.orders SET note = 'tampered' WHERE id = 501");
+    let out = cutover(&s, &["--resume", "--switch-command", "true"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("just before the freeze"), "{err}");
+    assert!(
+        err.contains("shop.orders (id=501) differs in note"),
+        "{err}"
+    );
+    assert!(!read_only(&s.src), "source left read-only: {err}");
+    follow_applies(&s, 502);
+
+    // repaired, the cutover goes through and reports the keys it proved
+    s.dst
+        .sql("UPDATE shop.orders SET note = 'probe' WHERE id = 501");
+    let dir = tempdir();
+    let report = dir.path().join("report.json");
+    let report_arg = report.to_string_lossy().to_string();
+    let out = cutover(
+        &s,
+        &["--switch-command", "true", "--report", &report_arg],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert!(r["rows_verified"].as_u64().unwrap_or(0) >= 3, "{r}");
+    assert_same_multiset(&s.src, &s.dst, "shop");
+}
+
 #[test]
 fn a_crash_at_every_step_rolls_back_or_resumes() {
     let mut s = setup("cc");
     let mut probe = 800000;
-    for step in ["freeze", "drain", "catch_up", "prepare", "switch"] {
+    for step in ["freeze", "drain", "catch_up", "prove", "prepare", "switch"] {
         for state in ["started", "done"] {
             if (step, state) == ("switch", "done") {
                 continue;

@@ -143,7 +143,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<i32> {
             .unwrap_or(Value::Null),
         "verify_progress": verify_progress(&store, get("verify.in_progress").as_deref())?,
         "cutover": cutover_json(&store)?,
-        "cutover_readiness": readiness(&follow_json, get("verify.last").as_deref(), get("cutover.state").as_deref()),
+        "cutover_readiness": readiness(&follow_json, get("verify.last_full").as_deref(), get("cutover.state").as_deref()),
         "events_disabled_until_cutover": events,
     });
     if args.json {

@@ -89,8 +89,8 @@ impl TargetSync for Replay<'_> {
 }
 
 /// A follow running in another process, paused through the state store.
-struct PauseFollow<'a> {
-    store: &'a Store,
+pub(crate) struct PauseFollow<'a> {
+    pub store: &'a Store,
 }
 
 const PAUSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -206,6 +206,15 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
         tracing::info!("continuing the verify that was interrupted (--restart to start over)");
     }
     store.set("verify.selection", &args.tables.join(","))?;
+    if !opts.resume {
+        // every key changed on the target before this moment is compared by this verify
+        // (verify/touched.rs): cutover proves only those changed after
+        store.set("verify.touched_from", &store.touched_seq()?.to_string())?;
+    }
+    let touched_from: i64 = store
+        .get("verify.touched_from")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let out = match running {
         Some(p) => {
             tracing::info!("follow is running: pausing it at each round's GTID");
@@ -235,6 +244,8 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
         "rounds": out.rounds,
         "target_sync_seconds_total": out.sync_seconds_total,
         "target_sync_seconds_max": out.sync_seconds_max,
+        "full": args.tables.is_empty(),
+        "touched_from": touched_from,
     });
     if let Some(path) = &args.report {
         std::fs::write(
@@ -258,6 +269,13 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
         );
     }
     store.set("verify.last", &last.to_string())?;
+    if args.tables.is_empty() {
+        // cutover's baseline: the last verify of every table
+        store.set("verify.last_full", &last.to_string())?;
+        if identical {
+            store.forget_touched(touched_from)?;
+        }
+    }
     for d in &shown {
         let key: Vec<String> = d.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let what = match d.kind {
@@ -326,7 +344,7 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
 
 /// The migrated tables (or those of `--tables`) described on the source; sequences are left
 /// to the schema comparison.
-async fn describe(
+pub(crate) async fn describe(
     source: &Endpoint,
     store: &Store,
     wanted: &[&str],

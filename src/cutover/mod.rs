@@ -10,8 +10,11 @@
 //!    (`--kill-writers` kills the rest), then take the final GTID: the source's
 //!    `gtid_binlog_pos` once it no longer moves. Nothing is written to the source.
 //! 3. `catch_up`: the running follow applies exactly up to the final GTID and pauses there.
-//! 4. `prepare`: triggers, AUTO_INCREMENT counters, sequences, events (`prepare.rs`).
-//! 5. `switch`: `--switch-command` runs with the facts in its environment (the follower
+//! 4. `prove`: the rows at the keys changed on the target since the proof made just before
+//!    the freeze (itself of the keys changed since the last full verify) are compared on both
+//!    servers (`verify/touched.rs`); a difference aborts.
+//! 5. `prepare`: triggers, AUTO_INCREMENT counters, sequences, events (`prepare.rs`).
+//! 6. `switch`: `--switch-command` runs with the facts in its environment (the follower
 //!    still paused); once it succeeds follow is told to stop for good and the target opens
 //!    (`read_only=OFF`).
 //!
@@ -28,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::position::Position;
 use crate::replication::control;
 use crate::state::Store;
+use crate::verify::touched;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use serde_json::json;
@@ -36,7 +40,7 @@ use std::time::{Duration, Instant};
 /// Longer than InnoDB's `information_schema.INNODB_TRX` cache idle time (100 ms).
 const TRX_CACHE_IDLE: Duration = Duration::from_millis(120);
 
-pub const STEPS: &[&str] = &["freeze", "drain", "catch_up", "prepare", "switch"];
+pub const STEPS: &[&str] = &["freeze", "drain", "catch_up", "prove", "prepare", "switch"];
 
 pub struct Options {
     pub drain_timeout: Duration,
@@ -54,7 +58,10 @@ pub struct Cutover<'a> {
     pub store: &'a Store,
     pub id: String,
     pub dbs: Vec<String>,
+    pub source_endpoint: &'a crate::config::Endpoint,
     pub target_endpoint: &'a crate::config::Endpoint,
+    /// The migrated tables, described before the freeze (the `prove` step reads them).
+    pub tables: &'a [crate::schema::Table],
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -69,6 +76,9 @@ pub struct Report {
     /// The target's GTID position when it opened (where a way back would start).
     pub target_open_gtid: Option<String>,
     pub steps: Vec<(String, f64)>,
+    /// Keys changed since the last full verify, proved equal on both servers (before the
+    /// freeze and during it).
+    pub rows_verified: Option<u64>,
     pub prepared: Option<prepare::Prepared>,
     pub error: Option<String>,
 }
@@ -246,6 +256,13 @@ pub async fn run(
         last = Instant::now();
     };
 
+    // the connections the proof reads with, opened before anything freezes
+    let mut readers = if is_done("prove") {
+        None
+    } else {
+        Some(readers(c).await?)
+    };
+
     // 1. freeze
     if !is_done("freeze") {
         c.started("freeze")?;
@@ -323,7 +340,59 @@ pub async fn run(
         }
     }
 
-    // 4. prepare
+    // 4. prove: the rows at the keys changed since the proof before the freeze are the
+    // source's (both servers are still now: no snapshots needed)
+    if !is_done("prove") {
+        c.started("prove")?;
+        freeze.check("prove")?;
+        let detail = match c.get("proved_seq")?.and_then(|v| v.parse::<i64>().ok()) {
+            None => json!({ "skipped": "no clean full verify (--no-verify-check)" }),
+            Some(from) => {
+                if c.store.touched_ddl_seq()? > from {
+                    return Err(Error::definite(
+                        "a DDL was applied on the target since the last verify: its effect cannot be proved by keys",
+                        "run `migrate cutover --verify`",
+                    ));
+                }
+                let touched = c.store.touched_between(from, i64::MAX)?;
+                let (rs, rt) = match readers.as_mut() {
+                    Some(r) => (&mut r.0, &mut r.1),
+                    None => {
+                        return Err(Error::definite(
+                            "internal: no proof connections",
+                            "report this bug",
+                        ))
+                    }
+                };
+                let proof = touched::prove(rs, rt, c.tables, &touched)
+                    .await
+                    .map_err(|e| e.context("prove"))?;
+                if !proof.identical() {
+                    return Err(Error::definite(
+                        format!(
+                            "rows changed just before the freeze differ between source and target: {}",
+                            proof.summary()
+                        ),
+                        "run `migrate verify --repair`, then cut over again",
+                    ));
+                }
+                let before: u64 = c
+                    .get("proved_keys_before_freeze")?
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                json!({ "keys": proof.keys, "tables": proof.tables, "keys_before_freeze": before })
+            }
+        };
+        tracing::info!("proved during the freeze: {detail}");
+        c.done("prove", detail.clone())?;
+        report.rows_verified = Some(
+            detail["keys"].as_u64().unwrap_or(0)
+                + detail["keys_before_freeze"].as_u64().unwrap_or(0),
+        );
+        timed(&mut report, "prove");
+    }
+
+    // 5. prepare
     if !is_done("prepare") {
         c.started("prepare")?;
         freeze.check("prepare")?;
@@ -337,7 +406,7 @@ pub async fn run(
         timed(&mut report, "prepare");
     }
 
-    // 5. switch
+    // 6. switch
     if !is_done("switch") {
         c.started("switch")?;
         freeze.check("switch")?;
@@ -464,6 +533,25 @@ pub async fn undo(
 
 /// Connect both servers for cutover work (its own sessions: `read_only` and the drain need
 /// no snapshot).
+/// Connections reading rows as verify does (for the `prove` step).
+async fn readers(c: &Cutover<'_>) -> Result<(Conn, Conn)> {
+    let src = db::connect_retry(
+        c.source_endpoint,
+        Session::SourceReader,
+        db::retry::BOUNDED_ATTEMPTS,
+    )
+    .await
+    .map_err(|e| e.context("source"))?;
+    let tgt = db::connect_retry(
+        c.target_endpoint,
+        Session::SourceReader,
+        db::retry::BOUNDED_ATTEMPTS,
+    )
+    .await
+    .map_err(|e| e.context("target"))?;
+    Ok((src, tgt))
+}
+
 pub async fn connect(
     source: &crate::config::Endpoint,
     target: &crate::config::Endpoint,

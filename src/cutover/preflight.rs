@@ -110,11 +110,11 @@ pub async fn check(
     // a recent clean verify
     if limits.verify_check {
         let last: Option<serde_json::Value> = store
-            .get("verify.last")?
+            .get("verify.last_full")?
             .and_then(|v| serde_json::from_str(&v).ok());
         match last {
             None => plan.block(
-                "no verify has run".into(),
+                "no verify of every table has run".into(),
                 "run `migrate verify` while follow runs (or pass --no-verify-check to accept the risk)",
             ),
             Some(v) if v["identical"] != true => plan.block(
@@ -131,6 +131,14 @@ pub async fn check(
                     plan.block(
                         format!("the last clean verify is from {at}, older than --verify-max-age"),
                         "run `migrate verify` again",
+                    );
+                }
+                // keys changed since are proved at cutover; a DDL cannot be proved by keys
+                let from = v["touched_from"].as_i64().unwrap_or(i64::MAX);
+                if store.touched_ddl_seq()? > from {
+                    plan.block(
+                        "a DDL was applied on the target since the last verify (its effect cannot be proved by the keys changed since)".into(),
+                        "run `migrate verify` again (or `migrate cutover --verify`)",
                     );
                 }
             }

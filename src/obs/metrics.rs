@@ -33,7 +33,7 @@ pub const FAMILIES: &[(&str, Type, &str)] = &[
     ("migrate_verify_differences_total", Type::Counter, "Differing rows found by verify."),
     ("migrate_verify_rows_total", Type::Counter, "Rows compared by verify."),
     ("migrate_verify_pause_seconds_total", Type::Counter, "Seconds the target was held at a verify round's GTID (the follower's pause)."),
-    ("migrate_cutover_step", Type::Gauge, "Cutover step: 0 none, 1 freeze, 2 drain, 3 catch_up, 4 prepare, 5 switch, 6 switched."),
+    ("migrate_cutover_step", Type::Gauge, "Cutover step: 0 none, 1 freeze, 2 drain, 3 catch_up, 4 prove, 5 prepare, 6 switch, 7 switched."),
     ("migrate_throttled", Type::Gauge, "1 while follow pauses reading because the source is busy (--max-source-load)."),
 ];
 
@@ -186,15 +186,121 @@ pub fn render() -> String {
     out
 }
 
-/// Serve `GET /metrics` on `addr` until the process ends.
-pub async fn serve(addr: &str) -> crate::error::Result<()> {
+/// The series' current values (a copy), for the probes.
+fn snapshot() -> BTreeMap<String, f64> {
+    series().lock().map(|s| s.clone()).unwrap_or_default()
+}
+
+/// The phase whose `migrate_phase` series is 1, if any.
+fn current_phase(series: &BTreeMap<String, f64>) -> Option<&'static str> {
+    ["snapshot_copy", "catch_up", "follow", "stopped"]
+        .into_iter()
+        .find(|p| series.get(&key("migrate_phase", &[("phase", p)])) == Some(&1.0))
+}
+
+/// `/healthz`: live while `migrate_up` is 1 (the verb runs and its connections work); not
+/// while it is 0 (follow reconnecting after a lost connection). The liveness probe's
+/// failureThreshold decides how long an outage may last before the pod is restarted.
+/// (ok, one-line reason)
+pub fn health(series: &BTreeMap<String, f64>) -> (bool, String) {
+    match series.get("migrate_up") {
+        Some(v) if *v == 1.0 => (true, "ok".into()),
+        Some(_) => (
+            false,
+            "migrate_up 0: reconnecting to the source or target".into(),
+        ),
+        None => (false, "migrate_up not set: the verb has not started".into()),
+    }
+}
+
+/// `/readyz`: ready to be relied on, by verb.
+/// - follow: `migrate_up` 1, phase follow (or catch_up, `--until-caught-up`), and
+///   `migrate_follow_lag_seconds` below `max_lag` (`--ready-max-lag`);
+/// - snapshot: `migrate_up` 1 and the copy running (phase snapshot_copy, or its catch_up
+///   replay); not before the copy starts (schema) nor once it has stopped;
+/// - verify, cutover: `migrate_up` 1 (no bound applies).
+///
+/// (ready, one-line reason)
+pub fn readiness(verb: &str, series: &BTreeMap<String, f64>, max_lag: f64) -> (bool, String) {
+    let (live, why) = health(series);
+    if !live {
+        return (false, why);
+    }
+    let phase = current_phase(series);
+    match verb {
+        "follow" => {
+            if !matches!(phase, Some("follow" | "catch_up")) {
+                return (
+                    false,
+                    format!("follow not streaming (phase {})", phase.unwrap_or("none")),
+                );
+            }
+            let lag = series
+                .get("migrate_follow_lag_seconds")
+                .copied()
+                .unwrap_or(0.0);
+            if lag < max_lag {
+                (true, format!("ready: lag {lag:.1} s < {max_lag} s"))
+            } else {
+                (
+                    false,
+                    format!("lag {lag:.1} s >= --ready-max-lag {max_lag} s"),
+                )
+            }
+        }
+        "snapshot" => match phase {
+            Some(p @ ("snapshot_copy" | "catch_up")) => (true, format!("ready: {p}")),
+            p => (
+                false,
+                format!("snapshot not copying (phase {})", p.unwrap_or("none")),
+            ),
+        },
+        _ => (true, format!("ready: {verb} running")),
+    }
+}
+
+/// What the metrics server answers to one request line: (status line, content type, body).
+fn respond(request: &str, verb: &str, max_lag: f64) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let mut words = request.split_whitespace();
+    let method = words.next().unwrap_or("");
+    let path = words.next().unwrap_or("").split('?').next().unwrap_or("");
+    if method != "GET" && method != "HEAD" {
+        return ("405 Method Not Allowed", TEXT, "GET only\n".into());
+    }
+    let probe = |(ok, why): (bool, String)| {
+        (
+            if ok {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            },
+            TEXT,
+            format!("{why}\n"),
+        )
+    };
+    match path {
+        "/metrics" | "/" => ("200 OK", "text/plain; version=0.0.4", render()),
+        "/healthz" => probe(health(&snapshot())),
+        "/readyz" => probe(readiness(verb, &snapshot(), max_lag)),
+        _ => (
+            "404 Not Found",
+            TEXT,
+            "not found: /metrics, /healthz, /readyz\n".into(),
+        ),
+    }
+}
+
+/// Serve `GET /metrics`, `/healthz` and `/readyz` on `addr` until the process ends; `verb` and
+/// `max_lag` (`--ready-max-lag`) decide `/readyz` (see [`readiness`]).
+pub async fn serve(addr: &str, verb: &'static str, max_lag: f64) -> crate::error::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         crate::error::Error::usage(
             format!("--metrics-addr {addr}: {e}"),
             "pick a free host:port, e.g. 127.0.0.1:9187",
         )
     })?;
-    tracing::info!("metrics on http://{addr}/metrics");
+    tracing::info!("metrics on http://{addr}/metrics (probes /healthz, /readyz)");
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
@@ -202,12 +308,17 @@ pub async fn serve(addr: &str) -> crate::error::Result<()> {
             };
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
-                let _ = sock.read(&mut buf).await;
-                let body = render();
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let request = head.lines().next().unwrap_or("");
+                let (status, ctype, body) = respond(request, verb, max_lag);
+                let mut resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
+                if !request.starts_with("HEAD ") {
+                    resp.push_str(&body);
+                }
                 let _ = sock.write_all(resp.as_bytes()).await;
             });
         }
@@ -238,5 +349,82 @@ mod tests {
             let name = line.split(['{', ' ']).next().unwrap_or_default();
             assert!(FAMILIES.iter().any(|(n, _, _)| *n == name), "{line}");
         }
+    }
+
+    fn values(up: f64, phase: Option<&str>, lag: f64) -> BTreeMap<String, f64> {
+        let mut s = BTreeMap::new();
+        s.insert("migrate_up".to_string(), up);
+        for p in ["snapshot_copy", "catch_up", "follow", "stopped"] {
+            let v = if Some(p) == phase { 1.0 } else { 0.0 };
+            s.insert(key("migrate_phase", &[("phase", p)]), v);
+        }
+        s.insert("migrate_follow_lag_seconds".to_string(), lag);
+        s
+    }
+
+    #[test]
+    fn health_follows_up() {
+        assert_eq!(
+            health(&values(1.0, Some("follow"), 0.0)),
+            (true, "ok".into())
+        );
+        let (ok, why) = health(&values(0.0, Some("follow"), 0.0));
+        assert!(!ok && why.contains("reconnecting"), "{why}");
+        let (ok, why) = health(&BTreeMap::new());
+        assert!(!ok && why.contains("not started"), "{why}");
+    }
+
+    #[test]
+    fn readiness_by_verb() {
+        // follow: lag under the bound, up, streaming
+        assert!(readiness("follow", &values(1.0, Some("follow"), 0.0), 10.0).0);
+        assert!(readiness("follow", &values(1.0, Some("follow"), 9.9), 10.0).0);
+        assert!(readiness("follow", &values(1.0, Some("catch_up"), 1.0), 10.0).0);
+        let (ok, why) = readiness("follow", &values(1.0, Some("follow"), 10.0), 10.0);
+        assert!(
+            !ok && why.contains("lag 10.0 s >= --ready-max-lag 10 s"),
+            "{why}"
+        );
+        let (ok, why) = readiness("follow", &values(0.0, Some("follow"), 0.0), 10.0);
+        assert!(!ok && why.contains("migrate_up 0"), "{why}");
+        let (ok, why) = readiness("follow", &values(1.0, Some("stopped"), 0.0), 10.0);
+        assert!(!ok && why.contains("phase stopped"), "{why}");
+        let (ok, why) = readiness("follow", &values(1.0, None, 0.0), 10.0);
+        assert!(!ok && why.contains("phase none"), "{why}");
+        // one line each
+        assert!(!why.contains('\n'));
+        // snapshot: while copying or replaying its catch-up, whatever the lag
+        assert!(readiness("snapshot", &values(1.0, Some("snapshot_copy"), 99.0), 10.0).0);
+        assert!(readiness("snapshot", &values(1.0, Some("catch_up"), 0.0), 10.0).0);
+        assert!(!readiness("snapshot", &values(1.0, None, 0.0), 10.0).0);
+        assert!(!readiness("snapshot", &values(1.0, Some("stopped"), 0.0), 10.0).0);
+        assert!(!readiness("snapshot", &values(0.0, Some("snapshot_copy"), 0.0), 10.0).0);
+        // verify, cutover: up is enough
+        assert!(readiness("verify", &values(1.0, None, 50.0), 10.0).0);
+        assert!(!readiness("cutover", &values(0.0, None, 0.0), 10.0).0);
+    }
+
+    #[test]
+    fn routes() {
+        let (st, ct, body) = respond("GET /metrics HTTP/1.1", "follow", 10.0);
+        assert_eq!(st, "200 OK");
+        assert!(ct.contains("version=0.0.4"));
+        assert!(body.is_empty() || body.contains("# HELP"));
+        assert_eq!(
+            respond("GET /nope HTTP/1.1", "follow", 10.0).0,
+            "404 Not Found"
+        );
+        assert_eq!(
+            respond("POST /metrics HTTP/1.1", "follow", 10.0).0,
+            "405 Method Not Allowed"
+        );
+        let (st, _, body) = respond("GET /healthz?x=1 HTTP/1.1", "follow", 10.0);
+        assert!(st == "200 OK" || st == "503 Service Unavailable", "{st}");
+        assert!(
+            body.ends_with('\n') && body.lines().count() == 1,
+            "{body:?}"
+        );
+        let (st, _, _) = respond("GET /readyz HTTP/1.1", "follow", 10.0);
+        assert!(st == "200 OK" || st == "503 Service Unavailable", "{st}");
     }
 }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::obs::{metrics, progress};
 use crate::position::{Gtid, Position};
 use crate::state::{FollowStatus, Store};
+use crate::verify::touched::Touched;
 
 pub mod control;
 mod watch;
@@ -427,6 +428,8 @@ async fn follow_once(
     live.applied = pos.clone();
     let mut group = Group {
         applier: &mut applier,
+        store,
+        touched: Touched::default(),
         batch: Batch::default(),
         permits: Vec::new(),
         batch_pos: pos.clone(),
@@ -458,6 +461,9 @@ async fn follow_once(
 /// written inside the open target transaction, and the position after them.
 struct Group<'a> {
     applier: &'a mut Applier,
+    store: &'a Store,
+    /// The keys the group changes, recorded in the state store before it commits.
+    touched: Touched,
     batch: Batch,
     permits: Vec<OwnedSemaphorePermit>,
     batch_pos: Position,
@@ -475,6 +481,8 @@ impl Group<'_> {
             return Ok(());
         }
         self.applier.write_batch(&mut self.batch).await?;
+        self.store.touch(&self.touched)?;
+        self.touched.clear();
         self.applier
             .commit(&self.batch_pos, self.batch.last_ts)
             .await?;
@@ -561,6 +569,10 @@ async fn apply_loop(
             Msg::Idle => {}
             Msg::EarlyDdl(gtid, ddl, ack) => {
                 g.commit(pos, live).await?;
+                store.touch(&Touched {
+                    ddl: true,
+                    ..Default::default()
+                })?;
                 if g.in_part {
                     return Err(Error::definite(
                         format!("GTID {gtid}: DDL in the middle of a transaction larger than memory allows: {}", ddl.text),
@@ -588,6 +600,10 @@ async fn apply_loop(
             }
             Msg::Ddl(t, ack) => {
                 g.commit(pos, live).await?;
+                let mut touched = Touched::default();
+                touched.add(&t);
+                touched.ddl = true;
+                store.touch(&touched)?;
                 let before = g.batch_pos.clone();
                 let gtid = t.gtid;
                 let (t_ts, t_commit) = (t.timestamp, t.commit_estimate());
@@ -634,6 +650,7 @@ async fn apply_loop(
                     // changes (see `sets_savepoint`)
                     g.commit(pos, live).await?;
                 }
+                g.touched.add(&t);
                 g.applier.write_batch(&mut g.batch).await?;
                 // the batched transactions' rows are on the target now: their read-ahead
                 // budget goes back to the reader (the group cannot commit before this
@@ -649,6 +666,7 @@ async fn apply_loop(
             }
             Msg::Trx(t, permit) => {
                 let gtid = t.gtid;
+                g.touched.add(&t);
                 if t.needs_exact_apply() {
                     if t.sets_savepoint() {
                         g.commit(pos, live).await?;

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/003_runs.sql"),
     include_str!("../../migrations/004_verify.sql"),
     include_str!("../../migrations/005_verify_cursor_cutover_journal.sql"),
+    include_str!("../../migrations/006_touched_keys.sql"),
 ];
 
 /// How a verb's run ended (or that it still runs).
@@ -368,6 +369,96 @@ impl Store {
                 })
             })?;
             rows.collect()
+        })
+    }
+
+    /// Record keys about to be changed on the target (before the target transaction commits)
+    /// under the next sequence number; `ddl` marks that a DDL is about to run. One store
+    /// transaction.
+    pub fn touch(&self, keys: &crate::verify::touched::Touched) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let seq: i64 = tx
+                .query_row(
+                    "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'touched.seq'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0)
+                + 1;
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES ('touched.seq', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+                [seq.to_string()],
+            )?;
+            if keys.ddl {
+                tx.execute(
+                    "INSERT INTO meta(key, value) VALUES ('touched.ddl_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+                    [seq.to_string()],
+                )?;
+            }
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO touched_keys(db, tbl, key, seq) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT(db, tbl, key) DO UPDATE SET seq = ?4",
+                )?;
+                for ((db, tbl), ks) in &keys.tables {
+                    for k in ks {
+                        st.execute(rusqlite::params![db, tbl, k, seq])?;
+                    }
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// The sequence number of the last recorded group of touched keys (0: none yet).
+    pub fn touched_seq(&self) -> Result<i64> {
+        Ok(self
+            .get("touched.seq")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// The sequence number of the last DDL recorded as applied (0: none).
+    pub fn touched_ddl_seq(&self) -> Result<i64> {
+        Ok(self
+            .get("touched.ddl_seq")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// The keys touched after group `after` up to group `upto`, by table.
+    pub fn touched_between(
+        &self,
+        after: i64,
+        upto: i64,
+    ) -> Result<crate::verify::touched::Touched> {
+        let mut out = crate::verify::touched::Touched::default();
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT db, tbl, key FROM touched_keys WHERE seq > ?1 AND seq <= ?2 ORDER BY db, tbl, key",
+            )?;
+            let rows = st.query_map([after, upto], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })?;
+            for r in rows {
+                let (db, tbl, key) = r?;
+                out.tables.entry((db, tbl)).or_default().insert(key);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Forget the keys last touched at or before group `upto` (a full verify covered them).
+    pub fn forget_touched(&self, upto: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM touched_keys WHERE seq <= ?1", [upto])
+                .map(|_| ())
         })
     }
 

@@ -149,13 +149,26 @@ pub fn boundary(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>, n: u64) -
 /// Every row's key and each column's canonical encoding in a range, in key order (narrowing a
 /// small differing range: the rows are hashed and compared on the bastion).
 pub fn row_images(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>) -> String {
+    row_images_where(t, &range(t, lo, hi))
+}
+
+/// Each row's key and column encodings at exactly these keys (cutover's proof of the keys
+/// changed since the last verify).
+pub fn row_images_at(t: &Table, keys: &[Vec<Value>]) -> String {
+    let conds: Vec<String> = keys
+        .iter()
+        .map(|k| format!("({})", key_equals(t, k)))
+        .collect();
+    row_images_where(t, &format!(" WHERE {}", conds.join(" OR ")))
+}
+
+fn row_images_where(t: &Table, filter: &str) -> String {
     let cols: Vec<String> = t.columns.iter().map(column_encoding).collect();
     format!(
-        "SELECT {}, {} FROM {}{} ORDER BY {}",
+        "SELECT {}, {} FROM {}{filter} ORDER BY {}",
         key_select(t),
         cols.join(", "),
         t.quoted(),
-        range(t, lo, hi),
         order_by(t)
     )
 }

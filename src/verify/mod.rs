@@ -12,6 +12,7 @@
 
 pub mod digest;
 pub mod schema;
+pub mod touched;
 
 use crate::config::Endpoint;
 use crate::db::retry::{Backoff, BOUNDED_ATTEMPTS};
@@ -156,16 +157,11 @@ struct RowImage {
 }
 
 /// Every row of a range with each column's canonical encoding, in key order.
-async fn row_images(
-    conn: &mut Conn,
-    t: &Table,
-    lo: Option<&[crate::value::Value]>,
-    hi: Option<&[crate::value::Value]>,
-) -> Result<Vec<RowImage>> {
+async fn row_images(conn: &mut Conn, t: &Table, sql: &str) -> Result<Vec<RowImage>> {
     use sha2::{Digest as _, Sha256};
     let keys: Vec<crate::schema::Column> = t.key.iter().map(|&i| t.columns[i].clone()).collect();
     let mut out = Vec::new();
-    for mut r in raw_rows(conn, &digest::row_images(t, lo, hi)).await? {
+    for mut r in raw_rows(conn, sql).await? {
         let columns: Vec<Vec<u8>> = r
             .split_off(keys.len().min(r.len()))
             .into_iter()
@@ -196,10 +192,12 @@ async fn narrow(
     src: &mut Conn,
     tgt: &mut Conn,
     t: &Table,
-    lo: Option<&[crate::value::Value]>,
-    hi: Option<&[crate::value::Value]>,
+    images_sql: &str,
 ) -> Result<Vec<(Vec<crate::value::Value>, DiffKind, Vec<String>)>> {
-    let (a, b) = tokio::join!(row_images(src, t, lo, hi), row_images(tgt, t, lo, hi));
+    let (a, b) = tokio::join!(
+        row_images(src, t, images_sql),
+        row_images(tgt, t, images_sql)
+    );
     let (a, b) = (a?, b?);
     let lit = |k: &[crate::value::Value]| format!("{:?}", key_text(t, k));
     let bmap: BTreeMap<String, &RowImage> = b.iter().map(|r| (lit(&r.key), r)).collect();
@@ -368,7 +366,15 @@ async fn narrow_range(
     let mut work = vec![(lo, hi, rows)];
     while let Some((lo, hi, (na, nb))) = work.pop() {
         if na.max(nb) <= NARROW_ROWS {
-            out.extend(narrow(src, tgt, t, lo.as_deref(), hi.as_deref()).await?);
+            out.extend(
+                narrow(
+                    src,
+                    tgt,
+                    t,
+                    &digest::row_images(t, lo.as_deref(), hi.as_deref()),
+                )
+                .await?,
+            );
             continue;
         }
         // split by the side with more rows (an extra block on the target is split too)
