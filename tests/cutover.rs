@@ -724,3 +724,110 @@ fn rollback_after_the_switch_brings_back_the_targets_writes() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// A rollback after the switch that fails (the reverse follow is not running) opens the target
+/// again; then a rollback killed at each of its journal steps in turn never leaves both
+/// servers writable, and `--rollback` run again continues it: the source ends with every
+/// order, identical to the target by mariadb-dump.
+#[test]
+fn a_rollback_killed_at_every_step_continues() {
+    let s = setup_with(
+        "rk",
+        &[
+            "--log-bin=mysql-bin",
+            "--binlog-format=ROW",
+            "--binlog-row-image=FULL",
+        ],
+    );
+    let dir = s.state.parent().expect("dir").to_path_buf();
+    let switched = dir.join("switched");
+    let app = App::start(s.src.port, switched.clone());
+    std::thread::sleep(Duration::from_millis(800));
+    let hook = format!("echo \"$MIGRATE_TARGET_PORT\" > {}", switched.display());
+    let out = cutover(&s, &["--switch-command", &hook], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nfollow: {}",
+        stderr(&out),
+        std::fs::read_to_string(&s.follow_log).unwrap_or_default()
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let committed = app.finish();
+    let back = format!("echo \"$MIGRATE_SOURCE_PORT\" > {}", switched.display());
+    let rollback = |env: &[(&str, &str)]| {
+        cutover(
+            &s,
+            &[
+                "--rollback",
+                "--rollback-command",
+                &back,
+                "--max-downtime",
+                "2",
+            ],
+            env,
+        )
+    };
+
+    // no reverse follow yet: the rollback aborts and the target is the primary again
+    let out = rollback(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("follow --reverse"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!read_only(&s.dst) && read_only(&s.src));
+
+    let reverse_log = dir.join("reverse.log");
+    let mut reverse = migrate_cmd(
+        &s.src.url(),
+        &s.dst.url(),
+        &s.state,
+        &["follow", "--reverse"],
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&reverse_log).expect("log"))
+    .spawn()
+    .expect("reverse follow");
+    for at in [
+        "back_freeze:started",
+        "back_freeze:done",
+        "back_drain:started",
+        "back_drain:done",
+        "back_catch_up:started",
+        "back_catch_up:done",
+        "back_switch:started",
+    ] {
+        let out = rollback(&[("MIGRATE_CUTOVER_CRASH_AT", at)]);
+        assert!(
+            out.status.code().is_none(),
+            "{at}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        assert!(
+            read_only(&s.src) || read_only(&s.dst),
+            "{at}: both servers writable"
+        );
+    }
+    let out = rollback(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nreverse: {}",
+        stderr(&out),
+        std::fs::read_to_string(&reverse_log).unwrap_or_default()
+    );
+    assert!(!read_only(&s.src) && read_only(&s.dst));
+    let st = reverse.wait().expect("reverse");
+    assert!(
+        st.success(),
+        "{}",
+        std::fs::read_to_string(&reverse_log).unwrap_or_default()
+    );
+    assert_committed_once(&s.src, &committed, "after the rollback");
+    assert_eq!(s.src.dump_data("shop"), s.dst.dump_data("shop"));
+    let j = status(&s);
+    assert_eq!(j["cutover"]["state"], "rolled_back_after_switch", "{j}");
+}

@@ -170,12 +170,17 @@ pub async fn rollback(r: &Rollback<'_>, src: &mut Conn, tgt: &mut Conn) -> Resul
         ));
     }
     let rev = Store::open(&path)?;
-    let done: Vec<String> = r
-        .forward
-        .journal_of(r.id)?
-        .into_iter()
+    // the steps done by the rollback under way: those after the last aborted one (an aborted
+    // rollback opened the target again, so the next starts from its freeze)
+    let journal = r.forward.journal_of(r.id)?;
+    let since_abort = journal
+        .iter()
+        .rposition(|e| e.step == "back_abort")
+        .map_or(0, |i| i + 1);
+    let done: Vec<String> = journal[since_abort..]
+        .iter()
         .filter(|e| e.state == "done")
-        .map(|e| e.step)
+        .map(|e| e.step.clone())
         .collect();
     let is_done = |s: &str| done.iter().any(|d| d == s);
     if !is_done("back_freeze") {

@@ -380,7 +380,9 @@ impl Store {
             return Ok(());
         }
         self.with(|c| {
-            let tx = c.unchecked_transaction()?;
+            // a write lock from the start: a read upgraded to a write fails at once (no busy
+            // wait) when another process wrote in between
+            let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
             let seq: i64 = tx
                 .query_row(
                     "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'touched.seq'",
