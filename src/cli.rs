@@ -137,9 +137,15 @@ pub struct CutoverArgs {
     pub copy_users: bool,
     /// Do not prepare the way back. By default, when the target's binlog is ROW with full
     /// images and the engine's source account has READ ONLY ADMIN, the switch sets up reverse
-    /// replication (target -> source; run it with `migrate follow --reverse`)
+    /// replication (target -> source, `migrate follow --reverse`; see --reverse-follow)
     #[arg(long)]
     pub no_reverse: bool,
+    /// How the reverse follow runs after the switch: `spawn` starts `migrate follow --reverse`
+    /// in the background on this host (log next to the state file, `<state>.reverse.log`);
+    /// `manual` leaves it to you (e.g. a Deployment in Kubernetes, where a process started by
+    /// the cutover Job would end with its pod)
+    #[arg(long, default_value = "spawn", value_parser = ["spawn", "manual"])]
+    pub reverse_follow: String,
     /// With --rollback after the switch: shell command that points the application back at the
     /// source (MIGRATE_SOURCE_HOST, MIGRATE_SOURCE_PORT set); must exit 0 once it has
     #[arg(long)]

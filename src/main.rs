@@ -88,6 +88,7 @@ fn main() {
                     target: ctx.source.clone(),
                     filter: ctx.filter.clone(),
                     state_path: cutover::reverse::state_path(&ctx.state_path),
+                    global: ctx.global.clone(),
                 };
                 if !rctx.state_path.exists() {
                     Err(error::Error::usage(

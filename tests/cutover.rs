@@ -186,7 +186,9 @@ fn read_only(s: &Server) -> bool {
 }
 
 fn cutover(s: &Setup, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut a = vec!["cutover", "--copy-users"];
+    // the reverse follow is started by the tests that use it (a spawned one would outlive a
+    // test that does not roll back)
+    let mut a = vec!["cutover", "--copy-users", "--reverse-follow", "manual"];
     a.extend_from_slice(args);
     let mut c = migrate_cmd(&s.src.url(), &s.dst.url(), &s.state, &a);
     for (k, v) in env {
@@ -635,27 +637,39 @@ fn rollback_after_the_switch_brings_back_the_targets_writes() {
     let app = App::start(s.src.port, switched.clone());
     std::thread::sleep(Duration::from_millis(1000));
     let hook = format!("echo \"$MIGRATE_TARGET_PORT\" > {}", switched.display());
-    let out = cutover(&s, &["--switch-command", &hook], &[]);
+    // the cutover starts the reverse follow itself
+    let out = cutover(
+        &s,
+        &["--switch-command", &hook, "--reverse-follow", "spawn"],
+        &[],
+    );
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(log.contains("follow --reverse"), "{log}");
+    assert!(log.contains("the way back runs"), "{log}");
+    let reverse_state = s.state.with_file_name("s.reverse.sqlite");
+    let reverse_status = || -> serde_json::Value {
+        let out = migrate(
+            &s.src.url(),
+            &s.dst.url(),
+            &reverse_state,
+            &["status", "--json"],
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| serde_json::Value::String(stderr(&out)))
+    };
+    assert_eq!(
+        reverse_status()["follow"]["state"],
+        "running",
+        "{}",
+        reverse_status()
+    );
     // the source is a replica now: no triggers, events disabled
     assert_eq!(
         s.src
             .sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'"),
         "0"
     );
-    let reverse_log = dir.join("reverse.log");
-    let mut reverse = migrate_cmd(
-        &s.src.url(),
-        &s.dst.url(),
-        &s.state,
-        &["follow", "--reverse"],
-    )
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&reverse_log).expect("log"))
-    .spawn()
-    .expect("reverse follow");
+    let reverse_log = PathBuf::from(format!("{}.log", reverse_state.display()));
     // the application writes to the target for a while (and a DDL happens there)
     std::thread::sleep(Duration::from_millis(2500));
     s.dst
@@ -674,10 +688,21 @@ fn rollback_after_the_switch_brings_back_the_targets_writes() {
     assert!(!read_only(&s.src) && read_only(&s.dst), "{log}");
     std::thread::sleep(Duration::from_millis(1000));
     let committed = app.finish();
-    let st = reverse.wait().expect("reverse");
+    // the spawned reverse follow was told to stop and ends cleanly
+    let t = Instant::now();
+    while reverse_status()["follow"]["state"] == "running" {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "the reverse follow did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let runs = reverse_status();
     assert!(
-        st.success(),
-        "{}",
+        !std::fs::read_to_string(&reverse_log)
+            .unwrap_or_default()
+            .contains("ERROR"),
+        "{runs}\n{}",
         std::fs::read_to_string(&reverse_log).unwrap_or_default()
     );
     // every committed order (source, then target, then source again) once on the source

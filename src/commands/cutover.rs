@@ -295,6 +295,29 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
     };
     store.end_run("cutover", Outcome::Ok, None)?;
     report.outcome = "switched".into();
+    if opts.reverse {
+        let reverse = cutover::reverse::state_path(&ctx.state_path);
+        if args.reverse_follow == "spawn" {
+            match spawn_reverse_follow(ctx).await {
+                Ok(pid) => {
+                    println!(
+                        "the way back runs: `migrate follow --reverse` (pid {pid}, log {}.log, state {})",
+                        reverse.display(),
+                        reverse.display()
+                    );
+                    report.reverse_follow_pid = Some(pid);
+                }
+                Err(e) => tracing::error!(
+                    "the reverse follow did not start: {e}; start it yourself: migrate follow --reverse (same --state), or the source falls behind the target"
+                ),
+            }
+        } else {
+            println!(
+                "start the way back now: migrate follow --reverse (same --state; it keeps {} current)",
+                reverse.display()
+            );
+        }
+    }
     let fields = serde_json::to_value(&report).unwrap_or_default();
     if let Some(path) = &args.report {
         std::fs::write(
@@ -415,4 +438,91 @@ async fn prove_before_freeze(
     store.set("cutover.proved_seq", &upto.to_string())?;
     store.set("cutover.proved_keys_before_freeze", &proof.keys.to_string())?;
     Ok(())
+}
+
+/// Start `migrate follow --reverse` in the background (its own process group, so it outlives
+/// this cutover and a Ctrl-C in its terminal), with the same global options passed through the
+/// environment (passwords stay off every command line), its log in `<reverse state>.log`.
+/// Returns its pid once its run is recorded as running in the reverse state file.
+async fn spawn_reverse_follow(ctx: &Context) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let reverse = cutover::reverse::state_path(&ctx.state_path);
+    let log_path = std::path::PathBuf::from(format!("{}.log", reverse.display()));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| {
+            Error::definite(
+                format!("cannot open {}: {e}", log_path.display()),
+                "make the state file's directory writable",
+            )
+        })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::definite(format!("cannot find this binary: {e}"), "run it yourself"))?;
+    let g = &ctx.global;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["follow", "--reverse"]);
+    for pattern in &g.exclude {
+        cmd.arg("--exclude").arg(pattern);
+    }
+    let vars: [(&str, Option<std::ffi::OsString>); 8] = [
+        ("MIGRATE_SOURCE", g.source.clone().map(Into::into)),
+        ("MIGRATE_TARGET", g.target.clone().map(Into::into)),
+        (
+            "MIGRATE_SOURCE_PASSWORD_FILE",
+            g.source_password_file.clone().map(Into::into),
+        ),
+        (
+            "MIGRATE_TARGET_PASSWORD_FILE",
+            g.target_password_file.clone().map(Into::into),
+        ),
+        ("MIGRATE_STATE", Some(ctx.state_path.clone().into())),
+        ("MIGRATE_CONFIG", g.config.clone().map(Into::into)),
+        ("MIGRATE_LOG_FORMAT", g.log_format.clone().map(Into::into)),
+        (
+            "MIGRATE_DATABASES",
+            (!g.databases.is_empty()).then(|| g.databases.join(",").into()),
+        ),
+    ];
+    for (k, v) in vars {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    // the forward follow may still hold the metrics port while it stops
+    cmd.env_remove("MIGRATE_METRICS_ADDR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::definite(format!("cannot start it: {e}"), "run it yourself"))?;
+    let pid = child.id();
+    // reap it if it ends while we wait (then say why); otherwise leave it running
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = tail.lines().last().unwrap_or("").to_string();
+            return Err(Error::definite(
+                format!("it exited ({status}): {last}"),
+                "start it yourself once the cause is fixed",
+            ));
+        }
+        if let Ok(rev) = crate::state::Store::open(&reverse) {
+            let running = rev.runs()?.iter().any(|r| {
+                r.verb == "follow" && r.outcome == crate::state::Outcome::Running && !r.died()
+            });
+            if running {
+                return Ok(pid);
+            }
+        }
+        if started.elapsed() > std::time::Duration::from_secs(15) {
+            return Ok(pid);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -21,6 +21,8 @@ pub struct Context {
     pub target: Option<Endpoint>,
     pub filter: Filter,
     pub state_path: PathBuf,
+    /// The global options as given (a verb that starts another migrate passes them on).
+    pub global: Global,
 }
 
 /// Run a verb that changes something (`snapshot`, `follow`): the state file is locked for it
@@ -112,6 +114,7 @@ impl Context {
                 .state
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("migrate-state.sqlite")),
+            global: g.clone(),
         })
     }
     pub fn source(&self) -> Result<&Endpoint> {

@@ -81,6 +81,8 @@ pub struct Report {
     pub rows_verified: Option<u64>,
     pub prepared: Option<prepare::Prepared>,
     pub error: Option<String>,
+    /// The reverse follow started after the switch (`--reverse-follow spawn`).
+    pub reverse_follow_pid: Option<u32>,
 }
 
 /// Test hook: `MIGRATE_CUTOVER_CRASH_AT=step:state` aborts the process right after the journal
