@@ -23,19 +23,26 @@
 #   scripts/bench.sh cascade    follow catch-up of parent deletes and key changes whose ON DELETE /
 #                               ON UPDATE CASCADE the applier performs (the binlog does not carry
 #                               them) vs a native replica (whose InnoDB runs them)
+#   scripts/bench.sh wan        the same two comparisons through scripts/wan-proxy.py (the team's
+#                               VPN: BENCH_RTT_MS 20, BENCH_MBIT 200; 4 x 100k rows): migrate
+#                               snapshot (defaults, and with ?compress=true) vs the best of mydumper
+#                               -t 2 with and without --compress-protocol (+ myloader -t 2, local);
+#                               follow catch-up of a backlog vs native replicas reading through the
+#                               link (slave_compressed_protocol off and on)
 # Sizes: BENCH_TABLES (4), BENCH_ROWS (250000 per table), BENCH_EVENTS (25000 write trx = ~100k row events),
 #        BENCH_PARENTS (20000 single-row parent transactions for cascade).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-what=${1:?usage: scripts/bench.sh snapshot|follow|verify|cutover|cascade}
+what=${1:?usage: scripts/bench.sh snapshot|follow|verify|cutover|cascade|wan}
 tables=${BENCH_TABLES:-4}; rows=${BENCH_ROWS:-250000}; events=${BENCH_EVENTS:-25000}
 [ "$what" = cutover ] && rows=${BENCH_ROWS:-20000}
+[ "$what" = wan ] && rows=${BENCH_ROWS:-100000}
 scripts/install-deps.sh bench
 cargo build --release --quiet
 bin=$root/target/release/migrate
 export MIGRATE_RUN_DIR=$root/.run/bench
-for s in src dst rep1 rep4 $(for r in $(seq 1 9); do echo peer$r ours$r; done); do scripts/mariadb.sh stop $s 2>/dev/null || true; done
+for s in src dst dstc rep1 rep1c rep4c $(for r in $(seq 1 9); do echo peer$r ours$r; done); do scripts/mariadb.sh stop $s 2>/dev/null || true; done
 rm -rf "$MIGRATE_RUN_DIR"
 src_opts=(--server-id=1 --log-bin=mysql-bin --binlog-format=ROW --binlog-row-image=FULL --gtid-strict-mode=1)
 scripts/mariadb.sh start src 14306 "${src_opts[@]}"
@@ -283,12 +290,101 @@ cutover_bench() {
     "$rounds" "$(median "${ours_all[@]}")" "$(max "${ours_all[@]}")" "$(median "${native_all[@]}")" "$(max "${native_all[@]}")"
 }
 
+wan_bench() {
+  # the source is reached only through the simulated VPN (port 14399); targets are local
+  local rtt=${BENCH_RTT_MS:-20} mbit=${BENCH_MBIT:-200} rounds=${BENCH_ROUNDS:-3} via=14399
+  python3 "$root/scripts/wan-proxy.py" $via 127.0.0.1:14306 --rtt-ms "$rtt" --mbit "$mbit" &
+  local proxy=$!
+  trap "kill $proxy 2>/dev/null || true" EXIT
+  sleep 0.5
+  echo "== link: ${rtt} ms round trip, ${mbit} Mbit/s per direction"
+  local plain=() packed=() ours=() oursz=()
+  median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+  peer_run() { # server name, port, extra mydumper flags...
+    local name=$1 port=$2; shift 2
+    scripts/mariadb.sh start "$name" $port --server-id=2 --skip-log-bin >/dev/null
+    local out=$MIGRATE_RUN_DIR/dump$r t0 t1 t2
+    sync; t0=$(now)
+    mydumper -h 127.0.0.1 -P $via -u root -t 2 -B sbtest -o "$out" "$@" >/dev/null 2>&1
+    t1=$(now)
+    myloader -h 127.0.0.1 -P $port -u root -t 2 -d "$out" -B sbtest >/dev/null 2>&1
+    t2=$(now)
+    rm -rf "$out"; scripts/mariadb.sh stop "$name" >/dev/null; rm -rf "$MIGRATE_RUN_DIR/$name"
+    echo "$t2 - $t0" | bc
+  }
+  ours_run() { # server name, port, URL options
+    local name=$1 port=$2
+    scripts/mariadb.sh start "$name" $port --server-id=3 --skip-log-bin >/dev/null
+    local t0 t1
+    sync; t0=$(now)
+    MIGRATE_STATE=$MIGRATE_RUN_DIR/wan$r-$port.sqlite "$bin" --source "mysql://root@127.0.0.1:$via$3" \
+      --target mysql://root@127.0.0.1:$port --databases sbtest snapshot >/dev/null 2>&1
+    t1=$(now)
+    for i in $(seq 1 "$tables"); do
+      a=$(q 14306 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2); b=$(q $port -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2)
+      [ "$a" = "$b" ] || { echo "sbtest$i differs after migrate snapshot over the link" >&2; exit 1; }
+    done
+    scripts/mariadb.sh stop "$name" >/dev/null; rm -rf "$MIGRATE_RUN_DIR/$name"
+    echo "$t1 - $t0" | bc
+  }
+  for r in $(seq 1 "$rounds"); do
+    plain+=("$(peer_run peer$r 14331)"); packed+=("$(peer_run peerz$r 14332 --compress-protocol)")
+    ours+=("$(ours_run ours$r 14333 "")"); oursz+=("$(ours_run oursz$r 14334 "?compress=true")")
+    echo "round $r: mydumper+myloader ${plain[-1]} s, with --compress-protocol ${packed[-1]} s; migrate snapshot ${ours[-1]} s, with ?compress=true ${oursz[-1]} s"
+  done
+  local p1 p2 best o1 o2
+  p1=$(median "${plain[@]}"); p2=$(median "${packed[@]}"); o1=$(median "${ours[@]}"); o2=$(median "${oursz[@]}")
+  best=$(echo "if ($p1 < $p2) $p1 else $p2" | bc -l)
+  printf 'RESULT wan snapshot (%d rounds, medians): migrate defaults %.2f s (ratio %.3f), ?compress=true %.2f s (ratio %.3f); best peer %.2f s (mydumper plain %.2f s, --compress-protocol %.2f s) (goal <= 0.67)\n' \
+    "$rounds" "$o1" "$(echo "$o1 / $best" | bc -l)" "$o2" "$(echo "$o2 / $best" | bc -l)" "$best" "$p1" "$p2"
+
+  echo "== follow catch-up over the link"
+  scripts/mariadb.sh start dst 14307 --server-id=2 --log-bin=mysql-bin >/dev/null
+  scripts/mariadb.sh start dstc 14310 --server-id=5 --log-bin=mysql-bin >/dev/null
+  scripts/mariadb.sh start rep1 14308 --server-id=3 --log-bin=mysql-bin --log-slave-updates >/dev/null
+  scripts/mariadb.sh start rep1c 14309 --server-id=4 --log-bin=mysql-bin --log-slave-updates --slave-compressed-protocol=1 >/dev/null
+  scripts/mariadb.sh start rep4c 14311 --server-id=6 --log-bin=mysql-bin --log-slave-updates --slave-compressed-protocol=1 \
+    --slave-parallel-threads=4 --slave-parallel-mode=optimistic >/dev/null
+  local g0; g0=$(q 14306 -e "SELECT @@gtid_binlog_pos")
+  for p in 14308 14309 14311; do
+    q $p -e "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$via, MASTER_USER='root', MASTER_USE_GTID=slave_pos; START SLAVE"
+    wait_replica $p "$g0"; q $p -e "STOP SLAVE"
+  done
+  # the copies are taken on the local side (the catch-up is what is measured)
+  MIGRATE_STATE=$MIGRATE_RUN_DIR/wf.sqlite "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:14307 \
+    --databases sbtest snapshot >/dev/null 2>&1
+  MIGRATE_STATE=$MIGRATE_RUN_DIR/wfc.sqlite "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:14310 \
+    --databases sbtest snapshot >/dev/null 2>&1
+  echo "backlog: sysbench oltp_write_only, $events transactions, 2 threads, nothing applying"
+  sb oltp_write_only --threads=2 --events="$events" --time=0 run >/dev/null
+  local goal; goal=$(q 14306 -e "SELECT @@gtid_binlog_pos")
+  local t0 t1 f1 f2 n1 n2 n4
+  t0=$(now); MIGRATE_STATE=$MIGRATE_RUN_DIR/wf.sqlite "$bin" --source mysql://root@127.0.0.1:$via --target mysql://root@127.0.0.1:14307 \
+    --databases sbtest follow --until-caught-up >/dev/null 2>&1; t1=$(now); f1=$(echo "$t1 - $t0" | bc)
+  t0=$(now); MIGRATE_STATE=$MIGRATE_RUN_DIR/wfc.sqlite "$bin" --source "mysql://root@127.0.0.1:$via?compress=true" --target mysql://root@127.0.0.1:14310 \
+    --databases sbtest follow --until-caught-up >/dev/null 2>&1; t1=$(now); f2=$(echo "$t1 - $t0" | bc)
+  t0=$(now); q 14308 -e "START SLAVE"; wait_replica 14308 "$goal"; t1=$(now); n1=$(echo "$t1 - $t0" | bc)
+  t0=$(now); q 14309 -e "START SLAVE"; wait_replica 14309 "$goal"; t1=$(now); n2=$(echo "$t1 - $t0" | bc)
+  t0=$(now); q 14311 -e "START SLAVE"; wait_replica 14311 "$goal"; t1=$(now); n4=$(echo "$t1 - $t0" | bc)
+  for port in 14307 14310; do
+    for i in $(seq 1 "$tables"); do
+      a=$(q 14306 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2); b=$(q $port -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2)
+      [ "$a" = "$b" ] || { echo "sbtest$i differs after migrate follow over the link ($port)" >&2; exit 1; }
+    done
+  done
+  local bestn; bestn=$(printf '%s\n' "$n1" "$n2" "$n4" | sort -g | head -1)
+  printf 'RESULT wan follow catch-up: migrate defaults %.2f s, ?compress=true %.2f s; native 1 thread %.2f s, compressed %.2f s, compressed + 4 parallel threads %.2f s; speed-up of migrate defaults vs best native %.2fx (goal >= 2)\n' \
+    "$f1" "$f2" "$n1" "$n2" "$n4" "$(echo "$bestn / $f1" | bc -l)"
+  kill $proxy 2>/dev/null || true
+}
+
 case "$what" in
   verify) verify_bench ;;
   cutover) cutover_bench ;;
   snapshot) snapshot_bench ;;
   follow) follow_bench ;;
   cascade) cascade_bench ;;
-  *) echo "usage: $0 snapshot|follow|verify|cutover|cascade" >&2; exit 2 ;;
+  wan) wan_bench ;;
+  *) echo "usage: $0 snapshot|follow|verify|cutover|cascade|wan" >&2; exit 2 ;;
 esac
-for s in src dst rep1 rep4; do scripts/mariadb.sh stop $s 2>/dev/null || true; done
+for s in src dst dstc rep1 rep1c rep4c rep4; do scripts/mariadb.sh stop $s 2>/dev/null || true; done

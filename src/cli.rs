@@ -140,6 +140,12 @@ pub struct CutoverArgs {
     /// replication (target -> source, `migrate follow --reverse`; see --reverse-follow)
     #[arg(long)]
     pub no_reverse: bool,
+    /// The target's own read replica (a native MariaDB replica of the target), URL as
+    /// --target (password from MIGRATE_TARGET_REPLICA_PASSWORD, else the target's): the
+    /// cutover waits, within --max-downtime, until it has applied everything the target has
+    /// before opening the target (repeatable)
+    #[arg(long, value_name = "URL")]
+    pub target_replica: Vec<String>,
     /// How the reverse follow runs after the switch: `spawn` starts `migrate follow --reverse`
     /// in the background on this host (log next to the state file, `<state>.reverse.log`);
     /// `manual` leaves it to you (e.g. a Deployment in Kubernetes, where a process started by

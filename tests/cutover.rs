@@ -856,3 +856,100 @@ fn a_rollback_killed_at_every_step_continues() {
     let j = status(&s);
     assert_eq!(j["cutover"]["state"], "rolled_back_after_switch", "{j}");
 }
+
+/// The target's own native read replica ends identical to the target after snapshot, follow
+/// (rows, a DDL, a keyless table) and cutover: nothing the engine writes bypasses the target's
+/// binlog (statement-or-row MIXED, the target's default). `--target-replica` is checked at
+/// preflight (a stopped replica blocks) and waited for before the target opens.
+#[test]
+fn the_targets_replica_ends_identical_to_it() {
+    let src = Server::source("tr-src");
+    let dst = Server::start("tr-dst", &["--log-bin=mysql-bin"]);
+    let rep = Server::start(
+        "tr-rep",
+        &[
+            "--log-bin=mysql-bin",
+            "--log-slave-updates",
+            "--read-only=1",
+        ],
+    );
+    rep.sql(&format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+         MASTER_USE_GTID=slave_pos; START SLAVE",
+        dst.port
+    ));
+    src.script(SCHEMA.as_bytes());
+    src.sql(
+        "CREATE TABLE shop.log (at DATETIME(6), what BLOB, amount DECIMAL(12,4)) ENGINE=InnoDB; \
+         INSERT INTO shop.log VALUES ('2026-01-01 00:00:00.5', 0x00FF, 1.5), ('0000-00-00 00:00:00', NULL, -2.25)",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "shop"],
+    ));
+    dst.sql("SET GLOBAL read_only = ON");
+    let follow_log = dir.path().join("follow.log");
+    let follow = start_follow(&src, &dst, &state, &follow_log);
+    let s = Setup {
+        src,
+        dst,
+        _dir: dir,
+        state,
+        follow,
+        follow_log,
+    };
+    let out = migrate(&s.src.url(), &s.dst.url(), &s.state, &["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let switched = s.state.with_file_name("switched");
+    let app = App::start(s.src.port, switched.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    s.src.sql(
+        "CREATE TABLE shop.notes (txt VARCHAR(20) CHARACTER SET euckr) ENGINE=InnoDB; \
+         INSERT INTO shop.notes VALUES (X'C7D1B1DB'), (X'C7D1B1DB'); \
+         UPDATE shop.log SET amount = amount * 2; DELETE FROM shop.log WHERE what IS NULL",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // a stopped replica blocks the cutover at preflight
+    rep.sql("STOP SLAVE");
+    let rep_url = rep.url();
+    let out = cutover(&s, &["--dry-run", "--target-replica", &rep_url], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("replication is stopped"), "{text}");
+    rep.sql("START SLAVE");
+    let hook = format!("echo \"$MIGRATE_TARGET_PORT\" > {}", switched.display());
+    let out = cutover(
+        &s,
+        &[
+            "--switch-command",
+            &hook,
+            "--target-replica",
+            &rep_url,
+            "--verify",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("replica(s) reached GTID"),
+        "{}",
+        stderr(&out)
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let committed = app.finish();
+    assert_committed_once(&s.dst, &committed, "target");
+    let at = s.dst.sql("SELECT @@global.gtid_binlog_pos");
+    assert_eq!(
+        rep.sql(&format!("SELECT MASTER_GTID_WAIT('{at}', 30)")),
+        "0",
+        "replica: {}",
+        rep.sql("SHOW SLAVE STATUS")
+    );
+    assert_eq!(s.dst.dump_data("shop"), rep.dump_data("shop"));
+    assert_eq!(s.dst.dump_schema("shop"), rep.dump_schema("shop"));
+    assert_eq!(s.dst.dump_data("_migrate"), rep.dump_data("_migrate"));
+}

@@ -61,7 +61,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
         let end = text[at..]
             .find(|c: char| !ident(c))
             .map_or(text.len(), |e| at + e);
-        if starts_word {
+        // (a bare `migrate_` is the prefix, not a name)
+        if starts_word && end > at + "migrate_".len() {
             out.insert(text[at..end].to_string());
         }
         i = end.max(at + 1);
@@ -164,25 +165,44 @@ fn bare(token: &str) -> &str {
     token.trim_matches(|c: char| "`'\"(),;:".contains(c))
 }
 
-/// Check a shell command line that runs `migrate`: the options after the `migrate` token
-/// (up to `|`, `&&` or `;`) against the help of the verb named there.
+/// Check the commands that run `migrate` in a line: the options after each `migrate` in
+/// command position (first on the line, after `--`, `&&`, `;`, `|`, `exec`, `sudo`, or opening
+/// inline code) up to the end of that command, against the help of the verb named there.
+/// False if the line has no such command.
 fn check_command_line(line: &str, helps: &Helps, at: &str) -> bool {
     let tokens: Vec<&str> = line.split_whitespace().collect();
-    let Some(start) = tokens.iter().position(|t| bare(t) == "migrate") else {
-        return false;
-    };
-    let cmd: Vec<&str> = tokens[start + 1..]
-        .iter()
-        .copied()
-        .take_while(|t| !matches!(*t, "|" | "&&" | ";" | "||"))
+    let separator = |t: &str| matches!(t, "|" | "&&" | ";" | "||");
+    let starts: Vec<usize> = (0..tokens.len())
+        .filter(|&i| {
+            bare(tokens[i]) == "migrate"
+                && (i == 0
+                    || tokens[i].starts_with('`')
+                    || separator(tokens[i - 1])
+                    || matches!(tokens[i - 1], "--" | "exec" | "sudo" | "$" | "#"))
+        })
         .collect();
-    let verb = cmd.iter().map(|t| bare(t)).find(|t| VERBS.contains(t));
-    for t in &cmd {
-        if let Some(f) = flag_of(t) {
-            helps.check(verb, &f, at);
+    for &start in &starts {
+        let mut cmd = Vec::new();
+        if !tokens[start].ends_with('`') {
+            // (`migrate` alone is a name, not a command)
+            for t in &tokens[start + 1..] {
+                if separator(t) || bare(t) == "migrate" {
+                    break;
+                }
+                cmd.push(*t);
+                if t.trim_end_matches([',', ')', ';', '.', ':']).ends_with('`') {
+                    break;
+                }
+            }
+        }
+        let verb = cmd.iter().map(|t| bare(t)).find(|t| VERBS.contains(t));
+        for t in &cmd {
+            if let Some(f) = flag_of(t) {
+                helps.check(verb, &f, at);
+            }
         }
     }
-    true
+    !starts.is_empty()
 }
 
 /// The items of each `args:` list of a manifest (commented-out items included: they must
@@ -316,28 +336,28 @@ fn manifests_use_real_flags() {
         }
     }
     for v in ["snapshot", "follow"] {
-        assert!(verbs_seen.contains(v), "no manifest runs {v}: {verbs_seen:?}");
+        assert!(
+            verbs_seen.contains(v),
+            "no manifest runs {v}: {verbs_seen:?}"
+        );
     }
 }
 
-/// The commands in docs/kubernetes.md's code blocks that run migrate use real options.
+/// The migrate commands in docs/kubernetes.md (code blocks and inline code) use real options.
 #[test]
 fn doc_commands_use_real_flags() {
     let helps = Helps::new();
     let doc = read("docs/kubernetes.md");
-    let mut in_code = false;
     let mut checked = 0;
     for (n, line) in doc.lines().enumerate() {
-        if line.trim_start().starts_with("```") {
-            in_code = !in_code;
-            continue;
-        }
-        if in_code && check_command_line(line, &helps, &format!("docs/kubernetes.md:{}", n + 1))
-        {
+        if check_command_line(line, &helps, &format!("docs/kubernetes.md:{}", n + 1)) {
             checked += 1;
         }
     }
-    assert!(checked >= 3, "few migrate commands found in docs/kubernetes.md");
+    assert!(
+        checked >= 5,
+        "few migrate commands found in docs/kubernetes.md"
+    );
 }
 
 /// The ConfigMap's config file is one the binary accepts (every key a real option), and the
@@ -397,7 +417,10 @@ fn manifests_agree_with_config_and_image() {
         );
     }
     let docker = read("Dockerfile");
-    assert!(docker.contains("\nEXPOSE 9187\n"), "Dockerfile: EXPOSE 9187");
+    assert!(
+        docker.contains("\nEXPOSE 9187\n"),
+        "Dockerfile: EXPOSE 9187"
+    );
     assert!(
         docker.contains("\nENTRYPOINT [\"migrate\"]\n"),
         "Dockerfile: ENTRYPOINT"
@@ -461,7 +484,10 @@ fn manifests_agree_with_config_and_image() {
     let k = read("deploy/k8s/kustomization.yaml");
     for l in k.lines().filter_map(|l| l.trim().strip_prefix("- ")) {
         if l.ends_with(".yaml") {
-            assert!(root().join("deploy/k8s").join(l).exists(), "kustomization: {l}");
+            assert!(
+                root().join("deploy/k8s").join(l).exists(),
+                "kustomization: {l}"
+            );
         }
     }
 }
@@ -548,7 +574,10 @@ fn grafana_dashboard() {
         missing.is_empty(),
         "families without a panel in deploy/grafana-dashboard.json: {missing:?}"
     );
-    assert_known("deploy/grafana-dashboard.json (any text)", &metric_names(&text));
+    assert_known(
+        "deploy/grafana-dashboard.json (any text)",
+        &metric_names(&text),
+    );
 
     // PromQL: the panels' queries with Grafana's variables replaced
     let dir = tempdir();
@@ -559,7 +588,10 @@ fn grafana_dashboard() {
     let mut n = 0;
     for p in panels {
         let title = p["title"].as_str().unwrap_or("?").to_string();
-        assert!(ids.insert(p["id"].as_i64().expect("id")), "duplicate id: {title}");
+        assert!(
+            ids.insert(p["id"].as_i64().expect("id")),
+            "duplicate id: {title}"
+        );
         let g = &p["gridPos"];
         let (x, y, w, h) = (
             g["x"].as_i64().expect("x"),
@@ -595,7 +627,10 @@ fn grafana_dashboard() {
     }
     let file = dir.path().join("dashboard-rules.yaml");
     std::fs::write(&file, rules).expect("write");
-    promtool_ok(&["check", "rules", file.to_str().expect("path")], dir.path());
+    promtool_ok(
+        &["check", "rules", file.to_str().expect("path")],
+        dir.path(),
+    );
 }
 
 fn http_status(resp: &str) -> u16 {
@@ -673,7 +708,10 @@ fn probes_and_scrape_of_a_running_follow() {
 
     src.sql("UPDATE app.t SET v = 1 WHERE id = 1");
     wait_for("applied", 30, || {
-        dst.try_sql("SELECT v FROM app.t WHERE id = 1").ok().as_deref() == Some("1")
+        dst.try_sql("SELECT v FROM app.t WHERE id = 1")
+            .ok()
+            .as_deref()
+            == Some("1")
     });
     let m = http_get(port, "/metrics");
     assert_eq!(http_status(&m), 200);

@@ -44,6 +44,18 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
         kill_writers: args.kill_writers,
         max_downtime: seconds("max-downtime", args.max_downtime)?,
         switch_command: args.switch_command.clone(),
+        target_replicas: args
+            .target_replica
+            .iter()
+            .map(|u| {
+                let mut e = crate::config::Endpoint::parse("target-replica", u)?;
+                let inherited = std::env::var("MIGRATE_TARGET_REPLICA_PASSWORD")
+                    .ok()
+                    .or_else(|| target.password.clone());
+                e.resolve_password(inherited, None)?;
+                Ok(e)
+            })
+            .collect::<Result<Vec<_>>>()?,
         reverse: false,
         state_path: ctx.state_path.clone(),
     };
@@ -51,7 +63,8 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
     let (mut src, mut tgt) = cutover::connect(source, target).await?;
 
     if args.dry_run {
-        let plan = preflight::check(&store, &mut src, &mut tgt, &dbs, &limits(args)?).await?;
+        let plan =
+            preflight::check(&store, &mut src, &mut tgt, &dbs, &limits(args, &opts)?).await?;
         print_plan(&plan);
         return Ok(if plan.ready() { 0 } else { 1 });
     }
@@ -200,7 +213,8 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
     }
     if !args.resume {
         // a fresh cutover: readiness first
-        let plan = preflight::check(&store, &mut src, &mut tgt, &dbs, &limits(args)?).await?;
+        let plan =
+            preflight::check(&store, &mut src, &mut tgt, &dbs, &limits(args, &opts)?).await?;
         store.journal(
             &id,
             "preflight",
@@ -219,7 +233,7 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
             );
         }
         let plan = if args.copy_users {
-            preflight::check(&store, &mut src, &mut tgt, &dbs, &limits(args)?).await?
+            preflight::check(&store, &mut src, &mut tgt, &dbs, &limits(args, &opts)?).await?
         } else {
             plan
         };
@@ -347,8 +361,9 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn limits(args: &CutoverArgs) -> Result<preflight::Limits> {
+fn limits(args: &CutoverArgs, opts: &cutover::Options) -> Result<preflight::Limits> {
     Ok(preflight::Limits {
+        target_replicas: opts.target_replicas.clone(),
         max_lag: args.max_lag,
         verify_max_age: seconds("verify-max-age-hours", args.verify_max_age_hours * 3600.0)?,
         verify_check: !args.no_verify_check,

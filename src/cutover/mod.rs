@@ -24,6 +24,7 @@
 
 pub mod preflight;
 pub mod prepare;
+pub mod replica;
 pub mod reverse;
 
 use crate::db::{self, Session};
@@ -47,6 +48,8 @@ pub struct Options {
     pub kill_writers: bool,
     pub max_downtime: Duration,
     pub switch_command: Option<String>,
+    /// The target's native read replicas: the switch waits until they have what the target has.
+    pub target_replicas: Vec<crate::config::Endpoint>,
     /// Set up the way back (target -> source) at the switch.
     pub reverse: bool,
     /// The forward state file's path (the reverse one lives next to it).
@@ -258,6 +261,13 @@ pub async fn run(
         last = Instant::now();
     };
 
+    // the target's replicas, connected before anything freezes
+    let mut replicas = Vec::new();
+    if !is_done("switch") {
+        for r in &opts.target_replicas {
+            replicas.push(replica::connect(r).await?);
+        }
+    }
     // the connections the proof reads with, opened before anything freezes
     let mut readers = if is_done("prove") {
         None
@@ -422,6 +432,20 @@ pub async fn run(
             tracing::info!(
                 "way back prepared from target GTID {at}: run `migrate follow --reverse` ({})",
                 path.display()
+            );
+        }
+        if !replicas.is_empty() {
+            // the target's own replicas have everything it has (the last rows, the prepared
+            // triggers and counters) before the application reaches the target
+            let at = db::query_one(tgt, "SELECT @@global.gtid_binlog_pos")
+                .await?
+                .unwrap_or_default();
+            for (conn, ep) in replicas.iter_mut().zip(&opts.target_replicas) {
+                replica::wait(conn, ep, &at, freeze.remaining()).await?;
+            }
+            tracing::info!(
+                "the target's {} replica(s) reached GTID {at}",
+                replicas.len()
             );
         }
         if let Some(cmd) = &opts.switch_command {

@@ -56,6 +56,8 @@ impl Plan {
 }
 
 pub struct Limits {
+    /// `--target-replica`: each must be replicating from the target.
+    pub target_replicas: Vec<crate::config::Endpoint>,
     pub max_lag: f64,
     pub verify_max_age: Duration,
     pub verify_check: bool,
@@ -139,6 +141,23 @@ pub async fn check(
                     plan.block(
                         "a DDL was applied on the target since the last verify (its effect cannot be proved by the keys changed since)".into(),
                         "run `migrate verify` again (or `migrate cutover --verify`)",
+                    );
+                }
+            }
+        }
+    }
+    // the target's own replicas, waited for at the switch
+    for r in &limits.target_replicas {
+        match super::replica::connect(r).await {
+            Err(e) => plan.block(
+                format!("--target-replica {}: cannot connect: {e}", r.address()),
+                "check the URL and MIGRATE_TARGET_REPLICA_PASSWORD",
+            ),
+            Ok(mut conn) => {
+                if let Some(why) = super::replica::not_replicating(&mut conn).await? {
+                    plan.block(
+                        format!("--target-replica {}: {why}", r.address()),
+                        "START SLAVE on it (replicating from the target) and fix what it reports",
                     );
                 }
             }

@@ -74,6 +74,7 @@ fn opts(ep: &Endpoint, tls: bool) -> OptsBuilder {
         // never refuse a large row on the client side: the servers' own limits apply
         .max_allowed_packet(Some(1 << 30))
         .ssl_opts(if tls { ssl_opts(ep, false) } else { None })
+        .compression(ep.compress.map(mysql_async::Compression::new))
 }
 
 /// Open a connection with the session settings `s`. Errors name the server and the fix.
