@@ -73,6 +73,15 @@ pub struct Global {
         value_name = "SECONDS"
     )]
     pub ready_max_lag: f64,
+    /// Slack-compatible incoming webhook (http:// or https://): phase changes, cutover steps,
+    /// verify verdicts, results and errors are POSTed to it as {"text": ...}
+    #[arg(
+        long,
+        env = "MIGRATE_NOTIFY_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub notify_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -67,6 +67,12 @@ fn main() {
             cli::Verb::Cutover(_) => Some("cutover"),
             _ => None,
         };
+        if let Some(url) = &cli.global.notify_url {
+            // `status` is polled: it never notifies
+            if !matches!(cli.verb, cli::Verb::Status(_)) {
+                obs::notify::init(url, verb_name(&cli.verb))?;
+            }
+        }
         if let (Some(verb), Some(addr)) = (long_running, &cli.global.metrics_addr) {
             obs::metrics::init_verb(verb);
             match obs::metrics::serve(addr, verb, cli.global.ready_max_lag).await {
@@ -110,6 +116,14 @@ fn main() {
             cli::Verb::Status(a) => commands::status::run(&ctx, a).await,
         }
     });
+    if let Err(e) = &code {
+        obs::notify::send(
+            "error",
+            &format!("failed: {e}"),
+            serde_json::json!({ "error": e.what, "fix": e.hint }),
+        );
+    }
+    runtime.block_on(obs::notify::flush(std::time::Duration::from_secs(5)));
     let code = match code {
         Ok(c) => c,
         Err(e) => {
@@ -124,4 +138,16 @@ fn main() {
     };
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     std::process::exit(code);
+}
+
+fn verb_name(v: &cli::Verb) -> &'static str {
+    match v {
+        cli::Verb::Check(_) => "check",
+        cli::Verb::Snapshot(_) => "snapshot",
+        cli::Verb::Follow(a) if a.reverse => "follow --reverse",
+        cli::Verb::Follow(_) => "follow",
+        cli::Verb::Verify(_) => "verify",
+        cli::Verb::Cutover(_) => "cutover",
+        cli::Verb::Status(_) => "status",
+    }
 }

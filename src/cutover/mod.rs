@@ -119,6 +119,11 @@ impl Cutover<'_> {
     fn done(&self, step: &str, detail: serde_json::Value) -> Result<()> {
         self.store
             .journal(&self.id, step, "done", &detail.to_string())?;
+        crate::obs::notify::send(
+            "cutover_step",
+            &format!("cutover {}: step {step} done {detail}", self.id),
+            json!({ "cutover_id": self.id, "step": step, "detail": detail }),
+        );
         crash_point(step, "done");
         Ok(())
     }

@@ -26,6 +26,8 @@ pub async fn not_replicating(conn: &mut Conn) -> Result<Option<String>> {
             "it is not a replica (no replication configured)".into(),
         ));
     }
+    // a multi-source replica: one running connection is enough (it may be the target's)
+    let mut why = Vec::new();
     for r in rows {
         let get = |k: &str| -> String {
             r.get_opt::<Option<String>, _>(k)
@@ -43,16 +45,16 @@ pub async fn not_replicating(conn: &mut Conn) -> Result<Option<String>> {
             .filter(|e| !e.is_empty())
             .collect::<Vec<_>>()
             .join("; ");
-        return Ok(Some(format!(
+        why.push(format!(
             "replication is stopped (IO {io}, SQL {sql}){}",
             if err.is_empty() {
                 String::new()
             } else {
                 format!(": {err}")
             }
-        )));
+        ));
     }
-    Ok(None)
+    Ok(Some(why.join("; ")))
 }
 
 /// Wait until the replica has applied `gtid` (the target's whole `gtid_binlog_pos`), at most

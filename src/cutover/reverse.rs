@@ -155,6 +155,13 @@ pub struct Rollback<'a> {
 
 fn step(r: &Rollback, name: &str, state: &str, detail: serde_json::Value) -> Result<()> {
     r.forward.journal(r.id, name, state, &detail.to_string())?;
+    if state == "done" {
+        crate::obs::notify::send(
+            "cutover_step",
+            &format!("rollback of cutover {}: step {name} done {detail}", r.id),
+            serde_json::json!({ "cutover_id": r.id, "step": name, "detail": detail }),
+        );
+    }
     super::crash_point(name, state);
     Ok(())
 }

@@ -124,6 +124,7 @@ pub fn init_verb(verb: &str) {
 
 /// Set the phase gauge: 1 for `phase`, 0 for the others.
 pub fn phase(phase: &str) {
+    super::notify::phase(phase);
     for p in ["snapshot_copy", "catch_up", "follow", "stopped"] {
         set(
             "migrate_phase",

@@ -1,6 +1,7 @@
 //! Observability: log set-up, progress display, Prometheus metrics.
 
 pub mod metrics;
+pub mod notify;
 pub mod progress;
 
 use std::io::IsTerminal;
@@ -34,6 +35,7 @@ pub fn init_logging(format: &str) {
 /// A verb's result on stdout: `text` as a line, or with `--log-format json` the fields as one
 /// JSON object (`{"result": kind, ...}`), so machine-read output is never mixed with text.
 pub fn result(kind: &str, fields: serde_json::Value, text: &str) {
+    notify::send("result", text, fields.clone());
     if json() {
         let mut obj = serde_json::Map::new();
         obj.insert("result".into(), serde_json::Value::String(kind.into()));

@@ -157,6 +157,13 @@ pub async fn follow(
                     backoff.reset();
                 }
                 let delay = backoff.delay(&e).unwrap_or(Duration::from_secs(10));
+                if live.up || live.status.reconnects == 0 {
+                    crate::obs::notify::send(
+                        "error",
+                        &format!("connection lost, reconnecting: {e}"),
+                        serde_json::json!({ "error": e.what, "transient": true }),
+                    );
+                }
                 live.up = false;
                 metrics::set("migrate_up", &[], 0.0);
                 live.status.reconnects += 1;
@@ -424,6 +431,16 @@ async fn follow_once(
     let reader_at = live.reader_at.clone();
     let budget = Arc::new(Semaphore::new(READ_AHEAD_KIB as usize));
     let task = tokio::spawn(read_ahead(reader, cache, tx, budget, reader_at.clone()));
+    if !live.up && live.status.reconnects > 0 {
+        crate::obs::notify::send(
+            "recovered",
+            &format!(
+                "reconnected after {} attempt(s); applying from {pos}",
+                live.status.reconnects
+            ),
+            serde_json::json!({ "reconnects": live.status.reconnects }),
+        );
+    }
     live.up = true;
     live.applied = pos.clone();
     let mut group = Group {
