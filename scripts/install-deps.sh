@@ -3,7 +3,7 @@
 # client from Debian, openssl for the TLS test; with "bench", also mydumper, sysbench and
 # percona-toolkit. Skips what is already installed.
 set -euo pipefail
-want=(mariadb-server mariadb-client openssl time)
+want=(mariadb-server mariadb-client openssl time prometheus)
 if [ "${1:-}" = bench ]; then want+=(mydumper sysbench percona-toolkit); fi
 missing=()
 for p in "${want[@]}"; do
