@@ -171,7 +171,7 @@ fn server_hint(code: u16) -> Option<&'static str> {
         1045 => "check the user name and password (MIGRATE_SOURCE_PASSWORD / --source-password-file)",
         1044 | 1142 | 1143 | 1227 | 1370 => "grant the missing privilege; `migrate check` prints the GRANT statements",
         1049 => "the database does not exist: check --databases",
-        1236 => "the binlog position is gone from the source (purged); run `migrate snapshot` again from scratch with a new --state",
+        1236 => "the source's binlog no longer (or never) holds the transactions after the checkpoint: purged, or a promoted replica whose binlog (log_slave_updates) starts later; point --source at a server whose binlog has them, or run `migrate snapshot` again with a new --state",
         _ => return None,
     })
 }

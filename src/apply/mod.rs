@@ -102,6 +102,11 @@ impl Applier {
         })
     }
 
+    /// Replace the horizons (none apply once the snapshot's last read is applied).
+    pub fn set_horizons(&mut self, horizons: Arc<Horizons>) {
+        self.horizons = horizons;
+    }
+
     /// The position stored by the last applied group, if any.
     pub fn checkpoint(&self) -> Option<Position> {
         self.position.clone()

@@ -405,9 +405,20 @@ async fn follow_once(
         .await
         .map_err(|e| e.context("source"))?;
     let defaults = Arc::new(SourceDefaults::read(&mut mon).await?);
-    let horizons = Arc::new(store.horizons()?);
+    let mut horizons = Arc::new(store.horizons()?);
     let mut applier = Applier::connect(target, &opts.migration, horizons.clone(), defaults).await?;
     let mut pos = applier.checkpoint().unwrap_or_else(|| start.clone());
+    // the horizons are binlog positions of the server the snapshot read: once the target has
+    // the GTID past the last of them, no event to come is in a copy, and positions of another
+    // server (a promoted replica after a failover, the primary after a snapshot read from its
+    // replica) must never be compared with them
+    let high = store
+        .get("snapshot.gtid_past_horizons")?
+        .unwrap_or_default();
+    if !high.is_empty() && pos.contains(&Position::parse(&high)?) {
+        horizons = Arc::new(Default::default());
+        applier.set_horizons(horizons.clone());
+    }
     if matches!(opts.until, Until::CaughtUp) && live.goal.is_none() {
         live.goal = Some(monitor::source_position(&mut mon).await?);
         tracing::info!(

@@ -30,6 +30,24 @@ pub async fn create_database(conn: &mut Conn, db: &str) -> Result<String> {
     Ok(ddl.replacen("CREATE DATABASE ", "CREATE DATABASE IF NOT EXISTS ", 1))
 }
 
+/// `SHOW CREATE TABLE` of `db.table` (to send with other queries in one round trip).
+pub fn create_table_sql(db: &str, table: &str) -> String {
+    format!("SHOW CREATE TABLE {}", quote::table(db, table))
+}
+
+/// The definition in the result set of `create_table_sql`.
+pub fn create_table_from(rows: Vec<Vec<Option<String>>>, db: &str, table: &str) -> Result<String> {
+    rows.into_iter()
+        .next()
+        .and_then(|r| r.into_iter().nth(1).flatten())
+        .ok_or_else(|| {
+            Error::definite(
+                format!("`{}` returned nothing", create_table_sql(db, table)),
+                "check the grants of the source user",
+            )
+        })
+}
+
 pub async fn create_table(conn: &mut Conn, db: &str, table: &str) -> Result<String> {
     show_create(
         conn,

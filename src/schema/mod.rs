@@ -225,15 +225,35 @@ pub async fn list_databases(conn: &mut Conn) -> Result<Vec<String>> {
 
 /// Describe one table. Unknown column types are an error naming the column.
 pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
+    // one round trip for the five queries (a describe over the VPN is otherwise five)
+    let sets = crate::db::query_sets(conn, &describe_queries(db, name).join("; ")).await?;
+    describe_from(db, name, sets)
+}
+
+/// The queries a description reads, to be sent in one round trip (`describe_from` reads
+/// their result sets).
+pub fn describe_queries(db: &str, name: &str) -> Vec<String> {
     let (qdb, qname) = (quote::string(db), quote::string(name));
-    let trows = query_strings(
-        conn,
-        &format!(
+    vec![
+        format!(
             "SELECT ENGINE, IFNULL(TABLE_ROWS,0), IFNULL(DATA_LENGTH,0), IFNULL(AVG_ROW_LENGTH,0), TABLE_TYPE FROM information_schema.TABLES \
              WHERE TABLE_SCHEMA = {qdb} AND TABLE_NAME = {qname}"
         ),
-    )
-    .await?;
+        format!(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE, IS_GENERATED, EXTRA \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {qdb} AND TABLE_NAME = {qname} ORDER BY ORDINAL_POSITION"
+        ),
+        unique_keys_sql(db, name),
+        children_sql(db, name),
+        own_foreign_keys_sql(db, name),
+    ]
+}
+
+/// The table described by the result sets of `describe_queries`.
+pub fn describe_from(db: &str, name: &str, sets: Vec<Vec<Vec<Option<String>>>>) -> Result<Table> {
+    let mut sets = sets.into_iter();
+    let mut next = || sets.next().unwrap_or_default();
+    let (trows, crows, keys, children, own) = (next(), next(), next(), next(), next());
     let t = trows.into_iter().next().ok_or_else(|| {
         Error::definite(
             format!("table {db}.{name} not found"),
@@ -245,14 +265,6 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let crows = query_strings(
-        conn,
-        &format!(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE, IS_GENERATED, EXTRA \
-             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {qdb} AND TABLE_NAME = {qname} ORDER BY ORDINAL_POSITION"
-        ),
-    )
-    .await?;
     let mut columns = Vec::new();
     for r in crows {
         let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
@@ -273,10 +285,10 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
             auto_increment: get(6).contains("auto_increment"),
         });
     }
-    let (key, key_name) = choose_key(conn, db, name, &columns).await?;
-    let (children, referenced_by_fk) = cascading_children(conn, db, name).await?;
+    let (key, key_name) = choose_key(keys, &columns);
+    let (children, referenced_by_fk) = cascading_children(children);
     let key_names: Vec<&str> = key.iter().map(|&i| columns[i].name.as_str()).collect();
-    let (moved, cascade_child) = own_foreign_keys(conn, db, name).await?;
+    let (moved, cascade_child) = own_foreign_keys(own);
     let key_moved_by_cascade = moved.iter().any(|c| key_names.contains(&c.as_str()));
     let table_type = t.get(4).cloned().flatten().unwrap_or_default();
     Ok(Table {
@@ -300,23 +312,18 @@ pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
 
 /// The primary key, else the first unique key whose columns are all NOT NULL and whole
 /// (no prefix), else none.
-async fn choose_key(
-    conn: &mut Conn,
-    db: &str,
-    name: &str,
-    columns: &[Column],
-) -> Result<(Vec<usize>, Option<String>)> {
-    let rows = query_strings(
-        conn,
-        &format!(
-            "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS \
-             WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND NON_UNIQUE = 0 \
-             ORDER BY INDEX_NAME = 'PRIMARY' DESC, INDEX_NAME, SEQ_IN_INDEX",
-            quote::string(db),
-            quote::string(name)
-        ),
+fn unique_keys_sql(db: &str, name: &str) -> String {
+    format!(
+        "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND NON_UNIQUE = 0 \
+         ORDER BY INDEX_NAME = 'PRIMARY' DESC, INDEX_NAME, SEQ_IN_INDEX",
+        quote::string(db),
+        quote::string(name)
     )
-    .await?;
+}
+
+/// The primary key, or else the first unique key whose columns are all NOT NULL and whole.
+fn choose_key(rows: Vec<Vec<Option<String>>>, columns: &[Column]) -> (Vec<usize>, Option<String>) {
     let mut indexes: Vec<(String, Vec<usize>, bool)> = Vec::new();
     for r in rows {
         let iname = r[0].clone().unwrap_or_default();
@@ -331,30 +338,31 @@ async fn choose_key(
             _ => indexes.push((iname, pos.into_iter().collect(), usable)),
         }
     }
-    Ok(indexes
+    indexes
         .into_iter()
         .find(|(_, _, ok)| *ok)
         .map(|(n, c, _)| (c, Some(n)))
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// Foreign keys of other tables referencing `db.name` with CASCADE or SET NULL actions, and
 /// whether any foreign key references it at all.
-async fn cascading_children(conn: &mut Conn, db: &str, name: &str) -> Result<(Vec<ChildFk>, bool)> {
-    let rows = query_strings(
-        conn,
-        &format!(
-            "SELECT rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, rc.DELETE_RULE, rc.UPDATE_RULE, \
-             k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME \
-             FROM information_schema.REFERENTIAL_CONSTRAINTS rc JOIN information_schema.KEY_COLUMN_USAGE k \
-             ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME \
-             WHERE rc.UNIQUE_CONSTRAINT_SCHEMA = {} AND rc.REFERENCED_TABLE_NAME = {} \
-             ORDER BY rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, k.ORDINAL_POSITION",
-            quote::string(db),
-            quote::string(name)
-        ),
+fn children_sql(db: &str, name: &str) -> String {
+    format!(
+        "SELECT rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, rc.DELETE_RULE, rc.UPDATE_RULE, \
+         k.COLUMN_NAME, k.REFERENCED_COLUMN_NAME \
+         FROM information_schema.REFERENTIAL_CONSTRAINTS rc JOIN information_schema.KEY_COLUMN_USAGE k \
+         ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME \
+         WHERE rc.UNIQUE_CONSTRAINT_SCHEMA = {} AND rc.REFERENCED_TABLE_NAME = {} \
+         ORDER BY rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+        quote::string(db),
+        quote::string(name)
     )
-    .await?;
+}
+
+/// The cascading foreign keys of other tables that reference this one, and whether any foreign
+/// key references it at all.
+fn cascading_children(rows: Vec<Vec<Option<String>>>) -> (Vec<ChildFk>, bool) {
     let mut out: Vec<(String, ChildFk)> = Vec::new();
     for r in rows {
         let g = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
@@ -379,29 +387,28 @@ async fn cascading_children(conn: &mut Conn, db: &str, name: &str) -> Result<(Ve
     }
     let referenced = !out.is_empty();
     let cascading = |r: &str| r == "CASCADE" || r == "SET NULL";
-    Ok((
+    (
         out.into_iter()
             .map(|(_, fk)| fk)
             .filter(|fk| cascading(&fk.on_delete) || cascading(&fk.on_update))
             .collect(),
         referenced,
-    ))
+    )
 }
 
 /// The foreign keys of `db.name` itself: (columns an ON UPDATE CASCADE can change, whether
 /// any of them has a CASCADE or SET NULL action).
-async fn own_foreign_keys(conn: &mut Conn, db: &str, name: &str) -> Result<(Vec<String>, bool)> {
-    let rows = query_strings(
-        conn,
-        &format!(
-            "SELECT k.COLUMN_NAME, rc.UPDATE_RULE, rc.DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS rc JOIN information_schema.KEY_COLUMN_USAGE k \
-             ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME \
-             WHERE rc.CONSTRAINT_SCHEMA = {} AND rc.TABLE_NAME = {}",
-            quote::string(db),
-            quote::string(name)
-        ),
+fn own_foreign_keys_sql(db: &str, name: &str) -> String {
+    format!(
+        "SELECT k.COLUMN_NAME, rc.UPDATE_RULE, rc.DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS rc JOIN information_schema.KEY_COLUMN_USAGE k \
+         ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME \
+         WHERE rc.CONSTRAINT_SCHEMA = {} AND rc.TABLE_NAME = {}",
+        quote::string(db),
+        quote::string(name)
     )
-    .await?;
+}
+
+fn own_foreign_keys(rows: Vec<Vec<Option<String>>>) -> (Vec<String>, bool) {
     let mut moved = Vec::new();
     let mut cascading = false;
     for r in rows {
@@ -416,5 +423,5 @@ async fn own_foreign_keys(conn: &mut Conn, db: &str, name: &str) -> Result<(Vec<
             cascading = true;
         }
     }
-    Ok((moved, cascading))
+    (moved, cascading)
 }

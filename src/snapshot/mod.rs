@@ -91,9 +91,24 @@ fn vanished(e: &Error) -> bool {
 pub async fn describe_stable(conn: &mut Conn, db: &str, name: &str) -> Result<(Table, String)> {
     let mut attempts = 0;
     loop {
-        let before = ddl::create_table(conn, db, name).await?;
-        let t = schema::describe(conn, db, name).await?;
-        let after = ddl::create_table(conn, db, name).await?;
+        // definition, description, definition again: one round trip
+        let mut queries = vec![ddl::create_table_sql(db, name)];
+        queries.extend(schema::describe_queries(db, name));
+        queries.push(ddl::create_table_sql(db, name));
+        let mut sets = db::query_sets(conn, &queries.join("; ")).await?;
+        if sets.len() != queries.len() {
+            return Err(Error::definite(
+                format!(
+                    "source: {} results for the {} queries describing {db}.{name}",
+                    sets.len(),
+                    queries.len()
+                ),
+                "report this bug",
+            ));
+        }
+        let after = ddl::create_table_from(sets.pop().unwrap_or_default(), db, name)?;
+        let before = ddl::create_table_from(std::mem::take(&mut sets[0]), db, name)?;
+        let t = schema::describe_from(db, name, sets.split_off(1))?;
         if before == after || attempts >= 10 {
             return Ok((t, after));
         }
@@ -642,6 +657,22 @@ pub async fn run(
     let (gtid_low, gtid_high) = gtid_range(&store, &mut src).await?;
     store.set("snapshot.gtid_low", &gtid_low)?;
     store.set("snapshot.gtid_high", &gtid_high)?;
+    // the GTID position past every horizon (positions of this server's binlog): once the
+    // target has it, follow compares no event with them (it may read another server by then)
+    let past = match store.horizons()?.last() {
+        Some(p) => db::query_one(
+            &mut src,
+            &format!(
+                "SELECT BINLOG_GTID_POS({}, {})",
+                quote::string(&p.file),
+                p.offset
+            ),
+        )
+        .await?
+        .unwrap_or_default(),
+        None => gtid_high.clone(),
+    };
+    store.set("snapshot.gtid_past_horizons", &past)?;
     let all = store.tables()?;
     Ok(Outcome {
         gtid_low,

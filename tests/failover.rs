@@ -1,0 +1,148 @@
+//! Source failover (issue 10): the on-prem primary fails over to its replica while follow runs
+//! under load; `follow --source NEW` resumes by GTID on the promoted replica and the target
+//! ends identical to it. A server that lacks transactions the target already applied (a replica
+//! that was behind) is refused with an error naming them.
+
+mod support;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn replica_of(name: &str, primary: &Server) -> Server {
+    let mut args = SOURCE_ARGS.to_vec();
+    args.push("--log-slave-updates");
+    let r = Server::start(name, &args);
+    r.sql(&format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+         MASTER_USE_GTID=slave_pos; START SLAVE",
+        primary.port
+    ));
+    r
+}
+
+fn caught_up(replica: &Server, gtid: &str) {
+    assert_eq!(
+        replica.sql(&format!("SELECT MASTER_GTID_WAIT('{gtid}', 60)")),
+        "0",
+        "{}: {}",
+        replica.name,
+        replica.sql("SHOW SLAVE STATUS")
+    );
+}
+
+/// Orders and stock updates, one transaction each, on the server at `port` until stopped.
+fn load(port: u16, from: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let s = Server::attach("load", port);
+        let mut id = from;
+        while !stop.load(Ordering::SeqCst) {
+            id += 1;
+            s.sql(&format!(
+                "BEGIN; INSERT INTO shop.orders VALUES ({id}, 'o{id}', NOW(6)); \
+                 UPDATE shop.stock SET n = n - 1 WHERE id = {}; COMMIT",
+                id % 10
+            ));
+        }
+        id
+    })
+}
+
+#[test]
+fn follow_resumes_on_a_promoted_replica() {
+    let mut primary = Server::source("fo-pri");
+    primary.sql(
+        "CREATE DATABASE shop; \
+         CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, ref VARCHAR(20), at DATETIME(6)); \
+         CREATE TABLE shop.stock (id INT PRIMARY KEY, n INT); \
+         INSERT INTO shop.stock SELECT seq, 1000 FROM seq_0_to_9",
+    );
+    let replica = replica_of("fo-rep", &primary);
+    let stale = replica_of("fo-stale", &primary);
+    let dst = Server::target("fo-dst");
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    assert_ok(&migrate(
+        &primary.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "shop"],
+    ));
+    let mut follow = migrate_cmd(&primary.url(), &dst.url(), &state, &["follow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("follow");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = load(primary.port, 0, stop.clone());
+    std::thread::sleep(Duration::from_millis(700));
+    // the stale replica stops here: it will lack what follows
+    stale.sql("STOP SLAVE");
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::SeqCst);
+    let last = writer.join().expect("load");
+    // the planned failover: the replica has everything, the primary goes away
+    let end = primary.sql("SELECT @@global.gtid_binlog_pos");
+    caught_up(&replica, &end);
+    let t = Instant::now();
+    while dst
+        .try_sql("SELECT COUNT(*) FROM shop.orders")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0)
+        < last / 2
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "follow applies nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    primary.stop();
+    replica.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF");
+    let _ = std::process::Command::new("kill")
+        .arg(follow.id().to_string())
+        .status();
+    let _ = follow.wait();
+    // the application goes on against the new primary
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = load(replica.port, last + 1000, stop.clone());
+    std::thread::sleep(Duration::from_millis(800));
+
+    // a server that lacks transactions the target applied is refused, naming them
+    let out = migrate(
+        &stale.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lacks transactions the target has"),
+        "{}",
+        stderr(&out)
+    );
+
+    // the promoted replica has them: follow resumes there by GTID
+    let mut follow = migrate_cmd(&replica.url(), &dst.url(), &state, &["follow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("follow on the new primary");
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().expect("load");
+    let out = migrate(&replica.url(), &dst.url(), &state, &["verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let _ = std::process::Command::new("kill")
+        .arg(follow.id().to_string())
+        .status();
+    assert!(follow.wait().expect("follow").success());
+    assert_eq!(replica.dump_data("shop"), dst.dump_data("shop"));
+}
