@@ -55,7 +55,7 @@ fn follow_resumes_on_a_promoted_replica() {
         "CREATE DATABASE shop; \
          CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, ref VARCHAR(20), at DATETIME(6)); \
          CREATE TABLE shop.stock (id INT PRIMARY KEY, n INT); \
-         INSERT INTO shop.stock SELECT seq, 1000 FROM seq_0_to_9",
+         INSERT INTO shop.stock SELECT seq, 1000 FROM shop.seq_0_to_9",
     );
     let replica = replica_of("fo-rep", &primary);
     let stale = replica_of("fo-stale", &primary);

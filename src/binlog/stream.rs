@@ -144,6 +144,36 @@ pub enum Item {
     EarlyDdl(String, Ddl),
 }
 
+/// The source must have every transaction the target already applied (after a failover to a
+/// replica that had not received all of them, the target is ahead of it): otherwise an error
+/// naming the missing GTIDs.
+pub async fn ensure_source_has(
+    conn: &mut Conn,
+    source: &Endpoint,
+    applied: &Position,
+) -> Result<()> {
+    let has = db::query_one(conn, "SELECT @@global.gtid_binlog_pos")
+        .await?
+        .unwrap_or_default();
+    let has = Position::parse(&has)?;
+    if has.contains(applied) {
+        return Ok(());
+    }
+    let missing: Vec<String> = applied
+        .gtids()
+        .filter(|g| !has.includes(g))
+        .map(|g| g.to_string())
+        .collect();
+    Err(Error::definite(
+        format!(
+            "source {}: its binlog ends at {has}, but the target already applied {applied} (missing here: {}): this server lacks transactions the target has",
+            source.address(),
+            missing.join(", ")
+        ),
+        "point --source at a server that has them (after a failover: a replica that was fully caught up); if they were lost with the old primary, take a new snapshot with a new --state",
+    ))
+}
+
 impl Reader {
     pub async fn connect(
         source: &Endpoint,
@@ -162,27 +192,7 @@ impl Reader {
                 "SET GLOBAL log_bin_compress=OFF on the source (events written while it was ON cannot be followed)",
             ));
         }
-        // the source must have every transaction the target already applied (after a failover
-        // to a replica that had not received all of them, the target is ahead of it)
-        let has = db::query_one(&mut conn, "SELECT @@global.gtid_binlog_pos")
-            .await?
-            .unwrap_or_default();
-        let has = Position::parse(&has)?;
-        if !has.contains(start) {
-            let missing: Vec<String> = start
-                .gtids()
-                .filter(|g| !has.includes(g))
-                .map(|g| g.to_string())
-                .collect();
-            return Err(Error::definite(
-                format!(
-                    "source {}: its binlog ends at {has}, but the target already applied {start} (missing here: {}): this server lacks transactions the target has",
-                    source.address(),
-                    missing.join(", ")
-                ),
-                "point --source at a server that has them (after a failover: a replica that was fully caught up); if they were lost with the old primary, take a new snapshot with a new --state",
-            ));
-        }
+        ensure_source_has(&mut conn, source, start).await?;
         let checksum = db::variable(&mut conn, "binlog_checksum")
             .await?
             .is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));

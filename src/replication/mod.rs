@@ -419,6 +419,7 @@ async fn follow_once(
         horizons = Arc::new(Default::default());
         applier.set_horizons(horizons.clone());
     }
+    crate::binlog::stream::ensure_source_has(&mut mon, source, &pos).await?;
     if matches!(opts.until, Until::CaughtUp) && live.goal.is_none() {
         live.goal = Some(monitor::source_position(&mut mon).await?);
         tracing::info!(
