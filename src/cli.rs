@@ -73,6 +73,26 @@ pub struct Global {
         value_name = "SECONDS"
     )]
     pub ready_max_lag: f64,
+    /// Read the snapshot from this replica of the source (GTID replica with
+    /// log_slave_updates, e.g. a staging replica): the source then only serves the binlog to
+    /// follow. Password from MIGRATE_SNAPSHOT_SOURCE_PASSWORD, else the source's. `check`
+    /// verifies the replica
+    #[arg(
+        long,
+        env = "MIGRATE_SNAPSHOT_SOURCE",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub snapshot_source: Option<String>,
+    /// With --snapshot-source: most replica lag (seconds) at which the snapshot starts
+    #[arg(
+        long,
+        env = "MIGRATE_MAX_REPLICA_LAG",
+        global = true,
+        default_value_t = 60
+    )]
+    pub max_replica_lag: u64,
     /// Slack-compatible incoming webhook (http:// or https://): phase changes, cutover steps,
     /// verify verdicts, results and errors are POSTed to it as {"text": ...}
     #[arg(

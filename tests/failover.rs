@@ -146,3 +146,116 @@ fn follow_resumes_on_a_promoted_replica() {
     assert!(follow.wait().expect("follow").success());
     assert_eq!(replica.dump_data("shop"), dst.dump_data("shop"));
 }
+
+/// `--snapshot-source`: the snapshot reads a GTID replica of the source (with
+/// log_slave_updates) while the source takes writes; the source serves none of the rows; follow
+/// then continues on the source by GTID and the copy verifies identical. A replica without
+/// log_slave_updates is reported by `check` and refused by `snapshot`.
+#[test]
+fn snapshot_from_a_replica_then_follow_the_source() {
+    let primary = Server::source("sr-pri");
+    primary.sql(
+        "CREATE DATABASE shop; \
+         CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, ref VARCHAR(250), at DATETIME(6)); \
+         CREATE TABLE shop.stock (id INT PRIMARY KEY, n INT); \
+         INSERT INTO shop.stock SELECT seq, 1000 FROM shop.seq_0_to_9; \
+         INSERT INTO shop.orders SELECT seq + 1000000, REPEAT('x', 240), NOW(6) FROM shop.seq_1_to_40000",
+    );
+    let replica = replica_of("sr-rep", &primary);
+    let bare = Server::start("sr-bare", SOURCE_ARGS);
+    bare.sql(&format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+         MASTER_USE_GTID=slave_pos; START SLAVE",
+        primary.port
+    ));
+    let pos = primary.sql("SELECT @@global.gtid_binlog_pos");
+    caught_up(&replica, &pos);
+    caught_up(&bare, &pos);
+    let dst = Server::target("sr-dst");
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+
+    let bare_url = bare.url();
+    let out = migrate(
+        &primary.url(),
+        &dst.url(),
+        &state,
+        &["check", "--snapshot-source", &bare_url],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("log_slave_updates is OFF"), "{text}");
+    let out = migrate(
+        &primary.url(),
+        &dst.url(),
+        &state,
+        &[
+            "snapshot",
+            "--databases",
+            "shop",
+            "--snapshot-source",
+            &bare_url,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("log_slave_updates is OFF"),
+        "{}",
+        stderr(&out)
+    );
+
+    let sent = || -> u64 {
+        primary
+            .sql("SHOW GLOBAL STATUS LIKE 'Bytes_sent'")
+            .split('\t')
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = load(primary.port, 0, stop.clone());
+    let before = sent();
+    let rep_url = replica.url();
+    let out = migrate(
+        &primary.url(),
+        &dst.url(),
+        &state,
+        &[
+            "snapshot",
+            "--databases",
+            "shop",
+            "--snapshot-source",
+            &rep_url,
+        ],
+    );
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("reading the snapshot from the replica"),
+        "{}",
+        stderr(&out)
+    );
+    let during = sent() - before;
+    stop.store(true, Ordering::SeqCst);
+    writer.join().expect("load");
+    // the rows (40000 x 250 bytes) came from the replica: the source sent far less
+    assert!(
+        during < 3_000_000,
+        "the source sent {during} bytes during the snapshot"
+    );
+    let out = migrate(
+        &primary.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up"],
+    );
+    assert_ok(&out);
+    let out = migrate(&primary.url(), &dst.url(), &state, &["verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert_eq!(primary.dump_data("shop"), dst.dump_data("shop"));
+}

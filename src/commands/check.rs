@@ -37,6 +37,21 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
             None
         }
     };
+    if let (Some(url), Some(src)) = (&ctx.global.snapshot_source, src.as_mut()) {
+        let replica = crate::db::replica::endpoint(url, source)?;
+        match db::connect(&replica, Session::Meta).await {
+            Ok(mut rep) => findings.extend(
+                crate::db::replica::findings(&mut rep, src, ctx.global.max_replica_lag).await?,
+            ),
+            Err(e) => findings.push(Finding::new(
+                Severity::Blocker,
+                "snapshot-source",
+                "connection",
+                e.what.clone(),
+                e.hint.clone(),
+            )),
+        }
+    }
     let mut dbs = Vec::new();
     let mut total_bytes = 0;
     let mut source_version = String::new();

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What every verb needs: the endpoints, the filter and the state store.
+#[derive(Clone)]
 pub struct Context {
     pub source: Option<Endpoint>,
     pub target: Option<Endpoint>,

@@ -8,6 +8,28 @@ use crate::obs::progress::human_bytes;
 use crate::snapshot::{self, Options};
 
 pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
+    // --snapshot-source: everything this verb reads (rows, schema, the catch-up's binlog) comes
+    // from the replica; its GTIDs are the source's, so follow continues on the source
+    let replica_ctx;
+    let ctx = match &ctx.global.snapshot_source {
+        Some(url) => {
+            let primary = ctx.source()?;
+            let replica = crate::db::replica::endpoint(url, primary)?;
+            crate::db::replica::connect_checked(&replica, primary, ctx.global.max_replica_lag)
+                .await?;
+            tracing::info!(
+                "reading the snapshot from the replica {} (the source serves only the binlog to follow)",
+                replica.address()
+            );
+            ctx.store()?.set("snapshot.read_from", &replica.address())?;
+            replica_ctx = Context {
+                source: Some(replica),
+                ..ctx.clone()
+            };
+            &replica_ctx
+        }
+        None => ctx,
+    };
     let (source, target) = (ctx.source()?, ctx.target()?);
     let store = ctx.store()?;
     let opts = Options {

@@ -5,6 +5,7 @@ pub mod grants;
 pub mod monitor;
 pub mod preflight;
 pub mod quote;
+pub mod replica;
 pub mod retry;
 
 use crate::config::{Endpoint, SslMode};
