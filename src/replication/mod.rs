@@ -459,6 +459,7 @@ async fn follow_once(
         applier: &mut applier,
         store,
         touched: Touched::default(),
+        recording: store.get("verify.touched_from")?.is_some(),
         batch: Batch::default(),
         permits: Vec::new(),
         batch_pos: pos.clone(),
@@ -493,6 +494,10 @@ struct Group<'a> {
     store: &'a Store,
     /// The keys the group changes, recorded in the state store before it commits.
     touched: Touched,
+    /// A verify has started (`verify.touched_from`): changed keys are recorded from then on
+    /// (before, a verify still to come covers them). Refreshed in the same control poll that
+    /// reads pause requests, so it is on before the first pause of that verify is seen.
+    recording: bool,
     batch: Batch,
     permits: Vec<OwnedSemaphorePermit>,
     batch_pos: Position,
@@ -510,7 +515,9 @@ impl Group<'_> {
             return Ok(());
         }
         self.applier.write_batch(&mut self.batch).await?;
-        self.store.touch(&self.touched)?;
+        if self.recording {
+            self.store.touch(&self.touched)?;
+        }
         self.touched.clear();
         self.applier
             .commit(&self.batch_pos, self.batch.last_ts)
@@ -562,6 +569,7 @@ async fn apply_loop(
         // (a read of the WAL-mode state file; cutover's write downtime waits on it)
         if last_control.elapsed() >= Duration::from_millis(25) {
             last_control = Instant::now();
+            g.recording = g.recording || store.get("verify.touched_from")?.is_some();
             pause = control::request(store)?.filter(|r| !r.orphaned());
             if control::stop_requested(store)? {
                 tracing::info!("stop requested through the state store (cutover)");
@@ -598,10 +606,12 @@ async fn apply_loop(
             Msg::Idle => {}
             Msg::EarlyDdl(gtid, ddl, ack) => {
                 g.commit(pos, live).await?;
-                store.touch(&Touched {
-                    ddl: true,
-                    ..Default::default()
-                })?;
+                if g.recording {
+                    store.touch(&Touched {
+                        ddl: true,
+                        ..Default::default()
+                    })?;
+                }
                 if g.in_part {
                     return Err(Error::definite(
                         format!("GTID {gtid}: DDL in the middle of a transaction larger than memory allows: {}", ddl.text),
@@ -629,10 +639,12 @@ async fn apply_loop(
             }
             Msg::Ddl(t, ack) => {
                 g.commit(pos, live).await?;
-                let mut touched = Touched::default();
-                touched.add(&t);
-                touched.ddl = true;
-                store.touch(&touched)?;
+                if g.recording {
+                    let mut touched = Touched::default();
+                    touched.add(&t);
+                    touched.ddl = true;
+                    store.touch(&touched)?;
+                }
                 let before = g.batch_pos.clone();
                 let gtid = t.gtid;
                 let (t_ts, t_commit) = (t.timestamp, t.commit_estimate());
