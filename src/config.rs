@@ -24,12 +24,16 @@ pub struct Endpoint {
     pub port: u16,
     pub ssl_mode: SslMode,
     pub ssl_ca: Option<PathBuf>,
-    /// Protocol compression level (zlib, 1-9), `?compress=`; None: off.
+    /// Protocol compression (zlib), `?compress=`: the level of what migrate sends (the server
+    /// compresses what it sends at its own level); None: off.
     pub compress: Option<u32>,
+    /// No `compress` option in the URL: the binlog stream turns compression on by itself over
+    /// a slow link (`binlog::stream`), every other connection leaves it off.
+    pub compress_auto: bool,
 }
 
-/// zlib level of `?compress=true`: level 1 compresses sysbench-like rows almost as well as 6
-/// at a fraction of the server's CPU (the source compresses what it sends).
+/// zlib level of `?compress=true` for what migrate sends (queries, rows written to a target);
+/// the server compresses what it sends at its own level.
 pub const COMPRESS_DEFAULT_LEVEL: u32 = 1;
 
 impl Endpoint {
@@ -135,6 +139,7 @@ impl Endpoint {
             ssl_mode: SslMode::Preferred,
             ssl_ca: None,
             compress: None,
+            compress_auto: true,
         };
         for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -151,6 +156,7 @@ impl Endpoint {
                 },
                 "ssl-ca" => ep.ssl_ca = Some(PathBuf::from(percent_decode(v)?)),
                 "compress" => {
+                    ep.compress_auto = false;
                     ep.compress = match v.to_ascii_lowercase().as_str() {
                         "true" | "on" | "1" | "yes" => Some(COMPRESS_DEFAULT_LEVEL),
                         "false" | "off" | "0" | "no" => None,

@@ -144,6 +144,9 @@ pub enum Item {
     EarlyDdl(String, Ddl),
 }
 
+/// A round trip to the source from which the binlog stream is compressed by default.
+const AUTO_COMPRESS_RTT: Duration = Duration::from_millis(5);
+
 /// The source must have every transaction the target already applied (after a failover to a
 /// replica that had not received all of them, the target is ahead of it): otherwise an error
 /// naming the missing GTIDs.
@@ -183,19 +186,39 @@ impl Reader {
         horizons: Arc<Horizons>,
     ) -> Result<Reader> {
         let mut conn = db::connect(source, Session::Meta).await?;
-        let compress = db::variable(&mut conn, "log_bin_compress")
-            .await?
-            .unwrap_or_default();
+        // over a slow link (a VPN: tens of ms) the binlog stream is compressed unless the URL
+        // says otherwise: follow's catch-up there is bound by the link (bench.sh wan)
+        if source.compress_auto && source.compress.is_none() {
+            let rtt = db::round_trip(&mut conn).await?;
+            if rtt >= AUTO_COMPRESS_RTT {
+                tracing::info!(
+                    "source round trip {:.1} ms: compressing the binlog stream (?compress=false to turn it off)",
+                    rtt.as_secs_f64() * 1000.0
+                );
+                let mut compressed = source.clone();
+                compressed.compress = Some(crate::config::COMPRESS_DEFAULT_LEVEL);
+                conn = db::connect(&compressed, Session::Meta).await?;
+            }
+        }
+        // one round trip for the settings, one for the session (each costs tens of ms over a VPN)
+        let row = db::query_strings(
+            &mut conn,
+            "SELECT @@global.log_bin_compress, @@global.binlog_checksum",
+        )
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+        let setting = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let compress = setting(0);
         if compress == "1" || compress.eq_ignore_ascii_case("ON") {
             return Err(Error::definite(
                 "source: log_bin_compress=ON: compressed binlog events cannot be read yet",
                 "SET GLOBAL log_bin_compress=OFF on the source (events written while it was ON cannot be followed)",
             ));
         }
-        ensure_source_has(&mut conn, source, start).await?;
-        let checksum = db::variable(&mut conn, "binlog_checksum")
-            .await?
-            .is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
+        // (follow checked that the source has `start`: binlog::stream::ensure_source_has)
+        let checksum = !setting(1).eq_ignore_ascii_case("NONE") && !setting(1).is_empty();
         let setup = [
             "SET @mariadb_slave_capability = 4".to_string(),
             format!(
@@ -207,11 +230,9 @@ impl Reader {
             format!("SET @master_heartbeat_period = {}", HEARTBEAT.as_nanos()),
             "SET @master_binlog_checksum = @@global.binlog_checksum".to_string(),
         ];
-        for s in setup {
-            conn.query_drop(s)
-                .await
-                .map_err(|e| Error::from(e).context("source binlog set-up"))?;
-        }
+        conn.query_drop(setup.join("; "))
+            .await
+            .map_err(|e| Error::from(e).context("source binlog set-up"))?;
         let stream = conn
             .get_binlog_stream(
                 BinlogStreamRequest::new(server_id)
