@@ -259,3 +259,89 @@ fn snapshot_from_a_replica_then_follow_the_source() {
     );
     assert_eq!(primary.dump_data("shop"), dst.dump_data("shop"));
 }
+
+/// While the snapshot's catch-up is unfinished (`--no-catch-up`), the horizons are binlog
+/// positions of the server the snapshot read: follow refuses another server (its positions
+/// cannot be compared with them), and `--snapshot-source` refuses `--no-catch-up`.
+#[test]
+fn an_unfinished_catch_up_is_not_continued_on_another_server() {
+    let primary = Server::source("uc-pri");
+    primary.sql(
+        "CREATE DATABASE shop; \
+         CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, ref VARCHAR(20), at DATETIME(6)); \
+         CREATE TABLE shop.stock (id INT PRIMARY KEY, n INT); \
+         INSERT INTO shop.stock SELECT seq, 1000 FROM shop.seq_0_to_9; \
+         INSERT INTO shop.orders SELECT seq + 1000000, 'x', NOW(6) FROM shop.seq_1_to_3000",
+    );
+    let replica = replica_of("uc-rep", &primary);
+    caught_up(&replica, &primary.sql("SELECT @@global.gtid_binlog_pos"));
+    let dst = Server::target("uc-dst");
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    let rep_url = replica.url();
+    let out = migrate(
+        &primary.url(),
+        &dst.url(),
+        &state,
+        &[
+            "snapshot",
+            "--databases",
+            "shop",
+            "--no-catch-up",
+            "--snapshot-source",
+            &rep_url,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--no-catch-up"), "{}", stderr(&out));
+    // writes during a copy of many small chunks: the horizons spread over the binlog
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = load(primary.port, 0, stop.clone());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_ok(&migrate(
+        &primary.url(),
+        &dst.url(),
+        &state,
+        &[
+            "snapshot",
+            "--databases",
+            "shop",
+            "--no-catch-up",
+            "--threads",
+            "1",
+            "--chunk-rows",
+            "100",
+        ],
+    ));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().expect("load");
+    caught_up(&replica, &primary.sql("SELECT @@global.gtid_binlog_pos"));
+    let out = migrate(
+        &rep_url,
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not the server the snapshot read"),
+        "{}",
+        stderr(&out)
+    );
+    // on the server it read, it finishes, and then any server with the GTIDs will do
+    assert_ok(&migrate(
+        &primary.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up"],
+    ));
+    primary.sql("UPDATE shop.stock SET n = n + 1");
+    caught_up(&replica, &primary.sql("SELECT @@global.gtid_binlog_pos"));
+    assert_ok(&migrate(
+        &rep_url,
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up"],
+    ));
+    assert_eq!(primary.dump_data("shop"), dst.dump_data("shop"));
+}

@@ -157,25 +157,12 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
             id
         }
     };
-    // the migrated tables as the source has them (the proof of the changed keys reads them;
-    // described before anything freezes)
-    let mut backoff = crate::db::retry::Backoff::bounded();
-    let tables = loop {
-        match super::verify::describe(source, &store, &[]).await {
-            Ok(t) => break t,
-            Err(e) => {
-                backoff
-                    .retry_after(e, "cutover: describing the tables")
-                    .await?
-            }
-        }
-    };
-    let c = Cutover {
+    let mut c = Cutover {
         store: &store,
         id: id.clone(),
         dbs: dbs.clone(),
         source_endpoint: source,
-        tables: &tables,
+        tables: Vec::new(),
         target_endpoint: target,
     };
     store.start_run("cutover")?;
@@ -250,7 +237,7 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
             plan.predicted_downtime_seconds
         );
         crate::replication::control::clear_stop(&store)?;
-        prove_before_freeze(&store, source, target, &tables, args).await?;
+        c.tables = prove_before_freeze(&store, source, target, args).await?;
         store.set("cutover.state", "running")?;
         for k in [
             "frozen_at",
@@ -262,6 +249,9 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
         ] {
             store.delete(&format!("cutover.{k}"))?;
         }
+    }
+    if args.resume {
+        c.tables = describe_for_proof(source, &store).await?;
     }
     // the way back: on unless told otherwise or impossible (then said, before anything moves)
     if !args.no_reverse {
@@ -408,9 +398,8 @@ async fn prove_before_freeze(
     store: &crate::state::Store,
     source: &crate::config::Endpoint,
     target: &crate::config::Endpoint,
-    tables: &[crate::schema::Table],
     args: &CutoverArgs,
-) -> Result<()> {
+) -> Result<Vec<crate::schema::Table>> {
     store.delete("cutover.proved_seq")?;
     let baseline = store
         .get("verify.last_full")?
@@ -422,19 +411,34 @@ async fn prove_before_freeze(
             tracing::warn!(
                 "no clean full verify: the rows changed since are not proved (--no-verify-check)"
             );
-            return Ok(());
+            return Ok(Vec::new());
         }
         return Err(Error::definite(
             "no clean verify of every table to prove the changes since",
             "run `migrate verify` (or `migrate cutover --verify`)",
         ));
     };
+    if store.get("follow.records_keys")?.is_none() {
+        return Err(Error::definite(
+            "the running follow does not record the keys it changes (an older migrate?)",
+            "restart `migrate follow` with this version, run `migrate verify`, then cut over",
+        ));
+    }
     let upto = store.touched_seq()?;
+    if store.touched_ddl_seq()? > baseline {
+        return Err(Error::definite(
+            "a DDL was applied on the target since the last verify (its effect cannot be proved by keys); nothing was frozen",
+            "run `migrate verify` again (or `migrate cutover --verify`)",
+        ));
+    }
     let touched = store.touched_between(baseline, upto)?;
+    // described now, after any --verify: a DDL from here on is recorded after `upto` and
+    // stops the cutover at its `prove` step
+    let tables = describe_for_proof(source, store).await?;
     let started = std::time::Instant::now();
     let sync = super::verify::PauseFollow { store };
     let (proof, at) =
-        crate::verify::touched::prove_at_one_gtid(source, target, tables, &touched, &sync).await?;
+        crate::verify::touched::prove_at_one_gtid(source, target, &tables, &touched, &sync).await?;
     if !proof.identical() {
         return Err(Error::definite(
             format!(
@@ -452,7 +456,50 @@ async fn prove_before_freeze(
     );
     store.set("cutover.proved_seq", &upto.to_string())?;
     store.set("cutover.proved_keys_before_freeze", &proof.keys.to_string())?;
-    Ok(())
+    Ok(tables)
+}
+
+/// The migrated tables and every table with a recorded changed key (one created after the
+/// snapshot), as the source has them now; sequences are left out (prepare sets them).
+async fn describe_for_proof(
+    source: &crate::config::Endpoint,
+    store: &crate::state::Store,
+) -> Result<Vec<crate::schema::Table>> {
+    let mut names: Vec<(String, String)> = store
+        .tables()?
+        .into_iter()
+        .map(|t| (t.db, t.name))
+        .collect();
+    names.extend(store.touched_tables()?);
+    names.sort();
+    names.dedup();
+    let mut backoff = crate::db::retry::Backoff::bounded();
+    loop {
+        let attempt = async {
+            let mut meta = crate::db::connect(source, crate::db::Session::Meta)
+                .await
+                .map_err(|e| e.context("source"))?;
+            let mut out = Vec::new();
+            for (db, name) in &names {
+                match crate::schema::describe(&mut meta, db, name).await {
+                    Ok(t) if t.sequence => {}
+                    Ok(t) => out.push(t),
+                    // gone from the source since: a DDL, which the proof refuses by itself
+                    Err(e) if e.what.ends_with(" not found") => {}
+                    Err(e) => return Err(e.context("source")),
+                }
+            }
+            Ok::<_, Error>(out)
+        };
+        match attempt.await {
+            Ok(t) => return Ok(t),
+            Err(e) => {
+                backoff
+                    .retry_after(e, "cutover: describing the tables")
+                    .await?
+            }
+        }
+    }
 }
 
 /// Start `migrate follow --reverse` in the background (its own process group, so it outlives

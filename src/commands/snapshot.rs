@@ -12,6 +12,12 @@ pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
     // from the replica; its GTIDs are the source's, so follow continues on the source
     let replica_ctx;
     let ctx = match &ctx.global.snapshot_source {
+        Some(_) if args.no_catch_up => {
+            return Err(crate::error::Error::usage(
+                "--snapshot-source with --no-catch-up: the catch-up must read the replica the copy was read from",
+                "drop --no-catch-up",
+            ))
+        }
         Some(url) => {
             let primary = ctx.source()?;
             let replica = crate::db::replica::endpoint(url, primary)?;
@@ -73,8 +79,20 @@ pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
         &text,
     );
     if !args.no_catch_up {
-        let consistent =
-            super::follow::catch_up(ctx, &store, &out.gtid_low, &out.gtid_high).await?;
+        // up to the last chunk, and past every horizon (a table listing or a table seen gone
+        // after the last chunk): from there on no horizon applies, so follow may read another
+        // server (the source after --snapshot-source, a promoted replica)
+        let past = store
+            .get("snapshot.gtid_past_horizons")?
+            .unwrap_or_default();
+        let until = match (
+            crate::position::Position::parse(&past),
+            crate::position::Position::parse(&out.gtid_high),
+        ) {
+            (Ok(p), Ok(h)) if !past.is_empty() && p.contains(&h) => past,
+            _ => out.gtid_high.clone(),
+        };
+        let consistent = super::follow::catch_up(ctx, &store, &out.gtid_low, &until).await?;
         store.set("snapshot.gtid_consistent", &consistent)?;
         crate::obs::result(
             "snapshot",

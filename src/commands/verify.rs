@@ -200,6 +200,8 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
         // a verify killed before its end continues (same selection), unless told to restart
         resume: !args.restart
             && store.get("verify.in_progress")?.as_deref() == Some("1")
+            // a verify begun by an older migrate did not note where changed keys start
+            && store.get("verify.touched_from")?.is_some()
             && store.get("verify.selection")?.as_deref() == Some(args.tables.join(",").as_str()),
     };
     if opts.resume {
@@ -273,7 +275,11 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
         // cutover's baseline: the last verify of every table
         store.set("verify.last_full", &last.to_string())?;
         if identical {
-            store.forget_touched(touched_from)?;
+            let verified: Vec<(String, String)> = tables
+                .iter()
+                .map(|t| (t.db.clone(), t.name.clone()))
+                .collect();
+            store.forget_touched(touched_from, &verified)?;
         }
     }
     for d in &shown {

@@ -63,8 +63,9 @@ pub struct Cutover<'a> {
     pub dbs: Vec<String>,
     pub source_endpoint: &'a crate::config::Endpoint,
     pub target_endpoint: &'a crate::config::Endpoint,
-    /// The migrated tables, described before the freeze (the `prove` step reads them).
-    pub tables: &'a [crate::schema::Table],
+    /// The migrated tables and those with changed keys, described before the freeze (the
+    /// `prove` step reads them).
+    pub tables: Vec<crate::schema::Table>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -381,7 +382,7 @@ pub async fn run(
                         ))
                     }
                 };
-                let proof = touched::prove(rs, rt, c.tables, &touched)
+                let proof = touched::prove(rs, rt, &c.tables, &touched)
                     .await
                     .map_err(|e| e.context("prove"))?;
                 if !proof.identical() {

@@ -65,6 +65,28 @@ pub async fn findings(
                     "on the replica: STOP SLAVE; CHANGE MASTER TO MASTER_USE_GTID=slave_pos; START SLAVE",
                 ));
             }
+            let filters: Vec<String> = [
+                "Replicate_Do_DB",
+                "Replicate_Ignore_DB",
+                "Replicate_Do_Table",
+                "Replicate_Ignore_Table",
+                "Replicate_Wild_Do_Table",
+                "Replicate_Wild_Ignore_Table",
+            ]
+            .iter()
+            .filter(|k| !get(r, k).is_empty())
+            .map(|k| format!("{k}={}", get(r, k)))
+            .collect();
+            if !filters.is_empty() {
+                out.push(block(
+                    "replication filters",
+                    format!(
+                        "it filters what it replicates ({}): a copy read from it could lack rows of the source",
+                        filters.join(", ")
+                    ),
+                    "snapshot from a replica without replication filters, or from the source",
+                ));
+            }
             let (io, sql) = (get(r, "Slave_IO_Running"), get(r, "Slave_SQL_Running"));
             if io != "Yes" || sql != "Yes" {
                 out.push(block(

@@ -418,6 +418,21 @@ async fn follow_once(
     if !high.is_empty() && pos.contains(&Position::parse(&high)?) {
         horizons = Arc::new(Default::default());
         applier.set_horizons(horizons.clone());
+    } else if horizons.last().is_some() {
+        // the horizons are still in force: only the server the snapshot read may be followed
+        let snapshot_server = store.get("snapshot.server_id")?.unwrap_or_default();
+        let here = db::query_one(&mut mon, "SELECT @@global.server_id")
+            .await?
+            .unwrap_or_default();
+        if !snapshot_server.is_empty() && here != snapshot_server {
+            return Err(Error::definite(
+                format!(
+                    "the snapshot's catch-up is not finished and {} (server_id {here}) is not the server the snapshot read (server_id {snapshot_server}): binlog positions of two servers cannot be compared",
+                    source.address()
+                ),
+                "finish it against the server the snapshot read (`migrate snapshot` again with the same --state and --snapshot-source, or follow with that server as --source), then follow this one",
+            ));
+        }
     }
     crate::binlog::stream::ensure_source_has(&mut mon, source, &pos).await?;
     if matches!(opts.until, Until::CaughtUp) && live.goal.is_none() {
@@ -459,7 +474,7 @@ async fn follow_once(
         applier: &mut applier,
         store,
         touched: Touched::default(),
-        recording: store.get("verify.touched_from")?.is_some(),
+        recording: false,
         batch: Batch::default(),
         permits: Vec::new(),
         batch_pos: pos.clone(),
@@ -569,7 +584,11 @@ async fn apply_loop(
         // (a read of the WAL-mode state file; cutover's write downtime waits on it)
         if last_control.elapsed() >= Duration::from_millis(25) {
             last_control = Instant::now();
-            g.recording = g.recording || store.get("verify.touched_from")?.is_some();
+            if !g.recording && store.get("verify.touched_from")?.is_some() {
+                g.recording = true;
+                // cutover checks that the follower records changed keys (an older one did not)
+                store.set("follow.records_keys", &std::process::id().to_string())?;
+            }
             pause = control::request(store)?.filter(|r| !r.orphaned());
             if control::stop_requested(store)? {
                 tracing::info!("stop requested through the state store (cutover)");

@@ -669,10 +669,24 @@ pub async fn run(
             ),
         )
         .await?
-        .unwrap_or_default(),
+        .ok_or_else(|| {
+            Error::definite(
+                format!(
+                    "source: binlog file {} is gone, the snapshot cannot be made consistent",
+                    p.file
+                ),
+                "raise binlog retention (expire_logs_days) and run snapshot again with a new --state",
+            )
+        })?,
         None => gtid_high.clone(),
     };
     store.set("snapshot.gtid_past_horizons", &past)?;
+    // which server the horizons are positions of: follow refuses another one until the target
+    // is past them (a promoted replica, the primary after --snapshot-source)
+    let server_id = db::query_one(&mut src, "SELECT @@global.server_id")
+        .await?
+        .unwrap_or_default();
+    store.set("snapshot.server_id", &server_id)?;
     let all = store.tables()?;
     Ok(Outcome {
         gtid_low,

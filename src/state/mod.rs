@@ -380,6 +380,10 @@ impl Store {
             return Ok(());
         }
         self.with(|c| {
+            // durable before the target commits: with synchronous=NORMAL a power loss could
+            // lose this record while the target keeps the rows (then they would escape the
+            // cutover's proof)
+            c.pragma_update(None, "synchronous", "FULL")?;
             // a write lock from the start: a read upgraded to a write fails at once (no busy
             // wait) when another process wrote in between
             let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
@@ -456,11 +460,27 @@ impl Store {
         Ok(out)
     }
 
-    /// Forget the keys last touched at or before group `upto` (a full verify covered them).
-    pub fn forget_touched(&self, upto: i64) -> Result<()> {
+    /// Forget the keys of these tables last touched at or before group `upto` (a full verify
+    /// compared them); other tables' keys (created after the snapshot, not verified) stay.
+    pub fn forget_touched(&self, upto: i64, tables: &[(String, String)]) -> Result<()> {
         self.with(|c| {
-            c.execute("DELETE FROM touched_keys WHERE seq <= ?1", [upto])
-                .map(|_| ())
+            let tx = c.unchecked_transaction()?;
+            for (db, tbl) in tables {
+                tx.execute(
+                    "DELETE FROM touched_keys WHERE seq <= ?1 AND db = ?2 AND tbl = ?3",
+                    params![upto, db, tbl],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Every table with a recorded changed key.
+    pub fn touched_tables(&self) -> Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT DISTINCT db, tbl FROM touched_keys ORDER BY db, tbl")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
     }
 

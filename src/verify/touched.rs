@@ -70,10 +70,54 @@ impl Touched {
         }
     }
 
+    /// The child rows a parent's change reaches through a cascading foreign key (CASCADE or SET
+    /// NULL; the target's applier performs these, the binlog does not carry them): recorded by
+    /// the child's foreign-key columns and the parent's values (`{"fk": [...], "v": [...]}`),
+    /// before and after the change. One level: grandchildren are left to the full verify.
+    fn cascades(&mut self, t: &Table, before: Option<&[Value]>, after: Option<&[Value]>) {
+        for fk in &t.children {
+            let values = |row: &[Value]| -> Option<Vec<Value>> {
+                fk.parent_columns
+                    .iter()
+                    .map(|c| {
+                        t.columns
+                            .iter()
+                            .position(|col| &col.name == c)
+                            .and_then(|i| row.get(i).cloned())
+                    })
+                    .collect()
+            };
+            let (old, new) = (before.and_then(values), after.and_then(values));
+            // an insert reaches no child; an update that keeps the referenced values neither
+            let reached: Vec<Vec<Value>> = match (old, new) {
+                (Some(o), None) => vec![o],
+                (Some(o), Some(n)) if o != n => vec![o, n],
+                _ => Vec::new(),
+            };
+            for v in reached {
+                if v.iter().any(|x| matches!(x, Value::Null)) {
+                    continue;
+                }
+                let key = serde_json::json!({ "fk": fk.child_columns, "v": v }).to_string();
+                self.tables
+                    .entry((fk.db.clone(), fk.table.clone()))
+                    .or_default()
+                    .insert(key);
+            }
+        }
+    }
+
     fn change(&mut self, c: &Change) {
         match c {
-            Change::Upsert { table, row, .. } | Change::Delete { table, row } => {
-                self.key(table, row)
+            Change::Upsert { table, row, before } => {
+                self.key(table, row);
+                if let Some(b) = before {
+                    self.cascades(table, Some(b), Some(row));
+                }
+            }
+            Change::Delete { table, row } => {
+                self.key(table, row);
+                self.cascades(table, Some(row), None);
             }
             Change::Rekey {
                 table,
@@ -82,12 +126,39 @@ impl Touched {
             } => {
                 self.key(table, before);
                 self.key(table, after);
+                self.cascades(table, Some(before), Some(after));
             }
             // the change itself is in the copy already; the child rows its foreign-key
             // actions change are the children's (compared as the parent's keys are not)
             Change::CascadeOnly(inner) => self.change(inner),
             Change::Savepoint(_) | Change::RollbackTo(_) | Change::ForeignKeyChecks(_) => {}
         }
+    }
+}
+
+/// Child rows reached by a parent's cascade: the child's foreign-key columns and the values.
+#[derive(serde::Deserialize)]
+struct ByForeignKey {
+    fk: Vec<String>,
+    v: Vec<Value>,
+}
+
+impl ByForeignKey {
+    /// `(c1 = v1 AND ...)` on table `t` (the child).
+    fn condition(&self, t: &Table) -> Result<String> {
+        let mut parts = Vec::new();
+        for (name, v) in self.fk.iter().zip(&self.v) {
+            let col = t.columns.iter().find(|c| &c.name == name).ok_or_else(|| {
+                Error::definite(
+                    format!("{}: foreign-key column `{name}` is gone", t.full_name()),
+                    "run `migrate cutover --verify` (a full verify) instead",
+                )
+            })?;
+            let mut lit = String::new();
+            crate::value::encode::comparable(&mut lit, v, col);
+            parts.push(format!("{} = {lit}", crate::db::quote::ident(name)));
+        }
+        Ok(format!("({})", parts.join(" AND ")))
     }
 }
 
@@ -170,20 +241,31 @@ pub async fn prove(
             }
             continue;
         }
-        let decoded: Vec<Vec<Value>> = keys
-            .iter()
-            .map(|k| {
-                serde_json::from_str(k).map_err(|e| {
-                    Error::definite(
-                        format!("state file: a touched key of {}: {e}", t.full_name()),
-                        "run `migrate cutover --verify` (a full verify) instead",
-                    )
-                })
-            })
-            .collect::<Result<_>>()?;
-        for chunk in decoded.chunks(KEYS_PER_READ) {
-            proof.keys += chunk.len() as u64;
-            let sql = digest::row_images_at(t, chunk);
+        // the table's own keys, and the rows a parent's cascade reached (by foreign key)
+        let mut decoded: Vec<Vec<Value>> = Vec::new();
+        let mut by_fk: Vec<String> = Vec::new();
+        for k in keys {
+            let bad = |e: serde_json::Error| {
+                Error::definite(
+                    format!("state file: a touched key of {}: {e}", t.full_name()),
+                    "run `migrate cutover --verify` (a full verify) instead",
+                )
+            };
+            if k.starts_with('{') {
+                let fk: ByForeignKey = serde_json::from_str(k).map_err(bad)?;
+                by_fk.push(fk.condition(t)?);
+            } else {
+                decoded.push(serde_json::from_str(k).map_err(bad)?);
+            }
+        }
+        let mut filters: Vec<String> = decoded
+            .chunks(KEYS_PER_READ)
+            .map(|chunk| digest::keys_filter(t, chunk))
+            .collect();
+        filters.extend(by_fk.chunks(KEYS_PER_READ).map(|c| c.join(" OR ")));
+        proof.keys += (decoded.len() + by_fk.len()) as u64;
+        for filter in &filters {
+            let sql = digest::row_images_where(t, &format!(" WHERE {filter}"));
             for (key, kind, columns) in narrow(src, tgt, t, &sql)
                 .await
                 .map_err(|e| e.context(format!("proving the changed keys of {}", t.full_name())))?
