@@ -138,6 +138,12 @@ fn setup_with(name: &str, target_args: &[&str]) -> Setup {
     let src = Server::source(&format!("{name}-src"));
     let dst = Server::start(&format!("{name}-dst"), target_args);
     src.script(SCHEMA.as_bytes());
+    migrated(src, dst)
+}
+
+/// Snapshot `src` (its `shop` database) into `dst`, make `dst` read-only for applications,
+/// start follow and run a clean verify.
+fn migrated(src: Server, dst: Server) -> Setup {
     let dir = tempdir();
     let state = dir.path().join("s.sqlite");
     assert_ok(&migrate(
@@ -883,27 +889,7 @@ fn the_targets_replica_ends_identical_to_it() {
         "CREATE TABLE shop.log (at DATETIME(6), what BLOB, amount DECIMAL(12,4)) ENGINE=InnoDB; \
          INSERT INTO shop.log VALUES ('2026-01-01 00:00:00.5', 0x00FF, 1.5), ('0000-00-00 00:00:00', NULL, -2.25)",
     );
-    let dir = tempdir();
-    let state = dir.path().join("s.sqlite");
-    assert_ok(&migrate(
-        &src.url(),
-        &dst.url(),
-        &state,
-        &["snapshot", "--databases", "shop"],
-    ));
-    dst.sql("SET GLOBAL read_only = ON");
-    let follow_log = dir.path().join("follow.log");
-    let follow = start_follow(&src, &dst, &state, &follow_log);
-    let s = Setup {
-        src,
-        dst,
-        _dir: dir,
-        state,
-        follow,
-        follow_log,
-    };
-    let out = migrate(&s.src.url(), &s.dst.url(), &s.state, &["verify"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = migrated(src, dst);
     let switched = s.state.with_file_name("switched");
     let app = App::start(s.src.port, switched.clone());
     std::thread::sleep(Duration::from_millis(500));
@@ -969,27 +955,7 @@ fn rows_reached_by_a_cascade_since_the_verify_are_proved() {
          INSERT INTO shop.cust VALUES (1), (2); \
          INSERT INTO shop.cart VALUES (10, 1), (11, 1), (20, 2)",
     );
-    let dir = tempdir();
-    let state = dir.path().join("s.sqlite");
-    assert_ok(&migrate(
-        &src.url(),
-        &dst.url(),
-        &state,
-        &["snapshot", "--databases", "shop"],
-    ));
-    dst.sql("SET GLOBAL read_only = ON");
-    let follow_log = dir.path().join("follow.log");
-    let follow = start_follow(&src, &dst, &state, &follow_log);
-    let s = Setup {
-        src,
-        dst,
-        _dir: dir,
-        state,
-        follow,
-        follow_log,
-    };
-    let out = migrate(&s.src.url(), &s.dst.url(), &s.state, &["verify"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = migrated(src, dst);
     s.src.sql("DELETE FROM shop.cust WHERE id = 1");
     follow_applies(&s, 700);
     assert_eq!(s.dst.sql("SELECT COUNT(*) FROM shop.cart"), "1");

@@ -48,15 +48,24 @@ fn load(port: u16, from: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
     })
 }
 
+/// A source with the shop the load writes to: `orders` (with `rows` rows of `width`-byte
+/// references already) and `stock`.
+fn shop_source(name: &str, rows: u64, width: u32) -> Server {
+    let primary = Server::source(name);
+    primary.sql(&format!(
+        "CREATE DATABASE shop; \
+         CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, ref VARCHAR(250), at DATETIME(6)); \
+         CREATE TABLE shop.stock (id INT PRIMARY KEY, n INT); \
+         INSERT INTO shop.stock SELECT seq, 1000 FROM shop.seq_0_to_9; \
+         INSERT INTO shop.orders SELECT seq + 1000000, REPEAT('x', {width}), NOW(6) \
+           FROM shop.seq_1_to_{rows} WHERE {rows} > 0"
+    ));
+    primary
+}
+
 #[test]
 fn follow_resumes_on_a_promoted_replica() {
-    let mut primary = Server::source("fo-pri");
-    primary.sql(
-        "CREATE DATABASE shop; \
-         CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, ref VARCHAR(20), at DATETIME(6)); \
-         CREATE TABLE shop.stock (id INT PRIMARY KEY, n INT); \
-         INSERT INTO shop.stock SELECT seq, 1000 FROM shop.seq_0_to_9",
-    );
+    let mut primary = shop_source("fo-pri", 1, 1);
     let replica = replica_of("fo-rep", &primary);
     let stale = replica_of("fo-stale", &primary);
     let dst = Server::target("fo-dst");
@@ -153,14 +162,7 @@ fn follow_resumes_on_a_promoted_replica() {
 /// log_slave_updates is reported by `check` and refused by `snapshot`.
 #[test]
 fn snapshot_from_a_replica_then_follow_the_source() {
-    let primary = Server::source("sr-pri");
-    primary.sql(
-        "CREATE DATABASE shop; \
-         CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, ref VARCHAR(250), at DATETIME(6)); \
-         CREATE TABLE shop.stock (id INT PRIMARY KEY, n INT); \
-         INSERT INTO shop.stock SELECT seq, 1000 FROM shop.seq_0_to_9; \
-         INSERT INTO shop.orders SELECT seq + 1000000, REPEAT('x', 240), NOW(6) FROM shop.seq_1_to_40000",
-    );
+    let primary = shop_source("sr-pri", 40000, 240);
     let replica = replica_of("sr-rep", &primary);
     let bare = Server::start("sr-bare", SOURCE_ARGS);
     bare.sql(&format!(
@@ -265,14 +267,7 @@ fn snapshot_from_a_replica_then_follow_the_source() {
 /// cannot be compared with them), and `--snapshot-source` refuses `--no-catch-up`.
 #[test]
 fn an_unfinished_catch_up_is_not_continued_on_another_server() {
-    let primary = Server::source("uc-pri");
-    primary.sql(
-        "CREATE DATABASE shop; \
-         CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, ref VARCHAR(20), at DATETIME(6)); \
-         CREATE TABLE shop.stock (id INT PRIMARY KEY, n INT); \
-         INSERT INTO shop.stock SELECT seq, 1000 FROM shop.seq_0_to_9; \
-         INSERT INTO shop.orders SELECT seq + 1000000, 'x', NOW(6) FROM shop.seq_1_to_3000",
-    );
+    let primary = shop_source("uc-pri", 3000, 1);
     let replica = replica_of("uc-rep", &primary);
     caught_up(&replica, &primary.sql("SELECT @@global.gtid_binlog_pos"));
     let dst = Server::target("uc-dst");

@@ -196,6 +196,26 @@ fn row_strings(r: mysql_async::Row) -> Vec<Option<String>> {
         .collect()
 }
 
+/// `queries` in one round trip, each giving one result set (checked): the rows of each.
+pub async fn query_each(
+    conn: &mut Conn,
+    queries: &[String],
+    what: &str,
+) -> Result<Vec<Vec<Vec<Option<String>>>>> {
+    let sets = query_sets(conn, &queries.join("; ")).await?;
+    if sets.len() != queries.len() {
+        return Err(Error::definite(
+            format!(
+                "{} results for the {} queries {what}",
+                sets.len(),
+                queries.len()
+            ),
+            "report this bug",
+        ));
+    }
+    Ok(sets)
+}
+
 /// Several statements separated by `;` in one round trip: each result set's rows, in order
 /// (statements without a result give an empty set).
 pub async fn query_sets(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Vec<Option<String>>>>> {

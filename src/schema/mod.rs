@@ -226,18 +226,12 @@ pub async fn list_databases(conn: &mut Conn) -> Result<Vec<String>> {
 /// Describe one table. Unknown column types are an error naming the column.
 pub async fn describe(conn: &mut Conn, db: &str, name: &str) -> Result<Table> {
     // one round trip for the five queries (a describe over the VPN is otherwise five)
-    let queries = describe_queries(db, name);
-    let sets = crate::db::query_sets(conn, &queries.join("; ")).await?;
-    if sets.len() != queries.len() {
-        return Err(Error::definite(
-            format!(
-                "source: {} results for the {} queries describing {db}.{name}",
-                sets.len(),
-                queries.len()
-            ),
-            "report this bug",
-        ));
-    }
+    let sets = crate::db::query_each(
+        conn,
+        &describe_queries(db, name),
+        &format!("describing {db}.{name}"),
+    )
+    .await?;
     describe_from(db, name, sets)
 }
 

@@ -95,17 +95,7 @@ pub async fn describe_stable(conn: &mut Conn, db: &str, name: &str) -> Result<(T
         let mut queries = vec![ddl::create_table_sql(db, name)];
         queries.extend(schema::describe_queries(db, name));
         queries.push(ddl::create_table_sql(db, name));
-        let mut sets = db::query_sets(conn, &queries.join("; ")).await?;
-        if sets.len() != queries.len() {
-            return Err(Error::definite(
-                format!(
-                    "source: {} results for the {} queries describing {db}.{name}",
-                    sets.len(),
-                    queries.len()
-                ),
-                "report this bug",
-            ));
-        }
+        let mut sets = db::query_each(conn, &queries, &format!("describing {db}.{name}")).await?;
         let after = ddl::create_table_from(sets.pop().unwrap_or_default(), db, name)?;
         let before = ddl::create_table_from(std::mem::take(&mut sets[0]), db, name)?;
         let t = schema::describe_from(db, name, sets.split_off(1))?;
