@@ -473,3 +473,37 @@ fn no_false_difference_under_writes() {
     let (code, _, log) = verify(&src, &dst, &state, &[]);
     assert_eq!(code, 0, "{log}");
 }
+
+/// A table created on the source after the snapshot (follow created and filled it on the
+/// target) is compared like the copied ones.
+#[test]
+fn a_table_created_after_the_snapshot_is_verified() {
+    let src = Server::source("vn-src");
+    let dst = Server::target("vn-dst");
+    src.sql("CREATE DATABASE v; CREATE TABLE v.a (id INT PRIMARY KEY); INSERT INTO v.a VALUES (1)");
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "v"],
+    ));
+    src.sql(
+        "CREATE TABLE v.later (id INT PRIMARY KEY, note VARCHAR(20)); \
+         INSERT INTO v.later SELECT seq, CONCAT('n', seq) FROM v.seq_1_to_300",
+    );
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up"],
+    ));
+    let (code, j, log) = verify(&src, &dst, &state, &[]);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(j["tables"], 2, "{j}");
+    dst.sql("SET sql_log_bin = 0; UPDATE v.later SET note = 'x' WHERE id = 7");
+    let (code, _, log) = verify(&src, &dst, &state, &[]);
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("v.later (id=7): differs in note"), "{log}");
+}

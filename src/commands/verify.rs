@@ -151,7 +151,7 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
     // the tables as the source has them now (a dropped connection is tried again)
     let mut backoff = crate::db::retry::Backoff::bounded();
     let tables = loop {
-        match describe(source, &store, &wanted).await {
+        match describe(source, &store, &filter, &wanted).await {
             Ok(t) => break t,
             Err(e) => {
                 backoff
@@ -353,20 +353,44 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
 pub(crate) async fn describe(
     source: &Endpoint,
     store: &Store,
+    filter: &Filter,
     wanted: &[&str],
 ) -> Result<Vec<crate::schema::Table>> {
     let mut meta = db::connect(source, Session::Meta)
         .await
         .map_err(|e| e.context("source"))?;
+    // the migration's tables as the source has them now (listed before any round: a table
+    // listed here was created at or before every round's GTID), also those created after the
+    // snapshot; those the snapshot copied and the source no longer has are the schema
+    // comparison's
+    let mut names: Vec<(String, String)> = store
+        .tables()?
+        .into_iter()
+        .map(|t| (t.db, t.name))
+        .collect();
+    for d in crate::schema::list_databases(&mut meta).await? {
+        if filter.includes_db(&d) {
+            for t in crate::schema::list_tables(&mut meta, &d).await? {
+                if filter.includes_table(&d, &t) {
+                    names.push((d.clone(), t));
+                }
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
     let mut tables = Vec::new();
-    for p in store.tables()? {
-        let name = format!("{}.{}", p.db, p.name);
-        if !wanted.is_empty() && !wanted.contains(&name.as_str()) {
+    for (db, name) in names {
+        let full = format!("{db}.{name}");
+        if !wanted.is_empty() && !wanted.contains(&full.as_str()) {
             continue;
         }
-        let t = crate::schema::describe(&mut meta, &p.db, &p.name)
-            .await
-            .map_err(|e| e.context("source"))?;
+        let t = match crate::schema::describe(&mut meta, &db, &name).await {
+            Ok(t) => t,
+            // dropped on the source since the snapshot
+            Err(e) if e.what.ends_with(" not found") => continue,
+            Err(e) => return Err(e.context("source")),
+        };
         if t.sequence {
             continue; // one row, compared by the schema comparison
         }
