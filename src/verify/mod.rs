@@ -485,6 +485,21 @@ struct Pair {
     current: Option<usize>,
 }
 
+impl Pair {
+    /// A source and a target connection reading rows as verify does.
+    async fn connect(source: &Endpoint, target: &Endpoint) -> Result<Pair> {
+        Ok(Pair {
+            src: db::connect(source, Session::SourceReader)
+                .await
+                .map_err(|e| e.context("source"))?,
+            tgt: db::connect(target, Session::SourceReader)
+                .await
+                .map_err(|e| e.context("target"))?,
+            current: None,
+        })
+    }
+}
+
 /// New connections for every pair (after a lost one); each keeps the table it was in.
 async fn reconnect(pairs: &mut [Pair], source: &Endpoint, target: &Endpoint) -> Result<()> {
     for p in pairs {
@@ -629,15 +644,7 @@ pub async fn run(
     };
     let mut pairs = Vec::new();
     for _ in 0..opts.workers.max(1) {
-        pairs.push(Pair {
-            src: db::connect(source, Session::SourceReader)
-                .await
-                .map_err(|e| e.context("source"))?,
-            tgt: db::connect(target, Session::SourceReader)
-                .await
-                .map_err(|e| e.context("target"))?,
-            current: None,
-        });
+        pairs.push(Pair::connect(source, target).await?);
     }
     let mut gtids = consistent::Gtids::default();
     let mut mon = match opts.max_source_load {

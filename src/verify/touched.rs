@@ -294,16 +294,8 @@ pub async fn prove_at_one_gtid(
     touched: &Touched,
     sync: &impl super::TargetSync,
 ) -> Result<(Proof, crate::position::Position)> {
-    use crate::db::{self, consistent, Session};
-    let mut pairs = [super::Pair {
-        src: db::connect(source, Session::SourceReader)
-            .await
-            .map_err(|e| e.context("source"))?,
-        tgt: db::connect(target, Session::SourceReader)
-            .await
-            .map_err(|e| e.context("target"))?,
-        current: None,
-    }];
+    use crate::db::consistent;
+    let mut pairs = [super::Pair::connect(source, target).await?];
     let mut gtids = consistent::Gtids::default();
     let (at, _) = super::open_round(&mut pairs, &mut gtids, sync).await?;
     let [p] = &mut pairs;
