@@ -237,7 +237,7 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
             plan.predicted_downtime_seconds
         );
         crate::replication::control::clear_stop(&store)?;
-        c.tables = prove_before_freeze(&store, source, target, args).await?;
+        c.tables = prove_before_freeze(ctx, &store, target, args).await?;
         store.set("cutover.state", "running")?;
         for k in [
             "frozen_at",
@@ -251,7 +251,7 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
         }
     }
     if args.resume {
-        c.tables = describe_for_proof(source, &store).await?;
+        c.tables = describe_for_proof(ctx, &store).await?;
     }
     // the way back: on unless told otherwise or impossible (then said, before anything moves)
     if !args.no_reverse {
@@ -395,11 +395,12 @@ fn print_plan(plan: &preflight::Plan) {
 /// the cutover's `prove` step proves the few keys changed after this. Differences stop the
 /// cutover before anything is frozen.
 async fn prove_before_freeze(
+    ctx: &Context,
     store: &crate::state::Store,
-    source: &crate::config::Endpoint,
     target: &crate::config::Endpoint,
     args: &CutoverArgs,
 ) -> Result<Vec<crate::schema::Table>> {
+    let source = ctx.source()?;
     store.delete("cutover.proved_seq")?;
     let baseline = store
         .get("verify.last_full")?
@@ -434,7 +435,7 @@ async fn prove_before_freeze(
     let touched = store.touched_between(baseline, upto)?;
     // described now, after any --verify: a DDL from here on is recorded after `upto` and
     // stops the cutover at its `prove` step
-    let tables = describe_for_proof(source, store).await?;
+    let tables = describe_for_proof(ctx, store).await?;
     let started = std::time::Instant::now();
     let sync = super::verify::PauseFollow { store };
     let (proof, at) =
@@ -459,39 +460,17 @@ async fn prove_before_freeze(
     Ok(tables)
 }
 
-/// The migrated tables and every table with a recorded changed key (one created after the
-/// snapshot), as the source has them now; sequences are left out (prepare sets them).
+/// The migrated tables as the source has them now, those created after the snapshot included
+/// (every table with a recorded changed key is one of them); sequences are left out (prepare
+/// sets them). Verify's own listing, retried like it.
 async fn describe_for_proof(
-    source: &crate::config::Endpoint,
+    ctx: &Context,
     store: &crate::state::Store,
 ) -> Result<Vec<crate::schema::Table>> {
-    let mut names: Vec<(String, String)> = store
-        .tables()?
-        .into_iter()
-        .map(|t| (t.db, t.name))
-        .collect();
-    names.extend(store.touched_tables()?);
-    names.sort();
-    names.dedup();
+    let filter = super::follow::selection(ctx, store)?;
     let mut backoff = crate::db::retry::Backoff::bounded();
     loop {
-        let attempt = async {
-            let mut meta = crate::db::connect(source, crate::db::Session::Meta)
-                .await
-                .map_err(|e| e.context("source"))?;
-            let mut out = Vec::new();
-            for (db, name) in &names {
-                match crate::schema::describe(&mut meta, db, name).await {
-                    Ok(t) if t.sequence => {}
-                    Ok(t) => out.push(t),
-                    // gone from the source since: a DDL, which the proof refuses by itself
-                    Err(e) if e.what.ends_with(" not found") => {}
-                    Err(e) => return Err(e.context("source")),
-                }
-            }
-            Ok::<_, Error>(out)
-        };
-        match attempt.await {
+        match super::verify::describe(ctx.source()?, store, &filter, &[]).await {
             Ok(t) => return Ok(t),
             Err(e) => {
                 backoff

@@ -5,7 +5,6 @@
 use crate::config::Endpoint;
 use crate::db::{self, quote, Session};
 use crate::error::{Error, Result};
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::time::Duration;
 
@@ -17,42 +16,19 @@ pub async fn connect(ep: &Endpoint) -> Result<Conn> {
 
 /// Why the replica is not replicating from the target (None: it is).
 pub async fn not_replicating(conn: &mut Conn) -> Result<Option<String>> {
-    let rows: Vec<mysql_async::Row> = conn
-        .query("SHOW ALL SLAVES STATUS")
-        .await
-        .map_err(|e| Error::from(e).context("--target-replica, SHOW ALL SLAVES STATUS"))?;
-    if rows.is_empty() {
+    let connections = db::replica::Replication::of(conn, "--target-replica").await?;
+    if connections.is_empty() {
         return Ok(Some(
             "it is not a replica (no replication configured)".into(),
         ));
     }
     // a multi-source replica: one running connection is enough (it may be the target's)
     let mut why = Vec::new();
-    for r in rows {
-        let get = |k: &str| -> String {
-            r.get_opt::<Option<String>, _>(k)
-                .and_then(|v| v.ok())
-                .flatten()
-                .unwrap_or_default()
-        };
-        let io = get("Slave_IO_Running");
-        let sql = get("Slave_SQL_Running");
-        if io == "Yes" && sql == "Yes" {
-            return Ok(None);
+    for c in &connections {
+        match c.stopped() {
+            None => return Ok(None),
+            Some(w) => why.push(w),
         }
-        let err = [get("Last_IO_Error"), get("Last_SQL_Error")]
-            .into_iter()
-            .filter(|e| !e.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
-        why.push(format!(
-            "replication is stopped (IO {io}, SQL {sql}){}",
-            if err.is_empty() {
-                String::new()
-            } else {
-                format!(": {err}")
-            }
-        ));
     }
     Ok(Some(why.join("; ")))
 }

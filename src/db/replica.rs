@@ -10,6 +10,50 @@ use crate::error::{Error, Result};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 
+/// One replication connection of a replica (`SHOW ALL SLAVES STATUS`), its fields as text.
+pub struct Replication(mysql_async::Row);
+
+impl Replication {
+    /// Every replication connection of the server on `conn` (none: not a replica).
+    pub async fn of(conn: &mut Conn, what: &str) -> Result<Vec<Replication>> {
+        let rows: Vec<mysql_async::Row> = conn
+            .query("SHOW ALL SLAVES STATUS")
+            .await
+            .map_err(|e| Error::from(e).context(format!("{what}, SHOW ALL SLAVES STATUS")))?;
+        Ok(rows.into_iter().map(Replication).collect())
+    }
+
+    /// A field (empty when NULL or absent).
+    pub fn get(&self, k: &str) -> String {
+        self.0
+            .get_opt::<Option<String>, _>(k)
+            .and_then(|v| v.ok())
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Why it is not replicating (None: both threads run), with the last errors.
+    pub fn stopped(&self) -> Option<String> {
+        let (io, sql) = (self.get("Slave_IO_Running"), self.get("Slave_SQL_Running"));
+        if io == "Yes" && sql == "Yes" {
+            return None;
+        }
+        let err = [self.get("Last_IO_Error"), self.get("Last_SQL_Error")]
+            .into_iter()
+            .filter(|e| !e.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(format!(
+            "replication is stopped (IO {io}, SQL {sql}){}",
+            if err.is_empty() {
+                String::new()
+            } else {
+                format!(": {err}")
+            }
+        ))
+    }
+}
+
 /// The endpoint of `--snapshot-source URL` (password from MIGRATE_SNAPSHOT_SOURCE_PASSWORD,
 /// else the source's).
 pub fn endpoint(url: &str, source: &Endpoint) -> Result<Endpoint> {
@@ -41,24 +85,15 @@ pub async fn findings(
     let primary_id = db::query_one(primary, "SELECT @@global.server_id")
         .await?
         .unwrap_or_default();
-    let rows: Vec<mysql_async::Row> = replica
-        .query("SHOW ALL SLAVES STATUS")
-        .await
-        .map_err(|e| Error::from(e).context("snapshot-source, SHOW ALL SLAVES STATUS"))?;
-    let get = |r: &mysql_async::Row, k: &str| -> String {
-        r.get_opt::<Option<String>, _>(k)
-            .and_then(|v| v.ok())
-            .flatten()
-            .unwrap_or_default()
-    };
-    match rows.iter().find(|r| get(r, "Master_Server_Id") == primary_id) {
+    let rows = Replication::of(replica, "snapshot-source").await?;
+    match rows.iter().find(|r| r.get("Master_Server_Id") == primary_id) {
         None => out.push(block(
             "replication",
             format!("not a replica of the source (no replication connection from server_id {primary_id})"),
             "point --snapshot-source at a replica of --source",
         )),
         Some(r) => {
-            if !["Slave_Pos", "Current_Pos"].contains(&get(r, "Using_Gtid").as_str()) {
+            if !["Slave_Pos", "Current_Pos"].contains(&r.get("Using_Gtid").as_str()) {
                 out.push(block(
                     "replication",
                     "replicates by binlog file and position, not by GTID".into(),
@@ -74,8 +109,8 @@ pub async fn findings(
                 "Replicate_Wild_Ignore_Table",
             ]
             .iter()
-            .filter(|k| !get(r, k).is_empty())
-            .map(|k| format!("{k}={}", get(r, k)))
+            .filter(|k| !r.get(k).is_empty())
+            .map(|k| format!("{k}={}", r.get(k)))
             .collect();
             if !filters.is_empty() {
                 out.push(block(
@@ -87,15 +122,14 @@ pub async fn findings(
                     "snapshot from a replica without replication filters, or from the source",
                 ));
             }
-            let (io, sql) = (get(r, "Slave_IO_Running"), get(r, "Slave_SQL_Running"));
-            if io != "Yes" || sql != "Yes" {
+            if let Some(why) = r.stopped() {
                 out.push(block(
                     "replication",
-                    format!("replication is stopped (IO {io}, SQL {sql})"),
+                    why,
                     "START SLAVE on the replica and fix what SHOW SLAVE STATUS reports",
                 ));
             } else {
-                match get(r, "Seconds_Behind_Master").parse::<u64>() {
+                match r.get("Seconds_Behind_Master").parse::<u64>() {
                     Ok(lag) if lag <= max_lag => {}
                     Ok(lag) => out.push(block(
                         "lag",

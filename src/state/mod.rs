@@ -461,7 +461,7 @@ impl Store {
     }
 
     /// Forget the keys of these tables last touched at or before group `upto` (a full verify
-    /// compared them); other tables' keys (created after the snapshot, not verified) stay.
+    /// compared them); keys of tables it did not compare stay.
     pub fn forget_touched(&self, upto: i64, tables: &[(String, String)]) -> Result<()> {
         self.with(|c| {
             let tx = c.unchecked_transaction()?;
@@ -472,15 +472,6 @@ impl Store {
                 )?;
             }
             tx.commit()
-        })
-    }
-
-    /// Every table with a recorded changed key.
-    pub fn touched_tables(&self) -> Result<Vec<(String, String)>> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT DISTINCT db, tbl FROM touched_keys ORDER BY db, tbl")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
         })
     }
 
