@@ -47,10 +47,10 @@ fn main() {
     // is small, and on a 2-core bastion a second runtime thread only adds wake-ups that compete
     // with the servers (snapshot bench: 2.58 s single vs 2.70 s multi-thread; follow: equal, also
     // through the simulated VPN: 2.64 s with two threads vs 2.53 s with one).
-    let built = tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build();
-    let runtime = match built {
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -507,7 +507,9 @@ async fn spawn_reverse_follow(ctx: &Context) -> Result<u32> {
     for pattern in &g.exclude {
         cmd.arg("--exclude").arg(pattern);
     }
-    let vars: [(&str, Option<std::ffi::OsString>); 8] = [
+    let vars: [(&str, Option<std::ffi::OsString>); 9] = [
+        // the way back's phase changes and errors reach the same webhook
+        ("MIGRATE_NOTIFY_URL", g.notify_url.clone().map(Into::into)),
         ("MIGRATE_SOURCE", g.source.clone().map(Into::into)),
         ("MIGRATE_TARGET", g.target.clone().map(Into::into)),
         (

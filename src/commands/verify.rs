@@ -368,15 +368,8 @@ pub(crate) async fn describe(
         .into_iter()
         .map(|t| (t.db, t.name))
         .collect();
-    for d in crate::schema::list_databases(&mut meta).await? {
-        if filter.includes_db(&d) {
-            for t in crate::schema::list_tables(&mut meta, &d).await? {
-                if filter.includes_table(&d, &t) {
-                    names.push((d.clone(), t));
-                }
-            }
-        }
-    }
+    let databases = crate::schema::list_databases(&mut meta).await?;
+    names.extend(crate::snapshot::selected_tables(&mut meta, &databases, filter).await?);
     names.sort();
     names.dedup();
     let mut tables = Vec::new();

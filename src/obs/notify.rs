@@ -47,14 +47,25 @@ impl Url {
         if authority.contains('@') {
             return Err("--notify-url: credentials in the URL are not supported (put the secret in the path, as Slack does)".into());
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && !h.ends_with(']') || h.starts_with('[') => (
-                h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                p.parse()
-                    .map_err(|_| "--notify-url: the port is not a number".to_string())?,
-            ),
-            _ => (authority.to_string(), if tls { 443 } else { 80 }),
+        // host, [v6 address], with an optional :port
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((h, rest)) => (h, rest.strip_prefix(':')),
+                None => return Err("--notify-url: unclosed [ in the host".into()),
+            },
+            None => match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
         };
+        let port = match port {
+            Some(p) => p
+                .parse()
+                .map_err(|_| "--notify-url: the port is not a number".to_string())?,
+            None if tls => 443,
+            None => 80,
+        };
+        let host = host.to_string();
         if host.is_empty() {
             return Err("--notify-url: no host".into());
         }
@@ -259,5 +270,7 @@ mod tests {
         assert!(Url::parse("ftp://x").is_err());
         assert!(Url::parse("http://user:pw@x/").is_err());
         assert!(Url::parse("http://x:port/").is_err());
+        let u = Url::parse("http://[::1]:9000/h").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
     }
 }

@@ -412,10 +412,10 @@ async fn follow_once(
     // the GTID past the last of them, no event to come is in a copy, and positions of another
     // server (a promoted replica after a failover, the primary after a snapshot read from its
     // replica) must never be compared with them
-    let high = store
+    let past = store
         .get("snapshot.gtid_past_horizons")?
         .unwrap_or_default();
-    if !high.is_empty() && pos.contains(&Position::parse(&high)?) {
+    if !past.is_empty() && pos.contains(&Position::parse(&past)?) {
         horizons = Arc::new(Default::default());
         applier.set_horizons(horizons.clone());
     } else if horizons.last().is_some() {
@@ -524,6 +524,20 @@ impl Group<'_> {
     fn is_empty(&self) -> bool {
         self.batch.is_empty() && !self.applier.is_open()
     }
+    /// Record (once recording) that a DDL is about to run, with the rows its transaction
+    /// changes: the cutover's proof cannot cover a DDL by keys and asks for a new verify.
+    fn touch_ddl(&self, t: Option<&Transaction>) -> Result<()> {
+        if !self.recording {
+            return Ok(());
+        }
+        let mut touched = Touched::default();
+        if let Some(t) = t {
+            touched.add(t);
+        }
+        touched.ddl = true;
+        self.store.touch(&touched)
+    }
+
     /// Write what is pending, record the position, commit.
     async fn commit(&mut self, pos: &mut Position, live: &mut Live) -> Result<()> {
         if self.is_empty() || self.in_part {
@@ -625,12 +639,7 @@ async fn apply_loop(
             Msg::Idle => {}
             Msg::EarlyDdl(gtid, ddl, ack) => {
                 g.commit(pos, live).await?;
-                if g.recording {
-                    store.touch(&Touched {
-                        ddl: true,
-                        ..Default::default()
-                    })?;
-                }
+                g.touch_ddl(None)?;
                 if g.in_part {
                     return Err(Error::definite(
                         format!("GTID {gtid}: DDL in the middle of a transaction larger than memory allows: {}", ddl.text),
@@ -658,12 +667,7 @@ async fn apply_loop(
             }
             Msg::Ddl(t, ack) => {
                 g.commit(pos, live).await?;
-                if g.recording {
-                    let mut touched = Touched::default();
-                    touched.add(&t);
-                    touched.ddl = true;
-                    store.touch(&touched)?;
-                }
+                g.touch_ddl(Some(&t))?;
                 let before = g.batch_pos.clone();
                 let gtid = t.gtid;
                 let (t_ts, t_commit) = (t.timestamp, t.commit_estimate());

@@ -41,22 +41,35 @@ pub async fn discover(src: &mut Conn, filter: &Filter) -> Result<Vec<Table>> {
         }
     }
     let mut tables = Vec::new();
-    for d in all.iter().filter(|d| filter.includes_db(d)) {
-        for t in schema::list_tables(src, d).await? {
-            if filter.includes_table(d, &t) {
-                match schema::describe(src, d, &t).await {
-                    Ok(x) => tables.push(x),
-                    // renamed or dropped since the listing: the snapshot's final listing
-                    // (reconcile) copies whatever exists then
-                    Err(e) if vanished(&e) => {
-                        tracing::info!("{d}.{t}: gone since it was listed; skipped");
-                    }
-                    Err(e) => return Err(e),
-                }
+    for (d, t) in selected_tables(src, &all, filter).await? {
+        match schema::describe(src, &d, &t).await {
+            Ok(x) => tables.push(x),
+            // renamed or dropped since the listing: the snapshot's final listing
+            // (reconcile) copies whatever exists then
+            Err(e) if vanished(&e) => {
+                tracing::info!("{d}.{t}: gone since it was listed; skipped");
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(tables)
+}
+
+/// (database, table) of every table in `databases` (the server's) that `filter` selects.
+pub async fn selected_tables(
+    src: &mut Conn,
+    databases: &[String],
+    filter: &Filter,
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for d in databases.iter().filter(|d| filter.includes_db(d)) {
+        for t in schema::list_tables(src, d).await? {
+            if filter.includes_table(d, &t) {
+                out.push((d.clone(), t));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Tables migrate refuses, with the reason and the fix: (table, reason, fix).

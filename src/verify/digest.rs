@@ -152,16 +152,6 @@ pub fn row_images(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>) -> Stri
     row_images_where(t, &range(t, lo, hi))
 }
 
-/// `(k1 = v1 AND ...) OR ...` for these keys (cutover's proof of the keys changed since the
-/// last verify).
-pub fn keys_filter(t: &Table, keys: &[Vec<Value>]) -> String {
-    let conds: Vec<String> = keys
-        .iter()
-        .map(|k| format!("({})", key_equals(t, k)))
-        .collect();
-    conds.join(" OR ")
-}
-
 /// Each row's key and column encodings where `filter` (` WHERE ...` or empty) holds, in key
 /// order.
 pub fn row_images_where(t: &Table, filter: &str) -> String {

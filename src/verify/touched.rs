@@ -241,9 +241,9 @@ pub async fn prove(
             }
             continue;
         }
-        // the table's own keys, and the rows a parent's cascade reached (by foreign key)
-        let mut decoded: Vec<Vec<Value>> = Vec::new();
-        let mut by_fk: Vec<String> = Vec::new();
+        // the table's own keys, and the rows a parent's cascade reached (by foreign key): one
+        // condition each
+        let mut conditions: Vec<String> = Vec::new();
         for k in keys {
             let bad = |e: serde_json::Error| {
                 Error::definite(
@@ -253,19 +253,15 @@ pub async fn prove(
             };
             if k.starts_with('{') {
                 let fk: ByForeignKey = serde_json::from_str(k).map_err(bad)?;
-                by_fk.push(fk.condition(t)?);
+                conditions.push(fk.condition(t)?);
             } else {
-                decoded.push(serde_json::from_str(k).map_err(bad)?);
+                let key: Vec<Value> = serde_json::from_str(k).map_err(bad)?;
+                conditions.push(format!("({})", digest::key_equals(t, &key)));
             }
         }
-        let mut filters: Vec<String> = decoded
-            .chunks(KEYS_PER_READ)
-            .map(|chunk| digest::keys_filter(t, chunk))
-            .collect();
-        filters.extend(by_fk.chunks(KEYS_PER_READ).map(|c| c.join(" OR ")));
-        proof.keys += (decoded.len() + by_fk.len()) as u64;
-        for filter in &filters {
-            let sql = digest::row_images_where(t, &format!(" WHERE {filter}"));
+        proof.keys += conditions.len() as u64;
+        for chunk in conditions.chunks(KEYS_PER_READ) {
+            let sql = digest::row_images_where(t, &format!(" WHERE {}", chunk.join(" OR ")));
             for (key, kind, columns) in narrow(src, tgt, t, &sql)
                 .await
                 .map_err(|e| e.context(format!("proving the changed keys of {}", t.full_name())))?
