@@ -265,12 +265,16 @@ pub struct SnapshotArgs {
     #[arg(long, default_value_t = 8 << 20)]
     pub chunk_bytes: u64,
     /// Create every index together with its table instead of adding the non-unique secondary
-    /// indexes after the table's rows (the default, faster; shapes that need an index from
-    /// the start keep it: foreign keys, an AUTO_INCREMENT column's key)
-    #[arg(long)]
+    /// indexes after the table's rows. Default: deferred when the source is near (under 5 ms
+    /// away: the target's CPU is what the copy waits for, and an index built once is cheaper),
+    /// kept when it is far (a VPN: the link is what the copy waits for, and the target has the
+    /// CPU to keep the index as rows arrive, where building it after is time added at the end)
+    #[arg(long, conflicts_with = "defer_indexes")]
     pub no_defer_indexes: bool,
-    /// Accepted for compatibility: deferring secondary indexes is the default
-    #[arg(long, hide = true)]
+    /// Add the non-unique secondary indexes after the table's rows whatever the source's
+    /// distance (shapes that need an index from the start keep it: foreign keys, an
+    /// AUTO_INCREMENT column's key)
+    #[arg(long)]
     pub defer_indexes: bool,
     /// Allow databases that already hold tables on the target; copied tables are replaced
     #[arg(long)]

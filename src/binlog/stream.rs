@@ -144,9 +144,6 @@ pub enum Item {
     EarlyDdl(String, Ddl),
 }
 
-/// A round trip to the source from which the binlog stream is compressed by default.
-const AUTO_COMPRESS_RTT: Duration = Duration::from_millis(5);
-
 /// The source must have every transaction the target already applied (after a failover to a
 /// replica that had not received all of them, the target is ahead of it): otherwise an error
 /// naming the missing GTIDs.
@@ -190,7 +187,7 @@ impl Reader {
         // says otherwise: follow's catch-up there is bound by the link (bench.sh wan)
         if source.compress_auto && source.compress.is_none() {
             let rtt = db::round_trip(&mut conn).await?;
-            if rtt >= AUTO_COMPRESS_RTT {
+            if rtt >= db::FAR_RTT {
                 tracing::info!(
                     "source round trip {:.1} ms: compressing the binlog stream (?compress=false to turn it off)",
                     rtt.as_secs_f64() * 1000.0

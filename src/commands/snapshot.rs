@@ -42,7 +42,11 @@ pub async fn run(ctx: &Context, args: &SnapshotArgs) -> Result<i32> {
         threads: args.threads,
         chunk_rows: args.chunk_rows,
         chunk_bytes: args.chunk_bytes,
-        defer_indexes: !args.no_defer_indexes,
+        defer_indexes: match (args.defer_indexes, args.no_defer_indexes) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         reuse_target: args.reuse_target,
         load_data: !args.no_load_data,
         state_path: ctx.state_path.display().to_string(),

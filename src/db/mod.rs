@@ -35,6 +35,9 @@ fn session_sql(s: Session) -> Vec<&'static str> {
         Session::SourceReader => {
             v.push("SET character_set_results = binary");
             v.push("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+            // a chunk's rows go to the target as they arrive: a target that stalls holds the
+            // SELECT back for as long (the server's default gives up after 60 s)
+            v.push("SET SESSION net_write_timeout = 600");
         }
         Session::TargetWriter => {
             v.push("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'");
@@ -74,13 +77,38 @@ fn opts(ep: &Endpoint, tls: bool) -> OptsBuilder {
         .stmt_cache_size(0)
         // never refuse a large row on the client side: the servers' own limits apply
         .max_allowed_packet(Some(1 << 30))
+        // the driver's idle-expiry figure (used only by connection pools, which migrate does
+        // not use); given here, the driver skips its `SELECT @@wait_timeout` round trip
+        .wait_timeout(Some(28_800))
         .ssl_opts(if tls { ssl_opts(ep, false) } else { None })
         .compression(ep.compress.map(mysql_async::Compression::new))
 }
 
+/// Servers (host:port) seen not to offer TLS under ssl-mode=preferred: later connections to
+/// them skip the attempt (each refused attempt is a handshake, tens of ms over a VPN).
+static NO_TLS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn known_without_tls(ep: &Endpoint) -> bool {
+    let key = format!("{}:{}", ep.host, ep.port);
+    NO_TLS.lock().map(|v| v.contains(&key)).unwrap_or(false)
+}
+
+fn remember_without_tls(ep: &Endpoint) {
+    let key = format!("{}:{}", ep.host, ep.port);
+    if let Ok(mut v) = NO_TLS.lock() {
+        if !v.contains(&key) {
+            v.push(key);
+        }
+    }
+}
+
 /// Open a connection with the session settings `s`. Errors name the server and the fix.
 pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
-    let try_tls = ep.ssl_mode != SslMode::Disabled;
+    let try_tls = match ep.ssl_mode {
+        SslMode::Disabled => false,
+        SslMode::Preferred => !known_without_tls(ep),
+        _ => true,
+    };
     let conn =
         match tokio::time::timeout(Duration::from_secs(20), Conn::new(opts(ep, try_tls))).await {
             Err(_) => Err(Error::transient(format!(
@@ -91,6 +119,7 @@ pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
                 tracing::debug!(
                     "{ep}: server does not offer TLS; connecting without (ssl-mode=preferred)"
                 );
+                remember_without_tls(ep);
                 Conn::new(opts(ep, false))
                     .await
                     .map_err(|e| connect_error(ep, e))
@@ -185,7 +214,7 @@ pub async fn query_strings(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<
     Ok(rows.into_iter().map(row_strings).collect())
 }
 
-fn row_strings(r: mysql_async::Row) -> Vec<Option<String>> {
+pub(crate) fn row_strings(r: mysql_async::Row) -> Vec<Option<String>> {
     r.unwrap()
         .into_iter()
         .map(|v| match v {
@@ -230,6 +259,11 @@ pub async fn query_sets(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Vec<Option
     }
     Ok(sets)
 }
+
+/// A server at least this far (its round trip) is across a VPN: the link, not the servers'
+/// CPU, sets the pace of what is read from it (the binlog stream is compressed, the snapshot
+/// keeps secondary indexes as rows arrive).
+pub const FAR_RTT: Duration = Duration::from_millis(5);
 
 /// The shorter of two round trips (`DO 0`) on `conn`.
 pub async fn round_trip(conn: &mut Conn) -> Result<Duration> {

@@ -30,6 +30,34 @@ pub async fn create_database(conn: &mut Conn, db: &str) -> Result<String> {
     Ok(ddl.replacen("CREATE DATABASE ", "CREATE DATABASE IF NOT EXISTS ", 1))
 }
 
+/// `create_database` of each of `dbs`, in one round trip.
+pub async fn create_databases(conn: &mut Conn, dbs: &[String]) -> Result<Vec<String>> {
+    if dbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let queries: Vec<String> = dbs
+        .iter()
+        .map(|d| format!("SHOW CREATE DATABASE {}", quote::ident(d)))
+        .collect();
+    let sets = crate::db::query_each(conn, &queries, "reading database definitions").await?;
+    sets.into_iter()
+        .zip(&queries)
+        .map(|(rows, sql)| {
+            let ddl = rows
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().nth(1).flatten())
+                .ok_or_else(|| {
+                    Error::definite(
+                        format!("`{sql}` returned nothing"),
+                        "check the grants of the source user",
+                    )
+                })?;
+            Ok(ddl.replacen("CREATE DATABASE ", "CREATE DATABASE IF NOT EXISTS ", 1))
+        })
+        .collect()
+}
+
 /// `SHOW CREATE TABLE` of `db.table` (to send with other queries in one round trip).
 pub fn create_table_sql(db: &str, table: &str) -> String {
     format!("SHOW CREATE TABLE {}", quote::table(db, table))
@@ -205,26 +233,38 @@ async fn system_offset(conn: &mut Conn) -> Result<String> {
 /// enables them). Views that depend on other views are ordered by retrying at create time.
 pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
     let qdb = quote::string(db);
-    let mut out = Vec::new();
     // information_schema.ROUTINES hides routines of other definers from an account without
     // SELECT on mysql.proc: list them from mysql.proc itself, so a missing grant is an error
-    // rather than routines silently left behind
-    let routines = query_strings(
-        conn,
-        &format!("SELECT type, name FROM mysql.proc WHERE db = {qdb} ORDER BY type, name"),
-    )
-    .await
-    .map_err(|e| {
-        Error::definite(
-            format!("source: cannot list the routines of {db}: {}", e.what),
-            "GRANT SELECT ON mysql.proc TO the source user (information_schema hides other definers' routines without it)",
-        )
-    })?;
-    for r in routines {
-        let (kind, name) = (
-            r[0].clone().unwrap_or_default(),
-            r[1].clone().unwrap_or_default(),
-        );
+    // rather than routines silently left behind. The three listings in one round trip, then
+    // every definition in another (each is tens of ms over a VPN).
+    let listings = [
+        format!("SELECT type, name FROM mysql.proc WHERE db = {qdb} ORDER BY type, name"),
+        format!("SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {qdb} ORDER BY TABLE_NAME"),
+        format!("SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {qdb} ORDER BY EVENT_NAME"),
+    ];
+    let mut sets = crate::db::query_each(conn, &listings, &format!("listing the objects of {db}"))
+        .await
+        .map_err(|e| {
+            if e.what.contains("proc") {
+                Error::definite(
+                    format!("source: cannot list the routines of {db}: {}", e.what),
+                    "GRANT SELECT ON mysql.proc TO the source user (information_schema hides other definers' routines without it)",
+                )
+            } else {
+                e
+            }
+        })?
+        .into_iter();
+    let (routines, views, events) = (
+        sets.next().unwrap_or_default(),
+        sets.next().unwrap_or_default(),
+        sets.next().unwrap_or_default(),
+    );
+    let text = |r: &[Option<String>], i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+    // (kind, name, event status) in creation order, with the statement showing each
+    let mut listed: Vec<(&'static str, String, Option<String>)> = Vec::new();
+    for r in &routines {
+        let (kind, name) = (text(r, 0), text(r, 1));
         let kind: &'static str = match kind.as_str() {
             "FUNCTION" => "function",
             "PROCEDURE" => "procedure",
@@ -239,82 +279,78 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
                 ))
             }
         };
-        let rows = query_strings(
-            conn,
-            &format!(
+        listed.push((kind, name, None));
+    }
+    for r in &views {
+        listed.push(("view", text(r, 0), None));
+    }
+    for r in &events {
+        listed.push(("event", text(r, 0), r.get(1).cloned().flatten()));
+    }
+    let shows: Vec<String> = listed
+        .iter()
+        .map(|(kind, name, _)| {
+            format!(
                 "SHOW CREATE {} {}",
                 kind.to_uppercase(),
-                quote::table(db, &name)
-            ),
-        )
-        .await?;
-        let row = rows.into_iter().next().unwrap_or_default();
-        let ddl = row.get(2).cloned().flatten().ok_or_else(|| {
-            Error::definite(
-                format!("cannot read the body of {kind} {db}.{name}"),
-                "grant SELECT on mysql.proc (or SHOW CREATE ROUTINE) to the source user",
+                quote::table(db, name)
             )
-        })?;
-        out.push(Object {
-            kind,
-            db: db.into(),
-            name,
-            sql_mode: row.get(1).cloned().flatten(),
-            ddl,
-            status: None,
-            time_zone: None,
-        });
-    }
-    let views = query_strings(
-        conn,
-        &format!("SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {qdb} ORDER BY TABLE_NAME"),
-    )
-    .await?;
-    for r in views {
-        let name = r[0].clone().unwrap_or_default();
-        let ddl = show_create(
-            conn,
-            &format!("SHOW CREATE VIEW {}", quote::table(db, &name)),
-            1,
-        )
-        .await?;
-        out.push(Object {
-            kind: "view",
-            db: db.into(),
-            name,
-            sql_mode: None,
-            ddl,
-            status: None,
-            time_zone: None,
-        });
-    }
-    let events = query_strings(
-        conn,
-        &format!("SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {qdb} ORDER BY EVENT_NAME"),
-    )
-    .await?;
-    for r in events {
-        let name = r[0].clone().unwrap_or_default();
-        let rows = query_strings(
-            conn,
-            &format!("SHOW CREATE EVENT {}", quote::table(db, &name)),
-        )
-        .await?;
-        let row = rows.into_iter().next().unwrap_or_default();
-        let ddl = row.get(3).cloned().flatten().unwrap_or_default();
-        out.push(Object {
-            kind: "event",
-            db: db.into(),
-            name,
-            sql_mode: row.get(1).cloned().flatten(),
-            ddl,
-            status: r.get(1).cloned().flatten(),
-            time_zone: match row.get(2).cloned().flatten() {
-                // the source's system zone, as an offset (the target's may differ)
-                Some(tz) if tz.eq_ignore_ascii_case("SYSTEM") => Some(system_offset(conn).await?),
-                other => other,
-            },
-        });
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (batch, items) in shows.chunks(64).zip(listed.chunks(64)) {
+        let sets =
+            crate::db::query_each(conn, batch, &format!("reading the objects of {db}")).await?;
+        for (rows, (kind, name, status)) in sets.into_iter().zip(items) {
+            let row = rows.into_iter().next().unwrap_or_default();
+            let (kind, name) = (*kind, name.clone());
+            let object = match kind {
+                "view" => Object {
+                    kind,
+                    db: db.into(),
+                    ddl: row.get(1).cloned().flatten().ok_or_else(|| {
+                        Error::definite(
+                            format!("`SHOW CREATE VIEW {}` returned nothing", quote::table(db, &name)),
+                            "check the grants of the source user (SHOW VIEW, SELECT on mysql.proc, EVENT)",
+                        )
+                    })?,
+                    name,
+                    sql_mode: None,
+                    status: None,
+                    time_zone: None,
+                },
+                "event" => Object {
+                    kind,
+                    db: db.into(),
+                    name,
+                    sql_mode: row.get(1).cloned().flatten(),
+                    ddl: row.get(3).cloned().flatten().unwrap_or_default(),
+                    status: status.clone(),
+                    time_zone: match row.get(2).cloned().flatten() {
+                        // the source's system zone, as an offset (the target's may differ)
+                        Some(tz) if tz.eq_ignore_ascii_case("SYSTEM") => {
+                            Some(system_offset(conn).await?)
+                        }
+                        other => other,
+                    },
+                },
+                _ => Object {
+                    kind,
+                    db: db.into(),
+                    ddl: row.get(2).cloned().flatten().ok_or_else(|| {
+                        Error::definite(
+                            format!("cannot read the body of {kind} {db}.{name}"),
+                            "grant SELECT on mysql.proc (or SHOW CREATE ROUTINE) to the source user",
+                        )
+                    })?,
+                    name,
+                    sql_mode: row.get(1).cloned().flatten(),
+                    status: None,
+                    time_zone: None,
+                },
+            };
+            out.push(object);
+        }
     }
     Ok(out)
 }

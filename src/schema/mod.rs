@@ -194,33 +194,77 @@ pub fn kind_of(data_type: &str, column_type: &str) -> Option<Kind> {
     })
 }
 
-/// Names of the tables of `db` (base tables, sequences, system-versioned tables), in name
-/// order. Views are schema objects (`ddl::objects`).
-pub async fn list_tables(conn: &mut Conn, db: &str) -> Result<Vec<String>> {
-    let sql = format!(
-        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} \
+/// The statement listing the tables of `dbs` (base tables, sequences, system-versioned
+/// tables; views are schema objects, `ddl::objects`); None when `dbs` is empty.
+pub fn tables_sql(dbs: &[String]) -> Option<String> {
+    if dbs.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = dbs.iter().map(|d| quote::string(d)).collect();
+    Some(format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({}) \
          AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME",
-        quote::string(db)
-    );
-    Ok(query_strings(conn, &sql)
-        .await?
-        .into_iter()
+        list.join(", ")
+    ))
+}
+
+/// The statement listing the tables of every non-system database (`tables_from` reads its
+/// rows, keeping those of the databases it is given).
+pub fn all_tables_sql() -> String {
+    let system: Vec<String> = crate::config::SYSTEM_DATABASES
+        .iter()
+        .map(|d| quote::string(d))
+        .collect();
+    format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ({}) \
+         AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME",
+        system.join(", ")
+    )
+}
+
+/// (database, table) from the rows of `tables_sql(dbs)`, ordered as `dbs`, then by name.
+pub fn tables_from(rows: Vec<Vec<Option<String>>>, dbs: &[String]) -> Vec<(String, String)> {
+    let mut by_db: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for r in rows {
+        let mut r = r.into_iter();
+        if let (Some(Some(d)), Some(Some(t))) = (r.next(), r.next()) {
+            by_db.entry(d).or_default().push(t);
+        }
+    }
+    dbs.iter()
+        .flat_map(|d| {
+            by_db
+                .remove(d)
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |t| (d.clone(), t))
+        })
+        .collect()
+}
+
+/// (database, table) of every table in `dbs`, in one query (`tables_sql`).
+pub async fn list_tables(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, String)>> {
+    match tables_sql(dbs) {
+        Some(sql) => Ok(tables_from(query_strings(conn, &sql).await?, dbs)),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The statement listing the databases (`databases_from` reads its rows).
+pub const DATABASES_SQL: &str =
+    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME";
+
+/// The non-system databases in the rows of `DATABASES_SQL`.
+pub fn databases_from(rows: Vec<Vec<Option<String>>>) -> Vec<String> {
+    rows.into_iter()
         .filter_map(|r| r.into_iter().next().flatten())
-        .collect())
+        .filter(|d| !crate::config::SYSTEM_DATABASES.contains(&d.as_str()))
+        .collect()
 }
 
 /// Names of the non-system databases.
 pub async fn list_databases(conn: &mut Conn) -> Result<Vec<String>> {
-    let rows = query_strings(
-        conn,
-        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
-    )
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().flatten())
-        .filter(|d| !crate::config::SYSTEM_DATABASES.contains(&d.as_str()))
-        .collect())
+    Ok(databases_from(query_strings(conn, DATABASES_SQL).await?))
 }
 
 /// Describe one table. Unknown column types are an error naming the column.

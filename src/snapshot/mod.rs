@@ -16,12 +16,15 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct Options {
     pub threads: usize,
     pub chunk_rows: u64,
     pub chunk_bytes: u64,
-    pub defer_indexes: bool,
+    /// Add non-unique secondary indexes after the rows; None: when the source is near
+    /// (`db::FAR_RTT`).
+    pub defer_indexes: Option<bool>,
     pub reuse_target: bool,
     /// Write with LOAD DATA LOCAL INFILE when the target allows it.
     pub load_data: bool,
@@ -32,6 +35,20 @@ pub struct Options {
 /// The selected tables of the source, described. Databases named in --databases must exist.
 pub async fn discover(src: &mut Conn, filter: &Filter) -> Result<Vec<Table>> {
     let all = schema::list_databases(src).await?;
+    Ok(discover_in(src, &all, filter)
+        .await?
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect())
+}
+
+/// The selected tables of the source databases `all`, each described together with its
+/// definition (`describe_all`). Databases named in --databases must exist.
+pub async fn discover_in(
+    src: &mut Conn,
+    all: &[String],
+    filter: &Filter,
+) -> Result<Vec<(Table, String)>> {
     for d in &filter.databases {
         if !all.contains(d) {
             return Err(Error::definite(
@@ -40,19 +57,8 @@ pub async fn discover(src: &mut Conn, filter: &Filter) -> Result<Vec<Table>> {
             ));
         }
     }
-    let mut tables = Vec::new();
-    for (d, t) in selected_tables(src, &all, filter).await? {
-        match schema::describe(src, &d, &t).await {
-            Ok(x) => tables.push(x),
-            // renamed or dropped since the listing: the snapshot's final listing
-            // (reconcile) copies whatever exists then
-            Err(e) if vanished(&e) => {
-                tracing::info!("{d}.{t}: gone since it was listed; skipped");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(tables)
+    let names = selected_tables(src, all, filter).await?;
+    describe_all(src, &names).await
 }
 
 /// (database, table) of every table in `databases` (the server's) that `filter` selects.
@@ -61,15 +67,16 @@ pub async fn selected_tables(
     databases: &[String],
     filter: &Filter,
 ) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for d in databases.iter().filter(|d| filter.includes_db(d)) {
-        for t in schema::list_tables(src, d).await? {
-            if filter.includes_table(d, &t) {
-                out.push((d.clone(), t));
-            }
-        }
-    }
-    Ok(out)
+    let dbs: Vec<String> = databases
+        .iter()
+        .filter(|d| filter.includes_db(d))
+        .cloned()
+        .collect();
+    Ok(schema::list_tables(src, &dbs)
+        .await?
+        .into_iter()
+        .filter(|(d, t)| filter.includes_table(d, t))
+        .collect())
 }
 
 /// Tables migrate refuses, with the reason and the fix: (table, reason, fix).
@@ -101,22 +108,87 @@ fn vanished(e: &Error) -> bool {
     e.code() == Some(1146) || (e.what.starts_with("table ") && e.what.ends_with(" not found"))
 }
 
+/// The statements of one stable description: definition, description, definition again.
+fn stable_queries(db: &str, name: &str) -> Vec<String> {
+    let mut queries = vec![ddl::create_table_sql(db, name)];
+    queries.extend(schema::describe_queries(db, name));
+    queries.push(ddl::create_table_sql(db, name));
+    queries
+}
+
+/// The result sets of `stable_queries`: the table, its definition, and whether both
+/// definitions agree (no DDL in between).
+fn stable_from(
+    db: &str,
+    name: &str,
+    mut sets: Vec<Vec<Vec<Option<String>>>>,
+) -> Result<(Table, String, bool)> {
+    let after = ddl::create_table_from(sets.pop().unwrap_or_default(), db, name)?;
+    let before = ddl::create_table_from(std::mem::take(&mut sets[0]), db, name)?;
+    let t = schema::describe_from(db, name, sets.split_off(1))?;
+    let stable = before == after;
+    Ok((t, after, stable))
+}
+
 pub async fn describe_stable(conn: &mut Conn, db: &str, name: &str) -> Result<(Table, String)> {
     let mut attempts = 0;
     loop {
         // definition, description, definition again: one round trip
-        let mut queries = vec![ddl::create_table_sql(db, name)];
-        queries.extend(schema::describe_queries(db, name));
-        queries.push(ddl::create_table_sql(db, name));
-        let mut sets = db::query_each(conn, &queries, &format!("describing {db}.{name}")).await?;
-        let after = ddl::create_table_from(sets.pop().unwrap_or_default(), db, name)?;
-        let before = ddl::create_table_from(std::mem::take(&mut sets[0]), db, name)?;
-        let t = schema::describe_from(db, name, sets.split_off(1))?;
-        if before == after || attempts >= 10 {
-            return Ok((t, after));
+        let queries = stable_queries(db, name);
+        let sets = db::query_each(conn, &queries, &format!("describing {db}.{name}")).await?;
+        let (t, definition, stable) = stable_from(db, name, sets)?;
+        if stable || attempts >= 10 {
+            return Ok((t, definition));
         }
         attempts += 1;
     }
+}
+
+/// Tables described per round trip by `describe_all` (seven statements each).
+const DESCRIBE_BATCH: usize = 32;
+
+/// `describe_stable` of each of `names`, many tables per round trip (over the VPN each round
+/// trip costs tens of ms). A table renamed or dropped since it was listed is left out (the
+/// snapshot's final listing, `reconcile`, copies whatever exists then).
+pub async fn describe_all(
+    conn: &mut Conn,
+    names: &[(String, String)],
+) -> Result<Vec<(Table, String)>> {
+    let mut out = Vec::new();
+    for batch in names.chunks(DESCRIBE_BATCH) {
+        let queries: Vec<String> = batch
+            .iter()
+            .flat_map(|(d, n)| stable_queries(d, n))
+            .collect();
+        let per = queries.len() / batch.len();
+        let mut pending: Vec<&(String, String)> = Vec::new();
+        match db::query_each(conn, &queries, "describing tables").await {
+            Ok(sets) => {
+                let mut sets = sets.into_iter();
+                for name in batch {
+                    let own: Vec<_> = sets.by_ref().take(per).collect();
+                    match stable_from(&name.0, &name.1, own)? {
+                        (t, definition, true) => out.push((t, definition)),
+                        // a DDL between the two definitions: this one again on its own
+                        _ => pending.push(name),
+                    }
+                }
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            // one of them failed (gone since the listing, most likely): each on its own
+            Err(_) => pending.extend(batch.iter()),
+        }
+        for (d, n) in pending {
+            match describe_stable(conn, d, n).await {
+                Ok(x) => out.push(x),
+                Err(e) if vanished(&e) => {
+                    tracing::info!("{d}.{n}: gone since it was listed; skipped");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub fn selected_databases(tables: &[Table], src_dbs: &[String], filter: &Filter) -> Vec<String> {
@@ -233,39 +305,26 @@ async fn copy_tables_schema(
     src: &mut Conn,
     tgt: &mut Conn,
     dbs: &[String],
-    tables: &[Table],
+    tables: &[(Table, String)],
     defer: bool,
 ) -> Result<(Vec<Table>, HashMap<String, (String, String)>)> {
-    for d in dbs {
-        let create = ddl::create_database(src, d).await?;
+    for (d, create) in dbs.iter().zip(ddl::create_databases(src, dbs).await?) {
         exec_step(store, tgt, &format!("database:{d}"), &[create]).await?;
     }
-    let mut ordered: Vec<&Table> = tables.iter().filter(|t| t.sequence).collect();
-    ordered.extend(tables.iter().filter(|t| !t.sequence));
+    let mut ordered: Vec<&(Table, String)> = tables.iter().filter(|(t, _)| t.sequence).collect();
+    ordered.extend(tables.iter().filter(|(t, _)| !t.sequence));
     let stored = store.tables()?;
     let mut deferred = HashMap::new();
     let mut described = Vec::new();
-    for t in ordered {
+    for (t, described_as) in ordered {
         let step = format!("table:{}", t.full_name());
         let existing = stored
             .iter()
             .find(|p| p.db == t.db && p.name == t.name)
             .and_then(|p| p.definition.clone())
             .filter(|_| store.step_done(&step).unwrap_or(false));
-        let (table, definition) = match existing {
-            // created by an earlier run: the copy checks its definition chunk by chunk
-            Some(def) => (t.clone(), def),
-            None => match describe_stable(src, &t.db, &t.name).await {
-                Ok(x) => x,
-                Err(e) if vanished(&e) => {
-                    // renamed or dropped since it was listed: the final listing
-                    // (reconcile) copies whatever exists then
-                    tracing::info!("{}: gone since it was listed; skipped", t.full_name());
-                    continue;
-                }
-                Err(e) => return Err(e),
-            },
-        };
+        // created by an earlier run: the copy checks its definition chunk by chunk
+        let (table, definition) = (t.clone(), existing.unwrap_or_else(|| described_as.clone()));
         if let Some(alter) = create_table(store, tgt, &table, &definition, defer).await? {
             deferred.insert(
                 table.full_name(),
@@ -289,21 +348,31 @@ async fn reconcile(
     threads: usize,
 ) -> Result<()> {
     for _round in 0..30 {
-        let before = copy::binlog_now(src).await?;
-        let now_dbs: Vec<String> = schema::list_databases(src)
-            .await?
+        // the listing between two binlog positions, in one round trip
+        let mut sets = db::query_each(
+            src,
+            &[
+                "SHOW MASTER STATUS".to_string(),
+                schema::DATABASES_SQL.to_string(),
+                schema::all_tables_sql(),
+                "SHOW MASTER STATUS".to_string(),
+            ],
+            "listing the source's tables",
+        )
+        .await?
+        .into_iter();
+        let mut next = || sets.next().unwrap_or_default();
+        let (before, dbs, tables, after) = (next(), next(), next(), next());
+        let before = copy::binlog_from(&before)?;
+        let now_dbs: Vec<String> = schema::databases_from(dbs)
             .into_iter()
             .filter(|d| filter.includes_db(d))
             .collect();
-        let mut now_tables = Vec::new();
-        for d in &now_dbs {
-            for t in schema::list_tables(src, d).await? {
-                if filter.includes_table(d, &t) {
-                    now_tables.push((d.clone(), t));
-                }
-            }
-        }
-        let (file, pos) = copy::binlog_now(src).await?;
+        let now_tables: Vec<(String, String)> = schema::tables_from(tables, &now_dbs)
+            .into_iter()
+            .filter(|(d, t)| filter.includes_table(d, t))
+            .collect();
+        let (file, pos) = copy::binlog_from(&after)?;
         let mut changed = false;
         for p in plan.store.tables()? {
             if !now_tables.contains(&(p.db.clone(), p.name.clone())) {
@@ -374,7 +443,7 @@ async fn reconcile(
         }
         if !new_tables.is_empty() {
             changed = true;
-            copy::copy_tables(plan, new_tables, threads).await?;
+            copy::copy_tables(plan, new_tables, threads, &copy::Readers::none()).await?;
         }
         if !changed {
             // the listing holds at `file:pos` only if no DDL ran while it was taken; else
@@ -387,11 +456,11 @@ async fn reconcile(
             // a database's definition as the source has it now (an ALTER DATABASE logged
             // before the replay range would otherwise be lost; later ones are replayed after
             // this, in order)
-            for d in &now_dbs {
-                let (a, b) = (
-                    ddl::create_database(src, d).await?,
-                    ddl::create_database(tgt, d).await?,
-                );
+            let (on_source, on_target) = (
+                ddl::create_databases(src, &now_dbs).await?,
+                ddl::create_databases(tgt, &now_dbs).await?,
+            );
+            for ((d, a), b) in now_dbs.iter().zip(on_source).zip(on_target) {
                 if a != b {
                     let alter = a.replacen("CREATE DATABASE IF NOT EXISTS ", "ALTER DATABASE ", 1);
                     tracing::info!(
@@ -477,39 +546,106 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
     Ok(())
 }
 
-/// GTID positions (lowest, highest) of the recorded chunks, converted on the source.
-async fn gtid_range(store: &Store, src: &mut Conn) -> Result<(String, String)> {
+/// Whether secondary indexes are added after the rows: as `asked`, else when the source is
+/// near (`round_trip`, a small query's). Recorded with the first run: a resumed snapshot keeps
+/// it (tables created with their indexes split off must get them back).
+fn defer_indexes(store: &Store, asked: Option<bool>, round_trip: Duration) -> Result<bool> {
+    if let Some(v) = store.get("snapshot.defer_indexes")? {
+        let recorded = v == "1";
+        if asked.is_some_and(|a| a != recorded) {
+            tracing::info!(
+                "secondary indexes: keeping this snapshot's first choice ({}); a new --state starts over with another",
+                if recorded { "deferred" } else { "with their tables" }
+            );
+        }
+        return Ok(recorded);
+    }
+    let defer = asked.unwrap_or(round_trip < db::FAR_RTT);
+    if asked.is_none() && !defer {
+        tracing::info!(
+            "source round trip {:.1} ms: secondary indexes are created with their tables (the link sets the pace; --defer-indexes adds them after the rows)",
+            round_trip.as_secs_f64() * 1000.0
+        );
+    }
+    store.set("snapshot.defer_indexes", if defer { "1" } else { "0" })?;
+    Ok(defer)
+}
+
+/// Where the snapshot's catch-up starts and ends, as GTID positions of the source.
+struct GtidEnds {
+    /// The lowest and highest chunk positions.
+    low: String,
+    high: String,
+    /// The position past every horizon (positions of this server's binlog): once the target
+    /// has it, follow compares no event with them (it may read another server by then).
+    past_horizons: String,
+    /// Which server the horizons are positions of: follow refuses another one until the
+    /// target is past them (a promoted replica, the primary after --snapshot-source).
+    server_id: String,
+}
+
+/// `GtidEnds`, read in one round trip (each BINLOG_GTID_POS scans the binlog file from its
+/// start: a position is converted once however many ends it is).
+async fn gtid_ends(store: &Store, src: &mut Conn) -> Result<GtidEnds> {
     let positions: Vec<FilePos> = store
         .chunk_position_range()?
         .iter()
         .map(|(f, p)| FilePos::new(f, *p))
         .collect();
-    let (Some(lo), Some(hi)) = (positions.iter().min(), positions.iter().max()) else {
-        // Nothing copied: the current position is consistent.
-        let g = db::query_one(src, "SELECT @@GLOBAL.gtid_binlog_pos")
-            .await?
-            .unwrap_or_default();
-        return Ok((g.clone(), g));
-    };
-    let conv = |p: &FilePos| {
+    let horizon = store.horizons()?.last().cloned();
+    let mut wanted: Vec<FilePos> = positions.iter().min().into_iter().cloned().collect();
+    wanted.extend(positions.iter().max().cloned());
+    wanted.extend(horizon.clone());
+    wanted.sort();
+    wanted.dedup();
+    let mut queries = vec![
+        "SELECT @@global.server_id".to_string(),
+        "SELECT @@GLOBAL.gtid_binlog_pos".to_string(),
+    ];
+    queries.extend(wanted.iter().map(|p| {
         format!(
             "SELECT BINLOG_GTID_POS({}, {})",
             quote::string(&p.file),
             p.offset
         )
+    }));
+    let sets = db::query_each(src, &queries, "converting the snapshot's positions").await?;
+    let first = |i: usize| -> Option<String> {
+        sets.get(i)
+            .and_then(|s| s.first())
+            .and_then(|r| r.first().cloned().flatten())
     };
-    let low = db::query_one(src, &conv(lo)).await?;
-    let high = db::query_one(src, &conv(hi)).await?;
-    match (low, high) {
-        (Some(l), Some(h)) => Ok((l, h)),
-        _ => Err(Error::definite(
-            format!(
-                "source: binlog file {} is gone, the snapshot cannot be made consistent",
-                lo.file
-            ),
-            "raise binlog retention (expire_logs_days) and run snapshot again with a new --state",
-        )),
-    }
+    let server_id = first(0).unwrap_or_default();
+    let gtid_of = |p: &FilePos| -> Result<String> {
+        let i = wanted.iter().position(|w| w == p).unwrap_or(usize::MAX);
+        first(i.saturating_add(2)).ok_or_else(|| {
+            Error::definite(
+                format!(
+                    "source: binlog file {} is gone, the snapshot cannot be made consistent",
+                    p.file
+                ),
+                "raise binlog retention (expire_logs_days) and run snapshot again with a new --state",
+            )
+        })
+    };
+    let (low, high) = match (positions.iter().min(), positions.iter().max()) {
+        (Some(lo), Some(hi)) => (gtid_of(lo)?, gtid_of(hi)?),
+        // nothing copied: the current position is consistent
+        _ => {
+            let g = first(1).unwrap_or_default();
+            (g.clone(), g)
+        }
+    };
+    let past_horizons = match &horizon {
+        Some(p) => gtid_of(p)?,
+        None => high.clone(),
+    };
+    Ok(GtidEnds {
+        low,
+        high,
+        past_horizons,
+        server_id,
+    })
 }
 
 pub struct Outcome {
@@ -527,13 +663,22 @@ pub async fn run(
     store: Arc<Store>,
     opts: &Options,
 ) -> Result<Outcome> {
-    let mut src = db::connect_retry(source, Session::Meta, 5).await?;
-    let mut tgt = db::connect_retry(target, Session::TargetWriter, 5).await?;
-    let tables = discover(&mut src, filter).await?;
+    // both servers at once, and the copy's source readers while the schema is read (each
+    // connection is several round trips over the VPN)
+    let readers = copy::Readers::open(source, opts.threads);
+    let (src, tgt) = tokio::join!(
+        db::connect_retry(source, Session::Meta, 5),
+        db::connect_retry(target, Session::TargetWriter, 5)
+    );
+    let (mut src, mut tgt) = (src?, tgt?);
+    let asked = std::time::Instant::now();
+    let src_dbs = schema::list_databases(&mut src).await?;
+    let defer_indexes = defer_indexes(&store, opts.defer_indexes, asked.elapsed())?;
+    let described = discover_in(&mut src, &src_dbs, filter).await?;
+    let tables: Vec<Table> = described.iter().map(|(t, _)| t.clone()).collect();
     if let Some((name, why, fix)) = unsupported(&tables).into_iter().next() {
         return Err(Error::definite(format!("source table {name} {why}"), fix));
     }
-    let src_dbs = schema::list_databases(&mut src).await?;
     let dbs = selected_databases(&tables, &src_dbs, filter);
     if dbs.is_empty() {
         return Err(Error::definite(
@@ -585,15 +730,8 @@ pub async fn run(
     )?;
     store.set("target", &target.address())?;
     store.set("snapshot.state", "running")?;
-    let (tables, deferred) = copy_tables_schema(
-        &store,
-        &mut src,
-        &mut tgt,
-        &dbs,
-        &tables,
-        opts.defer_indexes,
-    )
-    .await?;
+    let (tables, deferred) =
+        copy_tables_schema(&store, &mut src, &mut tgt, &dbs, &described, defer_indexes).await?;
 
     let done = store.tables()?;
     // rows: the estimate of every table (or what was copied, if more); what an earlier run
@@ -633,10 +771,11 @@ pub async fn run(
         max_statement: (max_packet / 4).clamp(64 << 10, 4 << 20),
         max_packet,
         load_data: local_infile && opts.load_data,
-        defer_indexes: opts.defer_indexes,
+        defer_indexes,
         deferred: std::sync::Mutex::new(deferred),
     };
-    copy::copy_tables(&plan, todo, opts.threads).await?;
+    copy::copy_tables(&plan, todo, opts.threads, &readers).await?;
+    drop(readers);
     reconcile(&plan, &mut src, &mut tgt, filter, opts.threads).await?;
     progress.finish();
 
@@ -657,39 +796,12 @@ pub async fn run(
     }
     let dbs: Vec<String> = store.steps_with_prefix("database:")?;
     copy_objects(&store, &mut src, &mut tgt, &dbs).await?;
-    let (gtid_low, gtid_high) = gtid_range(&store, &mut src).await?;
-    store.set("snapshot.gtid_low", &gtid_low)?;
-    store.set("snapshot.gtid_high", &gtid_high)?;
-    // the GTID position past every horizon (positions of this server's binlog): once the
-    // target has it, follow compares no event with them (it may read another server by then)
-    let past = match store.horizons()?.last() {
-        Some(p) => db::query_one(
-            &mut src,
-            &format!(
-                "SELECT BINLOG_GTID_POS({}, {})",
-                quote::string(&p.file),
-                p.offset
-            ),
-        )
-        .await?
-        .ok_or_else(|| {
-            Error::definite(
-                format!(
-                    "source: binlog file {} is gone, the snapshot cannot be made consistent",
-                    p.file
-                ),
-                "raise binlog retention (expire_logs_days) and run snapshot again with a new --state",
-            )
-        })?,
-        None => gtid_high.clone(),
-    };
-    store.set("snapshot.gtid_past_horizons", &past)?;
-    // which server the horizons are positions of: follow refuses another one until the target
-    // is past them (a promoted replica, the primary after --snapshot-source)
-    let server_id = db::query_one(&mut src, "SELECT @@global.server_id")
-        .await?
-        .unwrap_or_default();
-    store.set("snapshot.server_id", &server_id)?;
+    let ends = gtid_ends(&store, &mut src).await?;
+    store.set("snapshot.gtid_low", &ends.low)?;
+    store.set("snapshot.gtid_high", &ends.high)?;
+    store.set("snapshot.gtid_past_horizons", &ends.past_horizons)?;
+    store.set("snapshot.server_id", &ends.server_id)?;
+    let (gtid_low, gtid_high) = (ends.low, ends.high);
     let all = store.tables()?;
     Ok(Outcome {
         gtid_low,
