@@ -35,9 +35,6 @@ fn session_sql(s: Session) -> Vec<&'static str> {
         Session::SourceReader => {
             v.push("SET character_set_results = binary");
             v.push("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ");
-            // a chunk's rows go to the target as they arrive: a target that stalls holds the
-            // SELECT back for as long (the server's default gives up after 60 s)
-            v.push("SET SESSION net_write_timeout = 600");
         }
         Session::TargetWriter => {
             v.push("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'");
@@ -233,6 +230,11 @@ pub async fn query_each(
 ) -> Result<Vec<Vec<Vec<Option<String>>>>> {
     let sets = query_sets(conn, &queries.join("; ")).await?;
     if sets.len() != queries.len() {
+        // a statement failed without the driver reporting it: its error is still pending on
+        // the connection and answers the next command; that error is the one to report
+        if let Err(e) = conn.query_drop("DO 0").await {
+            return Err(Error::from(e).context(what));
+        }
         return Err(Error::definite(
             format!(
                 "{} results for the {} queries {what}",

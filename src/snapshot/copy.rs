@@ -35,7 +35,7 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 pub struct CopyPlan {
     pub source: Endpoint,
@@ -79,8 +79,10 @@ struct StreamChunk {
     seq: u64,
     lo: Option<Vec<Value>>,
     binlog: (String, u64),
-    rows: mpsc::Receiver<Vec<Vec<Value>>>,
+    rows: mpsc::UnboundedReceiver<Vec<Vec<Value>>>,
     end: oneshot::Receiver<StreamEnd>,
+    /// One of the worker's chunks in flight (`CHUNKS_IN_FLIGHT`), released once written.
+    permit: OwnedSemaphorePermit,
 }
 
 /// What the reader knows of a streamed chunk once its rows are read.
@@ -290,7 +292,11 @@ impl SourceReader {
             }
             if sets.len() < lead || result.is_empty() {
                 // a statement failed without the driver reporting it (seen when the table is
-                // renamed at that moment, and when the SELECT names a column a DDL dropped)
+                // renamed at that moment, and when the SELECT names a column a DDL dropped);
+                // its error is still pending on the connection and would answer the next
+                // command in that one's place: take it now
+                drop(result);
+                let _ = self.conn.query_drop("DO 0").await;
                 return Ok(Streamed::StoppedEarly(sets));
             }
             match between(&sets).await {
@@ -333,7 +339,7 @@ impl SourceReader {
                     if !kill && (rows.len() >= BATCH_ROWS || batch_bytes >= BATCH_BYTES) {
                         last = rows.last().cloned();
                         batch_bytes = 0;
-                        if tx.send(std::mem::take(&mut rows)).await.is_err() {
+                        if tx.send(std::mem::take(&mut rows)).is_err() {
                             halted = Some(Halt::WriterStopped);
                             kill = true;
                         }
@@ -361,7 +367,7 @@ impl SourceReader {
         if let Some(tx) = sink {
             if !rows.is_empty() {
                 last = rows.last().cloned();
-                if tx.send(std::mem::take(&mut rows)).await.is_err() {
+                if tx.send(std::mem::take(&mut rows)).is_err() {
                     return Ok(Streamed::Halted(Halt::WriterStopped));
                 }
             }
@@ -410,8 +416,9 @@ const BATCH_BYTES: u64 = 512 << 10;
 enum Flow {
     /// Kept and returned.
     Keep,
-    /// Sent on in batches.
-    Send(mpsc::Sender<Vec<Vec<Value>>>),
+    /// Sent on in batches (never waiting: the reader must not hold the source's SELECT
+    /// open while the writer is busy; `CHUNKS_IN_FLIGHT` bounds what is queued).
+    Send(mpsc::UnboundedSender<Vec<Vec<Value>>>),
     /// Not read.
     Halt(Halt),
 }
@@ -451,10 +458,16 @@ enum Streamed {
 
 /// What a reader reads next for a table.
 enum Next<'a> {
-    /// The chunk after `lo` (from the start if None), at most `limit` rows.
-    Chunk { lo: Option<&'a [Value]>, limit: u64 },
-    /// Nothing more: only confirm the held chunk (the table's last).
-    Finish,
+    /// The chunk after `lo` (from the start if None), at most `limit` rows, with its place
+    /// among the worker's chunks in flight.
+    Chunk {
+        lo: Option<&'a [Value]>,
+        limit: u64,
+        permit: OwnedSemaphorePermit,
+    },
+    /// Only confirm the held chunk and close its snapshot: the table's last chunk, or the
+    /// writer is behind (no snapshot stays open on the source while it catches up).
+    Confirm,
 }
 
 /// A chunk sent to the writer while it is read, its snapshot still open on the reader: the
@@ -495,9 +508,9 @@ async fn read_chunk(
     tx: &mpsc::Sender<Msg>,
 ) -> Result<Read> {
     let show = format!("SHOW CREATE TABLE {}", t.quoted());
-    let (lo, limit) = match next {
-        Next::Chunk { lo, limit } => (lo, limit),
-        Next::Finish => {
+    let (lo, limit, permit) = match next {
+        Next::Chunk { lo, limit, permit } => (lo, limit, permit),
+        Next::Confirm => {
             let sets = r.multi(&format!("{show}; COMMIT")).await?;
             let after = definition_of(&sets, 0);
             if ddl::normalize_definition(&after) != ddl::normalize_definition(definition) {
@@ -524,7 +537,9 @@ async fn read_chunk(
         let before = definition_of(sets, 0);
         let changed = ddl::normalize_definition(&before) != ddl::normalize_definition(definition);
         let position = snapshot_position(sets.last().map(Vec::as_slice).unwrap_or_default());
-        let h = held.take();
+        // a held chunk the definition does not confirm stays held until the table's copy
+        // starts over: an error before that reads it again
+        let h = if changed { None } else { held.take() };
         let lo = lo.map(<[Value]>::to_vec);
         async move {
             if changed {
@@ -533,7 +548,7 @@ async fn read_chunk(
             if let Some(h) = h {
                 h.confirm();
             }
-            let (rows_tx, rows_rx) = mpsc::channel(4);
+            let (rows_tx, rows_rx) = mpsc::unbounded_channel();
             let (end_tx, end_rx) = oneshot::channel();
             let chunk = StreamChunk {
                 table: t.clone(),
@@ -542,6 +557,7 @@ async fn read_chunk(
                 binlog: position?,
                 rows: rows_rx,
                 end: end_rx,
+                permit,
             };
             if tx.send(Msg::Stream(chunk)).await.is_err() {
                 return Ok(Flow::Halt(Halt::WriterStopped));
@@ -554,8 +570,9 @@ async fn read_chunk(
         Ok(x) => x,
         Err((Stage::Lead, e)) if missing(&e) => {
             let _ = r.conn.query_drop("ROLLBACK").await;
+            let at = binlog_now(&mut r.conn).await?;
             held.take();
-            return Ok(Read::Gone(binlog_now(&mut r.conn).await?));
+            return Ok(Read::Gone(at));
         }
         Err((Stage::Rows, e)) if matches!(e.code(), Some(1054) | Some(1146)) => {
             // a column or the table went away between the statements
@@ -595,6 +612,7 @@ async fn read_chunk(
         Streamed::Halted(Halt::WriterStopped) => Ok(Read::WriterStopped),
         Streamed::Halted(Halt::Changed(def)) => {
             r.conn.query_drop("COMMIT").await?;
+            held.take();
             Ok(Read::Changed(def))
         }
         Streamed::Rows {
@@ -666,14 +684,15 @@ fn has_zero_auto_increment(t: &Table, rows: &[Vec<Value>]) -> bool {
 }
 
 /// The streamed half of `write_streamed`: open the chunk's target transaction, delete what
-/// follows its start, and LOAD DATA its rows as their batches arrive (each batch also goes to
-/// `kept`). A batch holding a 0 in an AUTO_INCREMENT column (LOAD DATA would turn it into a
-/// new id) or a row larger than the target's packet ends the stream with an error.
+/// follows its start, and LOAD DATA its rows as their batches arrive. Every batch is moved to
+/// `kept` as soon as it is received, before the load may fail. A batch holding a 0 in an
+/// AUTO_INCREMENT column (LOAD DATA would turn it into a new id) or a row larger than the
+/// target's packet ends the stream with an error.
 async fn load_streamed(
     conn: &mut Conn,
     t: &Arc<Table>,
     lo: Option<&[Value]>,
-    rows: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<Vec<Value>>>>>,
+    rows: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<Vec<Value>>>>>,
     kept: Arc<Mutex<Vec<Vec<Value>>>>,
     max_packet: usize,
 ) -> Result<()> {
@@ -683,6 +702,10 @@ async fn load_streamed(
     let Some(first) = first else {
         return Ok(()); // no rows
     };
+    let first = keep(t, first, &kept, max_packet);
+    if let Err(e) = &first {
+        return Err(Error::transient(e.to_string()));
+    }
     let table = t.clone();
     let stream = futures_util::stream::unfold(
         (Some(first), rows, kept, table, false),
@@ -690,30 +713,12 @@ async fn load_streamed(
             if stopped {
                 return None;
             }
-            let batch = match first {
-                Some(b) => b,
-                None => rows.lock().await.recv().await?,
-            };
-            let mut out = bytes::BytesMut::with_capacity(batch.len() * 64);
-            let mut problem = None;
-            if has_zero_auto_increment(&t, &batch) {
-                problem = Some("a 0 in an AUTO_INCREMENT column".to_string());
-            } else {
-                for row in &batch {
-                    let before = out.len();
-                    super::load::push_row(&mut out, &t, row);
-                    if db::check_packet(out.len() - before, max_packet, t.full_name()).is_err() {
-                        problem = Some("a row larger than the target's packet".to_string());
-                        break;
-                    }
+            let item = match first {
+                Some(item) => item,
+                None => {
+                    let batch = rows.lock().await.recv().await?;
+                    keep(&t, batch, &kept, max_packet)
                 }
-            }
-            if let Ok(mut k) = kept.lock() {
-                k.extend(batch);
-            }
-            let item = match problem {
-                Some(p) => Err(std::io::Error::other(p)),
-                None => Ok(out.freeze()),
             };
             let stopped = item.is_err();
             Some((item, (None, rows, kept, t, stopped)))
@@ -725,6 +730,36 @@ async fn load_streamed(
     });
     conn.query_drop(super::load::statement(t)).await?;
     Ok(())
+}
+
+/// A batch as LOAD DATA lines (or why the stream cannot carry it), the batch moved to `kept`.
+fn keep(
+    t: &Table,
+    batch: Vec<Vec<Value>>,
+    kept: &Mutex<Vec<Vec<Value>>>,
+    max_packet: usize,
+) -> std::io::Result<bytes::Bytes> {
+    let mut out = bytes::BytesMut::with_capacity(batch.len() * 64);
+    let mut problem = None;
+    if has_zero_auto_increment(t, &batch) {
+        problem = Some("a 0 in an AUTO_INCREMENT column");
+    } else {
+        for row in &batch {
+            let before = out.len();
+            super::load::push_row(&mut out, t, row);
+            if db::check_packet(out.len() - before, max_packet, t.full_name()).is_err() {
+                problem = Some("a row larger than the target's packet");
+                break;
+            }
+        }
+    }
+    if let Ok(mut k) = kept.lock() {
+        k.extend(batch);
+    }
+    match problem {
+        Some(p) => Err(std::io::Error::other(p)),
+        None => Ok(out.freeze()),
+    }
 }
 
 async fn delete_range(conn: &mut Conn, c: &Chunk) -> Result<()> {
@@ -859,7 +894,14 @@ struct Worker<'a> {
     plan: &'a CopyPlan,
     queue: &'a Mutex<VecDeque<Arc<Table>>>,
     readers: &'a Readers,
+    /// The worker's streamed chunks in flight (`CHUNKS_IN_FLIGHT`).
+    in_flight: Arc<Semaphore>,
 }
+
+/// Streamed chunks a worker has in flight: one being written, one being read. The reader
+/// takes a place before it opens a chunk's snapshot, so it never waits for the writer with a
+/// snapshot (or a SELECT) open on the source; memory is these chunks' rows.
+const CHUNKS_IN_FLIGHT: usize = 2;
 
 /// Rows per chunk for the next read, from the bytes per row of the last one.
 fn next_limit(plan: &CopyPlan, rows: usize, bytes: u64, prev: u64) -> u64 {
@@ -980,11 +1022,26 @@ impl Worker<'_> {
                 let mut backoff = Backoff::bounded();
                 let read = loop {
                     let next = if finishing {
-                        Next::Finish
+                        Next::Confirm
                     } else {
-                        Next::Chunk {
-                            lo: lo.as_deref(),
-                            limit,
+                        match self.in_flight.clone().try_acquire_owned() {
+                            Ok(permit) => Next::Chunk {
+                                lo: lo.as_deref(),
+                                limit,
+                                permit,
+                            },
+                            // the writer is behind: close the held chunk's snapshot first,
+                            // then wait with nothing open on the source
+                            Err(_) if held.is_some() => Next::Confirm,
+                            Err(_) => Next::Chunk {
+                                lo: lo.as_deref(),
+                                limit,
+                                permit: self.in_flight.clone().acquire_owned().await.map_err(
+                                    |_| {
+                                        Error::definite("the copy's writer is gone", "report a bug")
+                                    },
+                                )?,
+                            },
                         }
                     };
                     match read_chunk(
@@ -1022,7 +1079,8 @@ impl Worker<'_> {
                         cut,
                         end,
                     } => (count, last, bytes, cut, end),
-                    Read::Confirmed => return Ok(true),
+                    Read::Confirmed if finishing => return Ok(true),
+                    Read::Confirmed => continue,
                     Read::WriterStopped => return Ok(false),
                     Read::Changed(def) => {
                         tracing::info!(
@@ -1217,13 +1275,15 @@ impl Worker<'_> {
         let mut conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
         let mut buf = bytes::BytesMut::new();
         while let Some(msg) = rx.recv().await {
-            let c = match msg {
+            // a streamed chunk's place in flight is given back once it is recorded (and, for
+            // a table's last, its deferred indexes added)
+            let (c, _place) = match msg {
                 Msg::Chunk(c) => {
                     self.write_buffered(&mut conn, &c, &mut buf).await?;
-                    c
+                    (c, None)
                 }
                 Msg::Stream(s) => match self.write_streamed(&mut conn, s, &mut buf).await? {
-                    Some(c) => c,
+                    Some((c, place)) => (c, Some(place)),
                     None => continue,
                 },
                 Msg::Recreate(t, definition) => {
@@ -1280,14 +1340,14 @@ impl Worker<'_> {
     /// table are written in order, so what follows is written again by the chunks to come);
     /// committed once the reader confirms the chunk, rolled back if it discards it. Whatever
     /// stops the stream (a lost connection, a row LOAD DATA cannot carry exactly) leaves the
-    /// chunk to `write_buffered`, from the rows kept. Returns the chunk written, or None when
-    /// it was discarded.
+    /// chunk to `write_buffered`, from the rows kept. Returns the chunk written with its place
+    /// in flight, or None when it was discarded.
     async fn write_streamed(
         &self,
         conn: &mut Conn,
         s: StreamChunk,
         buf: &mut bytes::BytesMut,
-    ) -> Result<Option<Chunk>> {
+    ) -> Result<Option<(Chunk, OwnedSemaphorePermit)>> {
         let StreamChunk {
             table,
             seq,
@@ -1295,6 +1355,7 @@ impl Worker<'_> {
             binlog,
             rows,
             end,
+            permit,
         } = s;
         let rows = Arc::new(tokio::sync::Mutex::new(rows));
         let kept: Arc<Mutex<Vec<Vec<Value>>>> = Arc::default();
@@ -1355,7 +1416,7 @@ impl Worker<'_> {
         };
         if open {
             match conn.query_drop("COMMIT").await {
-                Ok(()) => return Ok(Some(chunk)),
+                Ok(()) => return Ok(Some((chunk, permit))),
                 Err(e) => {
                     // committed or not, writing it whole again leaves exactly its rows
                     tracing::debug!(
@@ -1367,7 +1428,7 @@ impl Worker<'_> {
             }
         }
         self.write_buffered(conn, &chunk, buf).await?;
-        Ok(Some(chunk))
+        Ok(Some((chunk, permit)))
     }
 
     /// Record a written chunk: resume point, progress, metrics, and the table's deferred
@@ -1532,9 +1593,10 @@ pub async fn copy_tables(
             plan,
             queue: &queue,
             readers,
+            in_flight: Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT)),
         };
         async move {
-            let (tx, rx) = mpsc::channel(2);
+            let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT + 2);
             let (r, wr) = tokio::join!(w.reader(tx), w.writer(rx));
             wr.and(r)
         }

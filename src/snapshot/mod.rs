@@ -560,8 +560,11 @@ fn defer_indexes(store: &Store, asked: Option<bool>, round_trip: Duration) -> Re
         }
         return Ok(recorded);
     }
-    let defer = asked.unwrap_or(round_trip < db::FAR_RTT);
-    if asked.is_none() && !defer {
+    // a snapshot an older binary started (its tables may exist) had no record: its default was
+    // to defer
+    let started = store.any_steps()?;
+    let defer = asked.unwrap_or(started || round_trip < db::FAR_RTT);
+    if asked.is_none() && !defer && !started {
         tracing::info!(
             "source round trip {:.1} ms: secondary indexes are created with their tables (the link sets the pace; --defer-indexes adds them after the rows)",
             round_trip.as_secs_f64() * 1000.0
