@@ -112,3 +112,63 @@ fn snapshot_survives_dropped_connections() {
     assert!(log.contains("trying again"), "no retry was logged: {log}");
     assert_same(&src, &dst, "big");
 }
+
+/// The target's connections killed again and again while the rows are streamed to it: in the
+/// middle of a streamed LOAD DATA, and while a chunk's transaction waits for the reader to
+/// confirm it. Every chunk so broken is written again whole from the rows the writer kept;
+/// the snapshot ends with exactly the source's rows.
+#[test]
+fn target_connections_killed_while_rows_stream() {
+    let src = Server::source("tk-src");
+    let dst = Server::target("tk-dst");
+    src.sql(
+        "CREATE DATABASE big; USE big; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40), KEY (v));
+         INSERT INTO t SELECT seq, CONCAT('값 ', seq) FROM seq_1_to_60000;
+         CREATE TABLE u (id BIGINT UNSIGNED PRIMARY KEY, b BLOB);
+         INSERT INTO u SELECT seq, REPEAT(CHAR(seq % 256), seq % 700) FROM seq_1_to_20000;",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    let mut snap = migrate_cmd(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &[
+            "snapshot",
+            "--databases",
+            "big",
+            "--chunk-rows",
+            "2000",
+            "--threads",
+            "2",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("snapshot");
+    // alternately: connections running LOAD DATA, and connections with an open transaction
+    let loading = "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'LOAD DATA%' AND ID <> CONNECTION_ID()";
+    let waiting = "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID()";
+    let mut kills = 0;
+    let mut round = 0;
+    while snap.try_wait().expect("wait").is_none() && kills < 12 {
+        let which = if round % 2 == 0 { loading } else { waiting };
+        round += 1;
+        for id in dst.try_sql(which).unwrap_or_default().lines() {
+            if dst.try_sql(&format!("KILL {id}")).is_ok() {
+                kills += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let out = snap.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    eprintln!("{kills} target connections killed during the copy");
+    assert!(
+        kills >= 2,
+        "{kills} target connections killed: the copy ended before the test could test it"
+    );
+    assert_same(&src, &dst, "big");
+}
