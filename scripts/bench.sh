@@ -28,7 +28,8 @@
 #                               snapshot (defaults, and with ?compress=true) vs the best of mydumper
 #                               -t 2 with and without --compress-protocol (+ myloader -t 2, local);
 #                               follow catch-up of a backlog (defaults, and ?compress=false) vs native
-#                               replicas reading through the link (slave_compressed_protocol off and on)
+#                               replicas reading through the link (slave_compressed_protocol off and on),
+#                               BENCH_ROUNDS rounds (3), a new backlog each; the median is reported
 # Sizes: BENCH_TABLES (4), BENCH_ROWS (250000 per table), BENCH_EVENTS (25000 write trx = ~100k row events),
 #        BENCH_PARENTS (20000 single-row parent transactions for cascade).
 set -euo pipefail
@@ -355,26 +356,32 @@ wan_bench() {
     --databases sbtest snapshot >/dev/null 2>&1
   MIGRATE_STATE=$MIGRATE_RUN_DIR/wfc.sqlite "$bin" --source mysql://root@127.0.0.1:14306 --target mysql://root@127.0.0.1:14310 \
     --databases sbtest snapshot >/dev/null 2>&1
-  echo "backlog: sysbench oltp_write_only, $events transactions, 2 threads, nothing applying"
-  sb oltp_write_only --threads=2 --events="$events" --time=0 run >/dev/null
-  local goal; goal=$(q 14306 -e "SELECT @@gtid_binlog_pos")
-  local t0 t1 f1 f2 n1 n2 n4
-  t0=$(now); MIGRATE_STATE=$MIGRATE_RUN_DIR/wf.sqlite "$bin" --source mysql://root@127.0.0.1:$via --target mysql://root@127.0.0.1:14307 \
-    --databases sbtest follow --until-caught-up >/dev/null 2>&1; t1=$(now); f1=$(echo "$t1 - $t0" | bc)
-  t0=$(now); MIGRATE_STATE=$MIGRATE_RUN_DIR/wfc.sqlite "$bin" --source "mysql://root@127.0.0.1:$via?compress=false" --target mysql://root@127.0.0.1:14310 \
-    --databases sbtest follow --until-caught-up >/dev/null 2>&1; t1=$(now); f2=$(echo "$t1 - $t0" | bc)
-  t0=$(now); q 14308 -e "START SLAVE"; wait_replica 14308 "$goal"; t1=$(now); n1=$(echo "$t1 - $t0" | bc)
-  t0=$(now); q 14309 -e "START SLAVE"; wait_replica 14309 "$goal"; t1=$(now); n2=$(echo "$t1 - $t0" | bc)
-  t0=$(now); q 14311 -e "START SLAVE"; wait_replica 14311 "$goal"; t1=$(now); n4=$(echo "$t1 - $t0" | bc)
+  # each round: a new backlog, nothing applying; then each follower catches up in turn (they
+  # all end at the round's goal, where the next round's backlog starts)
+  local t0 t1 f1s=() f2s=() n1s=() n2s=() n4s=() ratios=()
+  for r in $(seq 1 "$rounds"); do
+    sb oltp_write_only --threads=2 --events="$events" --time=0 run >/dev/null
+    local goal; goal=$(q 14306 -e "SELECT @@gtid_binlog_pos")
+    t0=$(now); MIGRATE_STATE=$MIGRATE_RUN_DIR/wf.sqlite "$bin" --source mysql://root@127.0.0.1:$via --target mysql://root@127.0.0.1:14307 \
+      --databases sbtest follow --until-caught-up >/dev/null 2>&1; t1=$(now); f1s+=("$(echo "$t1 - $t0" | bc)")
+    t0=$(now); MIGRATE_STATE=$MIGRATE_RUN_DIR/wfc.sqlite "$bin" --source "mysql://root@127.0.0.1:$via?compress=false" --target mysql://root@127.0.0.1:14310 \
+      --databases sbtest follow --until-caught-up >/dev/null 2>&1; t1=$(now); f2s+=("$(echo "$t1 - $t0" | bc)")
+    t0=$(now); q 14308 -e "START SLAVE"; wait_replica 14308 "$goal"; t1=$(now); q 14308 -e "STOP SLAVE"; n1s+=("$(echo "$t1 - $t0" | bc)")
+    t0=$(now); q 14309 -e "START SLAVE"; wait_replica 14309 "$goal"; t1=$(now); q 14309 -e "STOP SLAVE"; n2s+=("$(echo "$t1 - $t0" | bc)")
+    t0=$(now); q 14311 -e "START SLAVE"; wait_replica 14311 "$goal"; t1=$(now); q 14311 -e "STOP SLAVE"; n4s+=("$(echo "$t1 - $t0" | bc)")
+    local bestn; bestn=$(printf '%s\n' "${n1s[-1]}" "${n2s[-1]}" "${n4s[-1]}" | sort -g | head -1)
+    ratios+=("$(echo "$bestn / ${f1s[-1]}" | bc -l)")
+    printf 'round %d (%d transactions): migrate %.2f s (?compress=false %.2f s); native %.2f s, compressed %.2f s, compressed + 4 threads %.2f s; speed-up %.2fx\n' \
+      "$r" "$events" "${f1s[-1]}" "${f2s[-1]}" "${n1s[-1]}" "${n2s[-1]}" "${n4s[-1]}" "${ratios[-1]}"
+  done
   for port in 14307 14310; do
     for i in $(seq 1 "$tables"); do
       a=$(q 14306 -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2); b=$(q $port -e "CHECKSUM TABLE sbtest.sbtest$i" | cut -f2)
       [ "$a" = "$b" ] || { echo "sbtest$i differs after migrate follow over the link ($port)" >&2; exit 1; }
     done
   done
-  local bestn; bestn=$(printf '%s\n' "$n1" "$n2" "$n4" | sort -g | head -1)
-  printf 'RESULT wan follow catch-up: migrate defaults (binlog stream compressed: the link is >= 5 ms) %.2f s, ?compress=false %.2f s; native 1 thread %.2f s, compressed %.2f s, compressed + 4 parallel threads %.2f s; speed-up of migrate defaults vs best native %.2fx (goal >= 2)\n' \
-    "$f1" "$f2" "$n1" "$n2" "$n4" "$(echo "$bestn / $f1" | bc -l)"
+  printf 'RESULT wan follow catch-up (%d rounds, medians): migrate defaults (binlog stream compressed: the link is >= 5 ms) %.2f s, ?compress=false %.2f s; native 1 thread %.2f s, compressed %.2f s, compressed + 4 parallel threads %.2f s; median speed-up of migrate defaults vs the best native of its round %.2fx (goal >= 2)\n' \
+    "$rounds" "$(median "${f1s[@]}")" "$(median "${f2s[@]}")" "$(median "${n1s[@]}")" "$(median "${n2s[@]}")" "$(median "${n4s[@]}")" "$(median "${ratios[@]}")"
   kill $proxy 2>/dev/null || true
 }
 
