@@ -21,13 +21,8 @@ async fn show_create(conn: &mut Conn, sql: &str, col: usize) -> Result<String> {
 }
 
 pub async fn create_database(conn: &mut Conn, db: &str) -> Result<String> {
-    let ddl = show_create(
-        conn,
-        &format!("SHOW CREATE DATABASE {}", quote::ident(db)),
-        1,
-    )
-    .await?;
-    Ok(ddl.replacen("CREATE DATABASE ", "CREATE DATABASE IF NOT EXISTS ", 1))
+    let mut one = create_databases(conn, &[db.to_string()]).await?;
+    Ok(one.pop().unwrap_or_default())
 }
 
 /// `create_database` of each of `dbs`, in one round trip.

@@ -194,35 +194,28 @@ pub fn kind_of(data_type: &str, column_type: &str) -> Option<Kind> {
     })
 }
 
-/// The statement listing the tables of `dbs` (base tables, sequences, system-versioned
-/// tables; views are schema objects, `ddl::objects`); None when `dbs` is empty.
-pub fn tables_sql(dbs: &[String]) -> Option<String> {
-    if dbs.is_empty() {
-        return None;
-    }
-    let list: Vec<String> = dbs.iter().map(|d| quote::string(d)).collect();
-    Some(format!(
-        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({}) \
+/// The statement listing the tables (base tables, sequences, system-versioned tables; views
+/// are schema objects, `ddl::objects`) of `dbs`, or with None of every non-system database;
+/// `tables_from` reads its rows. `dbs` must not be empty.
+pub fn tables_sql(dbs: Option<&[String]>) -> String {
+    let (op, list): (&str, Vec<String>) = match dbs {
+        Some(dbs) => ("IN", dbs.iter().map(|d| quote::string(d)).collect()),
+        None => (
+            "NOT IN",
+            crate::config::SYSTEM_DATABASES
+                .iter()
+                .map(|d| quote::string(d))
+                .collect(),
+        ),
+    };
+    format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA {op} ({}) \
          AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME",
         list.join(", ")
-    ))
-}
-
-/// The statement listing the tables of every non-system database (`tables_from` reads its
-/// rows, keeping those of the databases it is given).
-pub fn all_tables_sql() -> String {
-    let system: Vec<String> = crate::config::SYSTEM_DATABASES
-        .iter()
-        .map(|d| quote::string(d))
-        .collect();
-    format!(
-        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ({}) \
-         AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME",
-        system.join(", ")
     )
 }
 
-/// (database, table) from the rows of `tables_sql(dbs)`, ordered as `dbs`, then by name.
+/// (database, table) of `dbs` from the rows of `tables_sql`, ordered as `dbs`, then by name.
 pub fn tables_from(rows: Vec<Vec<Option<String>>>, dbs: &[String]) -> Vec<(String, String)> {
     let mut by_db: std::collections::HashMap<String, Vec<String>> = Default::default();
     for r in rows {
@@ -244,10 +237,13 @@ pub fn tables_from(rows: Vec<Vec<Option<String>>>, dbs: &[String]) -> Vec<(Strin
 
 /// (database, table) of every table in `dbs`, in one query (`tables_sql`).
 pub async fn list_tables(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, String)>> {
-    match tables_sql(dbs) {
-        Some(sql) => Ok(tables_from(query_strings(conn, &sql).await?, dbs)),
-        None => Ok(Vec::new()),
+    if dbs.is_empty() {
+        return Ok(Vec::new());
     }
+    Ok(tables_from(
+        query_strings(conn, &tables_sql(Some(dbs))).await?,
+        dbs,
+    ))
 }
 
 /// The statement listing the databases (`databases_from` reads its rows).

@@ -382,9 +382,7 @@ impl SourceReader {
             cut,
         })
     }
-}
 
-impl SourceReader {
     /// Rows of one SELECT until `budget` bytes: (rows, bytes, cut short).
     async fn select(
         &mut self,
@@ -740,19 +738,13 @@ fn keep(
     max_packet: usize,
 ) -> std::io::Result<bytes::Bytes> {
     let mut out = bytes::BytesMut::with_capacity(batch.len() * 64);
-    let mut problem = None;
-    if has_zero_auto_increment(t, &batch) {
-        problem = Some("a 0 in an AUTO_INCREMENT column");
+    let problem = if has_zero_auto_increment(t, &batch) {
+        Some("a 0 in an AUTO_INCREMENT column")
+    } else if push_lines(&mut out, t, &batch, max_packet).is_err() {
+        Some("a row larger than the target's packet")
     } else {
-        for row in &batch {
-            let before = out.len();
-            super::load::push_row(&mut out, t, row);
-            if db::check_packet(out.len() - before, max_packet, t.full_name()).is_err() {
-                problem = Some("a row larger than the target's packet");
-                break;
-            }
-        }
-    }
+        None
+    };
     if let Ok(mut k) = kept.lock() {
         k.extend(batch);
     }
@@ -760,6 +752,26 @@ fn keep(
         Some(p) => Err(std::io::Error::other(p)),
         None => Ok(out.freeze()),
     }
+}
+
+/// `rows` as LOAD DATA lines appended to `out`; a row larger than the target's packet is an
+/// error naming the fix.
+fn push_lines(
+    out: &mut bytes::BytesMut,
+    t: &Table,
+    rows: &[Vec<Value>],
+    max_packet: usize,
+) -> Result<()> {
+    for row in rows {
+        let before = out.len();
+        super::load::push_row(out, t, row);
+        db::check_packet(
+            out.len() - before,
+            max_packet,
+            format!("target table {}", t.full_name()),
+        )?;
+    }
+    Ok(())
 }
 
 async fn delete_range(conn: &mut Conn, c: &Chunk) -> Result<()> {
@@ -791,15 +803,7 @@ async fn write_load_data(
         // fresh multi-MiB allocations per chunk cost more in page faults than the copy itself.
         buf.clear();
         buf.reserve(c.bytes as usize + c.rows.len() * 8);
-        for row in &c.rows {
-            let before = buf.len();
-            super::load::push_row(buf, t, row);
-            db::check_packet(
-                buf.len() - before,
-                max_packet,
-                format!("target table {}", t.full_name()),
-            )?;
-        }
+        push_lines(buf, t, &c.rows, max_packet)?;
         let bytes = buf.split().freeze();
         conn.set_infile_handler(async move {
             let s: mysql_async::InfileData =
@@ -1377,10 +1381,7 @@ impl Worker<'_> {
                         "{} chunk {seq}: streamed load stopped ({e}); writing it whole",
                         table.full_name()
                     );
-                    if conn.query_drop("ROLLBACK").await.is_err() {
-                        // the transaction goes with the connection
-                        *conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
-                    }
+                    self.roll_back(conn).await?;
                 }
             }
         }
@@ -1395,8 +1396,8 @@ impl Worker<'_> {
         }
         let Ok(end) = end.await else {
             // discarded: the chunk is read again, or its table copied again or dropped
-            if open && conn.query_drop("ROLLBACK").await.is_err() {
-                *conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
+            if open {
+                self.roll_back(conn).await?;
             }
             return Ok(None);
         };
@@ -1429,6 +1430,15 @@ impl Worker<'_> {
         }
         self.write_buffered(conn, &chunk, buf).await?;
         Ok(Some((chunk, permit)))
+    }
+
+    /// Roll back the writer's transaction; if the connection cannot, the transaction goes
+    /// with it and a new one is opened.
+    async fn roll_back(&self, conn: &mut Conn) -> Result<()> {
+        if conn.query_drop("ROLLBACK").await.is_err() {
+            *conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
+        }
+        Ok(())
     }
 
     /// Record a written chunk: resume point, progress, metrics, and the table's deferred

@@ -354,7 +354,7 @@ async fn reconcile(
             &[
                 "SHOW MASTER STATUS".to_string(),
                 schema::DATABASES_SQL.to_string(),
-                schema::all_tables_sql(),
+                schema::tables_sql(None),
                 "SHOW MASTER STATUS".to_string(),
             ],
             "listing the source's tables",
