@@ -131,3 +131,141 @@ fn dropped_connections_and_restarts_converge() {
 
     catch_up_and_compare(&sp.url(), &tp.url(), &state, &src, &dst, "shop");
 }
+
+/// The stored place of the applied position in the source's binlog (`follow.binlog_place`).
+fn stored_place(state: &std::path::Path) -> serde_json::Value {
+    let db = rusqlite::Connection::open(state).expect("state file");
+    let text: String = db
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'follow.binlog_place'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("a stored binlog place");
+    serde_json::from_str(&text).expect("place json")
+}
+
+fn set_place(state: &std::path::Path, place: &serde_json::Value) {
+    let db = rusqlite::Connection::open(state).expect("state file");
+    db.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'follow.binlog_place'",
+        [place.to_string()],
+    )
+    .expect("update place");
+}
+
+/// A follow that starts again reads from the file offset where the applied position ends
+/// (no scan of the binlog file for the GTID on the source) whatever kind of transaction was
+/// the last applied: rows, a DDL, a change outside the selection, a transaction applied in
+/// parts. Nothing is applied twice (a keyless table would show it) or skipped. A place that
+/// no longer matches the server falls back to the GTID; a purged binlog still stops follow.
+#[test]
+fn restarts_at_the_applied_binlog_place() {
+    let src = Server::source("bp-src");
+    let dst = Server::target("bp-dst");
+    src.script(load::SCHEMA.as_bytes());
+    src.sql("CREATE TABLE shop.ledger (n INT, note VARCHAR(20)) ENGINE=InnoDB; CREATE DATABASE other; CREATE TABLE other.t (id INT PRIMARY KEY, v INT)");
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    snapshot(&src.url(), &dst.url(), &state);
+    let follow = |expect_place: bool| {
+        let out = migrate(
+            &src.url(),
+            &dst.url(),
+            &state,
+            &["follow", "--until-caught-up", "--databases", "shop"],
+        );
+        assert_ok(&out);
+        let log = format!(
+            "{}{}\nsource {} target {}",
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout),
+            src.sql("SELECT @@gtid_binlog_pos"),
+            dst.sql("SELECT * FROM _migrate.checkpoints")
+        );
+        assert_eq!(
+            log.contains("(where it was applied up to)"),
+            expect_place,
+            "follow {} start at the stored place:\n{log}",
+            if expect_place {
+                "did not"
+            } else {
+                "should not"
+            }
+        );
+        assert_same_multiset(&src, &dst, "shop");
+    };
+    // the first follow after the snapshot has no place yet: by GTID
+    load::run(&src, 0, 10, 21);
+    src.sql("INSERT INTO shop.ledger VALUES (1, 'first')");
+    follow(false);
+    let lasts = [
+        "INSERT INTO shop.ledger VALUES (2, 'rows'), (3, 'rows')",
+        "ALTER TABLE shop.ledger ADD COLUMN extra INT DEFAULT 7",
+        "INSERT INTO other.t VALUES (1, 1)",
+        "USE shop; INSERT INTO shop.big SELECT seq + 100000, REPEAT('p', 190) FROM seq_1_to_60000",
+        "UPDATE shop.ledger SET note = 'updated'",
+    ];
+    for (i, last) in lasts.iter().enumerate() {
+        load::run(&src, 10 + 5 * i as u64, 5, 22 + i as u64);
+        src.sql("INSERT INTO shop.ledger (n, note) VALUES (10, 'between')");
+        src.sql(last);
+        follow(true);
+        // the place is the last transaction's, which is the position's one GTID
+        let place = stored_place(&state);
+        assert_eq!(
+            place["position"].as_str(),
+            Some(src.sql("SELECT @@gtid_binlog_pos").as_str()),
+            "{place}"
+        );
+    }
+    // a place whose GTID event is not where it says (another binlog under the same name):
+    // read by GTID instead
+    let mut place = stored_place(&state);
+    place["gtid_at"] = serde_json::json!(place["gtid_at"].as_u64().unwrap_or(0) + 1);
+    set_place(&state, &place);
+    src.sql("INSERT INTO shop.ledger (n, note) VALUES (20, 'moved')");
+    follow(false);
+    // another server's place (a promoted replica has its own binlog): by GTID
+    let mut place = stored_place(&state);
+    place["server_id"] = serde_json::json!("424242");
+    set_place(&state, &place);
+    src.sql("INSERT INTO shop.ledger (n, note) VALUES (21, 'other server')");
+    follow(false);
+    // a place behind the target's checkpoint (the state file lost its last write): by GTID
+    let behind = stored_place(&state);
+    src.sql("INSERT INTO shop.ledger (n, note) VALUES (22, 'ahead')");
+    follow(true);
+    set_place(&state, &behind);
+    src.sql("INSERT INTO shop.ledger (n, note) VALUES (23, 'after')");
+    follow(false);
+    src.sql("INSERT INTO shop.ledger (n, note) VALUES (24, 'again')");
+    follow(true);
+
+    // the place's file purged (and the GTID with it): follow stops, it does not skip
+    src.sql("INSERT INTO shop.ledger (n, note) VALUES (25, 'x'); FLUSH BINARY LOGS; INSERT INTO shop.ledger (n, note) VALUES (26, 'y'); FLUSH BINARY LOGS;");
+    let t = std::time::Instant::now();
+    while src.sql("SHOW BINARY LOGS").lines().count() > 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "binlogs could not be purged"
+        );
+        let logs = src.sql("SHOW BINARY LOGS");
+        let newest = logs
+            .lines()
+            .last()
+            .and_then(|l| l.split('\t').next())
+            .unwrap_or_default()
+            .to_string();
+        src.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up", "--databases", "shop"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1236"), "{}", stderr(&out));
+}

@@ -108,6 +108,8 @@ pub struct Transaction {
     pub ddl: Vec<Ddl>,
     /// Binlog file position after this transaction.
     pub end: FilePos,
+    /// Offset of its GTID event in `end.file`.
+    pub start: u64,
     pub bytes: u64,
     /// When the reader received the transaction's first event (unix seconds).
     pub seen_at: f64,
@@ -127,6 +129,7 @@ impl Transaction {
             changes: Vec::new(),
             ddl: Vec::new(),
             end: FilePos::new("", 0),
+            start: 0,
             bytes: 0,
             seen_at,
             rolled_back: false,
@@ -150,6 +153,7 @@ impl Transaction {
             changes: Vec::new(),
             ddl: Vec::new(),
             end: self.end.clone(),
+            start: self.start,
             bytes: self.bytes,
             seen_at: self.seen_at,
             rolled_back: self.rolled_back,

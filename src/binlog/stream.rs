@@ -15,7 +15,7 @@ use super::{Change, Ddl, Transaction};
 use crate::config::{Endpoint, Filter};
 use crate::db::{self, quote, Session};
 use crate::error::{Error, Result};
-use crate::position::{horizon::Horizons, FilePos, Position};
+use crate::position::{horizon::Horizons, BinlogPlace, FilePos, Position};
 use crate::schema::{self, Table};
 use crate::sql::lexer::Mode;
 use crate::sql::statement::{self, Statement};
@@ -26,7 +26,7 @@ use mysql_async::prelude::*;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,6 +129,8 @@ pub struct Reader {
     checksum: bool,
     /// A format description has been read on this connection (checksums are known).
     seen_format: bool,
+    /// The source's `@@server_id`.
+    pub server_id: String,
 }
 
 /// What `Reader::next` yields.
@@ -147,15 +149,7 @@ pub enum Item {
 /// The source must have every transaction the target already applied (after a failover to a
 /// replica that had not received all of them, the target is ahead of it): otherwise an error
 /// naming the missing GTIDs.
-pub async fn ensure_source_has(
-    conn: &mut Conn,
-    source: &Endpoint,
-    applied: &Position,
-) -> Result<()> {
-    let has = db::query_one(conn, "SELECT @@global.gtid_binlog_pos")
-        .await?
-        .unwrap_or_default();
-    let has = Position::parse(&has)?;
+pub fn ensure_source_has(has: &Position, source: &Endpoint, applied: &Position) -> Result<()> {
     if has.contains(applied) {
         return Ok(());
     }
@@ -174,38 +168,41 @@ pub async fn ensure_source_has(
     ))
 }
 
+/// A connection to the source made ready for reading its binlog (`Reader::open`), before the
+/// position to read from is known.
+pub struct Opened {
+    conn: Conn,
+    checksum: bool,
+    server_id: String,
+    /// The stored place of the applied position, checked on this server.
+    place: Option<BinlogPlace>,
+}
+
 impl Reader {
-    pub async fn connect(
-        source: &Endpoint,
-        start: &Position,
-        server_id: u32,
-        filter: Filter,
-        horizons: Arc<Horizons>,
-    ) -> Result<Reader> {
-        let mut conn = db::connect(source, Session::Meta).await?;
-        // over a slow link (a VPN: tens of ms) the binlog stream is compressed unless the URL
-        // says otherwise: follow's catch-up there is bound by the link (bench.sh wan)
-        if source.compress_auto && source.compress.is_none() {
-            let rtt = db::round_trip(&mut conn).await?;
-            if rtt >= db::FAR_RTT {
-                tracing::info!(
-                    "source round trip {:.1} ms: compressing the binlog stream (?compress=false to turn it off)",
-                    rtt.as_secs_f64() * 1000.0
-                );
-                let mut compressed = source.clone();
-                compressed.compress = Some(crate::config::COMPRESS_DEFAULT_LEVEL);
-                conn = db::connect(&compressed, Session::Meta).await?;
-            }
+    /// Connect for reading the binlog and read the source's settings; follow runs this while it
+    /// sets up everything else (each round trip costs tens of ms over a VPN). Over a slow link
+    /// (a round trip of `db::FAR_RTT` or more) the stream is compressed unless the URL says
+    /// otherwise: follow's catch-up there is bound by the link (bench.sh wan). `place`, the
+    /// stored place of the applied position, is checked here (`place_holds`).
+    pub async fn open(source: &Endpoint, place: Option<&BinlogPlace>) -> Result<Opened> {
+        let auto = source.compress_auto && source.compress.is_none();
+        let mut ep = source.clone();
+        if auto {
+            // connected compressed, then measured: a near source costs a second connection
+            // (about a millisecond), a far one saves one (three round trips)
+            ep.compress = Some(crate::config::COMPRESS_DEFAULT_LEVEL);
         }
-        // one round trip for the settings, one for the session (each costs tens of ms over a VPN)
+        let mut conn = db::connect(&ep, Session::Meta).await?;
+        let asked = Instant::now();
         let row = db::query_strings(
             &mut conn,
-            "SELECT @@global.log_bin_compress, @@global.binlog_checksum",
+            "SELECT @@global.log_bin_compress, @@global.binlog_checksum, @@global.server_id",
         )
         .await?
         .into_iter()
         .next()
         .unwrap_or_default();
+        let mut rtt = asked.elapsed();
         let setting = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         let compress = setting(0);
         if compress == "1" || compress.eq_ignore_ascii_case("ON") {
@@ -214,28 +211,89 @@ impl Reader {
                 "SET GLOBAL log_bin_compress=OFF on the source (events written while it was ON cannot be followed)",
             ));
         }
-        // (follow checked that the source has `start`: binlog::stream::ensure_source_has)
         let checksum = !setting(1).eq_ignore_ascii_case("NONE") && !setting(1).is_empty();
-        let setup = [
-            "SET @mariadb_slave_capability = 4".to_string(),
-            format!(
-                "SET @slave_connect_state = {}",
-                quote::string(&start.to_string())
-            ),
-            "SET @slave_gtid_strict_mode = 1".to_string(),
-            "SET @slave_gtid_ignore_duplicates = 0".to_string(),
+        let server_id = setting(2);
+        let place = match place {
+            Some(p) if p.server_id == server_id => {
+                let asked = Instant::now();
+                let holds = place_holds(&mut conn, p).await?;
+                rtt = rtt.min(asked.elapsed());
+                holds.then(|| p.clone())
+            }
+            _ => None,
+        };
+        if auto {
+            if rtt >= db::FAR_RTT {
+                tracing::info!(
+                    "source round trip {:.1} ms: compressing the binlog stream (?compress=false to turn it off)",
+                    rtt.as_secs_f64() * 1000.0
+                );
+            } else {
+                conn = db::connect(source, Session::Meta).await?;
+            }
+        }
+        Ok(Opened {
+            conn,
+            checksum,
+            server_id,
+            place,
+        })
+    }
+
+    /// Start the dump on `opened` from `start` (follow checked that the source has it:
+    /// `ensure_source_has`): at the stored place when it is `start`'s, else by GTID.
+    pub async fn start(
+        opened: Opened,
+        start: &Position,
+        server_id: u32,
+        filter: Filter,
+        horizons: Arc<Horizons>,
+    ) -> Result<Reader> {
+        let Opened {
+            mut conn,
+            checksum,
+            server_id: source_server_id,
+            place,
+        } = opened;
+        let place = place.filter(|p| p.position == start.to_string());
+        let mut setup = vec!["SET @mariadb_slave_capability = 4".to_string()];
+        if place.is_none() {
+            setup.extend([
+                format!(
+                    "SET @slave_connect_state = {}",
+                    quote::string(&start.to_string())
+                ),
+                "SET @slave_gtid_strict_mode = 1".to_string(),
+                "SET @slave_gtid_ignore_duplicates = 0".to_string(),
+            ]);
+        }
+        setup.extend([
             format!("SET @master_heartbeat_period = {}", HEARTBEAT.as_nanos()),
             "SET @master_binlog_checksum = @@global.binlog_checksum".to_string(),
-        ];
+        ]);
         conn.query_drop(setup.join("; "))
             .await
             .map_err(|e| Error::from(e).context("source binlog set-up"))?;
-        let stream = conn
-            .get_binlog_stream(
+        let request = match &place {
+            Some(p) => {
+                tracing::info!(
+                    "reading the source binlog from {start} at {}:{} (where it was applied up to)",
+                    p.file,
+                    p.end
+                );
+                BinlogStreamRequest::new(server_id)
+                    .with_filename(p.file.as_bytes())
+                    .with_pos(p.end)
+            }
+            None => {
+                tracing::info!("reading the source binlog from {start} as server_id {server_id}");
                 BinlogStreamRequest::new(server_id)
                     .with_filename(b"")
-                    .with_pos(4u64),
-            )
+                    .with_pos(4u64)
+            }
+        };
+        let stream = conn
+            .get_binlog_stream(request)
             .await
             .map_err(|e| Error::from(e).context("source binlog request"))?;
         Ok(Reader {
@@ -253,6 +311,7 @@ impl Reader {
             past_horizons: false,
             checksum,
             seen_format: false,
+            server_id: source_server_id,
         })
     }
 
@@ -363,6 +422,7 @@ impl Reader {
                 }
                 let mut t = Transaction::new(g.gtid, header.timestamp(), unix_now());
                 t.bytes = header.event_size() as u64;
+                t.start = log_pos.saturating_sub(header.event_size() as u64);
                 self.current = Some(t);
                 self.current_bytes = 0;
                 self.streaming = false;
@@ -860,6 +920,33 @@ fn statement_error(verb: &str, schema: &str, at: &str, text: &str) -> Error {
         ),
         "a session ran with binlog_format=STATEMENT or MIXED (it needs SUPER or BINLOG ADMIN to do so): keep every session at ROW, then take a new snapshot of the affected tables",
     )
+}
+
+/// `place`'s GTID event is still where it was recorded on this server: the binlog file is the
+/// one the place was read from. A server error (the file purged, no BINLOG MONITOR grant) is
+/// "no": the caller reads by GTID.
+async fn place_holds(conn: &mut Conn, place: &BinlogPlace) -> Result<bool> {
+    let sql = format!(
+        "SHOW BINLOG EVENTS IN {} FROM {} LIMIT 1",
+        quote::string(&place.file),
+        place.gtid_at
+    );
+    let rows = match db::query_strings(conn, &sql).await {
+        Ok(rows) => rows,
+        Err(e) if e.is_transient() => return Err(e),
+        Err(e) => {
+            tracing::debug!("the stored binlog place is not usable ({e}); reading by GTID");
+            return Ok(false);
+        }
+    };
+    let Some(row) = rows.first() else {
+        return Ok(false);
+    };
+    let cell = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let gtid = crate::db::consistent::gtid_of_info(&cell(5)).map(|g| g.to_string());
+    Ok(cell(1) == place.gtid_at.to_string()
+        && cell(2) == "Gtid"
+        && gtid.as_deref() == Some(place.position.as_str()))
 }
 
 pub fn unix_now() -> f64 {

@@ -124,11 +124,9 @@ async fn forward(
             if kind == "Gtid" {
                 // Info: "BEGIN GTID 0-1-386" or "GTID 0-1-387" (a DDL)
                 let info = cell(5);
-                let mut words = info.split_whitespace();
-                let text = words.by_ref().find(|w| *w == "GTID").and(words.next());
-                match text.map(Gtid::parse) {
-                    Some(Ok(g)) => p.advance(g),
-                    _ => {
+                match gtid_of_info(&info) {
+                    Some(g) => p.advance(g),
+                    None => {
                         return Err(Error::definite(
                             format!(
                                 "binlog {} at {pos}: unexpected GTID event text {info:?}",
@@ -146,4 +144,15 @@ async fn forward(
         }
     }
     Ok(p)
+}
+
+/// The GTID of a `SHOW BINLOG EVENTS` Gtid row's Info: "BEGIN GTID 0-1-386" (a transaction),
+/// "GTID 0-1-387" (a DDL), either perhaps followed by " cid=..." (group commit).
+pub fn gtid_of_info(info: &str) -> Option<Gtid> {
+    let mut words = info.split_whitespace();
+    words
+        .by_ref()
+        .find(|w| *w == "GTID")
+        .and(words.next())
+        .and_then(|t| Gtid::parse(t).ok())
 }

@@ -267,17 +267,6 @@ pub async fn query_sets(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Vec<Option
 /// keeps secondary indexes as rows arrive).
 pub const FAR_RTT: Duration = Duration::from_millis(5);
 
-/// The shorter of two round trips (`DO 0`) on `conn`.
-pub async fn round_trip(conn: &mut Conn) -> Result<Duration> {
-    let mut best = Duration::MAX;
-    for _ in 0..2 {
-        let t = std::time::Instant::now();
-        conn.query_drop("DO 0").await?;
-        best = best.min(t.elapsed());
-    }
-    Ok(best)
-}
-
 /// One string value (first column of first row).
 pub async fn query_one(conn: &mut Conn, sql: &str) -> Result<Option<String>> {
     Ok(query_strings(conn, sql)

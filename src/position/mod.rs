@@ -89,6 +89,22 @@ impl fmt::Display for Position {
     }
 }
 
+/// Where an applied position ends in one server's binlog, when the position has a single
+/// domain: its one GTID's event is at `file:gtid_at` and the transaction ends at `file:end`.
+/// A reconnect to that server starts its dump at `end` after checking that the GTID is still
+/// there, instead of sending the GTID and making the server read the binlog file from its start
+/// to find it (up to `max_binlog_size`, 1 GiB by default, on every reconnect).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BinlogPlace {
+    /// The applied position (one GTID).
+    pub position: String,
+    /// `@@server_id` of the server whose binlog this is.
+    pub server_id: String,
+    pub file: String,
+    pub gtid_at: u64,
+    pub end: u64,
+}
+
 /// A binlog file position, comparable across files by the file's numeric suffix.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FilePos {

@@ -10,7 +10,7 @@ use crate::config::{Endpoint, Filter};
 use crate::db::{self, monitor, Session};
 use crate::error::{Error, Result};
 use crate::obs::{metrics, progress};
-use crate::position::{Gtid, Position};
+use crate::position::{BinlogPlace, FilePos, Gtid, Position};
 use crate::state::{FollowStatus, Store};
 use crate::verify::touched::Touched;
 
@@ -85,6 +85,10 @@ struct Live {
     reader_at: Arc<std::sync::Mutex<(String, u64)>>,
     /// The applied position (also while reconnecting).
     applied: Position,
+    /// Where `applied` ends in the source's binlog, if known; and the one last written to
+    /// the state store (`follow.binlog_place`).
+    place: Option<BinlogPlace>,
+    place_stored: Option<BinlogPlace>,
     /// Connected and applying (metric `migrate_up`).
     up: bool,
     warned_oldest: bool,
@@ -132,6 +136,8 @@ pub async fn follow(
         view,
         reader_at: Arc::new(std::sync::Mutex::new((String::new(), 0u64))),
         applied: start.clone(),
+        place: stored_place(store)?,
+        place_stored: None,
         up: false,
         warned_oldest: false,
         samples: Default::default(),
@@ -248,6 +254,46 @@ fn refresh_behind(live: &mut Live) {
     }
 }
 
+/// The state-store key of the applied position's place in the source's binlog.
+const PLACE_KEY: &str = "follow.binlog_place";
+
+/// The place stored by the last follow (used only if it is the target's checkpoint's, on the
+/// same server, with its GTID still there: `Reader::open`).
+fn stored_place(store: &Store) -> Result<Option<BinlogPlace>> {
+    Ok(store
+        .get(PLACE_KEY)?
+        .and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+/// Where transaction `gtid` (its GTID event at `start`, its end at `end`) ends in the binlog of
+/// source `server_id`, when the position after it, `after`, is that one GTID (a single
+/// domain); else a reconnect goes by GTID.
+fn place_of(
+    server_id: &str,
+    gtid: Gtid,
+    start: u64,
+    end: &FilePos,
+    after: &Position,
+) -> Option<BinlogPlace> {
+    let mut gtids = after.gtids();
+    let only = gtids.next()?;
+    if gtids.next().is_some()
+        || *only != gtid
+        || end.file.is_empty()
+        || start < 4
+        || server_id.is_empty()
+    {
+        return None;
+    }
+    Some(BinlogPlace {
+        position: after.to_string(),
+        server_id: server_id.to_string(),
+        file: end.file.clone(),
+        gtid_at: start,
+        end: end.offset,
+    })
+}
+
 fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> Result<()> {
     if !force && live.last_status.elapsed() < Duration::from_secs(1) {
         return Ok(());
@@ -256,6 +302,15 @@ fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> 
     live.status.applied_gtid = pos.to_string();
     live.status.updated_at = crate::state::now();
     store.write_follow_status(&live.status)?;
+    if live.place != live.place_stored {
+        let text = live
+            .place
+            .as_ref()
+            .and_then(|p| serde_json::to_string(p).ok())
+            .unwrap_or_default();
+        store.set(PLACE_KEY, &text)?;
+        live.place_stored = live.place.clone();
+    }
     let lag = live.status.lag_seconds.unwrap_or(0.0);
     metrics::set("migrate_follow_lag_seconds", &[], lag);
     if let Some(c) = live.status.last_commit {
@@ -392,22 +447,36 @@ async fn read_ahead(
     }
 }
 
-async fn follow_once(
+/// What follow needs besides the binlog connection: the applier (and the position it
+/// applied), the horizons in force, the target schema cache.
+struct Ready {
+    applier: Applier,
+    pos: Position,
+    horizons: Arc<crate::position::horizon::Horizons>,
+    cache: SchemaCache,
+}
+
+enum Prepared {
+    Ready(Box<Ready>),
+    /// The stop condition holds already, at this position.
+    Done(Position),
+}
+
+async fn prepare(
     source: &Endpoint,
     target: &Endpoint,
-    filter: &Filter,
     store: &Store,
     start: &Position,
     opts: &Options,
     live: &mut Live,
-) -> Result<Position> {
+) -> Result<Prepared> {
     let mut mon = db::connect(source, Session::Meta)
         .await
         .map_err(|e| e.context("source"))?;
     let defaults = Arc::new(SourceDefaults::read(&mut mon).await?);
     let mut horizons = Arc::new(store.horizons()?);
     let mut applier = Applier::connect(target, &opts.migration, horizons.clone(), defaults).await?;
-    let mut pos = applier.checkpoint().unwrap_or_else(|| start.clone());
+    let pos = applier.checkpoint().unwrap_or_else(|| start.clone());
     // the horizons are binlog positions of the server the snapshot read: once the target has
     // the GTID past the last of them, no event to come is in a copy, and positions of another
     // server (a promoted replica after a failover, the primary after a snapshot read from its
@@ -434,26 +503,53 @@ async fn follow_once(
             ));
         }
     }
-    crate::binlog::stream::ensure_source_has(&mut mon, source, &pos).await?;
+    // one look at the source's position: it must have what the target applied, and it is
+    // the goal of --until-caught-up
+    let now = monitor::source_position(&mut mon).await?;
+    crate::binlog::stream::ensure_source_has(&now, source, &pos)?;
     if matches!(opts.until, Until::CaughtUp) && live.goal.is_none() {
-        live.goal = Some(monitor::source_position(&mut mon).await?);
-        tracing::info!(
-            "following until caught up with {}",
-            live.goal
-                .as_ref()
-                .map(|g| g.to_string())
-                .unwrap_or_default()
-        );
+        tracing::info!("following until caught up with {now}");
+        live.goal = Some(now);
     }
     if done(&pos, &opts.until, &live.goal) {
-        return Ok(pos);
+        return Ok(Prepared::Done(pos));
     }
     let cache = SchemaCache::new(target).await?;
-    let reader = Reader::connect(source, &pos, opts.server_id, filter.clone(), horizons).await?;
-    tracing::info!(
-        "reading the source binlog from {pos} as server_id {}",
-        opts.server_id
-    );
+    Ok(Prepared::Ready(Box::new(Ready {
+        applier,
+        pos,
+        horizons,
+        cache,
+    })))
+}
+
+async fn follow_once(
+    source: &Endpoint,
+    target: &Endpoint,
+    filter: &Filter,
+    store: &Store,
+    start: &Position,
+    opts: &Options,
+    live: &mut Live,
+) -> Result<Position> {
+    // the binlog connection is opened while the rest is set up: each round trip costs tens
+    // of ms over a VPN
+    let place = live.place.clone();
+    let (ready, opened) = tokio::try_join!(
+        prepare(source, target, store, start, opts, live),
+        Reader::open(source, place.as_ref()),
+    )?;
+    let Ready {
+        mut applier,
+        mut pos,
+        horizons,
+        cache,
+    } = match ready {
+        Prepared::Ready(r) => *r,
+        Prepared::Done(pos) => return Ok(pos),
+    };
+    let reader = Reader::start(opened, &pos, opts.server_id, filter.clone(), horizons).await?;
+    let server_id = reader.server_id.clone();
     let (tx, mut rx) = mpsc::channel(1024);
     let reader_at = live.reader_at.clone();
     let budget = Arc::new(Semaphore::new(READ_AHEAD_KIB as usize));
@@ -479,6 +575,8 @@ async fn follow_once(
         permits: Vec::new(),
         batch_pos: pos.clone(),
         in_part: false,
+        server_id,
+        place: None,
     };
     let result = apply_loop(&mut group, &mut rx, &mut pos, opts, live, store).await;
     if result.is_err() && task.is_finished() {
@@ -518,6 +616,10 @@ struct Group<'a> {
     batch_pos: Position,
     /// Inside a transaction that arrives in parts: the group cannot commit before its end.
     in_part: bool,
+    /// The source's `@@server_id`.
+    server_id: String,
+    /// Where `batch_pos` ends in the source's binlog, if known (`place_of`).
+    place: Option<BinlogPlace>,
 }
 
 impl Group<'_> {
@@ -556,6 +658,7 @@ impl Group<'_> {
         self.permits.clear();
         *pos = self.batch_pos.clone();
         live.applied = pos.clone();
+        live.place = self.place.take();
         Ok(())
     }
 }
@@ -672,6 +775,7 @@ async fn apply_loop(
                 let gtid = t.gtid;
                 let (t_ts, t_commit) = (t.timestamp, t.commit_estimate());
                 g.batch_pos.advance(gtid);
+                let place = place_of(&g.server_id, gtid, t.start, &t.end, &g.batch_pos);
                 match opts.on_ddl {
                     OnDdl::Stop => {
                         return Err(Error::definite(
@@ -695,6 +799,7 @@ async fn apply_loop(
                 let _ = ack.send(());
                 *pos = g.batch_pos.clone();
                 live.applied = pos.clone();
+                live.place = place;
                 if t_ts > 0 {
                     live.status.last_commit = Some(t_commit);
                     metrics::set(
@@ -730,6 +835,7 @@ async fn apply_loop(
             }
             Msg::Trx(t, permit) => {
                 let gtid = t.gtid;
+                let (start, end) = (t.start, t.end.clone());
                 g.touched.add(&t);
                 if t.needs_exact_apply() {
                     if t.sets_savepoint() {
@@ -749,6 +855,7 @@ async fn apply_loop(
                     g.permits.push(permit);
                 }
                 g.batch_pos.advance(gtid);
+                g.place = place_of(&g.server_id, gtid, start, &end, &g.batch_pos);
                 if g.batch.transactions >= opts.group_size
                     || g.batch.rows >= 200_000
                     || g.batch.bytes >= 64 << 20
@@ -765,7 +872,9 @@ async fn apply_loop(
         }
         let finished = (done(pos, &opts.until, &live.goal) || stop) && !g.in_part;
         if finished {
+            tracing::debug!("stop condition reached at {}", g.batch_pos);
             g.commit(pos, live).await?;
+            tracing::debug!("last group committed at {pos}");
             // final figures for `status`
             refresh_behind(live);
         }
