@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install what migrate's scripts need on Debian 12 (run as root): MariaDB 10.11 server and
-# client from Debian, openssl for the TLS test; with "bench", also mydumper, sysbench and
+# client from Debian, openssl for the TLS test, python3 for scripts/wan-proxy.py (the simulated VPN); with "bench", also mydumper, sysbench and
 # percona-toolkit. Skips what is already installed.
 set -euo pipefail
-want=(mariadb-server mariadb-client openssl time prometheus)
+want=(mariadb-server mariadb-client openssl time prometheus python3)
 if [ "${1:-}" = bench ]; then want+=(mydumper sysbench percona-toolkit); fi
 missing=()
 for p in "${want[@]}"; do
