@@ -226,6 +226,18 @@ fn restarts_at_the_applied_binlog_place() {
     set_place(&state, &place);
     src.sql("INSERT INTO shop.ledger (n, note) VALUES (20, 'moved')");
     follow(false);
+    // a place whose end is not its transaction's end (moved back to the GTID event, or into
+    // the middle of the last event): by GTID, nothing applied twice
+    let mut place = stored_place(&state);
+    place["end"] = place["gtid_at"].clone();
+    set_place(&state, &place);
+    src.sql("INSERT INTO shop.ledger (n, note) VALUES (20, 'end moved')");
+    follow(false);
+    let mut place = stored_place(&state);
+    place["last_at"] = serde_json::json!(place["last_at"].as_u64().unwrap_or(0) + 2);
+    set_place(&state, &place);
+    src.sql("INSERT INTO shop.ledger (n, note) VALUES (20, 'last moved')");
+    follow(false);
     // another server's place (a promoted replica has its own binlog): by GTID
     let mut place = stored_place(&state);
     place["server_id"] = serde_json::json!("424242");

@@ -110,6 +110,8 @@ pub struct Transaction {
     pub end: FilePos,
     /// Offset of its GTID event in `end.file`.
     pub start: u64,
+    /// Offset of its last event (XID, COMMIT, ROLLBACK, the DDL) in `end.file`.
+    pub last_at: u64,
     pub bytes: u64,
     /// When the reader received the transaction's first event (unix seconds).
     pub seen_at: f64,
@@ -130,6 +132,7 @@ impl Transaction {
             ddl: Vec::new(),
             end: FilePos::new("", 0),
             start: 0,
+            last_at: 0,
             bytes: 0,
             seen_at,
             rolled_back: false,
@@ -154,6 +157,7 @@ impl Transaction {
             ddl: Vec::new(),
             end: self.end.clone(),
             start: self.start,
+            last_at: self.last_at,
             bytes: self.bytes,
             seen_at: self.seen_at,
             rolled_back: self.rolled_back,

@@ -131,6 +131,10 @@ pub struct Reader {
     seen_format: bool,
     /// The source's `@@server_id`.
     pub server_id: String,
+    /// Offset of the event being handled (`pos` is its end).
+    event_at: u64,
+    /// The dump started at a stored place (not by GTID).
+    by_place: bool,
 }
 
 /// What `Reader::next` yields.
@@ -171,7 +175,7 @@ pub fn ensure_source_has(has: &Position, source: &Endpoint, applied: &Position) 
 /// A connection to the source made ready for reading its binlog (`Reader::open`), before the
 /// position to read from is known.
 pub struct Opened {
-    conn: Conn,
+    conn: Option<Conn>,
     checksum: bool,
     server_id: String,
     /// The stored place of the applied position, checked on this server.
@@ -193,35 +197,7 @@ impl Reader {
             ep.compress = Some(crate::config::COMPRESS_DEFAULT_LEVEL);
         }
         let mut conn = db::connect(&ep, Session::Meta).await?;
-        let asked = Instant::now();
-        let row = db::query_strings(
-            &mut conn,
-            "SELECT @@global.log_bin_compress, @@global.binlog_checksum, @@global.server_id",
-        )
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-        let mut rtt = asked.elapsed();
-        let setting = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let compress = setting(0);
-        if compress == "1" || compress.eq_ignore_ascii_case("ON") {
-            return Err(Error::definite(
-                "source: log_bin_compress=ON: compressed binlog events cannot be read yet",
-                "SET GLOBAL log_bin_compress=OFF on the source (events written while it was ON cannot be followed)",
-            ));
-        }
-        let checksum = !setting(1).eq_ignore_ascii_case("NONE") && !setting(1).is_empty();
-        let server_id = setting(2);
-        let place = match place {
-            Some(p) if p.server_id == server_id => {
-                let asked = Instant::now();
-                let holds = place_holds(&mut conn, p).await?;
-                rtt = rtt.min(asked.elapsed());
-                holds.then(|| p.clone())
-            }
-            _ => None,
-        };
+        let (mut opened, rtt) = inspect(&mut conn, place).await?;
         if auto {
             if rtt >= db::FAR_RTT {
                 tracing::info!(
@@ -229,14 +205,15 @@ impl Reader {
                     rtt.as_secs_f64() * 1000.0
                 );
             } else {
+                // the server and the place are checked again on the connection that dumps:
+                // behind a load balancer or a moved address it may be another server
                 conn = db::connect(source, Session::Meta).await?;
+                opened = inspect(&mut conn, place).await?.0;
             }
         }
         Ok(Opened {
-            conn,
-            checksum,
-            server_id,
-            place,
+            conn: Some(conn),
+            ..opened
         })
     }
 
@@ -250,11 +227,17 @@ impl Reader {
         horizons: Arc<Horizons>,
     ) -> Result<Reader> {
         let Opened {
-            mut conn,
+            conn,
             checksum,
             server_id: source_server_id,
             place,
         } = opened;
+        let Some(mut conn) = conn else {
+            return Err(Error::definite(
+                "internal: binlog connection missing",
+                "report this bug",
+            ));
+        };
         let place = place.filter(|p| p.position == start.to_string());
         let mut setup = vec!["SET @mariadb_slave_capability = 4".to_string()];
         if place.is_none() {
@@ -312,6 +295,8 @@ impl Reader {
             checksum,
             seen_format: false,
             server_id: source_server_id,
+            event_at: 0,
+            by_place: place.is_some(),
         })
     }
 
@@ -339,7 +324,18 @@ impl Reader {
                         "source binlog: stream closed by the server",
                     ))
                 }
-                Ok(Some(Err(e))) => return Err(Error::from(e).context("source binlog")),
+                Ok(Some(Err(e))) => {
+                    let e = Error::from(e).context("source binlog");
+                    // the place's file purged between its check and the dump: the next
+                    // attempt finds it gone and reads by GTID
+                    if self.by_place && !self.seen_format && e.code() == Some(1236) {
+                        return Err(Error::transient(format!(
+                            "{} (at the stored place; reading by GTID next)",
+                            e.what
+                        )));
+                    }
+                    return Err(e);
+                }
                 Ok(Some(Ok(ev))) => ev,
             };
             self.handle(ev, cache).await?;
@@ -359,6 +355,7 @@ impl Reader {
             return;
         };
         t.end = self.here();
+        t.last_at = self.event_at;
         t.rolled_back = rolled_back;
         t.continued = self.streaming;
         self.streaming = false;
@@ -404,6 +401,7 @@ impl Reader {
         let log_pos = header.log_pos() as u64;
         if log_pos > 0 {
             self.pos = log_pos;
+            self.event_at = log_pos.saturating_sub(header.event_size() as u64);
         }
         if let Some(t) = self.current.as_mut() {
             t.bytes += header.event_size() as u64;
@@ -422,7 +420,7 @@ impl Reader {
                 }
                 let mut t = Transaction::new(g.gtid, header.timestamp(), unix_now());
                 t.bytes = header.event_size() as u64;
-                t.start = log_pos.saturating_sub(header.event_size() as u64);
+                t.start = self.event_at;
                 self.current = Some(t);
                 self.current_bytes = 0;
                 self.streaming = false;
@@ -922,31 +920,92 @@ fn statement_error(verb: &str, schema: &str, at: &str, text: &str) -> Error {
     )
 }
 
-/// `place`'s GTID event is still where it was recorded on this server: the binlog file is the
-/// one the place was read from. A server error (the file purged, no BINLOG MONITOR grant) is
-/// "no": the caller reads by GTID.
-async fn place_holds(conn: &mut Conn, place: &BinlogPlace) -> Result<bool> {
-    let sql = format!(
-        "SHOW BINLOG EVENTS IN {} FROM {} LIMIT 1",
-        quote::string(&place.file),
-        place.gtid_at
-    );
-    let rows = match db::query_strings(conn, &sql).await {
-        Ok(rows) => rows,
-        Err(e) if e.is_transient() => return Err(e),
-        Err(e) => {
-            tracing::debug!("the stored binlog place is not usable ({e}); reading by GTID");
-            return Ok(false);
-        }
+/// Read the source's binlog settings on `conn` (the one that will dump) and check `place`
+/// there; the time the settings took is the round trip.
+async fn inspect(conn: &mut Conn, place: Option<&BinlogPlace>) -> Result<(Opened, Duration)> {
+    let asked = Instant::now();
+    let row = db::query_strings(
+        conn,
+        "SELECT @@global.log_bin_compress, @@global.binlog_checksum, @@global.server_id",
+    )
+    .await?
+    .into_iter()
+    .next()
+    .unwrap_or_default();
+    let rtt = asked.elapsed();
+    let setting = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let compress = setting(0);
+    if compress == "1" || compress.eq_ignore_ascii_case("ON") {
+        return Err(Error::definite(
+            "source: log_bin_compress=ON: compressed binlog events cannot be read yet",
+            "SET GLOBAL log_bin_compress=OFF on the source (events written while it was ON cannot be followed)",
+        ));
+    }
+    let checksum = !setting(1).eq_ignore_ascii_case("NONE") && !setting(1).is_empty();
+    let server_id = setting(2);
+    let place = match place {
+        Some(p) if p.server_id == server_id && place_holds(conn, p).await? => Some(p.clone()),
+        _ => None,
     };
-    let Some(row) = rows.first() else {
+    Ok((
+        Opened {
+            conn: None,
+            checksum,
+            server_id,
+            place,
+        },
+        rtt,
+    ))
+}
+
+/// `place` is still true on this server: its GTID's event is at `gtid_at`, and an XID or
+/// QUERY event (COMMIT, ROLLBACK, the DDL) starts at `last_at` and ends at `end`, so the binlog
+/// file is the one the place was read from and `end` is that transaction's end. A server
+/// error (the file purged, no BINLOG MONITOR grant) is "no": the caller reads by GTID.
+async fn place_holds(conn: &mut Conn, place: &BinlogPlace) -> Result<bool> {
+    if !(4 <= place.gtid_at && place.gtid_at < place.last_at && place.last_at < place.end) {
+        return Ok(false);
+    }
+    let Some((pos, kind, _, info)) = event_at(conn, &place.file, place.gtid_at).await? else {
         return Ok(false);
     };
-    let cell = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-    let gtid = crate::db::consistent::gtid_of_info(&cell(5)).map(|g| g.to_string());
-    Ok(cell(1) == place.gtid_at.to_string()
-        && cell(2) == "Gtid"
-        && gtid.as_deref() == Some(place.position.as_str()))
+    let gtid = crate::db::consistent::gtid_of_info(&info).map(|g| g.to_string());
+    if pos != place.gtid_at.to_string()
+        || kind != "Gtid"
+        || gtid.as_deref() != Some(place.position.as_str())
+    {
+        return Ok(false);
+    }
+    let Some((pos, kind, end, _)) = event_at(conn, &place.file, place.last_at).await? else {
+        return Ok(false);
+    };
+    Ok(pos == place.last_at.to_string()
+        && (kind == "Xid" || kind == "Query")
+        && end == place.end.to_string())
+}
+
+/// The event at `file:at` as `SHOW BINLOG EVENTS` shows it: (Pos, Event_type, End_log_pos,
+/// Info); `None` if there is none or the server refuses (the file purged, no BINLOG MONITOR).
+async fn event_at(
+    conn: &mut Conn,
+    file: &str,
+    at: u64,
+) -> Result<Option<(String, String, String, String)>> {
+    let sql = format!(
+        "SHOW BINLOG EVENTS IN {} FROM {at} LIMIT 1",
+        quote::string(file)
+    );
+    match db::query_strings(conn, &sql).await {
+        Ok(rows) => Ok(rows.into_iter().next().map(|row| {
+            let cell = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            (cell(1), cell(2), cell(4), cell(5))
+        })),
+        Err(e) if e.is_transient() => Err(e),
+        Err(e) => {
+            tracing::debug!("the stored binlog place is not usable ({e}); reading by GTID");
+            Ok(None)
+        }
+    }
 }
 
 pub fn unix_now() -> f64 {

@@ -90,7 +90,8 @@ impl fmt::Display for Position {
 }
 
 /// Where an applied position ends in one server's binlog, when the position has a single
-/// domain: its one GTID's event is at `file:gtid_at` and the transaction ends at `file:end`.
+/// domain: its one GTID's event is at `file:gtid_at`, the transaction's last event (XID, COMMIT,
+/// ROLLBACK or the DDL itself) at `file:last_at`, and the transaction ends at `file:end`.
 /// A reconnect to that server starts its dump at `end` after checking that the GTID is still
 /// there, instead of sending the GTID and making the server read the binlog file from its start
 /// to find it (up to `max_binlog_size`, 1 GiB by default, on every reconnect).
@@ -102,6 +103,7 @@ pub struct BinlogPlace {
     pub server_id: String,
     pub file: String,
     pub gtid_at: u64,
+    pub last_at: u64,
     pub end: u64,
 }
 

@@ -265,13 +265,14 @@ fn stored_place(store: &Store) -> Result<Option<BinlogPlace>> {
         .and_then(|t| serde_json::from_str(&t).ok()))
 }
 
-/// Where transaction `gtid` (its GTID event at `start`, its end at `end`) ends in the binlog of
-/// source `server_id`, when the position after it, `after`, is that one GTID (a single
-/// domain); else a reconnect goes by GTID.
+/// Where transaction `gtid` (its GTID event and its last event at offsets `[start, last_at]`,
+/// its end at `end`) ends in the binlog of source `server_id`, when the position after it,
+/// `after`, is that one GTID (a single domain); else a reconnect goes by GTID. Offsets out of
+/// order mean the header's 32-bit position wrapped (a file past 4 GiB): no place either.
 fn place_of(
     server_id: &str,
     gtid: Gtid,
-    start: u64,
+    [start, last_at]: [u64; 2],
     end: &FilePos,
     after: &Position,
 ) -> Option<BinlogPlace> {
@@ -280,8 +281,8 @@ fn place_of(
     if gtids.next().is_some()
         || *only != gtid
         || end.file.is_empty()
-        || start < 4
         || server_id.is_empty()
+        || !(4 <= start && start < last_at && last_at < end.offset)
     {
         return None;
     }
@@ -290,6 +291,7 @@ fn place_of(
         server_id: server_id.to_string(),
         file: end.file.clone(),
         gtid_at: start,
+        last_at,
         end: end.offset,
     })
 }
@@ -535,19 +537,21 @@ async fn follow_once(
     // the binlog connection is opened while the rest is set up: each round trip costs tens
     // of ms over a VPN
     let place = live.place.clone();
-    let (ready, opened) = tokio::try_join!(
+    let (ready, opened) = tokio::join!(
         prepare(source, target, store, start, opts, live),
         Reader::open(source, place.as_ref()),
-    )?;
+    );
     let Ready {
         mut applier,
         mut pos,
         horizons,
         cache,
-    } = match ready {
+    } = match ready? {
         Prepared::Ready(r) => *r,
+        // nothing to read: what the binlog connection found does not matter
         Prepared::Done(pos) => return Ok(pos),
     };
+    let opened = opened?;
     let reader = Reader::start(opened, &pos, opts.server_id, filter.clone(), horizons).await?;
     let server_id = reader.server_id.clone();
     let (tx, mut rx) = mpsc::channel(1024);
@@ -775,7 +779,13 @@ async fn apply_loop(
                 let gtid = t.gtid;
                 let (t_ts, t_commit) = (t.timestamp, t.commit_estimate());
                 g.batch_pos.advance(gtid);
-                let place = place_of(&g.server_id, gtid, t.start, &t.end, &g.batch_pos);
+                let place = place_of(
+                    &g.server_id,
+                    gtid,
+                    [t.start, t.last_at],
+                    &t.end,
+                    &g.batch_pos,
+                );
                 match opts.on_ddl {
                     OnDdl::Stop => {
                         return Err(Error::definite(
@@ -835,7 +845,7 @@ async fn apply_loop(
             }
             Msg::Trx(t, permit) => {
                 let gtid = t.gtid;
-                let (start, end) = (t.start, t.end.clone());
+                let (start, last_at, end) = (t.start, t.last_at, t.end.clone());
                 g.touched.add(&t);
                 if t.needs_exact_apply() {
                     if t.sets_savepoint() {
@@ -855,7 +865,7 @@ async fn apply_loop(
                     g.permits.push(permit);
                 }
                 g.batch_pos.advance(gtid);
-                g.place = place_of(&g.server_id, gtid, start, &end, &g.batch_pos);
+                g.place = place_of(&g.server_id, gtid, [start, last_at], &end, &g.batch_pos);
                 if g.batch.transactions >= opts.group_size
                     || g.batch.rows >= 200_000
                     || g.batch.bytes >= 64 << 20
