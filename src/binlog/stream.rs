@@ -187,7 +187,7 @@ impl Reader {
     /// sets up everything else (each round trip costs tens of ms over a VPN). Over a slow link
     /// (a round trip of `db::FAR_RTT` or more) the stream is compressed unless the URL says
     /// otherwise: follow's catch-up there is bound by the link (bench.sh wan). `place`, the
-    /// stored place of the applied position, is checked here (`place_holds`).
+    /// stored place of the applied position, is checked here (`inspect`).
     pub async fn open(source: &Endpoint, place: Option<&BinlogPlace>) -> Result<Opened> {
         let auto = source.compress_auto && source.compress.is_none();
         let mut ep = source.clone();
@@ -921,91 +921,70 @@ fn statement_error(verb: &str, schema: &str, at: &str, text: &str) -> Error {
 }
 
 /// Read the source's binlog settings on `conn` (the one that will dump) and check `place`
-/// there; the time the settings took is the round trip.
+/// there, in one round trip; the time it took is the round trip.
 async fn inspect(conn: &mut Conn, place: Option<&BinlogPlace>) -> Result<(Opened, Duration)> {
+    let mut queries = vec![
+        "SELECT @@global.log_bin_compress, @@global.binlog_checksum, @@global.server_id"
+            .to_string(),
+    ];
+    let place = place.filter(|p| 4 <= p.gtid_at && p.gtid_at < p.last_at && p.last_at < p.end);
+    if let Some(p) = place {
+        for at in [p.gtid_at, p.last_at] {
+            queries.push(format!(
+                "SHOW BINLOG EVENTS IN {} FROM {at} LIMIT 1",
+                quote::string(&p.file)
+            ));
+        }
+    }
     let asked = Instant::now();
-    let row = db::query_strings(
-        conn,
-        "SELECT @@global.log_bin_compress, @@global.binlog_checksum, @@global.server_id",
-    )
-    .await?
-    .into_iter()
-    .next()
-    .unwrap_or_default();
+    let (sets, place) = match db::query_each(conn, &queries, "(binlog settings)").await {
+        Ok(sets) => (sets, place),
+        Err(e) if e.is_transient() || queries.len() == 1 => return Err(e),
+        Err(e) => {
+            // the place's file purged, no BINLOG MONITOR grant: read by GTID
+            tracing::debug!("the stored binlog place is not usable ({e}); reading by GTID");
+            (
+                db::query_each(conn, &queries[..1], "(binlog settings)").await?,
+                None,
+            )
+        }
+    };
     let rtt = asked.elapsed();
-    let setting = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-    let compress = setting(0);
+    let first = |i: usize| sets.get(i).and_then(|set| set.first());
+    let cell = |i: usize, j: usize| {
+        first(i)
+            .and_then(|row| row.get(j).cloned().flatten())
+            .unwrap_or_default()
+    };
+    let compress = cell(0, 0);
     if compress == "1" || compress.eq_ignore_ascii_case("ON") {
         return Err(Error::definite(
             "source: log_bin_compress=ON: compressed binlog events cannot be read yet",
             "SET GLOBAL log_bin_compress=OFF on the source (events written while it was ON cannot be followed)",
         ));
     }
-    let checksum = !setting(1).eq_ignore_ascii_case("NONE") && !setting(1).is_empty();
-    let server_id = setting(2);
-    let place = match place {
-        Some(p) if p.server_id == server_id && place_holds(conn, p).await? => Some(p.clone()),
-        _ => None,
-    };
+    let checksum = !cell(0, 1).eq_ignore_ascii_case("NONE") && !cell(0, 1).is_empty();
+    let server_id = cell(0, 2);
+    // SHOW BINLOG EVENTS columns: Log_name, Pos, Event_type, Server_id, End_log_pos, Info
+    let place = place.filter(|p| {
+        let gtid = crate::db::consistent::gtid_of_info(&cell(1, 5)).map(|g| g.to_string());
+        p.server_id == server_id
+            && cell(1, 1) == p.gtid_at.to_string()
+            && cell(1, 2) == "Gtid"
+            && gtid.as_deref() == Some(p.position.as_str())
+            && cell(2, 1) == p.last_at.to_string()
+            && matches!(cell(2, 2).as_str(), "Xid" | "Query")
+            && cell(2, 4) == p.end.to_string()
+    });
     Ok((
         Opened {
             conn: None,
             checksum,
             server_id,
-            place,
+            place: place.cloned(),
         },
         rtt,
     ))
-}
-
-/// `place` is still true on this server: its GTID's event is at `gtid_at`, and an XID or
-/// QUERY event (COMMIT, ROLLBACK, the DDL) starts at `last_at` and ends at `end`, so the binlog
-/// file is the one the place was read from and `end` is that transaction's end. A server
-/// error (the file purged, no BINLOG MONITOR grant) is "no": the caller reads by GTID.
-async fn place_holds(conn: &mut Conn, place: &BinlogPlace) -> Result<bool> {
-    if !(4 <= place.gtid_at && place.gtid_at < place.last_at && place.last_at < place.end) {
-        return Ok(false);
-    }
-    let Some((pos, kind, _, info)) = event_at(conn, &place.file, place.gtid_at).await? else {
-        return Ok(false);
-    };
-    let gtid = crate::db::consistent::gtid_of_info(&info).map(|g| g.to_string());
-    if pos != place.gtid_at.to_string()
-        || kind != "Gtid"
-        || gtid.as_deref() != Some(place.position.as_str())
-    {
-        return Ok(false);
-    }
-    let Some((pos, kind, end, _)) = event_at(conn, &place.file, place.last_at).await? else {
-        return Ok(false);
-    };
-    Ok(pos == place.last_at.to_string()
-        && (kind == "Xid" || kind == "Query")
-        && end == place.end.to_string())
-}
-
-/// The event at `file:at` as `SHOW BINLOG EVENTS` shows it: (Pos, Event_type, End_log_pos,
-/// Info); `None` if there is none or the server refuses (the file purged, no BINLOG MONITOR).
-async fn event_at(
-    conn: &mut Conn,
-    file: &str,
-    at: u64,
-) -> Result<Option<(String, String, String, String)>> {
-    let sql = format!(
-        "SHOW BINLOG EVENTS IN {} FROM {at} LIMIT 1",
-        quote::string(file)
-    );
-    match db::query_strings(conn, &sql).await {
-        Ok(rows) => Ok(rows.into_iter().next().map(|row| {
-            let cell = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-            (cell(1), cell(2), cell(4), cell(5))
-        })),
-        Err(e) if e.is_transient() => Err(e),
-        Err(e) => {
-            tracing::debug!("the stored binlog place is not usable ({e}); reading by GTID");
-            Ok(None)
-        }
-    }
 }
 
 pub fn unix_now() -> f64 {
