@@ -267,7 +267,9 @@ fn snapshot_from_a_replica_then_follow_the_source() {
 /// cannot be compared with them), and `--snapshot-source` refuses `--no-catch-up`.
 #[test]
 fn an_unfinished_catch_up_is_not_continued_on_another_server() {
-    let primary = shop_source("uc-pri", 3000, 1);
+    // enough rows for a copy of hundreds of chunks: writes land between them even on a
+    // loaded machine (with none, every chunk is read at one GTID and no horizon is in force)
+    let primary = shop_source("uc-pri", 30000, 1);
     let replica = replica_of("uc-rep", &primary);
     caught_up(&replica, &primary.sql("SELECT @@global.gtid_binlog_pos"));
     let dst = Server::target("uc-dst");
@@ -291,8 +293,16 @@ fn an_unfinished_catch_up_is_not_continued_on_another_server() {
     assert!(stderr(&out).contains("--no-catch-up"), "{}", stderr(&out));
     // writes during a copy of many small chunks: the horizons spread over the binlog
     let stop = Arc::new(AtomicBool::new(false));
+    let before = primary.sql("SELECT @@global.gtid_binlog_pos");
     let writer = load(primary.port, 0, stop.clone());
-    std::thread::sleep(Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    while primary.sql("SELECT @@global.gtid_binlog_pos") == before {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the load wrote nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_ok(&migrate(
         &primary.url(),
         &dst.url(),
