@@ -256,22 +256,7 @@ fn restarts_at_the_applied_binlog_place() {
 
     // the place's file purged (and the GTID with it): follow stops, it does not skip
     src.sql("INSERT INTO shop.ledger (n, note) VALUES (25, 'x'); FLUSH BINARY LOGS; INSERT INTO shop.ledger (n, note) VALUES (26, 'y'); FLUSH BINARY LOGS;");
-    let t = std::time::Instant::now();
-    while src.sql("SHOW BINARY LOGS").lines().count() > 1 {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "binlogs could not be purged"
-        );
-        let logs = src.sql("SHOW BINARY LOGS");
-        let newest = logs
-            .lines()
-            .last()
-            .and_then(|l| l.split('\t').next())
-            .unwrap_or_default()
-            .to_string();
-        src.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    purge_all_but_newest_binlog(&src);
     let out = migrate(
         &src.url(),
         &dst.url(),

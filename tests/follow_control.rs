@@ -177,23 +177,7 @@ fn until_gtid_metrics_status_ddl_stop_and_purged_binlog() {
     src.sql(
         "UPDATE app.t SET v = 12; FLUSH BINARY LOGS; UPDATE app.t SET v = 13; FLUSH BINARY LOGS;",
     );
-    // files still needed for crash recovery are kept until InnoDB checkpoints: retry
-    let t = Instant::now();
-    while src.sql("SHOW BINARY LOGS").lines().count() > 1 {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "binlogs could not be purged"
-        );
-        let logs = src.sql("SHOW BINARY LOGS");
-        let newest = logs
-            .lines()
-            .last()
-            .and_then(|l| l.split('\t').next())
-            .unwrap_or_default()
-            .to_string();
-        src.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    purge_all_but_newest_binlog(&src);
     let t = Instant::now();
     let out = migrate(
         &src.url(),

@@ -570,3 +570,24 @@ pub fn http_get(port: u16, path: &str) -> String {
         }
     }
 }
+
+/// Purge every binlog file of `src` but the newest (files still needed for crash recovery are
+/// kept until InnoDB checkpoints: retried for up to 30 s).
+pub fn purge_all_but_newest_binlog(src: &Server) {
+    let t = Instant::now();
+    while src.sql("SHOW BINARY LOGS").lines().count() > 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "binlogs could not be purged"
+        );
+        let logs = src.sql("SHOW BINARY LOGS");
+        let newest = logs
+            .lines()
+            .last()
+            .and_then(|l| l.split('\t').next())
+            .unwrap_or_default()
+            .to_string();
+        src.sql(&format!("PURGE BINARY LOGS TO '{newest}'"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
