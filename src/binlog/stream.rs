@@ -175,7 +175,12 @@ pub fn ensure_source_has(has: &Position, source: &Endpoint, applied: &Position) 
 /// A connection to the source made ready for reading its binlog (`Reader::open`), before the
 /// position to read from is known.
 pub struct Opened {
-    conn: Option<Conn>,
+    conn: Conn,
+    seen: Seen,
+}
+
+/// What `inspect` found on a binlog connection.
+struct Seen {
     checksum: bool,
     server_id: String,
     /// The stored place of the applied position, checked on this server.
@@ -197,7 +202,7 @@ impl Reader {
             ep.compress = Some(crate::config::COMPRESS_DEFAULT_LEVEL);
         }
         let mut conn = db::connect(&ep, Session::Meta).await?;
-        let (mut opened, rtt) = inspect(&mut conn, place).await?;
+        let (mut seen, rtt) = inspect(&mut conn, place).await?;
         if auto {
             if rtt >= db::FAR_RTT {
                 tracing::info!(
@@ -208,13 +213,10 @@ impl Reader {
                 // the server and the place are checked again on the connection that dumps:
                 // behind a load balancer or a moved address it may be another server
                 conn = db::connect(source, Session::Meta).await?;
-                opened = inspect(&mut conn, place).await?.0;
+                seen = inspect(&mut conn, place).await?.0;
             }
         }
-        Ok(Opened {
-            conn: Some(conn),
-            ..opened
-        })
+        Ok(Opened { conn, seen })
     }
 
     /// Start the dump on `opened` from `start` (follow checked that the source has it:
@@ -227,17 +229,14 @@ impl Reader {
         horizons: Arc<Horizons>,
     ) -> Result<Reader> {
         let Opened {
-            conn,
-            checksum,
-            server_id: source_server_id,
-            place,
+            mut conn,
+            seen:
+                Seen {
+                    checksum,
+                    server_id: source_server_id,
+                    place,
+                },
         } = opened;
-        let Some(mut conn) = conn else {
-            return Err(Error::definite(
-                "internal: binlog connection missing",
-                "report this bug",
-            ));
-        };
         let place = place.filter(|p| p.position == start.to_string());
         let mut setup = vec!["SET @mariadb_slave_capability = 4".to_string()];
         if place.is_none() {
@@ -922,12 +921,12 @@ fn statement_error(verb: &str, schema: &str, at: &str, text: &str) -> Error {
 
 /// Read the source's binlog settings on `conn` (the one that will dump) and check `place`
 /// there, in one round trip; the time it took is the round trip.
-async fn inspect(conn: &mut Conn, place: Option<&BinlogPlace>) -> Result<(Opened, Duration)> {
+async fn inspect(conn: &mut Conn, place: Option<&BinlogPlace>) -> Result<(Seen, Duration)> {
     let mut queries = vec![
         "SELECT @@global.log_bin_compress, @@global.binlog_checksum, @@global.server_id"
             .to_string(),
     ];
-    let place = place.filter(|p| 4 <= p.gtid_at && p.gtid_at < p.last_at && p.last_at < p.end);
+    let place = place.filter(|p| p.ordered());
     if let Some(p) = place {
         for at in [p.gtid_at, p.last_at] {
             queries.push(format!(
@@ -977,8 +976,7 @@ async fn inspect(conn: &mut Conn, place: Option<&BinlogPlace>) -> Result<(Opened
             && cell(2, 4) == p.end.to_string()
     });
     Ok((
-        Opened {
-            conn: None,
+        Seen {
             checksum,
             server_id,
             place: place.cloned(),

@@ -107,6 +107,14 @@ pub struct BinlogPlace {
     pub end: u64,
 }
 
+impl BinlogPlace {
+    /// The offsets are in file order past the file header; out of order they are not offsets
+    /// of one transaction (the event header's 32-bit position wrapped in a file past 4 GiB).
+    pub fn ordered(&self) -> bool {
+        4 <= self.gtid_at && self.gtid_at < self.last_at && self.last_at < self.end
+    }
+}
+
 /// A binlog file position, comparable across files by the file's numeric suffix.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FilePos {

@@ -265,35 +265,43 @@ fn stored_place(store: &Store) -> Result<Option<BinlogPlace>> {
         .and_then(|t| serde_json::from_str(&t).ok()))
 }
 
-/// Where transaction `gtid` (its GTID event and its last event at offsets `[start, last_at]`,
-/// its end at `end`) ends in the binlog of source `server_id`, when the position after it,
-/// `after`, is that one GTID (a single domain); else a reconnect goes by GTID. Offsets out of
-/// order mean the header's 32-bit position wrapped (a file past 4 GiB): no place either.
-fn place_of(
-    server_id: &str,
-    gtid: Gtid,
-    [start, last_at]: [u64; 2],
-    end: &FilePos,
-    after: &Position,
-) -> Option<BinlogPlace> {
+/// Where transaction `t` ends in the binlog of source `server_id`, when the position after
+/// it, `after`, is its one GTID (a single domain) and its offsets are in order
+/// (`BinlogPlace::ordered`); else a reconnect goes by GTID.
+fn place_of(server_id: &str, t: &TrxMarks, after: &Position) -> Option<BinlogPlace> {
     let mut gtids = after.gtids();
     let only = gtids.next()?;
-    if gtids.next().is_some()
-        || *only != gtid
-        || end.file.is_empty()
-        || server_id.is_empty()
-        || !(4 <= start && start < last_at && last_at < end.offset)
-    {
+    if gtids.next().is_some() || *only != t.gtid || t.end.file.is_empty() || server_id.is_empty() {
         return None;
     }
     Some(BinlogPlace {
         position: after.to_string(),
         server_id: server_id.to_string(),
-        file: end.file.clone(),
-        gtid_at: start,
-        last_at,
-        end: end.offset,
+        file: t.end.file.clone(),
+        gtid_at: t.start,
+        last_at: t.last_at,
+        end: t.end.offset,
     })
+    .filter(BinlogPlace::ordered)
+}
+
+/// A transaction's GTID and offsets in the source's binlog (what `place_of` needs of it).
+struct TrxMarks {
+    gtid: Gtid,
+    start: u64,
+    last_at: u64,
+    end: FilePos,
+}
+
+impl TrxMarks {
+    fn of(t: &Transaction) -> TrxMarks {
+        TrxMarks {
+            gtid: t.gtid,
+            start: t.start,
+            last_at: t.last_at,
+            end: t.end.clone(),
+        }
+    }
 }
 
 fn write_status(store: &Store, live: &mut Live, pos: &Position, force: bool) -> Result<()> {
@@ -580,7 +588,7 @@ async fn follow_once(
         batch_pos: pos.clone(),
         in_part: false,
         server_id,
-        place: None,
+        last: None,
     };
     let result = apply_loop(&mut group, &mut rx, &mut pos, opts, live, store).await;
     if result.is_err() && task.is_finished() {
@@ -622,8 +630,8 @@ struct Group<'a> {
     in_part: bool,
     /// The source's `@@server_id`.
     server_id: String,
-    /// Where `batch_pos` ends in the source's binlog, if known (`place_of`).
-    place: Option<BinlogPlace>,
+    /// The last transaction of the group (its place is taken at commit: `place_of`).
+    last: Option<TrxMarks>,
 }
 
 impl Group<'_> {
@@ -662,7 +670,10 @@ impl Group<'_> {
         self.permits.clear();
         *pos = self.batch_pos.clone();
         live.applied = pos.clone();
-        live.place = self.place.take();
+        live.place = self
+            .last
+            .take()
+            .and_then(|t| place_of(&self.server_id, &t, &self.batch_pos));
         Ok(())
     }
 }
@@ -779,13 +790,7 @@ async fn apply_loop(
                 let gtid = t.gtid;
                 let (t_ts, t_commit) = (t.timestamp, t.commit_estimate());
                 g.batch_pos.advance(gtid);
-                let place = place_of(
-                    &g.server_id,
-                    gtid,
-                    [t.start, t.last_at],
-                    &t.end,
-                    &g.batch_pos,
-                );
+                let place = place_of(&g.server_id, &TrxMarks::of(&t), &g.batch_pos);
                 match opts.on_ddl {
                     OnDdl::Stop => {
                         return Err(Error::definite(
@@ -845,7 +850,7 @@ async fn apply_loop(
             }
             Msg::Trx(t, permit) => {
                 let gtid = t.gtid;
-                let (start, last_at, end) = (t.start, t.last_at, t.end.clone());
+                let marks = TrxMarks::of(&t);
                 g.touched.add(&t);
                 if t.needs_exact_apply() {
                     if t.sets_savepoint() {
@@ -865,7 +870,7 @@ async fn apply_loop(
                     g.permits.push(permit);
                 }
                 g.batch_pos.advance(gtid);
-                g.place = place_of(&g.server_id, gtid, [start, last_at], &end, &g.batch_pos);
+                g.last = Some(marks);
                 if g.batch.transactions >= opts.group_size
                     || g.batch.rows >= 200_000
                     || g.batch.bytes >= 64 << 20
@@ -882,9 +887,7 @@ async fn apply_loop(
         }
         let finished = (done(pos, &opts.until, &live.goal) || stop) && !g.in_part;
         if finished {
-            tracing::debug!("stop condition reached at {}", g.batch_pos);
             g.commit(pos, live).await?;
-            tracing::debug!("last group committed at {pos}");
             // final figures for `status`
             refresh_behind(live);
         }
