@@ -8,6 +8,7 @@ use crate::config::Filter;
 use crate::db::quote;
 use crate::position::{horizon::Horizons, FilePos};
 use crate::sql::statement::{Ddl, Name, Object, Verb};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Route {
@@ -111,46 +112,7 @@ pub fn route(d: &Ddl, scope: &Scope, end: &FilePos) -> Route {
     };
     let word = object_word(d.object);
     if !d.renames.is_empty() {
-        let mut out = Vec::new();
-        let mut all_live = true;
-        for (a, b) in &d.renames {
-            match (standing(a), standing(b)) {
-                (Live, Live) => out.push(if d.verb == Verb::Rename {
-                    format!("RENAME TABLE {} TO {}", qname(a), qname(b))
-                } else {
-                    String::new() // an ALTER ... RENAME: run as it is
-                }),
-                (Live, _) => {
-                    all_live = false;
-                    out.push(format!("DROP {word} IF EXISTS {}", qname(a)));
-                }
-                (Outside, Live) => {
-                    return Route::Fail(
-                        format!("{} moves `{a}` (not migrated) into the migrated selection as `{b}`: the target has none of its rows", describe(d)),
-                        format!("include `{a}` in the migration (--databases/--exclude) and take a new snapshot, or exclude `{b}`"),
-                    )
-                }
-                (Copied, Live) => {
-                    return Route::Fail(
-                        format!("{} renames `{a}`, whose copy is newer than this event, to `{b}`, which was not copied", describe(d)),
-                        "take a new snapshot (a table was renamed and dropped while the snapshot was copying)".into(),
-                    )
-                }
-                _ => all_live = false,
-            }
-        }
-        if all_live {
-            return Route::Apply;
-        }
-        let out: Vec<String> = out.into_iter().filter(|s| !s.is_empty()).collect();
-        return if out.is_empty() {
-            Route::Skip(format!(
-                "{}: nothing of it is migrated or it is already in the copy",
-                describe(d)
-            ))
-        } else {
-            Route::Rewrite(out)
-        };
+        return route_renames(d, &standing, word);
     }
     let names: Vec<Standing> = d.names.iter().map(standing).collect();
     let uses: Vec<Standing> = d.uses.iter().map(standing).collect();
@@ -200,6 +162,170 @@ pub fn route(d: &Ddl, scope: &Scope, end: &FilePos) -> Route {
         ),
         "include those tables in the migration and take a new snapshot, or exclude the changed table".into(),
     )
+}
+
+/// A RENAME (one or many pairs, applied in order, as the source applied them) or an ALTER
+/// ... RENAME. Its net effect decides: every migrated name the target holds at its state
+/// before this event (`Live`) must end holding what the source's name holds after it. That
+/// is the content of the name it came from (which must then be `Live` too: a copy newer
+/// than this event, or a table not migrated, cannot be moved back in time), or nothing.
+/// Names whose copy already has the effect (`Copied`) and names outside the selection are
+/// not touched; a name only passed through (`sw_tmp` in a swap) needs nothing.
+fn route_renames(d: &Ddl, standing: &dyn Fn(&Name) -> Standing, word: &str) -> Route {
+    use Standing::*;
+    let touched = touched_in_order(&d.renames);
+    let standings: HashMap<&Name, Standing> = touched.iter().map(|n| (*n, standing(n))).collect();
+    if standings.values().all(|s| *s == Live) {
+        return Route::Apply;
+    }
+    let holds = net_effect(&d.renames);
+    // what each live name must receive, and whose pre-event content is still wanted
+    let mut moves: Vec<(Name, Name)> = Vec::new();
+    for f in &touched {
+        if standings[f] != Live {
+            continue;
+        }
+        let Some(&Some(origin)) = holds.get(*f) else {
+            continue;
+        };
+        if origin == *f {
+            continue;
+        }
+        match standings.get(origin).copied().unwrap_or(Live) {
+            Live => moves.push((origin.clone(), (*f).clone())),
+            Copied => {
+                return Route::Fail(
+                    format!("{} renames `{origin}`, whose copy is newer than this event, to `{f}`, which was copied before it", describe(d)),
+                    "take a new snapshot (tables were renamed into each other while the snapshot was copying them)".into(),
+                )
+            }
+            Outside => {
+                return Route::Fail(
+                    format!("{} moves `{origin}` (not migrated) into the migrated selection as `{f}`: the target has none of its rows", describe(d)),
+                    format!("include `{origin}` in the migration (--databases/--exclude) and take a new snapshot, or exclude `{f}`"),
+                )
+            }
+        }
+    }
+    // live names whose content before the event ends nowhere the target keeps it
+    let existed_before = |n: &Name| {
+        d.renames.iter().find_map(|(a, b)| {
+            if a == n {
+                Some(true)
+            } else if b == n {
+                Some(false)
+            } else {
+                None
+            }
+        }) == Some(true)
+    };
+    let discarded: Vec<&Name> = touched
+        .iter()
+        .copied()
+        .filter(|n| standings[n] == Live && existed_before(n))
+        .filter(|n| holds.get(*n) != Some(&Some(*n)))
+        .filter(|n| !moves.iter().any(|(o, _)| o == *n))
+        .collect();
+    let mut out = Vec::new();
+    if !moves.is_empty() {
+        out.push(format!(
+            "RENAME TABLE {}",
+            rename_steps(&moves, &discarded, &touched)
+                .iter()
+                .map(|(a, b)| format!("{} TO {}", qname(a), qname(b)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    // a discarded name that receives a table was renamed aside in the same statement: drop
+    // that, so a replay after a crash never drops the table that arrived
+    let drops: Vec<String> = discarded
+        .iter()
+        .map(|n| {
+            if moves.iter().any(|(_, f)| f == *n) {
+                qname(&aside(n, &touched))
+            } else {
+                qname(n)
+            }
+        })
+        .collect();
+    if !drops.is_empty() {
+        out.push(format!("DROP {word} IF EXISTS {}", drops.join(", ")));
+    }
+    if out.is_empty() {
+        Route::Skip(format!(
+            "{}: nothing of it is migrated or it is already in the copy",
+            describe(d)
+        ))
+    } else {
+        Route::Rewrite(out)
+    }
+}
+
+/// Every name a rename list mentions, first mention first.
+fn touched_in_order(renames: &[(Name, Name)]) -> Vec<&Name> {
+    let mut out: Vec<&Name> = Vec::new();
+    for n in renames.iter().flat_map(|(a, b)| [a, b]) {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// After the renames, what each mentioned name holds: the table that had that name before
+/// (`Some(origin)`), or nothing.
+fn net_effect(renames: &[(Name, Name)]) -> HashMap<&Name, Option<&Name>> {
+    let mut holds: HashMap<&Name, Option<&Name>> = HashMap::new();
+    for (a, b) in renames {
+        let content = holds.get(a).copied().unwrap_or(Some(a));
+        holds.insert(a, None);
+        holds.insert(b, content);
+    }
+    holds
+}
+
+/// A name in `n`'s database that none of `taken` uses, for a table a rewrite moves through.
+fn spare_name(n: &Name, kind: &str, taken: &[&Name], from: usize) -> Name {
+    (from..)
+        .map(|i| Name::new(&n.db, &format!("_migrate_{kind}_{i}")))
+        .find(|c| !taken.contains(&c))
+        .unwrap_or_else(|| n.clone())
+}
+
+/// Where a discarded name that receives a table is set aside before it is dropped.
+fn aside(n: &Name, taken: &[&Name]) -> Name {
+    let i = taken.iter().position(|t| *t == n).unwrap_or(0);
+    spare_name(n, "discarded", taken, i)
+}
+
+/// The moves as one RENAME TABLE list: discarded destinations first set aside, then each
+/// move once its destination is free, a cycle broken through a spare name.
+fn rename_steps(moves: &[(Name, Name)], discarded: &[&Name], taken: &[&Name]) -> Vec<(Name, Name)> {
+    let mut steps: Vec<(Name, Name)> = discarded
+        .iter()
+        .filter(|n| moves.iter().any(|(_, f)| f == **n))
+        .map(|n| ((*n).clone(), aside(n, taken)))
+        .collect();
+    let mut pending: Vec<(Name, Name)> = moves.to_vec();
+    let mut spare = 0;
+    while !pending.is_empty() {
+        let free = pending
+            .iter()
+            .position(|(_, f)| !pending.iter().any(|(o, _)| o == f));
+        match free {
+            Some(i) => steps.push(pending.remove(i)),
+            None => {
+                // every pending destination still holds a pending origin: a cycle
+                let (o, _) = pending[0].clone();
+                let t = spare_name(&o, "rename", taken, spare);
+                spare += 1;
+                steps.push((o, t.clone()));
+                pending[0].0 = t;
+            }
+        }
+    }
+    steps
 }
 
 /// "ALTER TABLE `shop.t`"-style description for messages.
@@ -268,8 +394,8 @@ mod tests {
         assert_eq!(
             r("RENAME TABLE a TO other.a, c TO d", 100),
             Route::Rewrite(vec![
+                "RENAME TABLE `shop`.`c` TO `shop`.`d`".into(),
                 "DROP TABLE IF EXISTS `shop`.`a`".into(),
-                "RENAME TABLE `shop`.`c` TO `shop`.`d`".into()
             ])
         );
         assert!(matches!(
@@ -311,5 +437,88 @@ mod tests {
             r("CREATE INDEX i ON tmp_t (a)", 100),
             Route::Skip("CREATE TABLE `shop.tmp_t`: not migrated".into())
         );
+    }
+
+    /// Multi-step renames during a snapshot (a swap through a name that exists neither before
+    /// nor after, a three-way rotation, chains into and out of the selection) against every
+    /// mix of live, copied and unmigrated names: the target ends with what the source has.
+    #[test]
+    fn renames_by_their_net_effect() {
+        let filter = Filter::new(&["shop".into()], &["shop.tmp_*".into()]).unwrap();
+        let mut h = Horizons::default();
+        for t in ["a", "b", "c"] {
+            h.set_table("shop", t, at(100)); // copied before the events at 200: live
+        }
+        for t in ["late", "late2"] {
+            h.set_table("shop", t, at(500)); // copied after them
+        }
+        h.set_listed_before(at(400)); // absent from the final listing: gone before 400
+        let s = Scope {
+            filter: &filter,
+            horizons: &h,
+        };
+        let r = |sql: &str| route(&ddl(sql), &s, &at(200));
+        let rw = |v: &[&str]| Route::Rewrite(v.iter().map(|x| x.to_string()).collect());
+        // the soak's swap: `t` only passes through
+        assert_eq!(
+            r("RENAME TABLE a TO t, b TO a, t TO b"),
+            rw(&["RENAME TABLE `shop`.`b` TO `shop`.`_migrate_rename_0`, `shop`.`a` TO `shop`.`b`, `shop`.`_migrate_rename_0` TO `shop`.`a`"])
+        );
+        // a rotation: a <- b <- c <- a
+        assert_eq!(
+            r("RENAME TABLE a TO t, b TO a, c TO b, t TO c"),
+            rw(&["RENAME TABLE `shop`.`b` TO `shop`.`_migrate_rename_0`, `shop`.`c` TO `shop`.`b`, `shop`.`a` TO `shop`.`c`, `shop`.`_migrate_rename_0` TO `shop`.`a`"])
+        );
+        // all live (the passing name too, after the listing): as it is
+        assert_eq!(
+            route(&ddl("RENAME TABLE a TO t, b TO a, t TO b"), &s, &at(450)),
+            Route::Apply
+        );
+        // every name already copied after it: nothing to do
+        assert!(matches!(
+            r("RENAME TABLE late TO t, late2 TO late, t TO late2"),
+            Route::Skip(_)
+        ));
+        // a there and back: nothing changes
+        assert!(matches!(r("RENAME TABLE a TO t, t TO a"), Route::Skip(_)));
+        // a live name would receive a table whose copy is newer: impossible
+        assert!(matches!(
+            r("RENAME TABLE a TO t, late TO a, t TO late"),
+            Route::Fail(..)
+        ));
+        // ... or one that is not migrated
+        assert!(matches!(
+            r("RENAME TABLE a TO t, other.x TO a, t TO other.x"),
+            Route::Fail(..)
+        ));
+        // a live table moved out of the selection, another into its name: the old one is set
+        // aside in the same statement and dropped after (a replay never drops the new one)
+        assert_eq!(
+            r("RENAME TABLE a TO other.a, b TO a"),
+            rw(&[
+                "RENAME TABLE `shop`.`a` TO `shop`.`_migrate_discarded_0`, `shop`.`b` TO `shop`.`a`",
+                "DROP TABLE IF EXISTS `shop`.`_migrate_discarded_0`"
+            ])
+        );
+        // a live table moved onto a name copied later: the copy has it
+        assert_eq!(
+            r("RENAME TABLE a TO late"),
+            rw(&["DROP TABLE IF EXISTS `shop`.`a`"])
+        );
+        // through an excluded name and back under another (after the listing: `d` is live) ...
+        assert_eq!(
+            route(&ddl("RENAME TABLE a TO tmp_a, tmp_a TO d"), &s, &at(450)),
+            rw(&["RENAME TABLE `shop`.`a` TO `shop`.`d`"])
+        );
+        // ... and before it, where `d` was gone by the final listing: nothing of it stays
+        assert_eq!(
+            r("RENAME TABLE a TO tmp_a, tmp_a TO d"),
+            rw(&["DROP TABLE IF EXISTS `shop`.`a`"])
+        );
+        // swap of a live and a copied table: the live one would get the newer copy's table
+        assert!(matches!(
+            r("RENAME TABLE a TO t, late TO a, t TO late"),
+            Route::Fail(..)
+        ));
     }
 }
