@@ -95,3 +95,57 @@ fn add_column_during_the_copy_converges() {
     );
     catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "dd");
 }
+
+/// The engine dies right after a RENAME ran on the target and before its checkpoint: a swap
+/// (no error to tell it ran) and a rewritten swap through a passing name must not run again
+/// on restart (they would swap back), and a plain rename in the same state is not lost.
+#[test]
+fn a_rename_interrupted_before_its_checkpoint_runs_once() {
+    let src = Server::source("dr-src");
+    let dst = Server::target("dr-dst");
+    src.sql(
+        "CREATE DATABASE rn; USE rn;
+         CREATE TABLE a (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO a VALUES (1, 'was a');
+         CREATE TABLE b (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO b VALUES (1, 'was b');
+         CREATE TABLE c (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO c VALUES (1, 'was c');",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "rn"],
+    ));
+    let follow_aborting_after = |text: &str| {
+        let out = migrate_cmd(
+            &src.url(),
+            &dst.url(),
+            &state,
+            &["follow", "--until-caught-up", "--databases", "rn"],
+        )
+        .env("MIGRATE_TEST_ABORT_AFTER_DDL", text)
+        .output()
+        .expect("follow");
+        assert!(
+            !out.status.success(),
+            "the hook did not abort: {}",
+            stderr(&out)
+        );
+    };
+    src.sql(
+        "USE rn; RENAME TABLE a TO sw_tmp, b TO a, sw_tmp TO b; INSERT INTO a VALUES (2, 'after');",
+    );
+    follow_aborting_after("sw_tmp");
+    assert_eq!(dst.sql("SELECT v FROM rn.a WHERE id = 1"), "was b");
+    src.sql("USE rn; RENAME TABLE c TO c2; INSERT INTO c2 VALUES (2, 'after');");
+    // restarted: the swap is not run again, then the plain rename is interrupted too
+    follow_aborting_after("c2");
+    catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "rn");
+    assert_eq!(dst.sql("SELECT v FROM rn.a WHERE id = 1"), "was b");
+    // the markers are gone once their checkpoints committed
+    assert_eq!(
+        dst.sql("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_migrate' AND TABLE_NAME LIKE 'rename%'"),
+        "0"
+    );
+}

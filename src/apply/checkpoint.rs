@@ -87,6 +87,44 @@ pub fn mark_ddl_sql(id: &str, gtid: &str) -> String {
     )
 }
 
+/// The marker a `RENAME TABLE` carries on the target (`rename_marker`): created as `pending`
+/// before the statement, renamed to `done` by the statement itself (one atomic RENAME), dropped
+/// once the checkpoint past it is committed. A crash or a lost connection between the rename
+/// and its checkpoint leaves `done`: the rename took effect and must not run again (a swap
+/// run twice swaps back, without an error to tell).
+pub struct RenameMarker {
+    pub pending: String,
+    pub done: String,
+    /// `done` as a plain name, for information_schema.
+    pub done_name: String,
+}
+
+/// The marker of statement `index` of transaction `gtid` in migration `id`.
+pub fn rename_marker(id: &str, gtid: &str, index: usize) -> RenameMarker {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(format!("{id}\n{gtid}\n{index}").as_bytes());
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let name = |state: &str| format!("rename_{hex}_{state}");
+    RenameMarker {
+        pending: quote::table(DB, &name("pending")),
+        done: quote::table(DB, &name("done")),
+        done_name: name("done"),
+    }
+}
+
+/// Whether a marker's `done` table exists.
+pub async fn marker_done(conn: &mut Conn, m: &RenameMarker) -> Result<bool> {
+    let n: Option<u64> = conn
+        .query_first(format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+            quote::string(DB),
+            quote::string(&m.done_name)
+        ))
+        .await
+        .map_err(|e| Error::from(e).context("target, _migrate rename marker"))?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
 /// The selection as stored: a JSON array of the databases, or `["*"]` for every non-system
 /// database (a database name may hold any character, so no separator would do).
 pub fn selection(databases: &[String]) -> String {

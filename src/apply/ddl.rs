@@ -258,15 +258,17 @@ pub fn already_applied(d: &statement::Ddl, code: Option<u16>, replaying: bool) -
 }
 
 /// Run one DDL on a fresh target connection in the source session's context. Returns the
-/// event status the source asked for, for CREATE/ALTER EVENT.
+/// event status the source asked for, for CREATE/ALTER EVENT. `more_pairs` is appended to a
+/// RENAME TABLE (the applier's marker pair, renamed in the same atomic statement).
 pub async fn run(
     target: &Endpoint,
     d: &Ddl,
     src: &SourceDefaults,
     replaying: bool,
+    more_pairs: Option<&str>,
 ) -> Result<Option<&'static str>> {
     let mut conn = db::connect(target, Session::TargetWriter).await?;
-    let result = run_on(&mut conn, d, src, replaying).await;
+    let result = run_on(&mut conn, d, src, replaying, more_pairs).await;
     let _ = conn.disconnect().await;
     result
 }
@@ -276,6 +278,7 @@ async fn run_on(
     d: &Ddl,
     src: &SourceDefaults,
     replaying: bool,
+    more_pairs: Option<&str>,
 ) -> Result<Option<&'static str>> {
     let set = session_sql(&d.ctx, src);
     if let Err(e) = conn.query_drop(&set).await {
@@ -312,6 +315,10 @@ async fn run_on(
     } else {
         (d.sql.clone(), None)
     };
+    let sql = match more_pairs {
+        Some(pairs) => with_more_pairs(sql, pairs),
+        None => sql,
+    };
     match conn.query_drop(sql.as_slice()).await {
         Ok(()) => Ok(asked),
         Err(e) => {
@@ -334,9 +341,36 @@ async fn run_on(
     }
 }
 
+/// A RENAME TABLE with more `a TO b` pairs after its own: trailing blanks and `;` removed, the
+/// pairs on a new line (a trailing `-- comment` ends there). ASCII, so right in every client
+/// character set a source session can use.
+fn with_more_pairs(mut sql: Vec<u8>, pairs: &str) -> Vec<u8> {
+    while sql
+        .last()
+        .is_some_and(|b| b.is_ascii_whitespace() || *b == b';')
+    {
+        sql.pop();
+    }
+    sql.extend_from_slice(b"\n, ");
+    sql.extend_from_slice(pairs.as_bytes());
+    sql
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_pairs_follow_the_statement() {
+        assert_eq!(
+            with_more_pairs(b"RENAME TABLE a TO b ; \n".to_vec(), "x TO y"),
+            b"RENAME TABLE a TO b\n, x TO y".to_vec()
+        );
+        assert_eq!(
+            with_more_pairs(b"RENAME TABLE a TO b -- why".to_vec(), "x TO y"),
+            b"RENAME TABLE a TO b -- why\n, x TO y".to_vec()
+        );
+    }
 
     #[test]
     fn session_from_event() {

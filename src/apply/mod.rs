@@ -55,6 +55,8 @@ pub struct Applier {
     /// The DDL a crash interrupted (its GTID), from the checkpoint table: only its
     /// "already exists" errors mean "already applied".
     ddl_in_flight: Option<String>,
+    /// Rename markers (`checkpoint::rename_marker`) to drop once the next checkpoint commits.
+    markers: Vec<String>,
 }
 
 impl Applier {
@@ -99,6 +101,7 @@ impl Applier {
             queued: String::new(),
             ddl_in_flight: row.ddl_in_flight,
             position: row.position,
+            markers: Vec::new(),
         })
     }
 
@@ -181,6 +184,16 @@ impl Applier {
         self.open = false;
         self.ddl_in_flight = None;
         self.position = Some(pos.clone());
+        for m in std::mem::take(&mut self.markers) {
+            // its rename is behind the checkpoint now; one left behind is only a stray table
+            if let Err(e) = self
+                .conn
+                .query_drop(format!("DROP TABLE IF EXISTS {m}"))
+                .await
+            {
+                tracing::warn!("target: could not drop the rename marker {m}: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -213,11 +226,9 @@ impl Applier {
         let _ = before;
         self.mark_ddl(gtid).await?;
         let mut statuses = Vec::new();
-        for d in ddls {
-            let asked = ddl::run(&self.target, d, &self.source, replaying)
-                .await
-                .map_err(|e| e.context(format!("GTID {gtid}")))?;
-            tracing::info!("applied DDL {gtid}: {}", d.text);
+        for (i, d) in ddls.iter().enumerate() {
+            let asked = self.run_one(gtid, i, d, replaying).await?;
+            crash_point_after_ddl(&d.text);
             if d.statement.object == crate::sql::statement::Object::Event {
                 use crate::sql::statement::Verb;
                 for n in &d.statement.names {
@@ -235,6 +246,49 @@ impl Applier {
         Ok(statuses)
     }
 
+    /// Run statement `index` of DDL transaction `gtid`. A RENAME TABLE renames a marker in
+    /// the same statement, so a replay after a crash can tell whether it took effect (a swap
+    /// replayed would swap back without an error); other DDL tells by its "already exists /
+    /// does not exist" error (`ddl::already_applied`).
+    async fn run_one(
+        &mut self,
+        gtid: &str,
+        index: usize,
+        d: &Ddl,
+        replaying: bool,
+    ) -> Result<Option<&'static str>> {
+        use crate::sql::statement::{Object, Verb};
+        let with_context = |e: Error| e.context(format!("GTID {gtid}"));
+        if !(d.statement.verb == Verb::Rename && d.statement.object == Object::Table) {
+            let asked = ddl::run(&self.target, d, &self.source, replaying, None)
+                .await
+                .map_err(with_context)?;
+            tracing::info!("applied DDL {gtid}: {}", d.text);
+            return Ok(asked);
+        }
+        let m = checkpoint::rename_marker(&self.migration, gtid, index);
+        if replaying && checkpoint::marker_done(&mut self.conn, &m).await? {
+            tracing::info!("DDL {gtid} took effect before the interruption: {}", d.text);
+            self.markers.push(m.done);
+            return Ok(None);
+        }
+        self.conn
+            .query_drop(format!(
+                "CREATE TABLE IF NOT EXISTS {} (marker INT) ENGINE=InnoDB",
+                m.pending
+            ))
+            .await
+            .map_err(|e| Error::from(e).context("target, _migrate rename marker"))?;
+        // the marker says whether it ran: its errors are never "already applied"
+        let pairs = format!("{} TO {}", m.pending, m.done);
+        let asked = ddl::run(&self.target, d, &self.source, false, Some(&pairs))
+            .await
+            .map_err(with_context)?;
+        self.markers.push(m.done);
+        tracing::info!("applied DDL {gtid}: {}", d.text);
+        Ok(asked)
+    }
+
     /// Apply one DDL transaction and record the position.
     pub async fn apply_ddl(
         &mut self,
@@ -250,5 +304,16 @@ impl Applier {
     /// A group transaction is open (rows written or pending, checkpoint not yet).
     pub fn is_open(&self) -> bool {
         self.open || !self.pending.is_empty() || !self.queued.is_empty()
+    }
+}
+
+/// Test hook: `MIGRATE_TEST_ABORT_AFTER_DDL=text` aborts the process right after a DDL whose
+/// text contains `text` ran on the target, before its checkpoint (the fault tests replay it).
+fn crash_point_after_ddl(text: &str) {
+    if let Ok(at) = std::env::var("MIGRATE_TEST_ABORT_AFTER_DDL") {
+        if !at.is_empty() && text.contains(&at) {
+            tracing::warn!("MIGRATE_TEST_ABORT_AFTER_DDL={at}: aborting here (test hook)");
+            std::process::abort();
+        }
     }
 }
