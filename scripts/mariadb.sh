@@ -11,9 +11,11 @@ dir="$run_dir/$name"
 case "$cmd" in
 start)
   port=${3:?port}; shift 3
-  mkdir -p "$dir"
+  # its own tmpdir: a starting mariadbd deletes every #sql* file in its tmpdir (another
+  # server's temporary tables included)
+  mkdir -p "$dir/tmp"
   if [ ! -d "$dir/data/mysql" ]; then
-    mariadb-install-db --no-defaults --datadir="$dir/data" --user=root \
+    mariadb-install-db --no-defaults --datadir="$dir/data" --user=root --tmpdir="$dir/tmp" \
       --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1
   fi
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then exit 0; fi
@@ -21,7 +23,7 @@ start)
     echo "port $port is already in use by another process: stop it or choose another port" >&2; exit 2
   fi
   mariadbd --no-defaults --user=root --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
-    --socket="$dir/sock" --pid-file="$dir/pid" --log-error="$dir/error.log" \
+    --socket="$dir/sock" --pid-file="$dir/pid" --log-error="$dir/error.log" --tmpdir="$dir/tmp" \
     --innodb-buffer-pool-size=256M --innodb-log-file-size=256M --innodb-flush-log-at-trx-commit=2 \
     --skip-name-resolve --max-allowed-packet=1G --local-infile=1 "$@" &
   for _ in $(seq 1 300); do

@@ -96,18 +96,26 @@ fn add_column_during_the_copy_converges() {
     catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "dd");
 }
 
-/// The engine dies right after a RENAME ran on the target and before its checkpoint: a swap
-/// (no error to tell it ran) and a rewritten swap through a passing name must not run again
-/// on restart (they would swap back), and a plain rename in the same state is not lost.
+/// The engine dies right after a DDL ran on the target and before its checkpoint, for every
+/// DDL that runs again without an error and undoes itself (a table swap by RENAME, a column
+/// swap, EXCHANGE PARTITION, COALESCE PARTITION, ADD PARTITION PARTITIONS n), and for a plain rename: on restart each is
+/// known to have run and is not run again.
 #[test]
-fn a_rename_interrupted_before_its_checkpoint_runs_once() {
+fn a_ddl_interrupted_before_its_checkpoint_runs_once() {
     let src = Server::source("dr-src");
     let dst = Server::target("dr-dst");
     src.sql(
         "CREATE DATABASE rn; USE rn;
          CREATE TABLE a (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO a VALUES (1, 'was a');
          CREATE TABLE b (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO b VALUES (1, 'was b');
-         CREATE TABLE c (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO c VALUES (1, 'was c');",
+         CREATE TABLE c (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO c VALUES (1, 'was c');
+         CREATE TABLE cols (id INT PRIMARY KEY, v VARCHAR(10), w VARCHAR(10)); INSERT INTO cols VALUES (1, 'v', 'w');
+         CREATE TABLE pt (id INT PRIMARY KEY, v VARCHAR(10)) PARTITION BY RANGE (id)
+           (PARTITION p0 VALUES LESS THAN (100), PARTITION p1 VALUES LESS THAN MAXVALUE);
+         INSERT INTO pt VALUES (1, 'in p0'), (2, 'in p0'), (500, 'in p1');
+         CREATE TABLE ex (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO ex VALUES (7, 'in ex');
+         CREATE TABLE hp (id INT PRIMARY KEY, v INT) PARTITION BY HASH (id) PARTITIONS 4;
+         INSERT INTO hp SELECT seq, seq FROM seq_1_to_20;",
     );
     let dir = tempdir();
     let state = dir.path().join("s.sqlite");
@@ -129,21 +137,29 @@ fn a_rename_interrupted_before_its_checkpoint_runs_once() {
         .expect("follow");
         assert!(
             !out.status.success(),
-            "the hook did not abort: {}",
+            "the hook did not abort at {text}: {}",
             stderr(&out)
         );
     };
-    src.sql(
-        "USE rn; RENAME TABLE a TO sw_tmp, b TO a, sw_tmp TO b; INSERT INTO a VALUES (2, 'after');",
-    );
-    follow_aborting_after("sw_tmp");
-    assert_eq!(dst.sql("SELECT v FROM rn.a WHERE id = 1"), "was b");
-    src.sql("USE rn; RENAME TABLE c TO c2; INSERT INTO c2 VALUES (2, 'after');");
-    // restarted: the swap is not run again, then the plain rename is interrupted too
-    follow_aborting_after("c2");
+    // each restart first meets the DDL the last run was killed after
+    for (sql, hook) in [
+        ("RENAME TABLE a TO sw_tmp, b TO a, sw_tmp TO b; INSERT INTO a VALUES (2, 'after');", "sw_tmp"),
+        ("ALTER TABLE cols CHANGE v w VARCHAR(10), CHANGE w v VARCHAR(10); INSERT INTO cols VALUES (2, 'v2', 'w2');", "CHANGE v w"),
+        ("ALTER TABLE pt EXCHANGE PARTITION p0 WITH TABLE ex; INSERT INTO ex VALUES (3, 'after');", "EXCHANGE"),
+        ("ALTER TABLE hp COALESCE PARTITION 1; INSERT INTO hp VALUES (21, 21);", "COALESCE"),
+        ("ALTER TABLE hp ADD PARTITION PARTITIONS 2; INSERT INTO hp VALUES (22, 22);", "PARTITIONS 2"),
+        ("RENAME TABLE c TO c2; INSERT INTO c2 VALUES (2, 'after');", "TO c2"),
+    ] {
+        src.sql(&format!("USE rn; {sql}"));
+        follow_aborting_after(hook);
+    }
     catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "rn");
+    for t in ["a", "b", "cols", "pt", "ex", "hp", "c2"] {
+        let show = |s: &Server| s.sql(&format!("SHOW CREATE TABLE rn.{t}"));
+        assert_eq!(show(&src), show(&dst), "definition of {t}");
+    }
     assert_eq!(dst.sql("SELECT v FROM rn.a WHERE id = 1"), "was b");
-    // the markers are gone once their checkpoints committed
+    // the rename markers are gone once their checkpoints committed
     assert_eq!(
         dst.sql("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_migrate' AND TABLE_NAME LIKE 'rename%'"),
         "0"

@@ -13,6 +13,7 @@ pub mod cascade;
 pub mod checkpoint;
 pub mod ddl;
 pub mod exact;
+pub mod interrupted;
 pub mod pipe;
 
 use crate::binlog::{Ddl, Transaction};
@@ -197,11 +198,12 @@ impl Applier {
         Ok(())
     }
 
-    /// Mark `gtid`'s DDL as started (committed before it runs): after a crash, its
-    /// "already exists" errors are then known to come from itself.
-    async fn mark_ddl(&mut self, gtid: &str) -> Result<()> {
+    /// Mark a DDL statement as started (committed before it runs; `interrupted::Mark`): after
+    /// a crash, its fingerprint tells whether it ran, and its "already exists" errors are
+    /// known to come from itself.
+    async fn mark_ddl(&mut self, mark: &str) -> Result<()> {
         self.conn
-            .query_drop(checkpoint::mark_ddl_sql(&self.migration, gtid))
+            .query_drop(checkpoint::mark_ddl_sql(&self.migration, mark))
             .await?;
         Ok(())
     }
@@ -222,12 +224,14 @@ impl Applier {
             ));
         }
         self.children.clear();
-        let replaying = self.ddl_in_flight.as_deref() == Some(gtid);
         let _ = before;
-        self.mark_ddl(gtid).await?;
+        let interrupted = self.ddl_in_flight.as_deref().map(interrupted::Mark::parse);
         let mut statuses = Vec::new();
         for (i, d) in ddls.iter().enumerate() {
-            let asked = self.run_one(gtid, i, d, replaying).await?;
+            let asked = self
+                .run_marked(gtid, i, d, interrupted.as_ref())
+                .await
+                .map_err(|e| e.context(format!("GTID {gtid}")))?;
             crash_point_after_ddl(&d.text);
             if d.statement.object == crate::sql::statement::Object::Event {
                 use crate::sql::statement::Verb;
@@ -246,6 +250,43 @@ impl Applier {
         Ok(statuses)
     }
 
+    /// Run statement `index` of DDL transaction `gtid` unless an interrupted run of it took
+    /// effect (`interrupted`): mark it first, with the fingerprint of what it changes.
+    async fn run_marked(
+        &mut self,
+        gtid: &str,
+        index: usize,
+        d: &Ddl,
+        mark: Option<&interrupted::Mark>,
+    ) -> Result<Option<&'static str>> {
+        use interrupted::Replay;
+        let replay = interrupted::replay_of(mark, gtid, index, d);
+        if replay == Replay::Finished {
+            tracing::info!("DDL {gtid} took effect before the interruption: {}", d.text);
+            return Ok(None);
+        }
+        let fingerprint = interrupted::fingerprint(&mut self.conn, d).await?;
+        if let (
+            Replay::This {
+                fingerprint: before,
+            },
+            Some(now),
+        ) = (&replay, &fingerprint)
+        {
+            if !before.is_empty() && !now.starts_with(before.as_str()) {
+                tracing::info!(
+                    "DDL {gtid} took effect before the interruption (its tables changed): {}",
+                    d.text
+                );
+                return Ok(None);
+            }
+        }
+        let replaying = replay != Replay::No;
+        self.mark_ddl(&interrupted::Mark::new(gtid, index, d, fingerprint.as_deref()).stored())
+            .await?;
+        self.run_one(gtid, index, d, replaying).await
+    }
+
     /// Run statement `index` of DDL transaction `gtid`. A RENAME TABLE renames a marker in
     /// the same statement, so a replay after a crash can tell whether it took effect (a swap
     /// replayed would swap back without an error); other DDL tells by its "already exists /
@@ -258,11 +299,8 @@ impl Applier {
         replaying: bool,
     ) -> Result<Option<&'static str>> {
         use crate::sql::statement::{Object, Verb};
-        let with_context = |e: Error| e.context(format!("GTID {gtid}"));
         if !(d.statement.verb == Verb::Rename && d.statement.object == Object::Table) {
-            let asked = ddl::run(&self.target, d, &self.source, replaying, None)
-                .await
-                .map_err(with_context)?;
+            let asked = ddl::run(&self.target, d, &self.source, replaying, None).await?;
             tracing::info!("applied DDL {gtid}: {}", d.text);
             return Ok(asked);
         }
@@ -281,9 +319,7 @@ impl Applier {
             .map_err(|e| Error::from(e).context("target, _migrate rename marker"))?;
         // the marker says whether it ran: its errors are never "already applied"
         let pairs = format!("{} TO {}", m.pending, m.done);
-        let asked = ddl::run(&self.target, d, &self.source, false, Some(&pairs))
-            .await
-            .map_err(with_context)?;
+        let asked = ddl::run(&self.target, d, &self.source, false, Some(&pairs)).await?;
         self.markers.push(m.done);
         tracing::info!("applied DDL {gtid}: {}", d.text);
         Ok(asked)

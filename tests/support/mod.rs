@@ -70,6 +70,10 @@ fn template() -> &'static Path {
         remove_stale_servers();
         let dir = servers_dir().join(format!("template-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        // its own tmpdir: a mariadbd starting (this bootstrap one too) deletes every `#sql*`
+        // file in its tmpdir, the temporary tables of a bootstrap running beside it included
+        let tmp = servers_dir().join(format!("template-{}-tmp", std::process::id()));
+        std::fs::create_dir_all(&tmp).expect("template tmpdir");
         let out = Command::new("mariadb-install-db")
             .args([
                 "--no-defaults",
@@ -78,6 +82,7 @@ fn template() -> &'static Path {
                 "--skip-test-db",
             ])
             .arg(format!("--datadir={}", dir.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .output()
             .expect("mariadb-install-db (apt-get install mariadb-server)");
         assert!(

@@ -1,0 +1,199 @@
+//! Telling, after a crash or a lost connection, whether the DDL statement that was running on
+//! the target took effect. DDL is not transactional: it commits before the checkpoint past it
+//! can, so a restart finds the checkpoint before it and runs it again. Most DDL says so itself
+//! ("already exists", "does not exist": `ddl::already_applied`), but some runs again without
+//! an error and undoes itself: an `ALTER TABLE` that swaps two columns or two index names, an
+//! `EXCHANGE PARTITION`, `COALESCE PARTITION`, `ADD PARTITION PARTITIONS n`. So before each
+//! statement runs, the checkpoint row records which statement of which transaction it is and a
+//! fingerprint of what it changes (the definitions of the tables it names, the checksum of the
+//! table an `EXCHANGE PARTITION` swaps with); on replay a different fingerprint means it ran.
+//! A RENAME TABLE is told by its marker instead (`checkpoint::rename_marker`).
+
+use crate::binlog::Ddl;
+use crate::db::quote;
+use crate::error::{Error, Result};
+use crate::sql::statement::{Object, Verb};
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use sha2::{Digest as _, Sha256};
+
+/// What `_migrate.checkpoints.ddl_in_flight` holds (at most 64 characters):
+/// `gtid#index|statement|fingerprint`, or, written by an older version, the GTID alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub gtid: String,
+    /// Which statement of the transaction (a rewritten DDL can be several); `None`: every
+    /// statement of the transaction may have run (the older form).
+    pub index: Option<usize>,
+    /// A short hash of the statement's text, so a mark is only read for its own statement.
+    pub statement: String,
+    /// A hash of what the statement changes, taken before it ran; empty when not taken.
+    pub fingerprint: String,
+}
+
+const WIDTH: usize = 64;
+
+impl Mark {
+    pub fn new(gtid: &str, index: usize, d: &Ddl, fingerprint: Option<&str>) -> Mark {
+        Mark {
+            gtid: gtid.to_string(),
+            index: Some(index),
+            statement: hex(&Sha256::digest(&d.sql), 4),
+            fingerprint: fingerprint.unwrap_or_default().to_string(),
+        }
+    }
+
+    /// The column value: the fingerprint is shortened to fit (a GTID is at most 42 characters).
+    pub fn stored(&self) -> String {
+        let head = match self.index {
+            Some(i) => format!("{}#{i}|{}|", self.gtid, self.statement),
+            None => return self.gtid.clone(),
+        };
+        let room = WIDTH.saturating_sub(head.len());
+        format!(
+            "{head}{}",
+            &self.fingerprint[..self.fingerprint.len().min(room)]
+        )
+    }
+
+    pub fn parse(s: &str) -> Mark {
+        let Some((gtid, rest)) = s.split_once('#') else {
+            return Mark {
+                gtid: s.to_string(),
+                index: None,
+                statement: String::new(),
+                fingerprint: String::new(),
+            };
+        };
+        let mut parts = rest.splitn(3, '|');
+        let index = parts.next().and_then(|i| i.parse().ok());
+        Mark {
+            gtid: gtid.to_string(),
+            index,
+            statement: parts.next().unwrap_or_default().to_string(),
+            fingerprint: parts.next().unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// What is known, for statement `index` of transaction `gtid`, of an interrupted run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// Not interrupted: run it.
+    No,
+    /// A later statement of the same transaction was marked: this one finished.
+    Finished,
+    /// This statement was running; compare its fingerprint (if one was taken).
+    This { fingerprint: String },
+    /// Marked by an older version: only its errors can tell.
+    Unknown,
+}
+
+pub fn replay_of(mark: Option<&Mark>, gtid: &str, index: usize, d: &Ddl) -> Replay {
+    let Some(m) = mark.filter(|m| m.gtid == gtid) else {
+        return Replay::No;
+    };
+    match m.index {
+        None => Replay::Unknown,
+        Some(i) if index < i => Replay::Finished,
+        Some(i) if index == i && m.statement == hex(&Sha256::digest(&d.sql), 4) => Replay::This {
+            fingerprint: m.fingerprint.clone(),
+        },
+        Some(i) if index == i => Replay::Unknown,
+        Some(_) => Replay::No,
+    }
+}
+
+/// The fingerprint of what an `ALTER TABLE` (or CREATE/DROP INDEX) changes: the definitions
+/// of its tables as the target has them (AUTO_INCREMENT left out), and for a table it
+/// exchanges a partition with, that table's checksum. `None` for other DDL or a table the
+/// target does not have.
+pub async fn fingerprint(conn: &mut Conn, d: &Ddl) -> Result<Option<String>> {
+    let s = &d.statement;
+    if !(s.verb == Verb::Alter && matches!(s.object, Object::Table | Object::Index)) {
+        return Ok(None);
+    }
+    let mut h = Sha256::new();
+    for n in s.names.iter().chain(&s.uses) {
+        let table = quote::table(&n.db, &n.name);
+        let row: Option<mysql_async::Row> =
+            match conn.query_first(format!("SHOW CREATE TABLE {table}")).await {
+                Ok(r) => r,
+                Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(Error::from(e).context(format!("target, {table}"))),
+            };
+        let Some(create) = row
+            .and_then(|r| r.get_opt::<Vec<u8>, _>(1))
+            .and_then(|c| c.ok())
+        else {
+            return Ok(None);
+        };
+        h.update(without_auto_increment(&create));
+        h.update([0u8]);
+    }
+    for n in &s.uses {
+        // EXCHANGE PARTITION moves rows, not definitions
+        let table = quote::table(&n.db, &n.name);
+        let row: Option<mysql_async::Row> = conn
+            .query_first(format!("CHECKSUM TABLE {table}"))
+            .await
+            .map_err(|e| Error::from(e).context(format!("target, CHECKSUM TABLE {table}")))?;
+        let sum = row
+            .and_then(|r| r.get_opt::<u64, _>(1))
+            .and_then(|c| c.ok())
+            .unwrap_or(0);
+        h.update(sum.to_le_bytes());
+    }
+    Ok(Some(hex(&h.finalize(), 12)))
+}
+
+fn without_auto_increment(create: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(create);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_ref();
+    while let Some(at) = rest.find(" AUTO_INCREMENT=") {
+        out.push_str(&rest[..at]);
+        rest =
+            rest[at + " AUTO_INCREMENT=".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out.into_bytes()
+}
+
+fn hex(bytes: &[u8], n: usize) -> String {
+    bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_round_trip_within_the_column() {
+        let m = Mark {
+            gtid: "4294967295-4294967295-18446744073709551615".into(),
+            index: Some(12),
+            statement: "abcdef01".into(),
+            fingerprint: "0123456789abcdef01234567".into(),
+        };
+        let s = m.stored();
+        assert!(s.len() <= WIDTH, "{s}");
+        let back = Mark::parse(&s);
+        assert_eq!(back.gtid, m.gtid);
+        assert_eq!(back.index, Some(12));
+        assert_eq!(back.statement, m.statement);
+        assert!(m.fingerprint.starts_with(&back.fingerprint));
+        let old = Mark::parse("0-1-5");
+        assert_eq!((old.gtid.as_str(), old.index), ("0-1-5", None));
+    }
+
+    #[test]
+    fn auto_increment_is_not_part_of_a_definition() {
+        assert_eq!(
+            without_auto_increment(b") ENGINE=InnoDB AUTO_INCREMENT=77 DEFAULT CHARSET=latin1"),
+            b") ENGINE=InnoDB DEFAULT CHARSET=latin1".to_vec()
+        );
+    }
+}
