@@ -77,12 +77,13 @@ pub fn write_sql(id: &str, pos: &Position, source_ts: u32) -> String {
     )
 }
 
-/// The statement marking the DDL of `gtid` as started.
-pub fn mark_ddl_sql(id: &str, gtid: &str) -> String {
+/// The statement marking a DDL statement as started (`interrupted::Mark`), or, with `None`,
+/// as finished without effect (the target refused it).
+pub fn mark_ddl_sql(id: &str, mark: Option<&str>) -> String {
     format!(
         "UPDATE {} SET ddl_in_flight = {} WHERE migration_id = {}",
         table(),
-        quote::string(gtid),
+        mark.map_or("NULL".to_string(), quote::string),
         quote::string(id)
     )
 }
@@ -99,17 +100,50 @@ pub struct RenameMarker {
     pub done_name: String,
 }
 
+fn short_hash(text: &str, bytes: usize) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(bytes)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The start of every rename marker name of migration `id`.
+fn marker_prefix(id: &str) -> String {
+    format!("rename_{}_", short_hash(id, 4))
+}
+
 /// The marker of statement `index` of transaction `gtid` in migration `id`.
 pub fn rename_marker(id: &str, gtid: &str, index: usize) -> RenameMarker {
-    use sha2::{Digest as _, Sha256};
-    let digest = Sha256::digest(format!("{id}\n{gtid}\n{index}").as_bytes());
-    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    let name = |state: &str| format!("rename_{hex}_{state}");
+    let hex = short_hash(&format!("{id}\n{gtid}\n{index}"), 10);
+    let prefix = marker_prefix(id);
+    let name = |state: &str| format!("{prefix}{hex}_{state}");
     RenameMarker {
         pending: quote::table(DB, &name("pending")),
         done: quote::table(DB, &name("done")),
         done_name: name("done"),
     }
+}
+
+/// Drop the rename markers migration `id` left behind (a crash after its checkpoint, a RENAME
+/// the target refused). Only when no DDL of it is in flight: then none is still needed.
+pub async fn drop_stale_markers(conn: &mut Conn, id: &str) -> Result<()> {
+    let like = format!("{}%", marker_prefix(id).replace('_', "\\_"));
+    let names: Vec<String> = conn
+        .query(format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME LIKE {}",
+            quote::string(DB),
+            quote::string(&like)
+        ))
+        .await
+        .map_err(|e| Error::from(e).context("target, _migrate rename markers"))?;
+    for n in names {
+        conn.query_drop(format!("DROP TABLE IF EXISTS {}", quote::table(DB, &n)))
+            .await
+            .map_err(|e| Error::from(e).context("target, _migrate rename markers"))?;
+    }
+    Ok(())
 }
 
 /// Whether a marker's `done` table exists.

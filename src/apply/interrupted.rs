@@ -149,6 +149,27 @@ pub async fn fingerprint(conn: &mut Conn, d: &Ddl) -> Result<Option<String>> {
     Ok(Some(hex(&h.finalize(), 12)))
 }
 
+/// An ALTER TABLE that renames more than one column (`CHANGE a b ..., CHANGE b a ...`,
+/// `RENAME COLUMN`): it can swap columns' data while the definition reads the same, so an
+/// unchanged fingerprint does not prove it did not run. Read from the text, conservatively.
+pub fn renames_columns_in_place(d: &Ddl) -> bool {
+    if d.statement.verb != Verb::Alter {
+        return false;
+    }
+    let words: Vec<String> = d
+        .text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let renames = words
+        .iter()
+        .zip(words.iter().skip(1).chain(std::iter::once(&String::new())))
+        .filter(|(w, next)| *w == "CHANGE" || (*w == "RENAME" && *next == "COLUMN"))
+        .count();
+    renames > 1
+}
+
 fn without_auto_increment(create: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(create);
     let mut out = String::with_capacity(text.len());
@@ -187,6 +208,63 @@ mod tests {
         assert!(m.fingerprint.starts_with(&back.fingerprint));
         let old = Mark::parse("0-1-5");
         assert_eq!((old.gtid.as_str(), old.index), ("0-1-5", None));
+    }
+
+    fn ddl(sql: &str) -> Ddl {
+        use crate::sql::{lexer::Mode, statement};
+        let decode = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let statement::Statement::Ddl(statement) =
+            statement::classify(sql.as_bytes(), Mode::default(), "s", &decode)
+        else {
+            panic!("{sql}")
+        };
+        Ddl {
+            schema: "s".into(),
+            sql: sql.as_bytes().to_vec(),
+            text: sql.into(),
+            ctx: Default::default(),
+            statement,
+        }
+    }
+
+    #[test]
+    fn column_renames_that_can_swap_data_are_seen() {
+        assert!(renames_columns_in_place(&ddl(
+            "ALTER TABLE t CHANGE b a INT AFTER id, CHANGE a b INT"
+        )));
+        assert!(renames_columns_in_place(&ddl(
+            "alter table t rename column a to c, rename column b to a"
+        )));
+        assert!(!renames_columns_in_place(&ddl(
+            "ALTER TABLE t CHANGE a b INT"
+        )));
+        assert!(!renames_columns_in_place(&ddl(
+            "ALTER TABLE t ADD c INT, DROP d"
+        )));
+        assert!(!renames_columns_in_place(&ddl(
+            "RENAME TABLE a TO b, b TO a"
+        )));
+    }
+
+    #[test]
+    fn replays_are_read_for_their_own_statement() {
+        let d = ddl("ALTER TABLE t ADD c INT");
+        let other = ddl("ALTER TABLE t ADD e INT");
+        let m = Mark::parse(&Mark::new("0-1-9", 1, &d, Some("abc")).stored());
+        assert_eq!(replay_of(Some(&m), "0-1-8", 1, &d), Replay::No);
+        assert_eq!(replay_of(Some(&m), "0-1-9", 0, &other), Replay::Finished);
+        assert_eq!(
+            replay_of(Some(&m), "0-1-9", 1, &d),
+            Replay::This {
+                fingerprint: "abc".into()
+            }
+        );
+        assert_eq!(replay_of(Some(&m), "0-1-9", 1, &other), Replay::Unknown);
+        assert_eq!(replay_of(Some(&m), "0-1-9", 2, &d), Replay::No);
+        assert_eq!(
+            replay_of(Some(&Mark::parse("0-1-9")), "0-1-9", 0, &d),
+            Replay::Unknown
+        );
     }
 
     #[test]

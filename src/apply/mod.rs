@@ -84,6 +84,9 @@ impl Applier {
                 "point --target at the server this migration's snapshot copied into, or take a new snapshot with a new --state",
             )
         })?;
+        if row.ddl_in_flight.is_none() {
+            checkpoint::drop_stale_markers(&mut conn, migration).await?;
+        }
         // rows read back for foreign-key actions arrive as the bytes they are
         conn.query_drop("SET character_set_results = binary")
             .await
@@ -201,7 +204,7 @@ impl Applier {
     /// Mark a DDL statement as started (committed before it runs; `interrupted::Mark`): after
     /// a crash, its fingerprint tells whether it ran, and its "already exists" errors are
     /// known to come from itself.
-    async fn mark_ddl(&mut self, mark: &str) -> Result<()> {
+    async fn mark_ddl(&mut self, mark: Option<&str>) -> Result<()> {
         self.conn
             .query_drop(checkpoint::mark_ddl_sql(&self.migration, mark))
             .await?;
@@ -280,11 +283,26 @@ impl Applier {
                 );
                 return Ok(None);
             }
+            if interrupted::renames_columns_in_place(d) {
+                return Err(Error::definite(
+                    format!("the engine was interrupted while `{}` ran on the target, and whether it took effect cannot be told: it renames several columns, and the table's definition can read the same either way", d.text),
+                    format!("compare that table on the target with the source; if the statement took effect, undo it on the target by hand; then run `UPDATE _migrate.checkpoints SET ddl_in_flight = NULL WHERE migration_id = '{}'` on the target and restart", self.migration),
+                ));
+            }
         }
-        let replaying = replay != Replay::No;
-        self.mark_ddl(&interrupted::Mark::new(gtid, index, d, fingerprint.as_deref()).stored())
-            .await?;
-        self.run_one(gtid, index, d, replaying).await
+        let mark = interrupted::Mark::new(gtid, index, d, fingerprint.as_deref()).stored();
+        self.mark_ddl(Some(&mark)).await?;
+        let result = self.run_one(gtid, index, d, &replay).await;
+        if let Err(e) = &result {
+            if !e.is_transient() {
+                // refused by the target, so it did not run: a restart after a repair by hand
+                // must run it, not take a changed table for its effect
+                if let Err(clear) = self.mark_ddl(None).await {
+                    tracing::warn!("target: could not clear the DDL mark: {clear}");
+                }
+            }
+        }
+        result
     }
 
     /// Run statement `index` of DDL transaction `gtid`. A RENAME TABLE renames a marker in
@@ -296,30 +314,34 @@ impl Applier {
         gtid: &str,
         index: usize,
         d: &Ddl,
-        replaying: bool,
+        replay: &interrupted::Replay,
     ) -> Result<Option<&'static str>> {
         use crate::sql::statement::{Object, Verb};
+        use interrupted::Replay;
         if !(d.statement.verb == Verb::Rename && d.statement.object == Object::Table) {
+            let replaying = *replay != Replay::No;
             let asked = ddl::run(&self.target, d, &self.source, replaying, None).await?;
             tracing::info!("applied DDL {gtid}: {}", d.text);
             return Ok(asked);
         }
         let m = checkpoint::rename_marker(&self.migration, gtid, index);
-        if replaying && checkpoint::marker_done(&mut self.conn, &m).await? {
+        if *replay != Replay::No && checkpoint::marker_done(&mut self.conn, &m).await? {
             tracing::info!("DDL {gtid} took effect before the interruption: {}", d.text);
             self.markers.push(m.done);
             return Ok(None);
         }
         self.conn
             .query_drop(format!(
-                "CREATE TABLE IF NOT EXISTS {} (marker INT) ENGINE=InnoDB",
+                "CREATE TABLE IF NOT EXISTS {} (marker INT NOT NULL PRIMARY KEY) ENGINE=InnoDB",
                 m.pending
             ))
             .await
             .map_err(|e| Error::from(e).context("target, _migrate rename marker"))?;
-        // the marker says whether it ran: its errors are never "already applied"
+        // the marker says whether it ran, so its errors are not "already applied"; but a
+        // rename interrupted under an older version had no marker: its errors tell
         let pairs = format!("{} TO {}", m.pending, m.done);
-        let asked = ddl::run(&self.target, d, &self.source, false, Some(&pairs)).await?;
+        let legacy = *replay == Replay::Unknown;
+        let asked = ddl::run(&self.target, d, &self.source, legacy, Some(&pairs)).await?;
         self.markers.push(m.done);
         tracing::info!("applied DDL {gtid}: {}", d.text);
         Ok(asked)

@@ -92,7 +92,7 @@ pub struct Ddl {
     /// A UTF-8 rendering for logs and errors.
     pub text: String,
     pub ctx: QueryContext,
-    /// What it is (a rewritten statement keeps the classification of the original).
+    /// What it is (each statement of a rewrite classified as itself).
     pub statement: statement::Ddl,
 }
 

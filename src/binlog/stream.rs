@@ -621,12 +621,25 @@ impl Reader {
                         ));
                         stmts
                             .into_iter()
-                            .map(|s| Ddl {
-                                schema: schema.clone(),
-                                sql: s.clone().into_bytes(),
-                                text: s,
-                                ctx: utf8.clone(),
-                                statement: d.clone(),
+                            .map(|s| {
+                                // each statement as what it is (a DROP of a rewritten RENAME
+                                // is a DROP to the applier)
+                                let own = match statement::classify(
+                                    s.as_bytes(),
+                                    Mode::default(),
+                                    &schema,
+                                    &decode,
+                                ) {
+                                    Statement::Ddl(own) => own,
+                                    _ => d.clone(),
+                                };
+                                Ddl {
+                                    schema: schema.clone(),
+                                    sql: s.clone().into_bytes(),
+                                    text: s,
+                                    ctx: utf8.clone(),
+                                    statement: own,
+                                }
                             })
                             .collect()
                     }

@@ -71,6 +71,8 @@ pub struct Ddl {
     /// PARTITION p WITH TABLE s).
     pub uses: Vec<Name>,
     pub temporary: bool,
+    /// `IF EXISTS` / `IF NOT EXISTS` was given (recorded for RENAME TABLE).
+    pub if_exists: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,8 +141,8 @@ impl<'a> Cursor<'a> {
     fn done(&self) -> bool {
         self.i >= self.toks.len() || self.peek().is_some_and(|t| t.is_punct(b';'))
     }
-    /// `IF EXISTS` / `IF NOT EXISTS`
-    fn if_exists(&mut self) {
+    /// `IF EXISTS` / `IF NOT EXISTS`: whether it was there.
+    fn if_exists(&mut self) -> bool {
         if self.kw("IF") {
             let k = if self.peek_at(1).is_some_and(|t| t.is_kw("NOT")) {
                 3
@@ -148,7 +150,9 @@ impl<'a> Cursor<'a> {
                 2
             };
             self.i += k;
+            return true;
         }
+        false
     }
     /// `[db.]name` (a trailing `.` with nothing after gives None).
     fn name(&mut self) -> Option<Name> {
@@ -300,6 +304,7 @@ fn table_ddl(verb: Verb, names: Vec<Name>) -> Statement {
         renames: Vec::new(),
         uses: Vec::new(),
         temporary: false,
+        if_exists: false,
     })
 }
 
@@ -311,7 +316,7 @@ fn rename(c: &mut Cursor) -> Statement {
     if !(c.eat("TABLE") || c.eat("TABLES")) {
         return Statement::Unknown;
     }
-    c.if_exists();
+    let if_exists = c.if_exists();
     let mut renames = Vec::new();
     loop {
         let Some(from) = c.name() else {
@@ -339,6 +344,7 @@ fn rename(c: &mut Cursor) -> Statement {
         renames,
         uses: Vec::new(),
         temporary: false,
+        if_exists,
     })
 }
 
@@ -376,7 +382,7 @@ fn ddl(c: &mut Cursor, verb_word: &str) -> Statement {
         "TABLESPACE" | "LOGFILE" => return Statement::NoEffect(format!("{verb_word} {kind}")),
         _ => return Statement::Unknown,
     };
-    c.if_exists();
+    let if_exists = c.if_exists();
     let mut d = Ddl {
         verb,
         object,
@@ -384,6 +390,7 @@ fn ddl(c: &mut Cursor, verb_word: &str) -> Statement {
         renames: Vec::new(),
         uses: Vec::new(),
         temporary,
+        if_exists,
     };
     match object {
         Object::Database => {
