@@ -258,6 +258,11 @@ fn route_renames(d: &Ddl, standing: &dyn Fn(&Name) -> Standing, word: &str) -> R
         .collect();
     if !drops.is_empty() {
         out.push(format!("DROP {word} IF EXISTS {}", drops.join(", ")));
+        if word == "TABLE" {
+            // RENAME TABLE renames views too, and DROP TABLE leaves a view in place (a note,
+            // no error); DROP VIEW leaves a table (a warning)
+            out.push(format!("DROP VIEW IF EXISTS {}", drops.join(", ")));
+        }
     }
     if out.is_empty() {
         Route::Skip(format!(
@@ -403,6 +408,7 @@ mod tests {
             Route::Rewrite(vec![
                 "RENAME TABLE `shop`.`c` TO `shop`.`d`".into(),
                 "DROP TABLE IF EXISTS `shop`.`a`".into(),
+                "DROP VIEW IF EXISTS `shop`.`a`".into(),
             ])
         );
         assert!(matches!(
@@ -415,7 +421,10 @@ mod tests {
         ));
         assert_eq!(
             r("ALTER TABLE a ADD c INT, RENAME TO tmp_a", 100),
-            Route::Rewrite(vec!["DROP TABLE IF EXISTS `shop`.`a`".into()])
+            Route::Rewrite(vec![
+                "DROP TABLE IF EXISTS `shop`.`a`".into(),
+                "DROP VIEW IF EXISTS `shop`.`a`".into()
+            ])
         );
         assert_eq!(r("ALTER TABLE a RENAME TO b", 100), Route::Apply);
         assert!(matches!(
@@ -504,13 +513,17 @@ mod tests {
             r("RENAME TABLE a TO other.a, b TO a"),
             rw(&[
                 "RENAME TABLE `shop`.`a` TO `shop`.`_migrate_discarded_0`, `shop`.`b` TO `shop`.`a`",
-                "DROP TABLE IF EXISTS `shop`.`_migrate_discarded_0`"
+                "DROP TABLE IF EXISTS `shop`.`_migrate_discarded_0`",
+                "DROP VIEW IF EXISTS `shop`.`_migrate_discarded_0`"
             ])
         );
         // a live table moved onto a name copied later: the copy has it
         assert_eq!(
             r("RENAME TABLE a TO late"),
-            rw(&["DROP TABLE IF EXISTS `shop`.`a`"])
+            rw(&[
+                "DROP TABLE IF EXISTS `shop`.`a`",
+                "DROP VIEW IF EXISTS `shop`.`a`"
+            ])
         );
         // through an excluded name and back under another (after the listing: `d` is live) ...
         assert_eq!(
@@ -520,7 +533,10 @@ mod tests {
         // ... and before it, where `d` was gone by the final listing: nothing of it stays
         assert_eq!(
             r("RENAME TABLE a TO tmp_a, tmp_a TO d"),
-            rw(&["DROP TABLE IF EXISTS `shop`.`a`"])
+            rw(&[
+                "DROP TABLE IF EXISTS `shop`.`a`",
+                "DROP VIEW IF EXISTS `shop`.`a`"
+            ])
         );
         // IF EXISTS: which pairs ran is unknown, so a mix stops; all live runs as it is
         assert!(matches!(
