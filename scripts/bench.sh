@@ -30,7 +30,7 @@
 #                               follow catch-up of a backlog (defaults, and ?compress=false) vs native
 #                               replicas reading through the link (slave_compressed_protocol off and on),
 #                               BENCH_ROUNDS rounds (3), a new backlog each; the median is reported
-#                               (BENCH_WAN_ONLY=follow runs only the follow comparison)
+#                               (BENCH_WAN_ONLY=follow or snapshot runs only that comparison)
 # Sizes: BENCH_TABLES (4), BENCH_ROWS (250000 per table), BENCH_EVENTS (25000 write trx = ~100k row events),
 #        BENCH_PARENTS (20000 single-row parent transactions for cascade).
 set -euo pipefail
@@ -300,7 +300,9 @@ wan_bench() {
   trap "kill $proxy 2>/dev/null || true" EXIT
   sleep 0.5
   echo "== link: ${rtt} ms round trip, ${mbit} Mbit/s per direction"
-  local plain=() packed=() ours=() oursz=()
+  local plain=() packed=() ours=() oursz=() cpu_peer=() cpu_ours=() cpu_oursz=()
+  # CPU seconds the source's mariadbd has used (what the copy costs the server it must not hurt)
+  src_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$(cat "$MIGRATE_RUN_DIR/src/pid")/stat"; }
   median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
   peer_run() { # server name, port, extra mydumper flags...
     local name=$1 port=$2; shift 2
@@ -329,20 +331,24 @@ wan_bench() {
     scripts/mariadb.sh stop "$name" >/dev/null; rm -rf "$MIGRATE_RUN_DIR/$name"
     echo "$t1 - $t0" | bc
   }
-  local rounds_snapshot=$rounds
+  local rounds_snapshot=$rounds c0
   [ "${BENCH_WAN_ONLY:-}" != follow ] || rounds_snapshot=0
   for r in $(seq 1 "$rounds_snapshot"); do
-    plain+=("$(peer_run peer$r 14331)"); packed+=("$(peer_run peerz$r 14332 --compress-protocol)")
-    ours+=("$(ours_run ours$r 14333 "")"); oursz+=("$(ours_run oursz$r 14334 "?compress=true")")
-    echo "round $r: mydumper+myloader ${plain[-1]} s, with --compress-protocol ${packed[-1]} s; migrate snapshot ${ours[-1]} s, with ?compress=true ${oursz[-1]} s"
+    plain+=("$(peer_run peer$r 14331)")
+    c0=$(src_cpu); packed+=("$(peer_run peerz$r 14332 --compress-protocol)"); cpu_peer+=("$(echo "$(src_cpu) - $c0" | bc)")
+    c0=$(src_cpu); ours+=("$(ours_run ours$r 14333 "")"); cpu_ours+=("$(echo "$(src_cpu) - $c0" | bc)")
+    c0=$(src_cpu); oursz+=("$(ours_run oursz$r 14334 "?compress=true")"); cpu_oursz+=("$(echo "$(src_cpu) - $c0" | bc)")
+    echo "round $r: mydumper+myloader ${plain[-1]} s, with --compress-protocol ${packed[-1]} s (source CPU ${cpu_peer[-1]} s); migrate snapshot ${ours[-1]} s (source CPU ${cpu_ours[-1]} s), with ?compress=true ${oursz[-1]} s (source CPU ${cpu_oursz[-1]} s)"
   done
   local p1 p2 best o1 o2
   [ "$rounds_snapshot" = 0 ] || {
   p1=$(median "${plain[@]}"); p2=$(median "${packed[@]}"); o1=$(median "${ours[@]}"); o2=$(median "${oursz[@]}")
   best=$(echo "if ($p1 < $p2) $p1 else $p2" | bc -l)
-  printf 'RESULT wan snapshot (%d rounds, medians): migrate defaults %.2f s (ratio %.3f), ?compress=true %.2f s (ratio %.3f); best peer %.2f s (mydumper plain %.2f s, --compress-protocol %.2f s) (goal <= 0.67)\n' \
-    "$rounds" "$o1" "$(echo "$o1 / $best" | bc -l)" "$o2" "$(echo "$o2 / $best" | bc -l)" "$best" "$p1" "$p2"
+  printf 'RESULT wan snapshot (%d rounds, medians): migrate defaults %.2f s (ratio %.3f; source CPU %.2f s), ?compress=true %.2f s (ratio %.3f; source CPU %.2f s); best peer %.2f s (mydumper plain %.2f s, --compress-protocol %.2f s; source CPU %.2f s) (goal <= 0.67)\n' \
+    "$rounds" "$o1" "$(echo "$o1 / $best" | bc -l)" "$(median "${cpu_ours[@]}")" \
+    "$o2" "$(echo "$o2 / $best" | bc -l)" "$(median "${cpu_oursz[@]}")" "$best" "$p1" "$p2" "$(median "${cpu_peer[@]}")"
   }
+  [ "${BENCH_WAN_ONLY:-}" != snapshot ] || { kill $proxy 2>/dev/null || true; return 0; }
 
   echo "== follow catch-up over the link"
   scripts/mariadb.sh start dst 14307 --server-id=2 --log-bin=mysql-bin >/dev/null

@@ -1,7 +1,8 @@
 //! Through `scripts/wan-proxy.py`, the team's VPN (20 ms round trip, 200 Mbit/s): snapshot and
 //! follow under a write load while the link drops every connection. Follow's binlog stream
 //! compresses itself over such a link and each reconnect reads from where the applied position
-//! ends in the source's binlog; a snapshot with `?compress=true` is exact too. Source and target
+//! ends in the source's binlog; the link drops while the snapshot copies too; a snapshot with
+//! `?compress=true` is exact too. Source and target
 //! end identical.
 
 mod support;
@@ -86,7 +87,22 @@ fn snapshot_and_follow_through_a_dropping_vpn() {
         "--chunk-rows",
         "500",
     ];
-    assert_ok(&migrate(&link.url(""), &dst.url(), &state, &snapshot));
+    // the link drops while the snapshot copies: its readers reconnect
+    let copier = migrate_cmd(&link.url(""), &dst.url(), &state, &snapshot)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("snapshot");
+    // (schema ≈ 0.5 s over the link, then ≥ 18 chunk round trips per reader)
+    std::thread::sleep(Duration::from_millis(800));
+    link.drop_connections();
+    let out = copier.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "snapshot failed: {log}");
+    assert!(
+        log.contains("connection lost"),
+        "the drop did not hit the snapshot (it ended first?): {log}"
+    );
     writer.join().expect("writer");
 
     let follower = migrate_cmd(
