@@ -13,6 +13,9 @@
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
+# the image's binary without the line tables the release profile keeps (≈110 MiB -> ≈14 MiB);
+# panics still name their functions
+ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo
 # the dependencies first, built in their own layer with a stub main: a change to src/ does
 # not rebuild them
 COPY Cargo.toml Cargo.lock ./
