@@ -77,13 +77,12 @@ pub fn write_sql(id: &str, pos: &Position, source_ts: u32) -> String {
     )
 }
 
-/// The statement marking a DDL statement as started (`interrupted::Mark`), or, with `None`,
-/// as finished without effect (the target refused it).
-pub fn mark_ddl_sql(id: &str, mark: Option<&str>) -> String {
+/// The statement marking a DDL statement as started, or as refused (`interrupted::Mark`).
+pub fn mark_ddl_sql(id: &str, mark: &str) -> String {
     format!(
         "UPDATE {} SET ddl_in_flight = {} WHERE migration_id = {}",
         table(),
-        mark.map_or("NULL".to_string(), quote::string),
+        quote::string(mark),
         quote::string(id)
     )
 }

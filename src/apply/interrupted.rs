@@ -34,6 +34,11 @@ pub struct Mark {
 const WIDTH: usize = 64;
 
 impl Mark {
+    /// The mark of a statement the target refused.
+    pub fn refused(gtid: &str, index: usize, d: &Ddl) -> Mark {
+        Mark::new(gtid, index, d, Some(REFUSED))
+    }
+
     pub fn new(gtid: &str, index: usize, d: &Ddl, fingerprint: Option<&str>) -> Mark {
         Mark {
             gtid: gtid.to_string(),
@@ -87,7 +92,12 @@ pub enum Replay {
     This { fingerprint: String },
     /// Marked by an older version: only its errors can tell.
     Unknown,
+    /// The target refused it (so it did not run); earlier statements of its transaction did.
+    Refused,
 }
+
+/// The fingerprint a refused statement's mark carries.
+const REFUSED: &str = "refused";
 
 pub fn replay_of(mark: Option<&Mark>, gtid: &str, index: usize, d: &Ddl) -> Replay {
     let Some(m) = mark.filter(|m| m.gtid == gtid) else {
@@ -96,9 +106,15 @@ pub fn replay_of(mark: Option<&Mark>, gtid: &str, index: usize, d: &Ddl) -> Repl
     match m.index {
         None => Replay::Unknown,
         Some(i) if index < i => Replay::Finished,
-        Some(i) if index == i && m.statement == hex(&Sha256::digest(&d.sql), 4) => Replay::This {
-            fingerprint: m.fingerprint.clone(),
-        },
+        Some(i) if index == i && m.statement == hex(&Sha256::digest(&d.sql), 4) => {
+            if m.fingerprint == REFUSED {
+                Replay::Refused
+            } else {
+                Replay::This {
+                    fingerprint: m.fingerprint.clone(),
+                }
+            }
+        }
         Some(i) if index == i => Replay::Unknown,
         Some(_) => Replay::No,
     }
@@ -261,6 +277,12 @@ mod tests {
         );
         assert_eq!(replay_of(Some(&m), "0-1-9", 1, &other), Replay::Unknown);
         assert_eq!(replay_of(Some(&m), "0-1-9", 2, &d), Replay::No);
+        let refused = Mark::parse(&Mark::refused("0-1-9", 1, &d).stored());
+        assert_eq!(replay_of(Some(&refused), "0-1-9", 1, &d), Replay::Refused);
+        assert_eq!(
+            replay_of(Some(&refused), "0-1-9", 0, &other),
+            Replay::Finished
+        );
         assert_eq!(
             replay_of(Some(&Mark::parse("0-1-9")), "0-1-9", 0, &d),
             Replay::Unknown

@@ -53,8 +53,7 @@ pub struct Applier {
     queued: String,
     /// The position this migration's row held at connect.
     position: Option<Position>,
-    /// The DDL a crash interrupted (its GTID), from the checkpoint table: only its
-    /// "already exists" errors mean "already applied".
+    /// The DDL statement a crash interrupted, from the checkpoint table (`interrupted::Mark`).
     ddl_in_flight: Option<String>,
     /// Rename markers (`checkpoint::rename_marker`) to drop once the next checkpoint commits.
     markers: Vec<String>,
@@ -204,7 +203,7 @@ impl Applier {
     /// Mark a DDL statement as started (committed before it runs; `interrupted::Mark`): after
     /// a crash, its fingerprint tells whether it ran, and its "already exists" errors are
     /// known to come from itself.
-    async fn mark_ddl(&mut self, mark: Option<&str>) -> Result<()> {
+    async fn mark_ddl(&mut self, mark: &str) -> Result<()> {
         self.conn
             .query_drop(checkpoint::mark_ddl_sql(&self.migration, mark))
             .await?;
@@ -263,7 +262,11 @@ impl Applier {
         mark: Option<&interrupted::Mark>,
     ) -> Result<Option<&'static str>> {
         use interrupted::Replay;
-        let replay = interrupted::replay_of(mark, gtid, index, d);
+        let replay = match interrupted::replay_of(mark, gtid, index, d) {
+            // refused last time, so it did not run: as new (its errors are real)
+            Replay::Refused => Replay::No,
+            r => r,
+        };
         if replay == Replay::Finished {
             tracing::info!("DDL {gtid} took effect before the interruption: {}", d.text);
             return Ok(None);
@@ -276,14 +279,14 @@ impl Applier {
             Some(now),
         ) = (&replay, &fingerprint)
         {
-            if !before.is_empty() && !now.starts_with(before.as_str()) {
+            if !now.starts_with(before.as_str()) {
                 tracing::info!(
                     "DDL {gtid} took effect before the interruption (its tables changed): {}",
                     d.text
                 );
                 return Ok(None);
             }
-            if interrupted::renames_columns_in_place(d) {
+            if !before.is_empty() && interrupted::renames_columns_in_place(d) {
                 return Err(Error::definite(
                     format!("the engine was interrupted while `{}` ran on the target, and whether it took effect cannot be told: it renames several columns, and the table's definition can read the same either way", d.text),
                     format!("compare that table on the target with the source; if the statement took effect, undo it on the target by hand; then run `UPDATE _migrate.checkpoints SET ddl_in_flight = NULL WHERE migration_id = '{}'` on the target and restart", self.migration),
@@ -291,14 +294,16 @@ impl Applier {
             }
         }
         let mark = interrupted::Mark::new(gtid, index, d, fingerprint.as_deref()).stored();
-        self.mark_ddl(Some(&mark)).await?;
+        self.mark_ddl(&mark).await?;
         let result = self.run_one(gtid, index, d, &replay).await;
         if let Err(e) = &result {
             if !e.is_transient() {
                 // refused by the target, so it did not run: a restart after a repair by hand
-                // must run it, not take a changed table for its effect
-                if let Err(clear) = self.mark_ddl(None).await {
-                    tracing::warn!("target: could not clear the DDL mark: {clear}");
+                // runs it as new (not taking a changed table for its effect, nor its errors
+                // for "already applied"); the statements before it in its transaction did run
+                let refused = interrupted::Mark::refused(gtid, index, d).stored();
+                if let Err(mark) = self.mark_ddl(&refused).await {
+                    tracing::warn!("target: could not mark the refused DDL: {mark}");
                 }
             }
         }
