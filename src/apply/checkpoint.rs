@@ -101,11 +101,7 @@ pub struct RenameMarker {
 
 fn short_hash(text: &str, bytes: usize) -> String {
     use sha2::{Digest as _, Sha256};
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .take(bytes)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::interrupted::hex(&Sha256::digest(text.as_bytes()), bytes)
 }
 
 /// The start of every rename marker name of migration `id`.

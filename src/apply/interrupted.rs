@@ -43,7 +43,7 @@ impl Mark {
         Mark {
             gtid: gtid.to_string(),
             index: Some(index),
-            statement: hex(&Sha256::digest(&d.sql), 4),
+            statement: statement_hash(d),
             fingerprint: fingerprint.unwrap_or_default().to_string(),
         }
     }
@@ -106,7 +106,7 @@ pub fn replay_of(mark: Option<&Mark>, gtid: &str, index: usize, d: &Ddl) -> Repl
     match m.index {
         None => Replay::Unknown,
         Some(i) if index < i => Replay::Finished,
-        Some(i) if index == i && m.statement == hex(&Sha256::digest(&d.sql), 4) => {
+        Some(i) if index == i && m.statement == statement_hash(d) => {
             if m.fingerprint == REFUSED {
                 Replay::Refused
             } else {
@@ -199,7 +199,13 @@ fn without_auto_increment(create: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn hex(bytes: &[u8], n: usize) -> String {
+/// The short hash that ties a mark to its statement.
+fn statement_hash(d: &Ddl) -> String {
+    hex(&Sha256::digest(&d.sql), 4)
+}
+
+/// The first `n` bytes of `bytes` in hex.
+pub fn hex(bytes: &[u8], n: usize) -> String {
     bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
 }
 

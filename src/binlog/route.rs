@@ -198,7 +198,7 @@ fn route_renames(d: &Ddl, standing: &dyn Fn(&Name) -> Standing, word: &str) -> R
         if origin == *f {
             continue;
         }
-        match standings.get(origin).copied().unwrap_or(Live) {
+        match standings[origin] {
             Live => moves.push((origin.clone(), (*f).clone())),
             Copied => {
                 return Route::Fail(
@@ -233,23 +233,28 @@ fn route_renames(d: &Ddl, standing: &dyn Fn(&Name) -> Standing, word: &str) -> R
         .filter(|n| holds.get(*n) != Some(&Some(*n)))
         .filter(|n| !moves.iter().any(|(o, _)| o == *n))
         .collect();
+    // of those, the ones that receive a table: renamed aside in the same statement and dropped
+    // there, so a replay after a crash never drops the table that arrived
+    let set_aside: Vec<&Name> = discarded
+        .iter()
+        .copied()
+        .filter(|n| moves.iter().any(|(_, f)| f == *n))
+        .collect();
     let mut out = Vec::new();
     if !moves.is_empty() {
         out.push(format!(
             "RENAME TABLE {}",
-            rename_steps(&moves, &discarded, &touched)
+            rename_steps(&moves, &set_aside, &touched)
                 .iter()
                 .map(|(a, b)| format!("{} TO {}", qname(a), qname(b)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
     }
-    // a discarded name that receives a table was renamed aside in the same statement: drop
-    // that, so a replay after a crash never drops the table that arrived
     let drops: Vec<String> = discarded
         .iter()
         .map(|n| {
-            if moves.iter().any(|(_, f)| f == *n) {
+            if set_aside.contains(n) {
                 qname(&aside(n, &touched))
             } else {
                 qname(n)
@@ -311,12 +316,11 @@ fn aside(n: &Name, taken: &[&Name]) -> Name {
     spare_name(n, "discarded", taken, i)
 }
 
-/// The moves as one RENAME TABLE list: discarded destinations first set aside, then each
-/// move once its destination is free, a cycle broken through a spare name.
-fn rename_steps(moves: &[(Name, Name)], discarded: &[&Name], taken: &[&Name]) -> Vec<(Name, Name)> {
-    let mut steps: Vec<(Name, Name)> = discarded
+/// The moves as one RENAME TABLE list: `set_aside` first (`aside`), then each move once its
+/// destination is free, a cycle broken through a spare name.
+fn rename_steps(moves: &[(Name, Name)], set_aside: &[&Name], taken: &[&Name]) -> Vec<(Name, Name)> {
+    let mut steps: Vec<(Name, Name)> = set_aside
         .iter()
-        .filter(|n| moves.iter().any(|(_, f)| f == **n))
         .map(|n| ((*n).clone(), aside(n, taken)))
         .collect();
     let mut pending: Vec<(Name, Name)> = moves.to_vec();
