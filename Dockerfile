@@ -8,7 +8,8 @@
 #   docker run --rm migrate:TAG --help
 #
 # Both stages are Debian 12 (bookworm), so the binary and the runtime share glibc 2.36. For a
-# host with an older glibc (an Amazon Linux 2 bastion: 2.26), use scripts/build-static.sh.
+# host with an older glibc (an Amazon Linux 2 bastion: 2.26), use scripts/build-static.sh (musl)
+# or scripts/build-old-glibc.sh (glibc 2.17 symbol versions, linked by zig).
 
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build

@@ -207,7 +207,7 @@ fn bad_inputs_fail_clearly() {
         ),
     )
     .expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
+    let out = Command::new(support::migrate_bin())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .arg("--config")
@@ -224,7 +224,7 @@ fn bad_inputs_fail_clearly() {
         .map(str::to_string)
         .expect("a JSON log line");
     let _: serde_json::Value = serde_json::from_str(&first_log).expect("log line is JSON");
-    let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
+    let out = Command::new(support::migrate_bin())
         .arg("--config")
         .arg(dir.path().join("missing.toml"))
         .arg("check")
@@ -262,7 +262,7 @@ fn bad_inputs_fail_clearly() {
     let out = migrate("postgres://x", &dst.url(), &state, &["check"]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("mysql://"));
-    let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
+    let out = Command::new(support::migrate_bin())
         .arg("nonsense")
         .output()
         .expect("run");

@@ -111,7 +111,7 @@ fn promtool_ok(args: &[&str], dir: &Path) -> String {
 
 /// The long options `migrate [VERB] --help` lists.
 fn help_flags(verb: Option<&str>) -> BTreeSet<String> {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_migrate"));
+    let mut c = Command::new(support::migrate_bin());
     c.env_remove("MIGRATE_CONFIG");
     if let Some(v) = verb {
         c.arg(v);
@@ -372,7 +372,7 @@ fn manifests_agree_with_config_and_image() {
     std::fs::write(&file, &toml_text).expect("write config");
     for verb in VERBS {
         // the file is read (and every key checked) before the arguments are parsed
-        let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
+        let out = Command::new(support::migrate_bin())
             .env_remove("MIGRATE_CONFIG")
             .arg("--config")
             .arg(&file)

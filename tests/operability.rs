@@ -445,7 +445,7 @@ fn runs_logs_and_config() {
     // state file, so its servers need not exist; its password files are overridden)
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "x\n").expect("pw");
-    let out = Command::new(env!("CARGO_BIN_EXE_migrate"))
+    let out = Command::new(support::migrate_bin())
         .arg("--config")
         .arg(root().join("docs").join("migrate.example.toml"))
         .arg("--state")

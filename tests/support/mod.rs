@@ -378,8 +378,16 @@ pub fn migrate(source: &str, target: &str, state: &Path, args: &[&str]) -> Outpu
     }
 }
 
+/// The binary under test: the one cargo built, or `MIGRATE_TEST_BIN` (scripts/build-old-glibc.sh
+/// runs tests against the portable build).
+pub fn migrate_bin() -> std::path::PathBuf {
+    std::env::var_os("MIGRATE_TEST_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_migrate")))
+}
+
 pub fn migrate_cmd(source: &str, target: &str, state: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_migrate"));
+    let mut c = Command::new(migrate_bin());
     c.env("MIGRATE_SOURCE", source)
         .env("MIGRATE_TARGET", target)
         .env("MIGRATE_STATE", state)
