@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SslMode {
@@ -30,7 +31,14 @@ pub struct Endpoint {
     /// No `compress` option in the URL: the binlog stream turns compression on by itself over
     /// a slow link (`binlog::stream`), every other connection leaves it off.
     pub compress_auto: bool,
+    /// `?stall-timeout=`: how long a long read from this server may receive nothing before
+    /// migrate asks the server, over a new connection, whether it is still working on it
+    /// (`db::watchdog`).
+    pub stall_timeout: Duration,
 }
+
+/// `stall-timeout` when the URL gives none: half of MariaDB's own `slave_net_timeout`.
+pub const STALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
 /// zlib level of `?compress=true` for what migrate sends (queries, rows written to a target);
 /// the server compresses what it sends at its own level.
@@ -78,6 +86,12 @@ fn percent_decode(s: &str) -> Result<String> {
     }
     String::from_utf8(out)
         .map_err(|_| Error::usage("URL is not UTF-8 after %-decoding", "check the URL"))
+}
+
+/// `30`, `30s` or `2.5`: seconds, at least one.
+fn parse_seconds(v: &str) -> Option<Duration> {
+    let n: f64 = v.trim().trim_end_matches('s').parse().ok()?;
+    (1.0..=86_400.0).contains(&n).then(|| Duration::from_secs_f64(n))
 }
 
 impl Endpoint {
@@ -140,6 +154,7 @@ impl Endpoint {
             ssl_ca: None,
             compress: None,
             compress_auto: true,
+            stall_timeout: STALL_TIMEOUT_DEFAULT,
         };
         for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -172,6 +187,9 @@ impl Endpoint {
                         },
                     }
                 }
+                "stall-timeout" => ep.stall_timeout = parse_seconds(v).ok_or_else(|| {
+                    usage("stall-timeout must be a number of seconds, at least 1 (e.g. 30 or 30s)")
+                })?,
                 _ => return Err(usage(&format!("unknown URL option '{k}'"))),
             }
         }
@@ -283,6 +301,19 @@ mod tests {
             .unwrap();
         assert!(!err.to_string().contains("secret"));
         assert!(Endpoint::parse("source", "mysql://u@h?ssl-mode=verify-ca").is_err());
+        assert_eq!(e.stall_timeout, STALL_TIMEOUT_DEFAULT);
+    }
+
+    #[test]
+    fn stall_timeout_option() {
+        let e = Endpoint::parse("source", "mysql://u@h?stall-timeout=5").unwrap();
+        assert_eq!(e.stall_timeout, Duration::from_secs(5));
+        let e = Endpoint::parse("source", "mysql://u@h?stall-timeout=2.5s").unwrap();
+        assert_eq!(e.stall_timeout, Duration::from_millis(2500));
+        for bad in ["0", "0.5", "x", "", "-3", "inf"] {
+            let url = format!("mysql://u@h?stall-timeout={bad}");
+            assert!(Endpoint::parse("source", &url).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -113,6 +113,97 @@ fn snapshot_survives_dropped_connections() {
     assert_same(&src, &dst, "big");
 }
 
+/// The VPN black-holes its packets in the middle of the copy: no reset reaches either end,
+/// the open connections just go silent (an IPsec rekey that failed, an expired NAT entry).
+/// A reader that hears nothing for `stall-timeout` asks the server over a new connection,
+/// finds its connection blocked sending (or idle), kills it on the server (its snapshot ends
+/// there) and reads the chunk again on a new connection. Without that the readers would wait
+/// for TCP keepalive, about twelve minutes, and `migrate` here gives up after five.
+#[test]
+fn snapshot_recovers_from_a_stalled_link() {
+    let src = Server::source("st-src");
+    let dst = Server::target("st-dst");
+    src.sql(
+        "CREATE DATABASE big; USE big; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40), KEY (v));
+         INSERT INTO t SELECT seq, CONCAT('값 ', seq) FROM seq_1_to_100000;",
+    );
+    let sp = proxy::Proxy::start(src.port);
+    // after about a third of the rows
+    sp.stall_after(1 << 20);
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    let started = std::time::Instant::now();
+    let out = migrate(
+        &format!("{}&stall-timeout=2", sp.url()),
+        &dst.url(),
+        &state,
+        &[
+            "snapshot",
+            "--databases",
+            "big",
+            "--chunk-rows",
+            "300",
+            "--threads",
+            "2",
+        ],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(sp.stalled() > 0, "the link never stalled: {log}");
+    assert!(log.contains("the link stalled"), "no stall was seen: {log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}: {log}",
+        started.elapsed()
+    );
+    assert_same(&src, &dst, "big");
+    // the stalled reads were killed on the source: none is left holding its snapshot
+    assert_eq!(
+        src.sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'Writing to net'"
+        )
+        .trim(),
+        "0"
+    );
+}
+
+/// The other side of the stall watchdog: a read that is silent because the server is still
+/// working on it (here, waiting for a table lock held longer than `stall-timeout`) is waited
+/// for, not killed.
+#[test]
+fn a_lock_wait_longer_than_the_stall_timeout_is_waited_out() {
+    let src = Server::source("lw-src");
+    let dst = Server::target("lw-dst");
+    src.sql(
+        "CREATE DATABASE big; USE big; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40));
+         INSERT INTO t SELECT seq, CONCAT('값 ', seq) FROM seq_1_to_2000;",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    let out = std::thread::scope(|s| {
+        let locker = s.spawn(|| {
+            src.sql("LOCK TABLES big.t WRITE; SELECT SLEEP(7); UNLOCK TABLES;");
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let out = migrate(
+            &format!("{}&stall-timeout=2", src.url()),
+            &dst.url(),
+            &state,
+            &["snapshot", "--databases", "big"],
+        );
+        locker.join().expect("locker");
+        out
+    });
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("still working on the statement (Waiting for table metadata lock)"),
+        "the watchdog did not look at the lock wait: {log}"
+    );
+    assert!(!log.contains("the link stalled"), "{log}");
+    assert_same(&src, &dst, "big");
+}
+
 /// The target's connections killed again and again while the rows are streamed to it: in the
 /// middle of a streamed LOAD DATA, and while a chunk's transaction waits for the reader to
 /// confirm it. Every chunk so broken is written again whole from the rows the writer kept;

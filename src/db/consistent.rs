@@ -8,7 +8,6 @@
 use crate::db::{query_one, query_strings, quote};
 use crate::error::{Error, Result};
 use crate::position::{FilePos, Gtid, Position};
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 /// The statements that open the snapshot and report its position (one round trip; callers
@@ -44,17 +43,16 @@ pub fn position_of(rows: &[Vec<Option<String>>]) -> Result<FilePos> {
 /// Open a consistent snapshot on `conn` (a REPEATABLE READ session) and return its binlog
 /// position.
 pub async fn open(conn: &mut Conn, side: &str) -> Result<FilePos> {
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+    crate::db::run(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
         .await
-        .map_err(|e| Error::from(e).context(format!("{side}, consistent snapshot")))?;
+        .map_err(|e| e.context(format!("{side}, consistent snapshot")))?;
     let rows = query_strings(conn, "SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
     position_of(&rows).map_err(|e| e.context(side.to_string()))
 }
 
 /// End the snapshot.
 pub async fn close(conn: &mut Conn) -> Result<()> {
-    conn.query_drop("COMMIT").await?;
-    Ok(())
+    crate::db::run(conn, "COMMIT").await
 }
 
 /// Resolves binlog positions of one server to GTID positions, remembering the last one.

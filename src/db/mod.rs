@@ -7,6 +7,7 @@ pub mod preflight;
 pub mod quote;
 pub mod replica;
 pub mod retry;
+pub mod watchdog;
 
 use crate::config::{Endpoint, SslMode};
 use crate::error::{Error, Result};
@@ -124,6 +125,7 @@ pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
             Ok(Err(e)) => Err(connect_error(ep, e)),
         }?;
     let mut conn = conn;
+    watchdog::know(ep);
     // one round trip for the whole session set-up (each costs tens of ms over a VPN)
     conn.query_drop(session_sql(s).join("; "))
         .await
@@ -207,8 +209,54 @@ pub fn check_packet(len: usize, max_packet: usize, what: impl std::fmt::Display)
 
 /// Query returning rows of optional UTF-8 strings (metadata only).
 pub async fn query_strings(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-    let rows: Vec<mysql_async::Row> = conn.query(sql).await?;
-    Ok(rows.into_iter().map(row_strings).collect())
+    Ok(query_rows(conn, sql)
+        .await?
+        .into_iter()
+        .map(row_strings)
+        .collect())
+}
+
+/// The rows of a query, watched for a stalled link (`watchdog`).
+pub async fn query_rows(conn: &mut Conn, sql: &str) -> Result<Vec<mysql_async::Row>> {
+    Ok(row_sets(conn, sql)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
+}
+
+/// A statement without a result, watched for a stalled link (`watchdog`).
+pub async fn run(conn: &mut Conn, sql: &str) -> Result<()> {
+    let on = watchdog::of(conn);
+    watchdog::watched(on.as_ref(), &watchdog::label(sql), async {
+        Ok(conn.query_drop(sql).await?)
+    })
+    .await
+}
+
+/// The result sets of `sql` (statements separated by `;`), each row watched for a stalled
+/// link: over a slow link a large result takes long, but its rows keep arriving.
+async fn row_sets(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<mysql_async::Row>>> {
+    let on = watchdog::of(conn);
+    let what = watchdog::label(sql);
+    let send = async { Ok(conn.query_iter(sql).await?) };
+    let mut result = watchdog::watched(on.as_ref(), &what, send).await?;
+    let mut sets = Vec::new();
+    loop {
+        let mut rows = Vec::new();
+        loop {
+            let row = async { Ok(result.next().await?) };
+            match watchdog::watched(on.as_ref(), &what, row).await? {
+                Some(row) => rows.push(row),
+                None => break,
+            }
+        }
+        sets.push(rows);
+        if result.is_empty() {
+            break;
+        }
+    }
+    Ok(sets)
 }
 
 pub(crate) fn row_strings(r: mysql_async::Row) -> Vec<Option<String>> {
@@ -232,8 +280,8 @@ pub async fn query_each(
     if sets.len() != queries.len() {
         // a statement failed without the driver reporting it: its error is still pending on
         // the connection and answers the next command; that error is the one to report
-        if let Err(e) = conn.query_drop("DO 0").await {
-            return Err(Error::from(e).context(what));
+        if let Err(e) = run(conn, "DO 0").await {
+            return Err(e.context(what));
         }
         return Err(Error::definite(
             format!(
@@ -250,16 +298,11 @@ pub async fn query_each(
 /// Several statements separated by `;` in one round trip: each result set's rows, in order
 /// (statements without a result give an empty set).
 pub async fn query_sets(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Vec<Option<String>>>>> {
-    let mut result = conn.query_iter(sql).await?;
-    let mut sets = Vec::new();
-    loop {
-        let rows: Vec<mysql_async::Row> = result.collect().await?;
-        sets.push(rows.into_iter().map(row_strings).collect());
-        if result.is_empty() {
-            break;
-        }
-    }
-    Ok(sets)
+    Ok(row_sets(conn, sql)
+        .await?
+        .into_iter()
+        .map(|rows| rows.into_iter().map(row_strings).collect())
+        .collect())
 }
 
 /// A server at least this far (its round trip) is across a VPN: the link, not the servers'

@@ -7,7 +7,6 @@
 use crate::config::Endpoint;
 use crate::db::{self, preflight::Finding, preflight::Severity, Session};
 use crate::error::{Error, Result};
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 /// One replication connection of a replica (`SHOW ALL SLAVES STATUS`), its fields as text.
@@ -16,10 +15,9 @@ pub struct Replication(mysql_async::Row);
 impl Replication {
     /// Every replication connection of the server on `conn` (none: not a replica).
     pub async fn of(conn: &mut Conn, what: &str) -> Result<Vec<Replication>> {
-        let rows: Vec<mysql_async::Row> = conn
-            .query("SHOW ALL SLAVES STATUS")
+        let rows = crate::db::query_rows(conn, "SHOW ALL SLAVES STATUS")
             .await
-            .map_err(|e| Error::from(e).context(format!("{what}, SHOW ALL SLAVES STATUS")))?;
+            .map_err(|e| e.context(format!("{what}, SHOW ALL SLAVES STATUS")))?;
         Ok(rows.into_iter().map(Replication).collect())
     }
 

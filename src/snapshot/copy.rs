@@ -24,7 +24,7 @@
 //!   rows of its last read, and what follows it is written again by the chunks to come.
 
 use crate::config::Endpoint;
-use crate::db::{self, consistent, quote, retry::Backoff, Session};
+use crate::db::{self, consistent, quote, retry::Backoff, watchdog::watch, Session};
 use crate::error::{Error, Result};
 use crate::obs::{metrics, progress::Progress};
 use crate::schema::keyset as plan;
@@ -209,9 +209,11 @@ fn missing(e: &Error) -> bool {
 /// driver reporting it (seen when the table is renamed at that moment). Ask again on its own:
 /// Some(position) if the table is gone, else None (read again).
 async fn stopped_early(r: &mut SourceReader, t: &Table) -> Result<Option<(String, u64)>> {
-    let _ = r.conn.query_drop("ROLLBACK").await;
-    match ddl::create_table(&mut r.conn, &t.db, &t.name).await {
-        Err(e) if missing(&e) => Ok(Some(binlog_now(&mut r.conn).await?)),
+    let _ = r.run("ROLLBACK").await;
+    let id = r.conn.id();
+    let definition = ddl::create_table(&mut r.conn, &t.db, &t.name);
+    match watch(&r.source, id, &t.full_name(), definition).await {
+        Err(e) if missing(&e) => Ok(Some(r.binlog_now().await?)),
         _ => Ok(None),
     }
 }
@@ -234,7 +236,33 @@ impl SourceReader {
 
     /// Statements separated by `;` in one round trip; the result sets, in order.
     async fn multi(&mut self, sql: &str) -> Result<Vec<Vec<Vec<Option<String>>>>> {
-        db::query_sets(&mut self.conn, sql).await
+        let id = self.conn.id();
+        watch(
+            &self.source,
+            id,
+            "reading",
+            db::query_sets(&mut self.conn, sql),
+        )
+        .await
+    }
+
+    /// One statement without a result (COMMIT, ROLLBACK).
+    async fn run(&mut self, sql: &str) -> Result<()> {
+        let id = self.conn.id();
+        let step = async { Ok(self.conn.query_drop(sql).await?) };
+        watch(&self.source, id, sql, step).await
+    }
+
+    /// The source's binlog position now (`binlog_now`).
+    async fn binlog_now(&mut self) -> Result<(String, u64)> {
+        let id = self.conn.id();
+        watch(
+            &self.source,
+            id,
+            "SHOW MASTER STATUS",
+            binlog_now(&mut self.conn),
+        )
+        .await
     }
 
     /// Stop the statement running on the reader connection (the rest of a chunk's SELECT).
@@ -243,7 +271,13 @@ impl SourceReader {
             self.control = Some(db::connect(&self.source, Session::Meta).await?);
         }
         if let Some(c) = self.control.as_mut() {
-            c.query_drop(format!("KILL QUERY {id}")).await?;
+            let control = c.id();
+            let kill = async { Ok(c.query_drop(format!("KILL QUERY {id}")).await?) };
+            if let Err(e) = watch(&self.source, control, "cancelling a read", kill).await {
+                // a stalled control connection is opened again next time
+                self.control = None;
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -276,14 +310,18 @@ impl SourceReader {
         let mut sets = Vec::with_capacity(lead);
         let mut sink = None;
         {
-            let mut result = match self.conn.query_iter(sql).await {
+            let what = t.full_name();
+            let ep = &self.source;
+            let send = async { Ok(self.conn.query_iter(sql).await?) };
+            let mut result = match watch(ep, id, &what, send).await {
                 Ok(r) => r,
-                Err(e) => return Err((Stage::Lead, Error::from(e))),
+                Err(e) => return Err((Stage::Lead, e)),
             };
             while sets.len() < lead {
-                let set: Vec<mysql_async::Row> = match result.collect().await {
+                let set = async { Ok(result.collect::<mysql_async::Row>().await?) };
+                let set = match watch(ep, id, &what, set).await {
                     Ok(x) => x,
-                    Err(e) => return Err((Stage::Lead, Error::from(e))),
+                    Err(e) => return Err((Stage::Lead, e)),
                 };
                 sets.push(set.into_iter().map(db::row_strings).collect::<Sets>());
                 if result.is_empty() {
@@ -313,10 +351,11 @@ impl SourceReader {
             }
             let mut batch_bytes = 0u64;
             while !kill {
-                let row = match result.next().await {
+                let row = async { Ok(result.next().await?) };
+                let row = match watch(ep, id, &what, row).await {
                     Ok(Some(row)) => row,
                     Ok(None) => break,
-                    Err(e) => return Err((Stage::Rows, Error::from(e))),
+                    Err(e) => return Err((Stage::Rows, e)),
                 };
                 match decode::text_row(&t.columns, row.unwrap()) {
                     Ok(r) => {
@@ -352,10 +391,10 @@ impl SourceReader {
             // the control connection, then let the driver drain what is left (an
             // "interrupted" error ends it).
             self.cancel(id).await.map_err(|e| (Stage::Rows, e))?;
-            match self.conn.query_drop("DO 0").await {
+            match self.run("DO 0").await {
                 Ok(()) => {}
-                Err(mysql_async::Error::Server(s)) if s.code == 1317 => {}
-                Err(e) => return Err((Stage::Rows, Error::from(e))),
+                Err(e) if e.code() == Some(1317) => {}
+                Err(e) => return Err((Stage::Rows, e)),
             }
         }
         if let Some(e) = failed {
@@ -567,14 +606,14 @@ async fn read_chunk(
     let streamed = match r.rows(t, &sql, lead, budget, confirm).await {
         Ok(x) => x,
         Err((Stage::Lead, e)) if missing(&e) => {
-            let _ = r.conn.query_drop("ROLLBACK").await;
-            let at = binlog_now(&mut r.conn).await?;
+            let _ = r.run("ROLLBACK").await;
+            let at = r.binlog_now().await?;
             held.take();
             return Ok(Read::Gone(at));
         }
         Err((Stage::Rows, e)) if matches!(e.code(), Some(1054) | Some(1146)) => {
             // a column or the table went away between the statements
-            let _ = r.conn.query_drop("ROLLBACK").await;
+            let _ = r.run("ROLLBACK").await;
             return Err(Error::transient(format!(
                 "{}: changed while reading ({})",
                 t.full_name(),
@@ -590,7 +629,7 @@ async fn read_chunk(
                 // the target's is why the SELECT failed (a column renamed or dropped)
                 let before = definition_of(&sets, 0);
                 if ddl::normalize_definition(&before) != ddl::normalize_definition(definition) {
-                    let _ = r.conn.query_drop("ROLLBACK").await;
+                    let _ = r.run("ROLLBACK").await;
                     held.take();
                     return Ok(Read::Changed(before));
                 }
@@ -609,7 +648,7 @@ async fn read_chunk(
         }
         Streamed::Halted(Halt::WriterStopped) => Ok(Read::WriterStopped),
         Streamed::Halted(Halt::Changed(def)) => {
-            r.conn.query_drop("COMMIT").await?;
+            r.run("COMMIT").await?;
             held.take();
             Ok(Read::Changed(def))
         }
@@ -1151,7 +1190,7 @@ impl Worker<'_> {
             .await
         {
             Ok(s) => s,
-            Err(e) if missing(&e) => return Ok(Whole::Gone(binlog_now(&mut r.conn).await?)),
+            Err(e) if missing(&e) => return Ok(Whole::Gone(r.binlog_now().await?)),
             Err(e) => return Err(e),
         };
         if sets.len() < 4 {
@@ -1166,7 +1205,7 @@ impl Worker<'_> {
         let before = definition_of(&sets, 1);
         let binlog = snapshot_position(sets.get(3).map(Vec::as_slice).unwrap_or_default())?;
         if ddl::normalize_definition(&before) != ddl::normalize_definition(definition) {
-            r.conn.query_drop("COMMIT").await?;
+            r.run("COMMIT").await?;
             return Ok(Whole::Changed(before));
         }
         let mut seq = 0;
@@ -1174,16 +1213,13 @@ impl Worker<'_> {
             // one SELECT, cut into chunks as the rows stream in
             let mut rows = Vec::new();
             let mut bytes = 0u64;
-            let mut result = r
-                .conn
-                .query_iter(format!(
-                    "SELECT {} FROM {}",
-                    plan::select_list(t),
-                    t.quoted()
-                ))
-                .await?;
+            let (id, what) = (r.conn.id(), t.full_name());
+            let select = format!("SELECT {} FROM {}", plan::select_list(t), t.quoted());
+            let send = async { Ok(r.conn.query_iter(select).await?) };
+            let mut result = watch(&r.source, id, &what, send).await?;
             loop {
-                let row = result.next().await?;
+                let row = async { Ok(result.next().await?) };
+                let row = watch(&r.source, id, &what, row).await?;
                 let done = row.is_none();
                 if let Some(row) = row {
                     let v = decode::text_row(&t.columns, row.unwrap())
@@ -1247,7 +1283,7 @@ impl Worker<'_> {
                 lo = hi;
             }
         }
-        r.conn.query_drop("COMMIT").await?;
+        r.run("COMMIT").await?;
         Ok(Whole::Done)
     }
 
@@ -1544,7 +1580,9 @@ async fn redescribe(
     t: &Table,
     _hint: String,
 ) -> Result<(Arc<Table>, String)> {
-    let (nt, def) = super::describe_stable(&mut r.conn, &t.db, &t.name).await?;
+    let id = r.conn.id();
+    let describe = super::describe_stable(&mut r.conn, &t.db, &t.name);
+    let (nt, def) = watch(&r.source, id, &t.full_name(), describe).await?;
     Ok((Arc::new(nt), def))
 }
 

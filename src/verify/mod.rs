@@ -131,7 +131,7 @@ async fn digest(conn: &mut Conn, sql: &str, side: &str, t: &Table) -> Result<Dig
 
 /// Rows of a text query as raw cells.
 async fn raw_rows(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<mysql_async::Value>>> {
-    let rows: Vec<mysql_async::Row> = conn.query(sql).await?;
+    let rows = db::query_rows(conn, sql).await?;
     Ok(rows.into_iter().map(mysql_async::Row::unwrap).collect())
 }
 

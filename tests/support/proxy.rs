@@ -1,5 +1,6 @@
 //! A TCP proxy for fault tests: forwards 127.0.0.1:listen -> 127.0.0.1:upstream, and can
-//! drop every open connection (`cut`) and refuse new ones for a while (`refuse`).
+//! drop every open connection (`cut`), refuse new ones for a while (`outage`), and stall the
+//! open ones without closing them (`stall_after`: a VPN that black-holes its packets).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -12,6 +13,40 @@ pub struct Proxy {
     conns: Arc<Mutex<Vec<TcpStream>>>,
     refusing: Arc<AtomicBool>,
     turns: Arc<AtomicU64>,
+    stall: Arc<Stall>,
+}
+
+/// Black-holing: once the servers have sent `at` bytes in all, every connection open then
+/// forwards nothing more, in either direction, and never closes (its data and its end are
+/// held); connections opened later work.
+struct Stall {
+    at: AtomicU64,
+    server_bytes: AtomicU64,
+    open: Mutex<Vec<Arc<AtomicBool>>>,
+    stalled: AtomicU64,
+}
+
+impl Stall {
+    fn count(&self, n: usize) {
+        let total = self.server_bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+        if total >= self.at.load(Ordering::SeqCst) {
+            self.at.store(u64::MAX, Ordering::SeqCst);
+            if let Ok(open) = self.open.lock() {
+                for f in open.iter() {
+                    if !f.swap(true, Ordering::SeqCst) {
+                        self.stalled.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Hold the connection's thread for good (a black-holed connection never ends).
+fn hold() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 /// One connection's conversation: which side spoke last, and the proxy's count of round trips
@@ -21,12 +56,28 @@ struct Conversation {
     turns: Arc<AtomicU64>,
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, from_client: bool, talk: Arc<Conversation>) {
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    from_client: bool,
+    talk: Arc<Conversation>,
+    stall: Arc<Stall>,
+    frozen: Arc<AtomicBool>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        if frozen.load(Ordering::SeqCst) {
+            hold();
+        }
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if !from_client {
+                    stall.count(n);
+                }
+                if frozen.load(Ordering::SeqCst) {
+                    hold();
+                }
                 if from_client {
                     if talk.server_spoke_last.swap(false, Ordering::SeqCst) {
                         talk.turns.fetch_add(1, Ordering::SeqCst);
@@ -40,6 +91,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, from_client: bool, talk: Arc<Con
             }
         }
     }
+    if frozen.load(Ordering::SeqCst) {
+        hold();
+    }
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
 }
@@ -51,7 +105,18 @@ impl Proxy {
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let refusing = Arc::new(AtomicBool::new(false));
         let turns = Arc::new(AtomicU64::new(0));
-        let (c2, r2, t2) = (conns.clone(), refusing.clone(), turns.clone());
+        let stall = Arc::new(Stall {
+            at: AtomicU64::new(u64::MAX),
+            server_bytes: AtomicU64::new(0),
+            open: Mutex::default(),
+            stalled: AtomicU64::new(0),
+        });
+        let (c2, r2, t2, s2) = (
+            conns.clone(),
+            refusing.clone(),
+            turns.clone(),
+            stall.clone(),
+        );
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -78,8 +143,14 @@ impl Proxy {
                     turns: t2.clone(),
                 });
                 let t = talk.clone();
-                std::thread::spawn(move || pump(c_read, s_write, true, t));
-                std::thread::spawn(move || pump(server, client, false, talk));
+                let frozen = Arc::new(AtomicBool::new(false));
+                if let Ok(mut open) = s2.open.lock() {
+                    open.push(frozen.clone());
+                }
+                let (s3, f3) = (s2.clone(), frozen.clone());
+                std::thread::spawn(move || pump(c_read, s_write, true, t, s3, f3));
+                let s4 = s2.clone();
+                std::thread::spawn(move || pump(server, client, false, talk, s4, frozen));
             }
         });
         Proxy {
@@ -87,7 +158,20 @@ impl Proxy {
             conns,
             refusing,
             turns,
+            stall,
         }
+    }
+
+    /// Stall every connection open when the servers will have sent `bytes` more than so far
+    /// (see `Stall`).
+    pub fn stall_after(&self, bytes: u64) {
+        let now = self.stall.server_bytes.load(Ordering::SeqCst);
+        self.stall.at.store(now + bytes, Ordering::SeqCst);
+    }
+
+    /// Connections stalled so far (closed ones included).
+    pub fn stalled(&self) -> u64 {
+        self.stall.stalled.load(Ordering::SeqCst)
     }
 
     /// Round trips so far, over every connection: each time a client sent after its server
