@@ -91,7 +91,9 @@ fn percent_decode(s: &str) -> Result<String> {
 /// `30`, `30s` or `2.5`: seconds, at least one.
 fn parse_seconds(v: &str) -> Option<Duration> {
     let n: f64 = v.trim().trim_end_matches('s').parse().ok()?;
-    (1.0..=86_400.0).contains(&n).then(|| Duration::from_secs_f64(n))
+    (1.0..=86_400.0)
+        .contains(&n)
+        .then(|| Duration::from_secs_f64(n))
 }
 
 impl Endpoint {

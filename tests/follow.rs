@@ -132,6 +132,56 @@ fn dropped_connections_and_restarts_converge() {
     catch_up_and_compare(&sp.url(), &tp.url(), &state, &src, &dst, "shop");
 }
 
+/// The VPN black-holes every open connection while follow runs (no reset reaches either end):
+/// the binlog stream notices by its own read timeout, the follower's other source statements
+/// by the stall watchdog (`?stall-timeout=`), and the running follower catches up through new
+/// connections by itself.
+#[test]
+fn follow_recovers_from_a_stalled_link() {
+    let src = Server::source("fs-src");
+    let dst = Server::target("fs-dst");
+    src.script(load::SCHEMA.as_bytes());
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    snapshot(&src.url(), &dst.url(), &state);
+    let sp = proxy::Proxy::start(src.port);
+    let mut follower = migrate_cmd(
+        &format!("{}&stall-timeout=2", sp.url()),
+        &dst.url(),
+        &state,
+        &["follow", "--databases", "shop"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("follow");
+    load::run(&src, 0, 20, 11);
+    // every connection open when the source next sends a byte goes silent for good
+    sp.stall_after(1);
+    load::run(&src, 20, 30, 12);
+    let started = std::time::Instant::now();
+    while src.dump_data("shop") != dst.dump_data("shop") {
+        if started.elapsed() > Duration::from_secs(90) {
+            let _ = follower.kill();
+            let out = follower.wait_with_output().expect("wait");
+            panic!(
+                "the running follower did not catch up after the stall: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(sp.stalled() > 0, "the link never stalled");
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(follower.id().to_string())
+        .status();
+    let out = follower.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "follow did not exit 0: {log}");
+    assert_same(&src, &dst, "shop");
+}
+
 /// The stored place of the applied position in the source's binlog (`follow.binlog_place`).
 fn stored_place(state: &std::path::Path) -> serde_json::Value {
     let db = rusqlite::Connection::open(state).expect("state file");

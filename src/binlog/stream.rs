@@ -131,6 +131,8 @@ pub struct Reader {
     seen_format: bool,
     /// The source's `@@server_id`.
     pub server_id: String,
+    /// When the stream last delivered anything (an event or a heartbeat).
+    heard: Instant,
     /// Offset of the event being handled (`pos` is its end).
     event_at: u64,
     /// The dump started at a stored place (not by GTID).
@@ -294,6 +296,7 @@ impl Reader {
             checksum,
             seen_format: false,
             server_id: source_server_id,
+            heard: Instant::now(),
             event_at: 0,
             by_place: place.is_some(),
         })
@@ -306,18 +309,24 @@ impl Reader {
             if let Some(item) = self.ready.pop_front() {
                 return Ok(item);
             }
+            // the read timeout counts from the last thing heard, across Idle returns: a
+            // stream that went silent (a VPN that black-holes its packets) ends here however
+            // often the caller asks in between
+            let left = READ_TIMEOUT.saturating_sub(self.heard.elapsed());
             let wait = if self.current.is_none() {
-                idle.min(READ_TIMEOUT)
+                idle.min(left)
             } else {
-                READ_TIMEOUT
+                left
             };
             let ev = match tokio::time::timeout(wait, self.stream.next()).await {
-                Err(_) if self.current.is_none() && wait < READ_TIMEOUT => return Ok(Item::Idle),
-                Err(_) => {
-                    return Err(Error::transient(
-                        "source binlog: no event or heartbeat for 10 s",
-                    ))
+                Err(_) if self.heard.elapsed() >= READ_TIMEOUT => {
+                    return Err(Error::transient(format!(
+                        "source binlog: no event or heartbeat for {} s",
+                        READ_TIMEOUT.as_secs()
+                    )))
                 }
+                Err(_) if self.current.is_none() => return Ok(Item::Idle),
+                Err(_) => continue,
                 Ok(None) => {
                     return Err(Error::transient(
                         "source binlog: stream closed by the server",
@@ -335,7 +344,10 @@ impl Reader {
                     }
                     return Err(e);
                 }
-                Ok(Some(Ok(ev))) => ev,
+                Ok(Some(Ok(ev))) => {
+                    self.heard = Instant::now();
+                    ev
+                }
             };
             self.handle(ev, cache).await?;
         }
