@@ -33,7 +33,6 @@ use crate::position::Position;
 use crate::replication::control;
 use crate::state::Store;
 use crate::verify::touched;
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -221,12 +220,8 @@ pub async fn drain(
             }
             for id in &ids {
                 tracing::warn!("killing writer connection {id} (--kill-writers)");
-                let _ = conn
-                    .query_drop(format!(
-                        "KILL CONNECTION {}",
-                        id.parse::<u64>().unwrap_or(0)
-                    ))
-                    .await;
+                let kill = format!("KILL CONNECTION {}", id.parse::<u64>().unwrap_or(0));
+                let _ = db::run(conn, &kill).await;
             }
         }
         freeze.check("the drain")?;
@@ -294,13 +289,13 @@ pub async fn run(
             c.set("source_read_only_before", &s)?;
             c.set("target_read_only_before", &t)?;
         }
-        tgt.query_drop("SET GLOBAL read_only = ON")
+        db::run(tgt, "SET GLOBAL read_only = ON")
             .await
-            .map_err(|e| Error::from(e).context("target, read_only"))?;
+            .map_err(|e| e.context("target, read_only"))?;
         c.set("frozen_at", &crate::state::unix_now().to_string())?;
-        src.query_drop("SET GLOBAL read_only = ON")
+        db::run(src, "SET GLOBAL read_only = ON")
             .await
-            .map_err(|e| Error::from(e).context("source, read_only"))?;
+            .map_err(|e| e.context("source, read_only"))?;
         tracing::info!("source frozen (read_only=ON)");
         c.done("freeze", json!({}))?;
         timed(&mut report, "freeze");
@@ -482,9 +477,9 @@ pub async fn run(
         // since catch_up) must never apply anything again; the stop request is durable and
         // outranks any resume, so no follower applies after the target opens
         control::request_stop(c.store)?;
-        tgt.query_drop("SET GLOBAL read_only = OFF")
+        db::run(tgt, "SET GLOBAL read_only = OFF")
             .await
-            .map_err(|e| Error::from(e).context("target, opening it"))?;
+            .map_err(|e| e.context("target, opening it"))?;
         let downtime = frozen_for();
         let open_gtid = db::query_one(tgt, "SELECT @@global.gtid_binlog_pos")
             .await?
@@ -532,21 +527,27 @@ pub async fn undo(
     let target_before = c
         .get("target_read_only_before")?
         .unwrap_or_else(|| "1".into());
-    tgt.query_drop(format!(
-        "SET GLOBAL read_only = {}",
-        if target_before == "0" { "OFF" } else { "ON" }
-    ))
+    db::run(
+        tgt,
+        &format!(
+            "SET GLOBAL read_only = {}",
+            if target_before == "0" { "OFF" } else { "ON" }
+        ),
+    )
     .await
-    .map_err(|e| Error::from(e).context("target, read_only"))?;
+    .map_err(|e| e.context("target, read_only"))?;
     let source_before = c
         .get("source_read_only_before")?
         .unwrap_or_else(|| "0".into());
-    src.query_drop(format!(
-        "SET GLOBAL read_only = {}",
-        if source_before == "1" { "ON" } else { "OFF" }
-    ))
+    db::run(
+        src,
+        &format!(
+            "SET GLOBAL read_only = {}",
+            if source_before == "1" { "ON" } else { "OFF" }
+        ),
+    )
     .await
-    .map_err(|e| Error::from(e).context("source, read_only"))?;
+    .map_err(|e| e.context("source, read_only"))?;
     let frozen = c
         .get("frozen_at")?
         .and_then(|v| v.parse::<f64>().ok())

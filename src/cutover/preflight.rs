@@ -8,7 +8,6 @@ use crate::db::{self, grants, quote};
 use crate::error::Result;
 use crate::replication::control;
 use crate::state::Store;
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -259,8 +258,7 @@ pub async fn check(
     // the prediction: a dry run of the freeze's statements on both servers and the follower's
     // pause handshake, plus the backlog
     let t = Instant::now();
-    src.query_drop("SET GLOBAL read_only = @@global.read_only")
-        .await?;
+    db::run(src, "SET GLOBAL read_only = @@global.read_only").await?;
     db::query_strings(src, "SELECT @@global.gtid_binlog_pos").await?;
     db::query_strings(
         src,
@@ -269,8 +267,7 @@ pub async fn check(
     .await?;
     let freeze = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    tgt.query_drop("SET GLOBAL read_only = @@global.read_only")
-        .await?;
+    db::run(tgt, "SET GLOBAL read_only = @@global.read_only").await?;
     let open = t.elapsed().as_secs_f64();
     let handshake = if follow_running(store)? {
         let t = Instant::now();

@@ -20,7 +20,6 @@ use crate::error::{Error, Result};
 use crate::position::Position;
 use crate::replication::control;
 use crate::state::Store;
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::path::{Path, PathBuf};
 
@@ -196,9 +195,9 @@ pub async fn rollback(r: &Rollback<'_>, src: &mut Conn, tgt: &mut Conn) -> Resul
             "cutover.back_frozen_at",
             &crate::state::unix_now().to_string(),
         )?;
-        tgt.query_drop("SET GLOBAL read_only = ON")
+        crate::db::run(tgt, "SET GLOBAL read_only = ON")
             .await
-            .map_err(|e| Error::from(e).context("target, read_only"))?;
+            .map_err(|e| e.context("target, read_only"))?;
         step(r, "back_freeze", "done", serde_json::json!({}))?;
     }
     let frozen_at: f64 = r
@@ -241,7 +240,7 @@ pub async fn rollback(r: &Rollback<'_>, src: &mut Conn, tgt: &mut Conn) -> Resul
     if let Err(e) = result {
         // the target stays the primary: open it again
         let _ = control::release(&rev);
-        tgt.query_drop("SET GLOBAL read_only = OFF").await?;
+        crate::db::run(tgt, "SET GLOBAL read_only = OFF").await?;
         r.forward.journal(
             r.id,
             "back_abort",
@@ -276,9 +275,9 @@ pub async fn rollback(r: &Rollback<'_>, src: &mut Conn, tgt: &mut Conn) -> Resul
                 ));
             }
         }
-        src.query_drop("SET GLOBAL read_only = OFF")
+        crate::db::run(src, "SET GLOBAL read_only = OFF")
             .await
-            .map_err(|e| Error::from(e).context("source, opening it"))?;
+            .map_err(|e| e.context("source, opening it"))?;
         let downtime = crate::state::unix_now() - frozen_at;
         r.forward.set("cutover.state", "rolled_back_after_switch")?;
         r.forward

@@ -27,6 +27,7 @@ pub const FAMILIES: &[(&str, Type, &str)] = &[
     ("migrate_ddl_applied_total", Type::Counter, "DDL statements from the binlog handled on the target."),
     ("migrate_reconnects_total", Type::Counter, "Reconnections of follow after a lost connection, by side."),
     ("migrate_retries_total", Type::Counter, "Retried snapshot reads and writes, by side."),
+    ("migrate_stalls_total", Type::Counter, "Connections found stalled (silent for stall-timeout while the server was not working on their statement) and reconnected, by side."),
     ("migrate_snapshot_rows_total", Type::Counter, "Rows copied by the snapshot, by table."),
     ("migrate_snapshot_bytes_total", Type::Counter, "Bytes copied by the snapshot, by table."),
     ("migrate_verify_chunks_total", Type::Counter, "Chunks compared by verify."),
@@ -100,6 +101,7 @@ pub fn init_verb(verb: &str) {
                     | "migrate_snapshot_bytes_total"
                     | "migrate_reconnects_total"
                     | "migrate_retries_total"
+                    | "migrate_stalls_total"
             )
         {
             init(name, &[]);
@@ -108,6 +110,7 @@ pub fn init_verb(verb: &str) {
     for side in ["source", "target"] {
         init("migrate_reconnects_total", &[("side", side)]);
         init("migrate_retries_total", &[("side", side)]);
+        init("migrate_stalls_total", &[("side", side)]);
     }
     if verb == "follow" {
         for g in [
