@@ -30,7 +30,10 @@ pub struct Cli {
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Global options (any verb; also from the environment or --config)")]
 pub struct Global {
-    /// Source server: mysql://user@host[:port][?ssl-mode=verify-ca&ssl-ca=PATH]
+    /// Source server: mysql://user@host[:port][?ssl-mode=verify-ca&ssl-ca=PATH]. URL options:
+    /// ssl-mode=disabled|preferred|required|verify-ca|verify-identity, ssl-ca=PATH,
+    /// compress=true|false|fast|best|1-9, stall-timeout=SECONDS (30: a read silent that long
+    /// is checked on the server from a new connection and, if the link stalled, read again)
     #[arg(long, env = "MIGRATE_SOURCE", global = true, hide_env_values = true)]
     pub source: Option<String>,
     /// Target server, same form as --source
