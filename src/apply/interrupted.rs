@@ -92,8 +92,6 @@ pub enum Replay {
     This { fingerprint: String },
     /// Marked by an older version: only its errors can tell.
     Unknown,
-    /// The target refused it (so it did not run); earlier statements of its transaction did.
-    Refused,
 }
 
 /// The fingerprint a refused statement's mark carries.
@@ -106,15 +104,14 @@ pub fn replay_of(mark: Option<&Mark>, gtid: &str, index: usize, d: &Ddl) -> Repl
     match m.index {
         None => Replay::Unknown,
         Some(i) if index < i => Replay::Finished,
-        Some(i) if index == i && m.statement == statement_hash(d) => {
-            if m.fingerprint == REFUSED {
-                Replay::Refused
-            } else {
-                Replay::This {
-                    fingerprint: m.fingerprint.clone(),
-                }
-            }
+        // refused last time, so it did not run (earlier statements of its transaction did):
+        // as new, its errors are real
+        Some(i) if index == i && m.statement == statement_hash(d) && m.fingerprint == REFUSED => {
+            Replay::No
         }
+        Some(i) if index == i && m.statement == statement_hash(d) => Replay::This {
+            fingerprint: m.fingerprint.clone(),
+        },
         Some(i) if index == i => Replay::Unknown,
         Some(_) => Replay::No,
     }
@@ -284,7 +281,7 @@ mod tests {
         assert_eq!(replay_of(Some(&m), "0-1-9", 1, &other), Replay::Unknown);
         assert_eq!(replay_of(Some(&m), "0-1-9", 2, &d), Replay::No);
         let refused = Mark::parse(&Mark::refused("0-1-9", 1, &d).stored());
-        assert_eq!(replay_of(Some(&refused), "0-1-9", 1, &d), Replay::Refused);
+        assert_eq!(replay_of(Some(&refused), "0-1-9", 1, &d), Replay::No);
         assert_eq!(
             replay_of(Some(&refused), "0-1-9", 0, &other),
             Replay::Finished

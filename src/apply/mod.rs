@@ -262,11 +262,7 @@ impl Applier {
         mark: Option<&interrupted::Mark>,
     ) -> Result<Option<&'static str>> {
         use interrupted::Replay;
-        let replay = match interrupted::replay_of(mark, gtid, index, d) {
-            // refused last time, so it did not run: as new (its errors are real)
-            Replay::Refused => Replay::No,
-            r => r,
-        };
+        let replay = interrupted::replay_of(mark, gtid, index, d);
         if replay == Replay::Finished {
             tracing::info!("DDL {gtid} took effect before the interruption: {}", d.text);
             return Ok(None);
