@@ -22,7 +22,6 @@ use crate::sql::statement::{self, Statement};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 use mysql_async::binlog::EventType;
-use mysql_async::prelude::*;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -131,8 +130,9 @@ pub struct Reader {
     seen_format: bool,
     /// The source's `@@server_id`.
     pub server_id: String,
-    /// When the stream last delivered anything (an event or a heartbeat).
-    heard: Instant,
+    /// Time spent waiting for the stream since it last delivered anything (an event or a
+    /// heartbeat).
+    silent: Duration,
     /// Offset of the event being handled (`pos` is its end).
     event_at: u64,
     /// The dump started at a stored place (not by GTID).
@@ -255,9 +255,9 @@ impl Reader {
             format!("SET @master_heartbeat_period = {}", HEARTBEAT.as_nanos()),
             "SET @master_binlog_checksum = @@global.binlog_checksum".to_string(),
         ]);
-        conn.query_drop(setup.join("; "))
+        crate::db::run(&mut conn, &setup.join("; "))
             .await
-            .map_err(|e| Error::from(e).context("source binlog set-up"))?;
+            .map_err(|e| e.context("source binlog set-up"))?;
         let request = match &place {
             Some(p) => {
                 tracing::info!(
@@ -296,7 +296,7 @@ impl Reader {
             checksum,
             seen_format: false,
             server_id: source_server_id,
-            heard: Instant::now(),
+            silent: Duration::ZERO,
             event_at: 0,
             by_place: place.is_some(),
         })
@@ -309,17 +309,23 @@ impl Reader {
             if let Some(item) = self.ready.pop_front() {
                 return Ok(item);
             }
-            // the read timeout counts from the last thing heard, across Idle returns: a
-            // stream that went silent (a VPN that black-holes its packets) ends here however
-            // often the caller asks in between
-            let left = READ_TIMEOUT.saturating_sub(self.heard.elapsed());
+            // the read timeout counts the waiting since the last thing heard, across Idle
+            // returns: a stream that went silent (a VPN that black-holes its packets) ends here
+            // however often the caller asks in between
+            // (only time spent waiting here counts: the caller may pause between asks)
+            let left = READ_TIMEOUT.saturating_sub(self.silent);
             let wait = if self.current.is_none() {
                 idle.min(left)
             } else {
                 left
             };
-            let ev = match tokio::time::timeout(wait, self.stream.next()).await {
-                Err(_) if self.heard.elapsed() >= READ_TIMEOUT => {
+            let asked = Instant::now();
+            let got = tokio::time::timeout(wait, self.stream.next()).await;
+            if got.is_err() {
+                self.silent += asked.elapsed();
+            }
+            let ev = match got {
+                Err(_) if self.silent >= READ_TIMEOUT => {
                     return Err(Error::transient(format!(
                         "source binlog: no event or heartbeat for {} s",
                         READ_TIMEOUT.as_secs()
@@ -345,7 +351,7 @@ impl Reader {
                     return Err(e);
                 }
                 Ok(Some(Ok(ev))) => {
-                    self.heard = Instant::now();
+                    self.silent = Duration::ZERO;
                     ev
                 }
             };

@@ -92,9 +92,9 @@ pub async fn create_triggers(conn: &mut Conn, triggers: &[TriggerDef]) -> Result
             "SET NAMES utf8mb4".into(),
         ];
         for sql in sqls {
-            conn.query_drop(&sql).await.map_err(|e| {
-                Error::from(e).context(format!("creating trigger {}.{}", t.db, t.name))
-            })?;
+            crate::db::run(conn, &sql)
+                .await
+                .map_err(|e| e.context(format!("creating trigger {}.{}", t.db, t.name)))?;
         }
     }
     Ok(())
@@ -104,12 +104,10 @@ pub async fn create_triggers(conn: &mut Conn, triggers: &[TriggerDef]) -> Result
 pub async fn drop_triggers(conn: &mut Conn, dbs: &[String]) -> Result<Vec<TriggerDef>> {
     let triggers = read_triggers(conn, dbs).await?;
     for t in &triggers {
-        conn.query_drop(format!(
-            "DROP TRIGGER IF EXISTS {}",
-            quote::table(&t.db, &t.name)
-        ))
-        .await
-        .map_err(|e| Error::from(e).context(format!("dropping trigger {}.{}", t.db, t.name)))?;
+        let drop = format!("DROP TRIGGER IF EXISTS {}", quote::table(&t.db, &t.name));
+        crate::db::run(conn, &drop)
+            .await
+            .map_err(|e| e.context(format!("dropping trigger {}.{}", t.db, t.name)))?;
     }
     Ok(triggers)
 }
@@ -137,9 +135,9 @@ async fn enabled_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, 
 pub async fn disable_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, String)>> {
     let events = enabled_events(conn, dbs).await?;
     for (d, n) in &events {
-        conn.query_drop(format!("ALTER EVENT {} DISABLE", quote::table(d, n)))
+        crate::db::run(conn, &format!("ALTER EVENT {} DISABLE", quote::table(d, n)))
             .await
-            .map_err(|e| Error::from(e).context(format!("disabling event {d}.{n}")))?;
+            .map_err(|e| e.context(format!("disabling event {d}.{n}")))?;
     }
     Ok(events)
 }
@@ -147,9 +145,9 @@ pub async fn disable_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(Stri
 /// Enable these events on `conn`.
 pub async fn enable_events(conn: &mut Conn, events: &[(String, String)]) -> Result<()> {
     for (d, n) in events {
-        conn.query_drop(format!("ALTER EVENT {} ENABLE", quote::table(d, n)))
+        crate::db::run(conn, &format!("ALTER EVENT {} ENABLE", quote::table(d, n)))
             .await
-            .map_err(|e| Error::from(e).context(format!("enabling event {d}.{n}")))?;
+            .map_err(|e| e.context(format!("enabling event {d}.{n}")))?;
     }
     Ok(())
 }

@@ -100,6 +100,9 @@ fn remember_without_tls(ep: &Endpoint) {
     }
 }
 
+/// How long a connection's handshake, and then its session set-up, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Open a connection with the session settings `s`. Errors name the server and the fix.
 pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
     let try_tls = match ep.ssl_mode {
@@ -107,29 +110,37 @@ pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
         SslMode::Preferred => !known_without_tls(ep),
         _ => true,
     };
-    let conn =
-        match tokio::time::timeout(Duration::from_secs(20), Conn::new(opts(ep, try_tls))).await {
-            Err(_) => Err(Error::transient(format!(
-                "{ep}: connection timed out after 20 s"
-            ))),
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) if ep.ssl_mode == SslMode::Preferred && is_tls_refusal(&e) => {
-                tracing::debug!(
-                    "{ep}: server does not offer TLS; connecting without (ssl-mode=preferred)"
-                );
-                remember_without_tls(ep);
-                Conn::new(opts(ep, false))
-                    .await
-                    .map_err(|e| connect_error(ep, e))
-            }
-            Ok(Err(e)) => Err(connect_error(ep, e)),
-        }?;
+    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts(ep, try_tls))).await {
+        Err(_) => Err(Error::transient(format!(
+            "{ep}: connection timed out after {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) if ep.ssl_mode == SslMode::Preferred && is_tls_refusal(&e) => {
+            tracing::debug!(
+                "{ep}: server does not offer TLS; connecting without (ssl-mode=preferred)"
+            );
+            remember_without_tls(ep);
+            Conn::new(opts(ep, false))
+                .await
+                .map_err(|e| connect_error(ep, e))
+        }
+        Ok(Err(e)) => Err(connect_error(ep, e)),
+    }?;
     let mut conn = conn;
     watchdog::know(ep);
-    // one round trip for the whole session set-up (each costs tens of ms over a VPN)
-    conn.query_drop(session_sql(s).join("; "))
-        .await
-        .map_err(|e| Error::from(e).context(ep))?;
+    // one round trip for the whole session set-up (each costs tens of ms over a VPN); bound
+    // like the handshake (the watchdog's own probes connect through here)
+    let setup = conn.query_drop(session_sql(s).join("; "));
+    match tokio::time::timeout(CONNECT_TIMEOUT, setup).await {
+        Err(_) => {
+            return Err(Error::transient(format!(
+                "{ep}: session set-up timed out after {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )))
+        }
+        Ok(r) => r.map_err(|e| Error::from(e).context(ep))?,
+    }
     Ok(conn)
 }
 

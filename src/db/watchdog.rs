@@ -33,6 +33,28 @@ use std::time::{Duration, Instant};
 /// Every endpoint `db::connect` has connected to, to find a connection's own.
 static KNOWN: Mutex<Vec<Endpoint>> = Mutex::new(Vec::new());
 
+/// Connections found stalled (host, port, id). Such a connection is never used again: it may
+/// not have been killed (the server could not be reached), and a late answer to its last
+/// statement would answer the next one in its place. Every later step on it fails at once
+/// with a transient error, so its user reconnects.
+static STALLED: Mutex<Vec<(String, u16, u32)>> = Mutex::new(Vec::new());
+
+fn stalled_before(ep: &Endpoint, id: u32) -> bool {
+    STALLED
+        .lock()
+        .map(|s| {
+            s.iter()
+                .any(|(h, p, i)| *h == ep.host && *p == ep.port && *i == id)
+        })
+        .unwrap_or(false)
+}
+
+fn mark_stalled(ep: &Endpoint, id: u32) {
+    if let Ok(mut s) = STALLED.lock() {
+        s.push((ep.host.clone(), ep.port, id));
+    }
+}
+
 /// Remember `ep` for the connections made to it (`db::connect`).
 pub fn know(ep: &Endpoint) {
     if let Ok(mut known) = KNOWN.lock() {
@@ -116,6 +138,11 @@ pub async fn watch<T>(
     what: &str,
     step: impl Future<Output = Result<T>>,
 ) -> Result<T> {
+    if stalled_before(ep, id) {
+        return Err(Error::transient(format!(
+            "{what}: connection {id} to the {ep} was found stalled; reconnecting"
+        )));
+    }
     tokio::pin!(step);
     // most steps (a row already received) are ready at once: no timer for those
     let ready = std::future::poll_fn(|cx| match step.as_mut().poll(cx) {
@@ -138,6 +165,7 @@ pub async fn watch<T>(
                         ep.role
                     ),
                     Verdict::Stalled(why) => {
+                        mark_stalled(ep, id);
                         metrics::add("migrate_stalls_total", &[("side", ep.role)], 1.0);
                         return Err(Error::transient(format!(
                             "{what}: nothing from the {ep} for {silent} s and {why}: the link stalled (stall-timeout={} s); reconnecting",
@@ -222,5 +250,21 @@ mod tests {
             );
         }
         assert!(matches!(verdict(None), Verdict::Stalled(_)));
+    }
+
+    #[tokio::test]
+    async fn a_connection_found_stalled_is_not_used_again() {
+        let ep = Endpoint::parse("source", "mysql://u@stalled.invalid:1").expect("url");
+        mark_stalled(&ep, 7);
+        let mut polled = false;
+        let r = watch(&ep, 7, "x", async {
+            polled = true;
+            Ok(())
+        })
+        .await;
+        assert!(r.as_ref().is_err_and(Error::is_transient), "{r:?}");
+        assert!(!polled, "the step ran on a stalled connection");
+        // other connections to that server are not affected; a ready step needs no timer
+        assert!(watch(&ep, 8, "x", async { Ok(()) }).await.is_ok());
     }
 }

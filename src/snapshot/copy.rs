@@ -210,10 +210,9 @@ fn missing(e: &Error) -> bool {
 /// Some(position) if the table is gone, else None (read again).
 async fn stopped_early(r: &mut SourceReader, t: &Table) -> Result<Option<(String, u64)>> {
     let _ = r.run("ROLLBACK").await;
-    let id = r.conn.id();
-    let definition = ddl::create_table(&mut r.conn, &t.db, &t.name);
-    match watch(&r.source, id, &t.full_name(), definition).await {
-        Err(e) if missing(&e) => Ok(Some(r.binlog_now().await?)),
+    // (the helpers watch for a stalled link; a connection found stalled is not used again)
+    match ddl::create_table(&mut r.conn, &t.db, &t.name).await {
+        Err(e) if missing(&e) => Ok(Some(binlog_now(&mut r.conn).await?)),
         _ => Ok(None),
     }
 }
@@ -236,14 +235,7 @@ impl SourceReader {
 
     /// Statements separated by `;` in one round trip; the result sets, in order.
     async fn multi(&mut self, sql: &str) -> Result<Vec<Vec<Vec<Option<String>>>>> {
-        let id = self.conn.id();
-        watch(
-            &self.source,
-            id,
-            "reading",
-            db::query_sets(&mut self.conn, sql),
-        )
-        .await
+        db::query_sets(&mut self.conn, sql).await
     }
 
     /// One statement without a result (COMMIT, ROLLBACK).
@@ -251,18 +243,6 @@ impl SourceReader {
         let id = self.conn.id();
         let step = async { Ok(self.conn.query_drop(sql).await?) };
         watch(&self.source, id, sql, step).await
-    }
-
-    /// The source's binlog position now (`binlog_now`).
-    async fn binlog_now(&mut self) -> Result<(String, u64)> {
-        let id = self.conn.id();
-        watch(
-            &self.source,
-            id,
-            "SHOW MASTER STATUS",
-            binlog_now(&mut self.conn),
-        )
-        .await
     }
 
     /// Stop the statement running on the reader connection (the rest of a chunk's SELECT).
@@ -334,7 +314,8 @@ impl SourceReader {
                 // its error is still pending on the connection and would answer the next
                 // command in that one's place: take it now
                 drop(result);
-                let _ = self.conn.query_drop("DO 0").await;
+                let take = async { Ok(self.conn.query_drop("DO 0").await?) };
+                let _ = watch(ep, id, "DO 0", take).await;
                 return Ok(Streamed::StoppedEarly(sets));
             }
             match between(&sets).await {
@@ -607,7 +588,7 @@ async fn read_chunk(
         Ok(x) => x,
         Err((Stage::Lead, e)) if missing(&e) => {
             let _ = r.run("ROLLBACK").await;
-            let at = r.binlog_now().await?;
+            let at = binlog_now(&mut r.conn).await?;
             held.take();
             return Ok(Read::Gone(at));
         }
@@ -1190,7 +1171,7 @@ impl Worker<'_> {
             .await
         {
             Ok(s) => s,
-            Err(e) if missing(&e) => return Ok(Whole::Gone(r.binlog_now().await?)),
+            Err(e) if missing(&e) => return Ok(Whole::Gone(binlog_now(&mut r.conn).await?)),
             Err(e) => return Err(e),
         };
         if sets.len() < 4 {
@@ -1580,9 +1561,8 @@ async fn redescribe(
     t: &Table,
     _hint: String,
 ) -> Result<(Arc<Table>, String)> {
-    let id = r.conn.id();
-    let describe = super::describe_stable(&mut r.conn, &t.db, &t.name);
-    let (nt, def) = watch(&r.source, id, &t.full_name(), describe).await?;
+    // (the helpers watch for a stalled link)
+    let (nt, def) = super::describe_stable(&mut r.conn, &t.db, &t.name).await?;
     Ok((Arc::new(nt), def))
 }
 
