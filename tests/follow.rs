@@ -182,6 +182,56 @@ fn follow_recovers_from_a_stalled_link() {
     assert_same(&src, &dst, "shop");
 }
 
+/// The same with the link to the target: every open target connection black-holed while
+/// follow applies under load. The applier's statements are watched (`?stall-timeout=` on the
+/// target URL); the follower reconnects and goes on from its checkpoint by itself.
+#[test]
+fn follow_recovers_from_a_stalled_target_link() {
+    let src = Server::source("ft-src");
+    let dst = Server::target("ft-dst");
+    src.script(load::SCHEMA.as_bytes());
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    snapshot(&src.url(), &dst.url(), &state);
+    let tp = proxy::Proxy::start(dst.port);
+    let mut follower = migrate_cmd(
+        &src.url(),
+        &format!("{}&stall-timeout=2", tp.url()),
+        &state,
+        &["follow", "--databases", "shop"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("follow");
+    load::run(&src, 0, 20, 21);
+    // every target connection open when the target next sends a byte goes silent for good
+    tp.stall_after(1);
+    load::run(&src, 20, 30, 22);
+    let started = std::time::Instant::now();
+    while src.dump_data("shop") != dst.dump_data("shop") {
+        if started.elapsed() > Duration::from_secs(90) {
+            let _ = follower.kill();
+            let out = follower.wait_with_output().expect("wait");
+            panic!(
+                "the running follower did not catch up after the stall: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(tp.stalled() > 0, "the link never stalled");
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(follower.id().to_string())
+        .status();
+    let out = follower.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "follow did not exit 0: {log}");
+    assert!(log.contains("the link stalled"), "no stall was seen: {log}");
+    assert_same(&src, &dst, "shop");
+}
+
 /// The stored place of the applied position in the source's binlog (`follow.binlog_place`).
 fn stored_place(state: &std::path::Path) -> serde_json::Value {
     let db = rusqlite::Connection::open(state).expect("state file");

@@ -120,7 +120,7 @@ impl Applier {
 
     async fn begin(&mut self) -> Result<()> {
         if !self.open {
-            self.conn.query_drop("BEGIN").await?;
+            db::run(&mut self.conn, "BEGIN").await?;
             self.open = true;
         }
         Ok(())
@@ -137,7 +137,7 @@ impl Applier {
         self.begin().await?;
         for sql in batch.statements(self.max_statement) {
             db::check_packet(sql.len(), self.max_packet, "target")?;
-            self.conn.query_drop(sql).await?;
+            db::run(&mut self.conn, &sql).await?;
         }
         batch.clear_ops();
         Ok(())
@@ -180,10 +180,9 @@ impl Applier {
     pub async fn commit(&mut self, pos: &Position, source_ts: u32) -> Result<()> {
         self.flush_exact().await?;
         self.begin().await?;
-        self.conn
-            .query_drop(checkpoint::write_sql(&self.migration, pos, source_ts))
-            .await?;
-        self.conn.query_drop("COMMIT").await?;
+        let checkpoint = checkpoint::write_sql(&self.migration, pos, source_ts);
+        db::run(&mut self.conn, &checkpoint).await?;
+        db::run(&mut self.conn, "COMMIT").await?;
         self.open = false;
         self.ddl_in_flight = None;
         self.position = Some(pos.clone());

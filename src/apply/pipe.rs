@@ -6,7 +6,6 @@
 
 use crate::db;
 use crate::error::Result;
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 pub struct Pipe<'a> {
@@ -52,7 +51,7 @@ impl<'a> Pipe<'a> {
     pub async fn flush(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
             let sql = std::mem::take(self.buf);
-            self.conn.query_drop(sql).await?;
+            crate::db::run(self.conn, &sql).await?;
         }
         Ok(())
     }
@@ -60,6 +59,6 @@ impl<'a> Pipe<'a> {
     /// Run a query after everything queued (its result sees their effect).
     pub async fn rows(&mut self, sql: String) -> Result<Vec<mysql_async::Row>> {
         self.flush().await?;
-        Ok(self.conn.query(sql).await?)
+        crate::db::query_rows(self.conn, &sql).await
     }
 }

@@ -27,11 +27,11 @@ use crate::obs::metrics;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every endpoint `db::connect` has connected to, to find a connection's own.
-static KNOWN: Mutex<Vec<Endpoint>> = Mutex::new(Vec::new());
+static KNOWN: Mutex<Vec<Arc<Endpoint>>> = Mutex::new(Vec::new());
 
 /// Connections found stalled (host, port, id). Such a connection is never used again: it may
 /// not have been killed (the server could not be reached), and a late answer to its last
@@ -59,13 +59,13 @@ fn mark_stalled(ep: &Endpoint, id: u32) {
 pub fn know(ep: &Endpoint) {
     if let Ok(mut known) = KNOWN.lock() {
         if !known.iter().any(|k| k.host == ep.host && k.port == ep.port) {
-            known.push(ep.clone());
+            known.push(Arc::new(ep.clone()));
         }
     }
 }
 
 /// The endpoint `conn` was opened to, and its connection id.
-pub fn of(conn: &Conn) -> Option<(Endpoint, u32)> {
+pub fn of(conn: &Conn) -> Option<(Arc<Endpoint>, u32)> {
     let opts = conn.opts();
     let host = opts.ip_or_hostname();
     let port = opts.tcp_port();
@@ -76,7 +76,7 @@ pub fn of(conn: &Conn) -> Option<(Endpoint, u32)> {
 
 /// `watch` when the connection's endpoint is known (`of`), else just `step`.
 pub async fn watched<T>(
-    on: Option<&(Endpoint, u32)>,
+    on: Option<&(Arc<Endpoint>, u32)>,
     what: &str,
     step: impl Future<Output = Result<T>>,
 ) -> Result<T> {
@@ -88,10 +88,14 @@ pub async fn watched<T>(
 
 /// A statement's first line, shortened, to name it in messages.
 pub fn label(sql: &str) -> String {
-    let line = sql.lines().next().unwrap_or_default();
-    match line.char_indices().nth(80) {
-        Some((i, _)) => format!("{}...", &line[..i]),
-        None => line.to_string(),
+    // (statements can be megabytes on one line: look at the start only)
+    let mut head = sql.char_indices().take(81).map(|(i, _)| i);
+    let cut = head.nth(80).unwrap_or(sql.len());
+    let line = sql[..cut].lines().next().unwrap_or_default();
+    if line.len() < sql.len() {
+        format!("{line}...")
+    } else {
+        line.to_string()
     }
 }
 
@@ -250,6 +254,19 @@ mod tests {
             );
         }
         assert!(matches!(verdict(None), Verdict::Stalled(_)));
+    }
+
+    #[test]
+    fn labels_are_short() {
+        assert_eq!(label("COMMIT"), "COMMIT");
+        assert_eq!(label("SELECT 1;\nSELECT 2"), "SELECT 1;...");
+        let long = format!("INSERT INTO `값` VALUES {}", "(1),".repeat(100_000));
+        let l = label(&long);
+        assert!(
+            l.starts_with("INSERT INTO `값` VALUES (1),") && l.ends_with("..."),
+            "{l}"
+        );
+        assert_eq!(l.chars().count(), 83);
     }
 
     #[tokio::test]
