@@ -167,6 +167,45 @@ fn snapshot_recovers_from_a_stalled_link() {
     );
 }
 
+/// The link to the target black-holed in the middle of the copy, rows written with INSERT
+/// (`--no-load-data`): the writer's statements are watched too; the chunk in flight is written
+/// again on a new connection. (A streamed LOAD DATA is not watched: it waits for the source's
+/// rows for as long as they take.)
+#[test]
+fn snapshot_recovers_from_a_stalled_target_link() {
+    let src = Server::source("stt-src");
+    let dst = Server::target("stt-dst");
+    src.sql(
+        "CREATE DATABASE big; USE big; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40), KEY (v));
+         INSERT INTO t SELECT seq, CONCAT('값 ', seq) FROM seq_1_to_60000;",
+    );
+    let tp = proxy::Proxy::start(dst.port);
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    // the target answers each statement with a few bytes: stall after about a hundred
+    tp.stall_after(3_000);
+    let out = migrate(
+        &src.url(),
+        &format!("{}&stall-timeout=2", tp.url()),
+        &state,
+        &[
+            "snapshot",
+            "--databases",
+            "big",
+            "--chunk-rows",
+            "300",
+            "--threads",
+            "2",
+            "--no-load-data",
+        ],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(tp.stalled() > 0, "the link never stalled: {log}");
+    assert!(log.contains("the link stalled"), "no stall was seen: {log}");
+    assert_same(&src, &dst, "big");
+}
+
 /// The other side of the stall watchdog: a read that is silent because the server is still
 /// working on it (here, waiting for a table lock held longer than `stall-timeout`) is waited
 /// for, not killed.

@@ -678,7 +678,7 @@ async fn write_once(
     }
     match write_with(conn, c, limits, &plan::insert_prefix(&c.table)).await {
         Err(e) if e.code() == Some(1062) && c.table.has_key() => {
-            conn.query_drop("ROLLBACK").await?;
+            db::run(conn, "ROLLBACK").await?;
             tracing::debug!(
                 "{} chunk {}: duplicate under a unique key, writing with REPLACE",
                 c.table.full_name(),
@@ -714,8 +714,8 @@ async fn load_streamed(
     kept: Arc<Mutex<Vec<Vec<Value>>>>,
     max_packet: usize,
 ) -> Result<()> {
-    conn.query_drop("BEGIN").await?;
-    conn.query_drop(plan::delete_range(t, lo, None)).await?;
+    db::run(conn, "BEGIN").await?;
+    db::run(conn, &plan::delete_range(t, lo, None)).await?;
     let first = rows.lock().await.recv().await;
     let Some(first) = first else {
         return Ok(()); // no rows
@@ -746,6 +746,7 @@ async fn load_streamed(
         let s: mysql_async::InfileData = Box::pin(stream);
         Ok(s)
     });
+    // not watched: the statement waits for the source's rows, as long as they take
     conn.query_drop(super::load::statement(t)).await?;
     Ok(())
 }
@@ -804,7 +805,7 @@ async fn delete_range(conn: &mut Conn, c: &Chunk) -> Result<()> {
         // the first chunk of a table without a key empties it; the others only insert
         format!("DELETE FROM {}", c.table.quoted())
     };
-    conn.query_drop(sql).await?;
+    db::run(conn, &sql).await?;
     Ok(())
 }
 
@@ -816,7 +817,7 @@ async fn write_load_data(
     max_packet: usize,
 ) -> Result<()> {
     let t = &c.table;
-    conn.query_drop("BEGIN").await?;
+    db::run(conn, "BEGIN").await?;
     delete_range(conn, c).await?;
     if !c.rows.is_empty() {
         // One buffer per writer, reclaimed once the previous chunk's bytes are released:
@@ -830,9 +831,9 @@ async fn write_load_data(
                 Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
             Ok(s)
         });
-        conn.query_drop(super::load::statement(t)).await?;
+        db::run(conn, &super::load::statement(t)).await?;
     }
-    conn.query_drop("COMMIT").await?;
+    db::run(conn, "COMMIT").await?;
     Ok(())
 }
 
@@ -843,7 +844,7 @@ async fn write_with(
     prefix: &str,
 ) -> Result<()> {
     let t = &c.table;
-    conn.query_drop("BEGIN").await?;
+    db::run(conn, "BEGIN").await?;
     delete_range(conn, c).await?;
     let mut sql = String::with_capacity(max_statement.min(16 << 20));
     for row in &c.rows {
@@ -859,13 +860,13 @@ async fn write_with(
             format!("target table {}", t.full_name()),
         )?;
         if sql.len() >= max_statement {
-            conn.query_drop(std::mem::take(&mut sql)).await?;
+            db::run(conn, &std::mem::take(&mut sql)).await?;
         }
     }
     if !sql.is_empty() {
-        conn.query_drop(sql).await?;
+        db::run(conn, &sql).await?;
     }
-    conn.query_drop("COMMIT").await?;
+    db::run(conn, "COMMIT").await?;
     Ok(())
 }
 
@@ -1433,7 +1434,7 @@ impl Worker<'_> {
             binlog,
         };
         if open {
-            match conn.query_drop("COMMIT").await {
+            match db::run(conn, "COMMIT").await {
                 Ok(()) => return Ok(Some((chunk, permit))),
                 Err(e) => {
                     // committed or not, writing it whole again leaves exactly its rows
@@ -1452,7 +1453,7 @@ impl Worker<'_> {
     /// Roll back the writer's transaction; if the connection cannot, the transaction goes
     /// with it and a new one is opened.
     async fn roll_back(&self, conn: &mut Conn) -> Result<()> {
-        if conn.query_drop("ROLLBACK").await.is_err() {
+        if db::run(conn, "ROLLBACK").await.is_err() {
             *conn = connect_retry(&self.plan.target, Session::TargetWriter).await?;
         }
         Ok(())
@@ -1573,17 +1574,15 @@ async fn recreate(plan: &CopyPlan, conn: &mut Conn, t: &Table, definition: &str)
     } else {
         (definition.to_string(), None)
     };
-    conn.query_drop(format!("USE {}", quote::ident(&t.db)))
-        .await?;
-    conn.query_drop(format!("DROP TABLE IF EXISTS {}", t.quoted()))
-        .await?;
-    if let Err(e) = conn.query_drop(create.as_str()).await {
+    db::run(conn, &format!("USE {}", quote::ident(&t.db))).await?;
+    db::run(conn, &format!("DROP TABLE IF EXISTS {}", t.quoted())).await?;
+    if let Err(e) = db::run(conn, &create).await {
         // the split form is not accepted for this shape: keep the indexes in the CREATE
         tracing::debug!(
             "{}: deferred-index form refused ({e}); creating it whole",
             t.full_name()
         );
-        conn.query_drop(definition).await?;
+        db::run(conn, definition).await?;
         if let Ok(mut d) = plan.deferred.lock() {
             d.remove(&t.full_name());
         }
