@@ -518,3 +518,56 @@ fn a_table_created_after_the_snapshot_is_verified() {
     assert_eq!(code, 1, "{log}");
     assert!(log.contains("v.later (id=7): differs in note"), "{log}");
 }
+
+/// The link to the source black-holed in the middle of a verify (no reset reaches either
+/// end): the stall watchdog (`?stall-timeout=`) finds the silent connection, kills it on the
+/// source and the verify goes on over new connections to the same verdict.
+#[test]
+fn a_verify_through_a_stalling_link_reaches_its_verdict() {
+    let src = Server::source("vs-src");
+    let dst = Server::target("vs-dst");
+    src.sql(
+        "CREATE DATABASE v; USE v; CREATE TABLE big (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
+         INSERT INTO big SELECT seq, CONCAT('b', seq) FROM seq_1_to_30000;",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "v"],
+    ));
+    dst.sql("SET sql_log_bin = 0; UPDATE v.big SET v = 'x' WHERE id = 20000");
+    let report = dir.path().join("report.json");
+    let report = report.display().to_string();
+    let args = [
+        "verify",
+        "--chunk-rows",
+        "500",
+        "--restart",
+        "--report",
+        &report,
+    ];
+    // what a whole verify reads from the source, to stall the next one halfway
+    let whole = proxy::Proxy::start(src.port);
+    let out = migrate(&whole.url(), &dst.url(), &state, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let sp = proxy::Proxy::start(src.port);
+    sp.stall_after(whole.server_bytes() / 2);
+    let out = migrate(
+        &format!("{}&stall-timeout=2", sp.url()),
+        &dst.url(),
+        &state,
+        &args,
+    );
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(sp.stalled() > 0, "the link never stalled: {log}");
+    assert!(log.contains("the link stalled"), "no stall was seen: {log}");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("v.big (id=20000): differs in v"), "{log}");
+    // a chunk compared again after the stall is counted once
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(j["rows"], 30000, "{j}");
+}

@@ -408,25 +408,28 @@ async fn narrow_range(
     Ok(out)
 }
 
-/// Both servers digest one chunk of `p`'s table at the same time; the chunk is counted.
+/// Both servers digest one chunk of `p`'s table at the same time.
 async fn digest_both(
     src: &mut Conn,
     tgt: &mut Conn,
-    p: &mut Progress<'_>,
+    t: &Table,
     sql: &str,
-    bar: &crate::obs::progress::Progress,
 ) -> Result<(Digest, Digest, Duration)> {
-    let t = p.table;
     let started = Instant::now();
     let (a, b) = tokio::join!(digest(src, sql, "source", t), digest(tgt, sql, "target", t));
     let (a, b) = (a?, b?);
-    let took = started.elapsed();
+    Ok((a, b, started.elapsed()))
+}
+
+/// A chunk of `rows` source rows is compared for good (a chunk whose round failed before
+/// this, e.g. while narrowing, is compared again and counted once).
+fn count(p: &mut Progress<'_>, rows: u64, bar: &crate::obs::progress::Progress) {
+    let t = p.table;
     p.chunks += 1;
-    p.rows += a.0;
-    bar.add(&t.full_name(), a.0, a.0 * t.avg_row_length);
+    p.rows += rows;
+    bar.add(&t.full_name(), rows, rows * t.avg_row_length);
     crate::obs::metrics::add("migrate_verify_chunks_total", &[], 1.0);
-    crate::obs::metrics::add("migrate_verify_rows_total", &[], a.0 as f64);
-    Ok((a, b, took))
+    crate::obs::metrics::add("migrate_verify_rows_total", &[], rows as f64);
 }
 
 /// Compare the next chunk of `p`'s table. True when the table is done.
@@ -442,16 +445,17 @@ async fn compare_chunk(
     p.started.get_or_insert_with(Instant::now);
     if !t.has_key() {
         // a multiset: the whole table at once
-        let (a, b, _) = digest_both(src, tgt, p, &digest::chunk_digest(t, None, None), bar).await?;
+        let (a, b, _) = digest_both(src, tgt, t, &digest::chunk_digest(t, None, None)).await?;
         if a != b {
             p.result.keyless_differs = true;
             crate::obs::metrics::add("migrate_verify_differences_total", &[], 1.0);
         }
+        count(p, a.0, bar);
         return Ok(true);
     }
     let hi = boundary(src, t, p.lo.as_deref(), None, p.chunk_rows).await?;
     let sql = digest::chunk_digest(t, p.lo.as_deref(), hi.as_deref());
-    let (a, b, took) = digest_both(src, tgt, p, &sql, bar).await?;
+    let (a, b, took) = digest_both(src, tgt, t, &sql).await?;
     p.chunk_rows = adapt(p.chunk_rows, a.0.max(b.0), took, opts.chunk_time);
     if a != b {
         let rows = narrow_range(src, tgt, t, p.lo.clone(), hi.clone(), (a.0, b.0)).await?;
@@ -472,6 +476,7 @@ async fn compare_chunk(
             });
         }
     }
+    count(p, a.0, bar);
     let finished = hi.is_none();
     p.lo = hi;
     Ok(finished)

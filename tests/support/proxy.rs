@@ -169,6 +169,11 @@ impl Proxy {
         self.stall.at.store(now + bytes, Ordering::SeqCst);
     }
 
+    /// Bytes the servers have sent through the proxy so far.
+    pub fn server_bytes(&self) -> u64 {
+        self.stall.server_bytes.load(Ordering::SeqCst)
+    }
+
     /// Connections stalled so far (closed ones included).
     pub fn stalled(&self) -> u64 {
         self.stall.stalled.load(Ordering::SeqCst)
