@@ -121,9 +121,13 @@ pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
                 "{ep}: server does not offer TLS; connecting without (ssl-mode=preferred)"
             );
             remember_without_tls(ep);
-            Conn::new(opts(ep, false))
-                .await
-                .map_err(|e| connect_error(ep, e))
+            match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts(ep, false))).await {
+                Err(_) => Err(Error::transient(format!(
+                    "{ep}: connection timed out after {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                ))),
+                Ok(r) => r.map_err(|e| connect_error(ep, e)),
+            }
         }
         Ok(Err(e)) => Err(connect_error(ep, e)),
     }?;
