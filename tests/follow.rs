@@ -132,22 +132,36 @@ fn dropped_connections_and_restarts_converge() {
     catch_up_and_compare(&sp.url(), &tp.url(), &state, &src, &dst, "shop");
 }
 
-/// The VPN black-holes every open connection while follow runs (no reset reaches either end):
-/// the binlog stream notices by its own read timeout, the follower's other source statements
-/// by the stall watchdog (`?stall-timeout=`), and the running follower catches up through new
-/// connections by itself.
-#[test]
-fn follow_recovers_from_a_stalled_link() {
-    let src = Server::source("fs-src");
-    let dst = Server::target("fs-dst");
+/// Which link of follow's a test stalls.
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    Source,
+    Target,
+}
+
+/// Follow runs under load with one link through a proxy (`?stall-timeout=2`); every connection
+/// open on that link when its server next sends a byte goes silent for good (no reset reaches
+/// either end). The running follower must catch up by itself, then exit 0 on SIGTERM.
+fn follow_through_a_stalling(link: Link, name: &str, seed: u64) {
+    let src = Server::source(&format!("{name}-src"));
+    let dst = Server::target(&format!("{name}-dst"));
     src.script(load::SCHEMA.as_bytes());
     let dir = tempdir();
     let state = dir.path().join("s.sqlite");
     snapshot(&src.url(), &dst.url(), &state);
-    let sp = proxy::Proxy::start(src.port);
+    let stalling = proxy::Proxy::start(if link == Link::Source {
+        src.port
+    } else {
+        dst.port
+    });
+    let watched = format!("{}&stall-timeout=2", stalling.url());
+    let (src_url, dst_url) = match link {
+        Link::Source => (watched, dst.url()),
+        Link::Target => (src.url(), watched),
+    };
     let mut follower = migrate_cmd(
-        &format!("{}&stall-timeout=2", sp.url()),
-        &dst.url(),
+        &src_url,
+        &dst_url,
         &state,
         &["follow", "--databases", "shop"],
     )
@@ -155,10 +169,9 @@ fn follow_recovers_from_a_stalled_link() {
     .stderr(Stdio::piped())
     .spawn()
     .expect("follow");
-    load::run(&src, 0, 20, 11);
-    // every connection open when the source next sends a byte goes silent for good
-    sp.stall_after(1);
-    load::run(&src, 20, 30, 12);
+    load::run(&src, 0, 20, seed);
+    stalling.stall_after(1);
+    load::run(&src, 20, 30, seed + 1);
     let started = std::time::Instant::now();
     while src.dump_data("shop") != dst.dump_data("shop") {
         if started.elapsed() > Duration::from_secs(90) {
@@ -171,7 +184,7 @@ fn follow_recovers_from_a_stalled_link() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(sp.stalled() > 0, "the link never stalled");
+    assert!(stalling.stalled() > 0, "the link never stalled");
     let _ = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(follower.id().to_string())
@@ -179,57 +192,25 @@ fn follow_recovers_from_a_stalled_link() {
     let out = follower.wait_with_output().expect("wait");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "follow did not exit 0: {log}");
+    if link == Link::Target {
+        assert!(log.contains("the link stalled"), "no stall was seen: {log}");
+    }
     assert_same(&src, &dst, "shop");
 }
 
-/// The same with the link to the target: every open target connection black-holed while
-/// follow applies under load. The applier's statements are watched (`?stall-timeout=` on the
-/// target URL); the follower reconnects and goes on from its checkpoint by itself.
+/// The VPN black-holes every open source connection while follow runs: the binlog stream
+/// notices by its own read timeout (the time spent waiting for it, however often the follower
+/// asks), the follower's other source statements by the stall watchdog.
+#[test]
+fn follow_recovers_from_a_stalled_link() {
+    follow_through_a_stalling(Link::Source, "fs", 11);
+}
+
+/// The same with the link to the target: the applier's statements are watched; the follower
+/// reconnects and goes on from its checkpoint.
 #[test]
 fn follow_recovers_from_a_stalled_target_link() {
-    let src = Server::source("ft-src");
-    let dst = Server::target("ft-dst");
-    src.script(load::SCHEMA.as_bytes());
-    let dir = tempdir();
-    let state = dir.path().join("s.sqlite");
-    snapshot(&src.url(), &dst.url(), &state);
-    let tp = proxy::Proxy::start(dst.port);
-    let mut follower = migrate_cmd(
-        &src.url(),
-        &format!("{}&stall-timeout=2", tp.url()),
-        &state,
-        &["follow", "--databases", "shop"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("follow");
-    load::run(&src, 0, 20, 21);
-    // every target connection open when the target next sends a byte goes silent for good
-    tp.stall_after(1);
-    load::run(&src, 20, 30, 22);
-    let started = std::time::Instant::now();
-    while src.dump_data("shop") != dst.dump_data("shop") {
-        if started.elapsed() > Duration::from_secs(90) {
-            let _ = follower.kill();
-            let out = follower.wait_with_output().expect("wait");
-            panic!(
-                "the running follower did not catch up after the stall: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(tp.stalled() > 0, "the link never stalled");
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(follower.id().to_string())
-        .status();
-    let out = follower.wait_with_output().expect("wait");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "follow did not exit 0: {log}");
-    assert!(log.contains("the link stalled"), "no stall was seen: {log}");
-    assert_same(&src, &dst, "shop");
+    follow_through_a_stalling(Link::Target, "ft", 21);
 }
 
 /// The stored place of the applied position in the source's binlog (`follow.binlog_place`).

@@ -121,42 +121,9 @@ fn snapshot_survives_dropped_connections() {
 /// for TCP keepalive, about twelve minutes, and `migrate` here gives up after five.
 #[test]
 fn snapshot_recovers_from_a_stalled_link() {
-    let src = Server::source("st-src");
-    let dst = Server::target("st-dst");
-    src.sql(
-        "CREATE DATABASE big; USE big; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40), KEY (v));
-         INSERT INTO t SELECT seq, CONCAT('값 ', seq) FROM seq_1_to_100000;",
-    );
-    let sp = proxy::Proxy::start(src.port);
     // after about a third of the rows
-    sp.stall_after(1 << 20);
-    let dir = tempdir();
-    let state = dir.path().join("s.sqlite");
-    let started = std::time::Instant::now();
-    let out = migrate(
-        &format!("{}&stall-timeout=2", sp.url()),
-        &dst.url(),
-        &state,
-        &[
-            "snapshot",
-            "--databases",
-            "big",
-            "--chunk-rows",
-            "300",
-            "--threads",
-            "2",
-        ],
-    );
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
-    assert!(sp.stalled() > 0, "the link never stalled: {log}");
+    let (src, _dst, log) = snapshot_through_a_stalling(true, "st", 100_000, 1 << 20, &[]);
     assert!(log.contains("the link stalled"), "no stall was seen: {log}");
-    assert!(
-        started.elapsed() < Duration::from_secs(120),
-        "took {:?}: {log}",
-        started.elapsed()
-    );
-    assert_same(&src, &dst, "big");
     // the stalled reads were killed on the source: none is left holding its snapshot
     assert_eq!(
         src.sql(
@@ -173,37 +140,60 @@ fn snapshot_recovers_from_a_stalled_link() {
 /// rows for as long as they take.)
 #[test]
 fn snapshot_recovers_from_a_stalled_target_link() {
-    let src = Server::source("stt-src");
-    let dst = Server::target("stt-dst");
-    src.sql(
+    // the target answers each statement with a few bytes: stall after about a hundred
+    let (_, _, log) = snapshot_through_a_stalling(false, "stt", 60_000, 3_000, &["--no-load-data"]);
+    assert!(log.contains("the link stalled"), "no stall was seen: {log}");
+}
+
+/// A snapshot of `rows` rows with the source's link (`source`) or the target's through a
+/// proxy that stalls every open connection once its server has sent `after` bytes; the
+/// snapshot must end identical well before TCP keepalive would have noticed. The servers and
+/// the snapshot's log.
+fn snapshot_through_a_stalling(
+    source: bool,
+    name: &str,
+    rows: u64,
+    after: u64,
+    extra: &[&str],
+) -> (Server, Server, String) {
+    let src = Server::source(&format!("{name}-src"));
+    let dst = Server::target(&format!("{name}-dst"));
+    src.sql(&format!(
         "CREATE DATABASE big; USE big; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40), KEY (v));
-         INSERT INTO t SELECT seq, CONCAT('값 ', seq) FROM seq_1_to_60000;",
-    );
-    let tp = proxy::Proxy::start(dst.port);
+         INSERT INTO t SELECT seq, CONCAT('값 ', seq) FROM seq_1_to_{rows};"
+    ));
+    let stalling = proxy::Proxy::start(if source { src.port } else { dst.port });
+    stalling.stall_after(after);
+    let watched = format!("{}&stall-timeout=2", stalling.url());
+    let (src_url, dst_url) = if source {
+        (watched, dst.url())
+    } else {
+        (src.url(), watched)
+    };
     let dir = tempdir();
     let state = dir.path().join("s.sqlite");
-    // the target answers each statement with a few bytes: stall after about a hundred
-    tp.stall_after(3_000);
-    let out = migrate(
-        &src.url(),
-        &format!("{}&stall-timeout=2", tp.url()),
-        &state,
-        &[
-            "snapshot",
-            "--databases",
-            "big",
-            "--chunk-rows",
-            "300",
-            "--threads",
-            "2",
-            "--no-load-data",
-        ],
-    );
+    let mut args = vec![
+        "snapshot",
+        "--databases",
+        "big",
+        "--chunk-rows",
+        "300",
+        "--threads",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    let started = std::time::Instant::now();
+    let out = migrate(&src_url, &dst_url, &state, &args);
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
-    assert!(tp.stalled() > 0, "the link never stalled: {log}");
-    assert!(log.contains("the link stalled"), "no stall was seen: {log}");
+    assert!(stalling.stalled() > 0, "the link never stalled: {log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}: {log}",
+        started.elapsed()
+    );
     assert_same(&src, &dst, "big");
+    (src, dst, log)
 }
 
 /// The other side of the stall watchdog: a read that is silent because the server is still
