@@ -197,7 +197,7 @@ fn snapshot_through_a_stalling(
 }
 
 /// The other side of the stall watchdog: a read that is silent because the server is still
-/// working on it (here, waiting for a table lock held longer than `stall-timeout`) is waited
+/// working on it (here, waiting for a table lock held 10 s, longer than `stall-timeout`) is waited
 /// for, not killed.
 #[test]
 fn a_lock_wait_longer_than_the_stall_timeout_is_waited_out() {
@@ -211,7 +211,7 @@ fn a_lock_wait_longer_than_the_stall_timeout_is_waited_out() {
     let state = dir.path().join("s.sqlite");
     let out = std::thread::scope(|s| {
         let locker = s.spawn(|| {
-            src.sql("LOCK TABLES big.t WRITE; SELECT SLEEP(7); UNLOCK TABLES;");
+            src.sql("LOCK TABLES big.t WRITE; SELECT SLEEP(10); UNLOCK TABLES;");
         });
         std::thread::sleep(Duration::from_millis(500));
         let out = migrate(
