@@ -133,7 +133,6 @@ pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
     }?;
     let mut conn = conn;
     watchdog::know(ep);
-    watchdog::opened(ep, conn.id());
     // one round trip for the whole session set-up (each costs tens of ms over a VPN); bound
     // like the handshake (the watchdog's own probes connect through here)
     let setup = conn.query_drop(session_sql(s).join("; "));

@@ -213,80 +213,15 @@ async fn look(ep: &Endpoint, id: u32) -> Verdict {
         (cell(0), cell(1))
     });
     let v = verdict(row.as_ref().map(|(c, s)| (c.as_str(), s.as_str())));
-    if matches!(v, Verdict::Stalled(_)) {
-        let mut doomed: Vec<u32> = row.is_some().then_some(id).into_iter().collect();
-        doomed.extend(idle_siblings(ep, id, &mut conn, limit).await);
-        for d in doomed {
-            mark_stalled(ep, d);
-            // best effort: the server's own timeouts end it otherwise
-            let kill = conn.query_drop(format!("KILL CONNECTION {d}"));
-            if let Ok(Err(e)) = tokio::time::timeout(limit, kill).await {
-                tracing::debug!("{ep}: KILL CONNECTION {d}: {e}");
-            }
+    if matches!(v, Verdict::Stalled(_)) && row.is_some() {
+        // best effort: the server's own net timeouts end it otherwise
+        if let Ok(Err(e)) =
+            tokio::time::timeout(limit, conn.query_drop(format!("KILL CONNECTION {id}"))).await
+        {
+            tracing::debug!("{ep}: KILL CONNECTION {id}: {e}");
         }
     }
     v
-}
-
-/// Every connection this process opened to each server (host, port, id), to find the
-/// siblings of a stalled one.
-static OPENED: Mutex<Vec<(String, u16, u32)>> = Mutex::new(Vec::new());
-
-/// Remember a connection `db::connect` opened.
-pub fn opened(ep: &Endpoint, id: u32) {
-    if let Ok(mut o) = OPENED.lock() {
-        o.push((ep.host.clone(), ep.port, id));
-    }
-}
-
-/// The other connections of this process to `ep` that the server shows idle (or blocked on
-/// the network) now that one of them has stalled. A link that black-holes one flow usually
-/// black-holes them all, and an idle one may hold an open transaction (the applier's group,
-/// a snapshot writer's chunk, a reader's snapshot) whose locks or read view the server would
-/// keep for hours (`wait_timeout`): its user has reconnected or will, and the old one is
-/// never heard from. A healthy idle one among them only costs its user a reconnect. Ids the
-/// server no longer has are forgotten.
-async fn idle_siblings(ep: &Endpoint, stalled: u32, probe: &mut Conn, limit: Duration) -> Vec<u32> {
-    let own = probe.id();
-    let ours: Vec<u32> = OPENED
-        .lock()
-        .map(|o| {
-            o.iter()
-                .filter(|(h, p, i)| *h == ep.host && *p == ep.port && *i != stalled && *i != own)
-                .map(|(_, _, i)| *i)
-                .collect()
-        })
-        .unwrap_or_default();
-    if ours.is_empty() {
-        return Vec::new();
-    }
-    let list: Vec<String> = ours.iter().map(u32::to_string).collect();
-    let sql = format!(
-        "SELECT ID, COMMAND, STATE FROM information_schema.PROCESSLIST WHERE ID IN ({})",
-        list.join(",")
-    );
-    let rows: Vec<mysql_async::Row> = match tokio::time::timeout(limit, probe.query(sql)).await {
-        Ok(Ok(rows)) => rows,
-        _ => return Vec::new(),
-    };
-    let rows: Vec<Vec<Option<String>>> = rows.into_iter().map(db::row_strings).collect();
-    let present: Vec<u32> = rows
-        .iter()
-        .filter_map(|r| r.first().cloned().flatten()?.parse().ok())
-        .collect();
-    if let Ok(mut o) = OPENED.lock() {
-        o.retain(|(h, p, i)| !(*h == ep.host && *p == ep.port) || present.contains(i) || *i == own);
-    }
-    rows.iter()
-        .filter_map(|r| {
-            let cell = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-            let id: u32 = cell(0).parse().ok()?;
-            let (command, state) = (cell(1), cell(2));
-            let idle = command == "Sleep"
-                || matches!(state.as_str(), "Writing to net" | "Reading from net");
-            idle.then_some(id)
-        })
-        .collect()
 }
 
 #[cfg(test)]
