@@ -110,26 +110,18 @@ pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
         SslMode::Preferred => !known_without_tls(ep),
         _ => true,
     };
-    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts(ep, try_tls))).await {
-        Err(_) => Err(Error::transient(format!(
-            "{ep}: connection timed out after {} s",
-            CONNECT_TIMEOUT.as_secs()
-        ))),
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) if ep.ssl_mode == SslMode::Preferred && is_tls_refusal(&e) => {
+    let conn = match handshake(ep, try_tls).await? {
+        Ok(c) => Ok(c),
+        Err(e) if ep.ssl_mode == SslMode::Preferred && is_tls_refusal(&e) => {
             tracing::debug!(
                 "{ep}: server does not offer TLS; connecting without (ssl-mode=preferred)"
             );
             remember_without_tls(ep);
-            match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts(ep, false))).await {
-                Err(_) => Err(Error::transient(format!(
-                    "{ep}: connection timed out after {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                ))),
-                Ok(r) => r.map_err(|e| connect_error(ep, e)),
-            }
+            handshake(ep, false)
+                .await?
+                .map_err(|e| connect_error(ep, e))
         }
-        Ok(Err(e)) => Err(connect_error(ep, e)),
+        Err(e) => Err(connect_error(ep, e)),
     }?;
     let mut conn = conn;
     watchdog::know(ep);
@@ -146,6 +138,22 @@ pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
         Ok(r) => r.map_err(|e| Error::from(e).context(ep))?,
     }
     Ok(conn)
+}
+
+/// The driver's handshake, bounded by `CONNECT_TIMEOUT` (the outer error); the inner one is
+/// the driver's, for the caller to classify.
+async fn handshake(
+    ep: &Endpoint,
+    tls: bool,
+) -> Result<std::result::Result<Conn, mysql_async::Error>> {
+    tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts(ep, tls)))
+        .await
+        .map_err(|_| {
+            Error::transient(format!(
+                "{ep}: connection timed out after {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })
 }
 
 fn is_tls_refusal(e: &mysql_async::Error) -> bool {

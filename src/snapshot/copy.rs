@@ -238,11 +238,9 @@ impl SourceReader {
         db::query_sets(&mut self.conn, sql).await
     }
 
-    /// One statement without a result (COMMIT, ROLLBACK).
+    /// One statement without a result (COMMIT, ROLLBACK), watched (`db::run`).
     async fn run(&mut self, sql: &str) -> Result<()> {
-        let id = self.conn.id();
-        let step = async { Ok(self.conn.query_drop(sql).await?) };
-        watch(&self.source, id, sql, step).await
+        db::run(&mut self.conn, sql).await
     }
 
     /// Stop the statement running on the reader connection (the rest of a chunk's SELECT).
