@@ -305,7 +305,8 @@ pub struct FollowArgs {
     #[arg(long, env = "MIGRATE_SERVER_ID")]
     pub server_id: Option<u32>,
     /// Most source transactions grouped into one target transaction (a group also ends at
-    /// 200k rows, 128 MiB, or when the binlog goes quiet)
+    /// 200k rows, 64 MiB, or when the binlog goes quiet). After a deadlock or lock wait
+    /// timeout on the target, groups start again from one transaction and double back to it
     #[arg(long, default_value_t = 20_000)]
     pub group_size: usize,
     /// Pause reading when the source's Threads_running exceeds this

@@ -8,7 +8,6 @@
 use crate::db::{self, quote};
 use crate::error::{Error, Result};
 use crate::position::Position;
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 pub const DB: &str = "_migrate";
@@ -29,9 +28,9 @@ pub async fn ensure(conn: &mut Conn) -> Result<()> {
             table()
         ),
     ] {
-        conn.query_drop(sql)
+        db::run(conn, &sql)
             .await
-            .map_err(|e| Error::from(e).context("target, _migrate.checkpoints"))?;
+            .map_err(|e| e.context("target, _migrate.checkpoints"))?;
     }
     Ok(())
 }
@@ -125,33 +124,43 @@ pub fn rename_marker(id: &str, gtid: &str, index: usize) -> RenameMarker {
 /// the target refused). Only when no DDL of it is in flight: then none is still needed.
 pub async fn drop_stale_markers(conn: &mut Conn, id: &str) -> Result<()> {
     let like = format!("{}%", marker_prefix(id).replace('_', "\\_"));
-    let names: Vec<String> = conn
-        .query(format!(
+    let names = db::query_strings(
+        conn,
+        &format!(
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME LIKE {}",
             quote::string(DB),
             quote::string(&like)
-        ))
+        ),
+    )
+    .await
+    .map_err(|e| e.context("target, _migrate rename markers"))?;
+    for n in names
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+    {
+        db::run(
+            conn,
+            &format!("DROP TABLE IF EXISTS {}", quote::table(DB, &n)),
+        )
         .await
-        .map_err(|e| Error::from(e).context("target, _migrate rename markers"))?;
-    for n in names {
-        conn.query_drop(format!("DROP TABLE IF EXISTS {}", quote::table(DB, &n)))
-            .await
-            .map_err(|e| Error::from(e).context("target, _migrate rename markers"))?;
+        .map_err(|e| e.context("target, _migrate rename markers"))?;
     }
     Ok(())
 }
 
 /// Whether a marker's `done` table exists.
 pub async fn marker_done(conn: &mut Conn, m: &RenameMarker) -> Result<bool> {
-    let n: Option<u64> = conn
-        .query_first(format!(
+    let n = db::query_one(
+        conn,
+        &format!(
             "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
             quote::string(DB),
             quote::string(&m.done_name)
-        ))
-        .await
-        .map_err(|e| Error::from(e).context("target, _migrate rename marker"))?;
-    Ok(n.unwrap_or(0) > 0)
+        ),
+    )
+    .await
+    .map_err(|e| e.context("target, _migrate rename marker"))?;
+    Ok(n.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0)
 }
 
 /// The selection as stored: a JSON array of the databases, or `["*"]` for every non-system
@@ -202,13 +211,16 @@ pub async fn register(
                 g(2),
                 g(1)
             );
-            conn.query_drop(format!(
-                "DELETE FROM {} WHERE migration_id = {}",
-                table(),
-                quote::string(&g(0))
-            ))
+            db::run(
+                conn,
+                &format!(
+                    "DELETE FROM {} WHERE migration_id = {}",
+                    table(),
+                    quote::string(&g(0))
+                ),
+            )
             .await
-            .map_err(|e| Error::from(e).context("target, _migrate.checkpoints"))?;
+            .map_err(|e| e.context("target, _migrate.checkpoints"))?;
         } else if overlaps(&g(1), databases) {
             return Err(Error::definite(
                 format!(
@@ -221,15 +233,18 @@ pub async fn register(
             ));
         }
     }
-    conn.query_drop(format!(
-        "REPLACE INTO {} (migration_id, gtid_pos, source_ts, source_databases, state_file) VALUES ({}, '', 0, {}, {})",
-        table(),
-        quote::string(id),
-        quote::string(databases),
-        quote::string(state_file)
-    ))
+    db::run(
+        conn,
+        &format!(
+            "REPLACE INTO {} (migration_id, gtid_pos, source_ts, source_databases, state_file) VALUES ({}, '', 0, {}, {})",
+            table(),
+            quote::string(id),
+            quote::string(databases),
+            quote::string(state_file)
+        ),
+    )
     .await
-    .map_err(|e| Error::from(e).context("target, _migrate.checkpoints"))?;
+    .map_err(|e| e.context("target, _migrate.checkpoints"))?;
     Ok(())
 }
 

@@ -10,10 +10,9 @@
 use super::super::binlog::{query, Ddl};
 use crate::config::Endpoint;
 use crate::db::{self, quote, Session};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::sql::lexer::Mode;
 use crate::sql::statement::{self, Object, Verb};
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 /// Source settings a QUERY event does not carry but DDL results depend on (a CREATE TABLE
@@ -281,8 +280,7 @@ async fn run_on(
     more_pairs: Option<&str>,
 ) -> Result<Option<&'static str>> {
     let set = session_sql(&d.ctx, src);
-    if let Err(e) = conn.query_drop(&set).await {
-        let e = Error::from(e);
+    if let Err(e) = db::run_raw(conn, set.as_bytes()).await {
         if e.is_transient() {
             return Err(e);
         }
@@ -296,15 +294,12 @@ async fn run_on(
             .with_hint(hint));
     }
     if !d.schema.is_empty() {
-        match conn
-            .query_drop(format!("USE {}", quote::ident(&d.schema)))
-            .await
-        {
+        match db::run_raw(conn, format!("USE {}", quote::ident(&d.schema)).as_bytes()).await {
             Ok(()) => {}
             // the default database is not on the target (not migrated): run without one,
             // like the statement's qualified names require
-            Err(mysql_async::Error::Server(s)) if s.code == 1049 => {}
-            Err(e) => return Err(Error::from(e).context("target, USE before DDL")),
+            Err(e) if e.code() == Some(1049) => {}
+            Err(e) => return Err(e.context("target, USE before DDL")),
         }
     }
     let mode = Mode::from_sql_mode(d.ctx.sql_mode.unwrap_or(0));
@@ -319,10 +314,9 @@ async fn run_on(
         Some(pairs) => with_more_pairs(sql, pairs),
         None => sql,
     };
-    match conn.query_drop(sql.as_slice()).await {
+    match db::run_raw(conn, &sql).await {
         Ok(()) => Ok(asked),
-        Err(e) => {
-            let err = Error::from(e);
+        Err(err) => {
             if err.is_transient() {
                 return Err(err);
             }

@@ -10,10 +10,9 @@
 //! A RENAME TABLE is told by its marker instead (`checkpoint::rename_marker`).
 
 use crate::binlog::Ddl;
-use crate::db::quote;
-use crate::error::{Error, Result};
+use crate::db::{self, quote};
+use crate::error::Result;
 use crate::sql::statement::{Object, Verb};
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 use sha2::{Digest as _, Sha256};
 
@@ -130,12 +129,10 @@ pub async fn fingerprint(conn: &mut Conn, d: &Ddl) -> Result<Option<String>> {
     for n in s.names.iter().chain(&s.uses) {
         let table = quote::table(&n.db, &n.name);
         let row: Option<mysql_async::Row> =
-            match conn.query_first(format!("SHOW CREATE TABLE {table}")).await {
-                Ok(r) => r,
-                Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => {
-                    return Ok(None)
-                }
-                Err(e) => return Err(Error::from(e).context(format!("target, {table}"))),
+            match db::query_rows(conn, &format!("SHOW CREATE TABLE {table}")).await {
+                Ok(rows) => rows.into_iter().next(),
+                Err(e) if matches!(e.code(), Some(1146 | 1049)) => return Ok(None),
+                Err(e) => return Err(e.context(format!("target, {table}"))),
             };
         let Some(create) = row
             .and_then(|r| r.get_opt::<Vec<u8>, _>(1))
@@ -149,10 +146,12 @@ pub async fn fingerprint(conn: &mut Conn, d: &Ddl) -> Result<Option<String>> {
     for n in &s.uses {
         // EXCHANGE PARTITION moves rows, not definitions
         let table = quote::table(&n.db, &n.name);
-        let row: Option<mysql_async::Row> = conn
-            .query_first(format!("CHECKSUM TABLE {table}"))
-            .await
-            .map_err(|e| Error::from(e).context(format!("target, CHECKSUM TABLE {table}")))?;
+        let row: Option<mysql_async::Row> =
+            db::query_rows(conn, &format!("CHECKSUM TABLE {table}"))
+                .await
+                .map_err(|e| e.context("target"))?
+                .into_iter()
+                .next();
         let sum = row
             .and_then(|r| r.get_opt::<u64, _>(1))
             .and_then(|c| c.ok())

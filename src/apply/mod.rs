@@ -22,7 +22,6 @@ use crate::db::{self, Session};
 use crate::error::{Error, Result};
 use crate::position::{horizon::Horizons, Position};
 use batch::Batch;
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::sync::Arc;
 
@@ -87,9 +86,9 @@ impl Applier {
             checkpoint::drop_stale_markers(&mut conn, migration).await?;
         }
         // rows read back for foreign-key actions arrive as the bytes they are
-        conn.query_drop("SET character_set_results = binary")
+        db::run(&mut conn, "SET character_set_results = binary")
             .await
-            .map_err(|e| Error::from(e).context("target"))?;
+            .map_err(|e| e.context("target"))?;
         Ok(Applier {
             conn,
             migration: migration.to_string(),
@@ -137,7 +136,9 @@ impl Applier {
         self.begin().await?;
         for sql in batch.statements(self.max_statement) {
             db::check_packet(sql.len(), self.max_packet, "target")?;
-            db::run(&mut self.conn, &sql).await?;
+            db::run(&mut self.conn, &sql)
+                .await
+                .map_err(|e| e.context("target"))?;
         }
         batch.clear_ops();
         Ok(())
@@ -178,21 +179,21 @@ impl Applier {
 
     /// Record `pos` and commit the group.
     pub async fn commit(&mut self, pos: &Position, source_ts: u32) -> Result<()> {
-        self.flush_exact().await?;
-        self.begin().await?;
         let checkpoint = checkpoint::write_sql(&self.migration, pos, source_ts);
-        db::run(&mut self.conn, &checkpoint).await?;
-        db::run(&mut self.conn, "COMMIT").await?;
+        async {
+            self.flush_exact().await?;
+            self.begin().await?;
+            db::run(&mut self.conn, &checkpoint).await?;
+            db::run(&mut self.conn, "COMMIT").await
+        }
+        .await
+        .map_err(|e| e.context("target"))?;
         self.open = false;
         self.ddl_in_flight = None;
         self.position = Some(pos.clone());
         for m in std::mem::take(&mut self.markers) {
             // its rename is behind the checkpoint now; one left behind is only a stray table
-            if let Err(e) = self
-                .conn
-                .query_drop(format!("DROP TABLE IF EXISTS {m}"))
-                .await
-            {
+            if let Err(e) = db::run(&mut self.conn, &format!("DROP TABLE IF EXISTS {m}")).await {
                 tracing::warn!("target: could not drop the rename marker {m}: {e}");
             }
         }
@@ -203,10 +204,12 @@ impl Applier {
     /// a crash, its fingerprint tells whether it ran, and its "already exists" errors are
     /// known to come from itself.
     async fn mark_ddl(&mut self, mark: &str) -> Result<()> {
-        self.conn
-            .query_drop(checkpoint::mark_ddl_sql(&self.migration, mark))
-            .await?;
-        Ok(())
+        db::run(
+            &mut self.conn,
+            &checkpoint::mark_ddl_sql(&self.migration, mark),
+        )
+        .await
+        .map_err(|e| e.context("target, _migrate.checkpoints"))
     }
 
     /// Run DDL statements of transaction `gtid` (the group must be committed first).
@@ -330,13 +333,15 @@ impl Applier {
             self.markers.push(m.done);
             return Ok(None);
         }
-        self.conn
-            .query_drop(format!(
+        db::run(
+            &mut self.conn,
+            &format!(
                 "CREATE TABLE IF NOT EXISTS {} (marker INT NOT NULL PRIMARY KEY) ENGINE=InnoDB",
                 m.pending
-            ))
-            .await
-            .map_err(|e| Error::from(e).context("target, _migrate rename marker"))?;
+            ),
+        )
+        .await
+        .map_err(|e| e.context("target, _migrate rename marker"))?;
         // the marker says whether it ran, so its errors are not "already applied"; but a
         // rename interrupted under an older version had no marker: its errors tell
         let pairs = format!("{} TO {}", m.pending, m.done);

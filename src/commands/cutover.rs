@@ -7,7 +7,6 @@ use crate::cli::CutoverArgs;
 use crate::cutover::{self, preflight, Cutover};
 use crate::error::{Error, Result};
 use crate::state::Outcome;
-use mysql_async::prelude::*;
 use std::time::Duration;
 
 fn seconds(name: &str, v: f64) -> Result<Duration> {
@@ -76,17 +75,22 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
             ));
         }
         let id = store.get("migration.id")?.unwrap_or_default();
-        tgt.query_drop(format!(
-            "DELETE FROM `_migrate`.`checkpoints` WHERE migration_id = {}",
-            crate::db::quote::string(&id)
-        ))
+        crate::db::run(
+            &mut tgt,
+            &format!(
+                "DELETE FROM `_migrate`.`checkpoints` WHERE migration_id = {}",
+                crate::db::quote::string(&id)
+            ),
+        )
         .await
-        .map_err(|e| Error::from(e).context("target, _migrate.checkpoints"))?;
+        .map_err(|e| e.context("target, _migrate.checkpoints"))?;
         let left = crate::db::query_one(&mut tgt, "SELECT COUNT(*) FROM `_migrate`.`checkpoints`")
             .await?
             .unwrap_or_default();
         if left == "0" {
-            tgt.query_drop("DROP DATABASE IF EXISTS `_migrate`").await?;
+            crate::db::run(&mut tgt, "DROP DATABASE IF EXISTS `_migrate`")
+                .await
+                .map_err(|e| e.context("target"))?;
         }
         // the way back is over too: its follower stops (the old source keeps its state)
         let reverse = cutover::reverse::state_path(&ctx.state_path);
@@ -210,9 +214,9 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
         )?;
         if args.copy_users && !plan.missing_accounts_exec.is_empty() {
             for sql in &plan.missing_accounts_exec {
-                tgt.query_drop(sql)
+                crate::db::run(&mut tgt, sql)
                     .await
-                    .map_err(|e| Error::from(e).context("target, --copy-users"))?;
+                    .map_err(|e| e.context("target, --copy-users"))?;
             }
             println!(
                 "created {} account statement(s) on the target",

@@ -6,8 +6,7 @@
 //! its replica get them) and each is idempotent, so `cutover --resume` can run it again.
 
 use crate::db::{self, quote};
-use crate::error::{Error, Result};
-use mysql_async::prelude::*;
+use crate::error::Result;
 use mysql_async::Conn;
 use serde::Serialize;
 
@@ -165,8 +164,12 @@ pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepa
         .iter()
         .map(|t| format!("{}.{}", t.db, t.name))
         .collect();
-    tgt.query_drop("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'")
-        .await?;
+    db::run(
+        tgt,
+        "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
+    )
+    .await
+    .map_err(|e| e.context("target"))?;
 
     // AUTO_INCREMENT counters: at least the source's (it can be above MAX(id)+1 after rolled
     // back or deleted inserts, which the binlog does not carry)
@@ -192,12 +195,12 @@ pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepa
             .and_then(|x| cell(x, 2).parse::<u64>().ok())
             .unwrap_or(0);
         if n > on_target {
-            tgt.query_drop(format!(
-                "ALTER TABLE {} AUTO_INCREMENT = {n}",
-                quote::table(&d, &t)
-            ))
+            db::run(
+                tgt,
+                &format!("ALTER TABLE {} AUTO_INCREMENT = {n}", quote::table(&d, &t)),
+            )
             .await
-            .map_err(|e| Error::from(e).context(format!("target, AUTO_INCREMENT of {d}.{t}")))?;
+            .map_err(|e| e.context(format!("target, AUTO_INCREMENT of {d}.{t}")))?;
             out.auto_increments.push(format!("{d}.{t}={n}"));
         }
     }
@@ -221,9 +224,10 @@ pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepa
             .unwrap_or_default();
         let next: i128 = next.parse().unwrap_or(0);
         // SETVAL(s, n): the next value is after n; it never moves a sequence backwards
-        tgt.query_drop(format!("SELECT SETVAL({full}, {})", next - 1))
+        // (its one-row result is read and dropped by the watched helper)
+        db::query_rows(tgt, &format!("SELECT SETVAL({full}, {})", next - 1))
             .await
-            .map_err(|e| Error::from(e).context(format!("target, sequence {d}.{t}")))?;
+            .map_err(|e| e.context(format!("target, sequence {d}.{t}")))?;
         out.sequences.push(format!("{d}.{t}"));
     }
 

@@ -248,10 +248,21 @@ pub async fn query_rows(conn: &mut Conn, sql: &str) -> Result<Vec<mysql_async::R
         .unwrap_or_default())
 }
 
-/// A statement without a result, watched for a stalled link (`watchdog`).
+/// A statement without a result, watched for a stalled link (`watchdog`); a server error
+/// names the statement (its first line).
 pub async fn run(conn: &mut Conn, sql: &str) -> Result<()> {
+    let what = watchdog::label(sql);
+    run_raw(conn, sql.as_bytes())
+        .await
+        .map_err(|e| e.context(&what))
+}
+
+/// A statement without a result, as bytes (the text of a source statement in its own
+/// character set), watched like `run`; errors are the server's, for the caller to place.
+pub async fn run_raw(conn: &mut Conn, sql: &[u8]) -> Result<()> {
     let on = watchdog::of(conn);
-    watchdog::watched(on.as_ref(), &watchdog::label(sql), async {
+    let what = watchdog::label(&String::from_utf8_lossy(&sql[..sql.len().min(400)]));
+    watchdog::watched(on.as_ref(), &what, async {
         Ok(conn.query_drop(sql).await?)
     })
     .await

@@ -96,6 +96,41 @@ struct Live {
     /// oldest first; and whether the oldest is the first look of this follow.
     samples: std::collections::VecDeque<(f64, Position)>,
     first_sample_pending: bool,
+    /// How many source transactions a target transaction takes now.
+    group_limit: GroupLimit,
+}
+
+/// Target errors that say another session's locks got in the way: a deadlock (including a
+/// metadata-lock one, e.g. with the `LOCK TABLES` of a backup on the target) or a lock wait
+/// timeout. Not the link's fault, and the largest group is the likeliest victim again.
+const LOCK_CONFLICT_CODES: [u16; 2] = [1213, 1205];
+
+/// The most source transactions one target transaction takes: `--group-size`, or after a lock
+/// conflict one, doubling with each commit back to `--group-size`. A group that takes long
+/// to apply would otherwise lose to a session that locks the target's tables again and again
+/// (a native replica, which applies one transaction at a time, would get through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GroupLimit {
+    now: usize,
+    max: usize,
+}
+
+impl GroupLimit {
+    fn new(max: usize) -> Self {
+        GroupLimit { now: max, max }
+    }
+    /// After a failed group: back to one transaction if `e` is a lock conflict.
+    fn failed(&mut self, e: &Error) {
+        if e.code().is_some_and(|c| LOCK_CONFLICT_CODES.contains(&c)) {
+            if self.now > 1 {
+                tracing::info!("a lock conflict on the target: groups start again from one source transaction and grow back to --group-size");
+            }
+            self.now = 1;
+        }
+    }
+    fn committed(&mut self) {
+        self.now = self.now.saturating_mul(2).min(self.max);
+    }
 }
 
 fn done(pos: &Position, until: &Until, goal: &Option<Position>) -> bool {
@@ -142,6 +177,7 @@ pub async fn follow(
         warned_oldest: false,
         samples: Default::default(),
         first_sample_pending: true,
+        group_limit: GroupLimit::new(opts.group_size),
     };
     live.status.pid = Some(std::process::id());
     metrics::phase(if matches!(opts.until, Until::Position(_)) {
@@ -163,6 +199,7 @@ pub async fn follow(
                     backoff.reset();
                 }
                 let delay = backoff.delay(&e).unwrap_or(Duration::from_secs(10));
+                live.group_limit.failed(&e);
                 if live.up || live.status.reconnects == 0 {
                     crate::obs::notify::send(
                         "error",
@@ -667,6 +704,7 @@ impl Group<'_> {
             .await?;
         let batch = std::mem::take(&mut self.batch);
         record_applied(&batch, live);
+        live.group_limit.committed();
         self.permits.clear();
         *pos = self.batch_pos.clone();
         live.applied = pos.clone();
@@ -871,7 +909,7 @@ async fn apply_loop(
                 }
                 g.batch_pos.advance(gtid);
                 g.last = Some(marks);
-                if g.batch.transactions >= opts.group_size
+                if g.batch.transactions >= live.group_limit.now
                     || g.batch.rows >= 200_000
                     || g.batch.bytes >= 64 << 20
                 {
@@ -975,4 +1013,31 @@ fn record_events(store: &Store, notes: Vec<crate::apply::EventNote>) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_start_from_one_transaction_after_a_lock_conflict() {
+        let mut limit = GroupLimit::new(20_000);
+        limit.failed(&Error::transient("connection lost"));
+        assert_eq!(limit.now, 20_000, "a lost link is not a lock conflict");
+        for code in LOCK_CONFLICT_CODES {
+            let mut e = Error::transient("target: server error");
+            e.code = Some(code);
+            let mut limit = GroupLimit::new(20_000);
+            limit.failed(&e.context("target"));
+            assert_eq!(limit.now, 1, "error {code}");
+            let grown: Vec<usize> = (0..16)
+                .map(|_| {
+                    limit.committed();
+                    limit.now
+                })
+                .collect();
+            assert_eq!(&grown[..4], &[2, 4, 8, 16]);
+            assert_eq!(grown[15], 20_000, "back to --group-size, never past it");
+        }
+    }
 }

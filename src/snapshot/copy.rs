@@ -1525,10 +1525,9 @@ impl Worker<'_> {
         loop {
             let r = match a {
                 Action::Recreate(t, def) => recreate(self.plan, conn, t, def).await,
-                Action::Drop(t) => conn
-                    .query_drop(format!("DROP TABLE IF EXISTS {}", t.quoted()))
-                    .await
-                    .map_err(Error::from),
+                Action::Drop(t) => {
+                    db::run(conn, &format!("DROP TABLE IF EXISTS {}", t.quoted())).await
+                }
             };
             match r {
                 Ok(()) => return Ok(()),

@@ -12,7 +12,6 @@ use crate::obs::progress::Progress;
 use crate::position::FilePos;
 use crate::schema::{self, ddl, Table};
 use crate::state::Store;
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -242,9 +241,9 @@ pub(crate) async fn exec_step(
         return Ok(());
     }
     for sql in sqls {
-        tgt.query_drop(sql.as_str())
+        db::run(tgt, sql)
             .await
-            .map_err(|e| Error::from(e).context(format!("target, {step}")))?;
+            .map_err(|e| e.context(format!("target, {step}")))?;
     }
     store.mark_step(step)
 }
@@ -272,11 +271,11 @@ async fn create_table(
         alter
     } else {
         for sql in &prepare {
-            tgt.query_drop(sql.as_str())
+            db::run(tgt, sql)
                 .await
-                .map_err(|e| Error::from(e).context(format!("target, {step}")))?;
+                .map_err(|e| e.context(format!("target, {step}")))?;
         }
-        match tgt.query_drop(create.as_str()).await.map_err(Error::from) {
+        match db::run(tgt, &create).await {
             Ok(()) => alter,
             Err(e) if alter.is_some() && !e.is_transient() => {
                 // a shape the split form does not fit: create it with all its indexes
@@ -284,9 +283,9 @@ async fn create_table(
                     "{}: creating it with its indexes (they cannot be added later for this shape)",
                     t.full_name()
                 );
-                tgt.query_drop(definition)
+                db::run(tgt, definition)
                     .await
-                    .map_err(|e| Error::from(e).context(format!("target, {step}")))?;
+                    .map_err(|e| e.context(format!("target, {step}")))?;
                 None
             }
             Err(e) => return Err(e.context(format!("target, {step}"))),
@@ -381,11 +380,12 @@ async fn reconcile(
                     p.db,
                     p.name
                 );
-                tgt.query_drop(format!(
-                    "DROP TABLE IF EXISTS {}",
-                    quote::table(&p.db, &p.name)
-                ))
-                .await?;
+                db::run(
+                    tgt,
+                    &format!("DROP TABLE IF EXISTS {}", quote::table(&p.db, &p.name)),
+                )
+                .await
+                .map_err(|e| e.context("target"))?;
                 plan.store.mark_gone(&p.db, &p.name, &file, pos)?;
                 changed = true;
             }
@@ -393,8 +393,12 @@ async fn reconcile(
         for d in plan.store.steps_with_prefix("database:")? {
             if !now_dbs.contains(&d) {
                 tracing::info!("database {d}: gone from the source during the snapshot; dropping it on the target");
-                tgt.query_drop(format!("DROP DATABASE IF EXISTS {}", quote::ident(&d)))
-                    .await?;
+                db::run(
+                    tgt,
+                    &format!("DROP DATABASE IF EXISTS {}", quote::ident(&d)),
+                )
+                .await
+                .map_err(|e| e.context("target"))?;
                 plan.store.mark_gone(&d, "", &file, pos)?;
                 plan.store.unmark_step(&format!("database:{d}"))?;
                 changed = true;
@@ -466,7 +470,9 @@ async fn reconcile(
                     tracing::info!(
                         "database {d}: changed on the source during the snapshot: {alter}"
                     );
-                    tgt.query_drop(alter.as_str()).await?;
+                    db::run(tgt, &alter)
+                        .await
+                        .map_err(|e| e.context("target"))?;
                 }
             }
             return Ok(());

@@ -22,7 +22,6 @@ use crate::position::Position;
 use crate::schema::Table;
 use crate::state::Store;
 use crate::value::decode;
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -238,29 +237,26 @@ async fn repair(
     let mut w = db::connect(target, Session::TargetWriter)
         .await
         .map_err(|e| e.context("target"))?;
-    w.query_drop("BEGIN").await?;
+    let repair_of = |e: Error| e.context(format!("target, repair of {}", t.full_name()));
+    db::run(&mut w, "BEGIN").await.map_err(repair_of)?;
     for (key, kind, _) in rows {
         let del = format!(
             "DELETE FROM {} WHERE {}",
             t.quoted(),
             digest::key_equals(t, key)
         );
-        w.query_drop(&del)
-            .await
-            .map_err(|e| Error::from(e).context(format!("target, repair of {}", t.full_name())))?;
+        db::run(&mut w, &del).await.map_err(repair_of)?;
         if *kind != DiffKind::Extra {
             let got = raw_rows(src, &digest::read_row(t, key)).await?;
             if let Some(raw) = got.into_iter().next() {
                 let row = decode::text_row(&t.columns, raw)?;
                 let mut sql = crate::schema::keyset::insert_prefix(t);
                 crate::schema::keyset::push_row(&mut sql, t, &row);
-                w.query_drop(&sql).await.map_err(|e| {
-                    Error::from(e).context(format!("target, repair of {}", t.full_name()))
-                })?;
+                db::run(&mut w, &sql).await.map_err(repair_of)?;
             }
         }
     }
-    w.query_drop("COMMIT").await?;
+    db::run(&mut w, "COMMIT").await.map_err(repair_of)?;
     // re-check: the target as committed now, against the source's snapshot
     let mut ok = Vec::new();
     for (key, _, _) in rows {
