@@ -351,3 +351,74 @@ fn tls_verify_ca() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A server that folds table names (`lower_case_table_names` 1 or 2) is refused on either side,
+/// by `check` (a blocker), `snapshot` and `follow` (exit 2, one line naming the variable and
+/// the fix), before anything is written: migrate compares names byte for byte, and a
+/// statement naming `Shop.Orders` where the row events say `shop.orders` must not be taken
+/// for a table outside the selection.
+#[test]
+fn servers_that_fold_table_names_are_refused() {
+    let mut args: Vec<&str> = SOURCE_ARGS.to_vec();
+    args.push("--lower-case-table-names=1");
+    let folding_src = Server::start("lc-src", &args);
+    let src = Server::source("lc-src0");
+    let folding_dst = Server::start(
+        "lc-dst",
+        &["--log-bin=mysql-bin", "--lower-case-table-names=1"],
+    );
+    let dst = Server::target("lc-dst0");
+    for s in [&folding_src, &src] {
+        s.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, v INT); INSERT INTO shop.t VALUES (1, 1)");
+    }
+    let dir = tempdir();
+    for (source, target, side) in [
+        (&folding_src, &dst, "source"),
+        (&src, &folding_dst, "target"),
+    ] {
+        let state = dir.path().join(format!("{side}.sqlite"));
+        let out = migrate(
+            &source.url(),
+            &target.url(),
+            &state,
+            &["check", "--databases", "shop"],
+        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert_ne!(code(&out), 0, "check passed a folding {side}: {text}");
+        assert!(text.contains("lower_case_table_names=1"), "{text}");
+        let out = migrate(
+            &source.url(),
+            &target.url(),
+            &state,
+            &["snapshot", "--databases", "shop"],
+        );
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{err}");
+        assert!(
+            err.contains(&format!("{side}: lower_case_table_names=1")) && err.contains("fix:"),
+            "{err}"
+        );
+        assert!(
+            target.sql("SHOW DATABASES LIKE 'shop'").trim().is_empty(),
+            "snapshot wrote to the target"
+        );
+    }
+    // follow refuses too (a folding source after a snapshot from a case-sensitive one is the
+    // same server restarted with the setting changed)
+    let state = dir.path().join("f.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "shop"],
+    ));
+    let out = migrate(
+        &src.url(),
+        &folding_dst.url(),
+        &state,
+        &["follow", "--until-caught-up"],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("target: lower_case_table_names=1"), "{err}");
+}

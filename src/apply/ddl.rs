@@ -280,7 +280,7 @@ async fn run_on(
     more_pairs: Option<&str>,
 ) -> Result<Option<&'static str>> {
     let set = session_sql(&d.ctx, src);
-    if let Err(e) = db::run_raw(conn, set.as_bytes()).await {
+    if let Err(e) = db::run_raw(conn, set.as_bytes(), "the DDL session's settings").await {
         if e.is_transient() {
             return Err(e);
         }
@@ -294,7 +294,13 @@ async fn run_on(
             .with_hint(hint));
     }
     if !d.schema.is_empty() {
-        match db::run_raw(conn, format!("USE {}", quote::ident(&d.schema)).as_bytes()).await {
+        match db::run_raw(
+            conn,
+            format!("USE {}", quote::ident(&d.schema)).as_bytes(),
+            "USE before DDL",
+        )
+        .await
+        {
             Ok(()) => {}
             // the default database is not on the target (not migrated): run without one,
             // like the statement's qualified names require
@@ -314,7 +320,7 @@ async fn run_on(
         Some(pairs) => with_more_pairs(sql, pairs),
         None => sql,
     };
-    match db::run_raw(conn, &sql).await {
+    match db::run_raw(conn, &sql, &crate::db::watchdog::label(&d.text)).await {
         Ok(()) => Ok(asked),
         Err(err) => {
             if err.is_transient() {

@@ -149,7 +149,7 @@ pub async fn fingerprint(conn: &mut Conn, d: &Ddl) -> Result<Option<String>> {
         let row: Option<mysql_async::Row> =
             db::query_rows(conn, &format!("CHECKSUM TABLE {table}"))
                 .await
-                .map_err(|e| e.context("target"))?
+                .map_err(|e| e.context(format!("target, CHECKSUM TABLE {table}")))?
                 .into_iter()
                 .next();
         let sum = row

@@ -75,6 +75,7 @@ impl Applier {
             .await?
             .and_then(|v| v.parse().ok())
             .unwrap_or(16 << 20);
+        db::preflight::require_case_sensitive_names(&mut conn, "target").await?;
         checkpoint::ensure(&mut conn).await?;
         let row = checkpoint::read(&mut conn, migration).await?.ok_or_else(|| {
             Error::definite(
@@ -131,15 +132,18 @@ impl Applier {
         if !batch.has_ops() {
             return Ok(());
         }
-        // what exactly-applied transactions before these left pending goes first
-        self.flush_exact().await?;
-        self.begin().await?;
-        for sql in batch.statements(self.max_statement) {
-            db::check_packet(sql.len(), self.max_packet, "target")?;
-            db::run(&mut self.conn, &sql)
-                .await
-                .map_err(|e| e.context("target"))?;
+        async {
+            // what exactly-applied transactions before these left pending goes first
+            self.flush_exact().await?;
+            self.begin().await?;
+            for sql in batch.statements(self.max_statement) {
+                db::check_packet(sql.len(), self.max_packet, "target")?;
+                db::run(&mut self.conn, &sql).await?;
+            }
+            Ok::<_, Error>(())
         }
+        .await
+        .map_err(|e| e.context("target"))?;
         batch.clear_ops();
         Ok(())
     }

@@ -67,6 +67,7 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
             None,
         ));
         findings.push(preflight::tls(src, source).await?);
+        findings.extend(preflight::name_case(src, "source").await?);
         findings.extend(preflight::source_binlog(src).await?);
         match snapshot::discover(src, &ctx.filter).await {
             Ok(tables) => {
@@ -176,6 +177,7 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
             None,
         ));
         findings.push(preflight::tls(tgt, target).await?);
+        findings.extend(preflight::name_case(tgt, "target").await?);
         findings.push(preflight::target_grants(tgt, target, &dbs, &definers).await?);
         let own = own_copy(ctx, tgt).await;
         for d in snapshot::non_empty_on_target(tgt, &dbs).await? {

@@ -213,10 +213,13 @@ pub async fn run(ctx: &Context, args: &CutoverArgs) -> Result<i32> {
             &serde_json::to_string(&plan).unwrap_or_default(),
         )?;
         if args.copy_users && !plan.missing_accounts_exec.is_empty() {
-            for sql in &plan.missing_accounts_exec {
-                crate::db::run(&mut tgt, sql)
+            let n = plan.missing_accounts_exec.len();
+            for (i, sql) in plan.missing_accounts_exec.iter().enumerate() {
+                // named by its place only: the statement holds the account's password hash
+                let what = format!("target, --copy-users statement {} of {n}", i + 1);
+                crate::db::run_raw(&mut tgt, sql.as_bytes(), &what)
                     .await
-                    .map_err(|e| e.context("target, --copy-users"))?;
+                    .map_err(|e| e.context(&what))?;
             }
             println!(
                 "created {} account statement(s) on the target",

@@ -366,18 +366,29 @@ async fn accounts(src: &mut Conn, tgt: &mut Conn, plan: &mut Plan) -> Result<()>
 }
 
 /// A statement with its password hash replaced (for printing).
+/// `sql` with every credential replaced by `<hash>`: the quoted string after `PASSWORD`
+/// (mysql_native_password) or `USING` (an authentication plugin's string, e.g. ed25519's),
+/// however many authentication methods the account has.
 fn redact(sql: &str) -> String {
-    match sql.find("PASSWORD '") {
-        Some(i) => {
-            let rest = &sql[i + 10..];
-            let end = rest.find('\'').map(|e| i + 10 + e).unwrap_or(sql.len());
-            format!(
-                "{}PASSWORD '<hash>'{}",
-                &sql[..i],
-                &sql[end + 1.min(sql.len() - end)..]
-            )
-        }
-        None => sql.to_string(),
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    loop {
+        let next = ["PASSWORD '", "USING '"]
+            .iter()
+            .filter_map(|k| rest.find(k).map(|i| (i, k.len())))
+            .min();
+        let Some((i, k)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..i + k]);
+        out.push_str("<hash>'");
+        let quoted = &rest[i + k..];
+        // a quote inside the string is doubled or escaped; hashes have neither
+        rest = match quoted.find('\'') {
+            Some(end) => &quoted[end + 1..],
+            None => "",
+        };
     }
 }
 
@@ -392,6 +403,14 @@ mod tests {
         assert_eq!(
             super::redact("GRANT SELECT ON x.* TO a"),
             "GRANT SELECT ON x.* TO a"
+        );
+        assert_eq!(
+            super::redact("CREATE USER `b`@`%` IDENTIFIED VIA ed25519 USING 'qk1Zl' OR mysql_native_password USING '*E56A'"),
+            "CREATE USER `b`@`%` IDENTIFIED VIA ed25519 USING '<hash>' OR mysql_native_password USING '<hash>'"
+        );
+        assert_eq!(
+            super::redact("CREATE USER `c`@`%` IDENTIFIED BY PASSWORD '*12' PASSWORD EXPIRE NEVER"),
+            "CREATE USER `c`@`%` IDENTIFIED BY PASSWORD '<hash>' PASSWORD EXPIRE NEVER"
         );
     }
 }

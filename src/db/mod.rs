@@ -251,19 +251,28 @@ pub async fn query_rows(conn: &mut Conn, sql: &str) -> Result<Vec<mysql_async::R
 /// A statement without a result, watched for a stalled link (`watchdog`); a server error
 /// names the statement (its first line).
 pub async fn run(conn: &mut Conn, sql: &str) -> Result<()> {
-    let what = watchdog::label(sql);
-    run_raw(conn, sql.as_bytes())
-        .await
-        .map_err(|e| e.context(&what))
+    drop_result(conn, sql.as_bytes(), &watchdog::label(sql), true).await
 }
 
 /// A statement without a result, as bytes (the text of a source statement in its own
-/// character set), watched like `run`; errors are the server's, for the caller to place.
-pub async fn run_raw(conn: &mut Conn, sql: &[u8]) -> Result<()> {
+/// character set), watched like `run` and named `what` in the watchdog's messages (never
+/// the statement itself: it may hold a credential); server errors are left for the caller
+/// to place.
+pub async fn run_raw(conn: &mut Conn, sql: &[u8], what: &str) -> Result<()> {
+    drop_result(conn, sql, what, false).await
+}
+
+async fn drop_result(conn: &mut Conn, sql: &[u8], what: &str, name_errors: bool) -> Result<()> {
     let on = watchdog::of(conn);
-    let what = watchdog::label(&String::from_utf8_lossy(&sql[..sql.len().min(400)]));
-    watchdog::watched(on.as_ref(), &what, async {
-        Ok(conn.query_drop(sql).await?)
+    watchdog::watched(on.as_ref(), what, async {
+        conn.query_drop(sql).await.map_err(|e| {
+            let e = Error::from(e);
+            if name_errors {
+                e.context(what)
+            } else {
+                e
+            }
+        })
     })
     .await
 }
@@ -314,7 +323,7 @@ pub async fn query_each(
     if sets.len() != queries.len() {
         // a statement failed without the driver reporting it: its error is still pending on
         // the connection and answers the next command; that error is the one to report
-        if let Err(e) = run(conn, "DO 0").await {
+        if let Err(e) = run_raw(conn, b"DO 0", what).await {
             return Err(e.context(what));
         }
         return Err(Error::definite(

@@ -441,3 +441,34 @@ pub async fn packet_size(src: &mut Conn, tgt: &mut Conn) -> Result<Finding> {
         )
     })
 }
+
+/// `lower_case_table_names` other than 0 on `side`: a blocker. migrate compares database and
+/// table names byte for byte, as a server with 0 does; with 1 (or 2) a statement in the binlog
+/// can name `Shop.Orders` where the row events say `shop.orders`, and a DDL on a migrated
+/// table could be taken for one outside the selection, or the target could fold two source
+/// tables (`T` and `t`) into one.
+pub async fn name_case(conn: &mut Conn, side: &str) -> Result<Option<Finding>> {
+    let v = variable(conn, "lower_case_table_names")
+        .await?
+        .unwrap_or_default();
+    Ok((v != "0").then(|| {
+        Finding::new(
+            Severity::Blocker,
+            side,
+            "lower_case_table_names",
+            format!("lower_case_table_names={v}: migrate compares database and table names byte for byte and supports only 0 (case-sensitive names, the Linux default) on both servers"),
+            Some(format!("run the {side} with lower_case_table_names=0 (for a target, in its my.cnf before its data directory is created; a source whose names are all lowercase can be restarted with 0)")),
+        )
+    }))
+}
+
+/// `name_case` as an error, for the verbs that copy or apply.
+pub async fn require_case_sensitive_names(conn: &mut Conn, side: &str) -> Result<()> {
+    match name_case(conn, side).await? {
+        None => Ok(()),
+        Some(f) => Err(crate::error::Error::definite(
+            format!("{side}: {}", f.message),
+            f.fix.unwrap_or_default(),
+        )),
+    }
+}

@@ -520,6 +520,7 @@ async fn prepare(
     let mut mon = db::connect(source, Session::Meta)
         .await
         .map_err(|e| e.context("source"))?;
+    crate::db::preflight::require_case_sensitive_names(&mut mon, "source").await?;
     let defaults = Arc::new(SourceDefaults::read(&mut mon).await?);
     let mut horizons = Arc::new(store.horizons()?);
     let mut applier = Applier::connect(target, &opts.migration, horizons.clone(), defaults).await?;
