@@ -23,6 +23,32 @@ fn snapshot(src_url: &str, dst_url: &str, state: &std::path::Path) {
     ));
 }
 
+/// A source with the shop schema (and `extra` SQL run on it), copied to a new target.
+struct Copied {
+    src: Server,
+    dst: Server,
+    state: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn shop_copied(name: &str, extra: &str) -> Copied {
+    let src = Server::source(&format!("{name}-src"));
+    let dst = Server::target(&format!("{name}-dst"));
+    src.script(load::SCHEMA.as_bytes());
+    if !extra.is_empty() {
+        src.sql(extra);
+    }
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    snapshot(&src.url(), &dst.url(), &state);
+    Copied {
+        src,
+        dst,
+        state,
+        _dir: dir,
+    }
+}
+
 #[test]
 fn kill_nine_during_load_converges() {
     let src = Server::source("f-src");
@@ -143,12 +169,12 @@ enum Link {
 /// open on that link when its server next sends a byte goes silent for good (no reset reaches
 /// either end). The running follower must catch up by itself, then exit 0 on SIGTERM.
 fn follow_through_a_stalling(link: Link, name: &str, seed: u64) {
-    let src = Server::source(&format!("{name}-src"));
-    let dst = Server::target(&format!("{name}-dst"));
-    src.script(load::SCHEMA.as_bytes());
-    let dir = tempdir();
-    let state = dir.path().join("s.sqlite");
-    snapshot(&src.url(), &dst.url(), &state);
+    let Copied {
+        src,
+        dst,
+        state,
+        _dir,
+    } = shop_copied(name, "");
     let stalling = proxy::Proxy::start(if link == Link::Source {
         src.port
     } else {
@@ -229,12 +255,12 @@ fn follow_recovers_from_a_stalled_target_link() {
 /// gets through, with nothing lost.
 #[test]
 fn follow_gets_past_a_backup_that_locks_the_target() {
-    let src = Server::source("lk-src");
-    let dst = Server::target("lk-dst");
-    src.script(load::SCHEMA.as_bytes());
-    let dir = tempdir();
-    let state = dir.path().join("s.sqlite");
-    snapshot(&src.url(), &dst.url(), &state);
+    let Copied {
+        src,
+        dst,
+        state,
+        _dir,
+    } = shop_copied("lk", "");
     load::run(&src, 0, 60, 31);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let backup = {
@@ -320,13 +346,12 @@ fn set_place(state: &std::path::Path, place: &serde_json::Value) {
 /// no longer matches the server falls back to the GTID; a purged binlog still stops follow.
 #[test]
 fn restarts_at_the_applied_binlog_place() {
-    let src = Server::source("bp-src");
-    let dst = Server::target("bp-dst");
-    src.script(load::SCHEMA.as_bytes());
-    src.sql("CREATE TABLE shop.ledger (n INT, note VARCHAR(20)) ENGINE=InnoDB; CREATE DATABASE other; CREATE TABLE other.t (id INT PRIMARY KEY, v INT)");
-    let dir = tempdir();
-    let state = dir.path().join("s.sqlite");
-    snapshot(&src.url(), &dst.url(), &state);
+    let Copied {
+        src, dst, state, _dir
+    } = shop_copied(
+        "bp",
+        "CREATE TABLE shop.ledger (n INT, note VARCHAR(20)) ENGINE=InnoDB; CREATE DATABASE other; CREATE TABLE other.t (id INT PRIMARY KEY, v INT)",
+    );
     let follow = |expect_place: bool| {
         let out = migrate(
             &src.url(),
