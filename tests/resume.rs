@@ -122,7 +122,8 @@ fn snapshot_survives_dropped_connections() {
 #[test]
 fn snapshot_recovers_from_a_stalled_link() {
     // after about a third of the rows
-    let (src, _dst, log) = snapshot_through_a_stalling(true, "st", 100_000, 1 << 20, &[]);
+    let (src, _dst, log) =
+        snapshot_through_a_stalling(true, "st", 100_000, Bytes::FromServer(1 << 20), &[]);
     assert!(log.contains("the link stalled"), "no stall was seen: {log}");
     // the stalled reads were killed on the source: none is left holding its snapshot
     assert_eq!(
@@ -136,13 +137,37 @@ fn snapshot_recovers_from_a_stalled_link() {
 
 /// The link to the target black-holed in the middle of the copy, rows written with INSERT
 /// (`--no-load-data`): the writer's statements are watched too; the chunk in flight is written
-/// again on a new connection. (A streamed LOAD DATA is not watched: it waits for the source's
-/// rows for as long as they take.)
+/// again on a new connection.
 #[test]
 fn snapshot_recovers_from_a_stalled_target_link() {
     // the target answers each statement with a few bytes: stall after about a hundred
-    let (_, _, log) = snapshot_through_a_stalling(false, "stt", 60_000, 3_000, &["--no-load-data"]);
+    let (_, _, log) = snapshot_through_a_stalling(
+        false,
+        "stt",
+        60_000,
+        Bytes::FromServer(3_000),
+        &["--no-load-data"],
+    );
     assert!(log.contains("the link stalled"), "no stall was seen: {log}");
+}
+
+/// The same with the rows streamed by `LOAD DATA LOCAL` (the default): the statement is
+/// watched while it waits on the target (a batch not taken, or the answer after the last),
+/// not while it waits for the source's rows.
+#[test]
+fn snapshot_recovers_from_a_stalled_target_link_while_streaming() {
+    let (_, _, log) =
+        snapshot_through_a_stalling(false, "sts", 60_000, Bytes::FromClient(300_000), &[]);
+    assert!(
+        log.contains("LOAD DATA into big.t: nothing") && log.contains("the link stalled"),
+        "no stall of a streamed load was seen: {log}"
+    );
+}
+
+/// When the proxy stalls: after the servers, or the clients, have sent that many bytes more.
+enum Bytes {
+    FromServer(u64),
+    FromClient(u64),
 }
 
 /// A snapshot of `rows` rows with the source's link (`source`) or the target's through a
@@ -153,7 +178,7 @@ fn snapshot_through_a_stalling(
     source: bool,
     name: &str,
     rows: u64,
-    after: u64,
+    after: Bytes,
     extra: &[&str],
 ) -> (Server, Server, String) {
     let src = Server::source(&format!("{name}-src"));
@@ -163,7 +188,10 @@ fn snapshot_through_a_stalling(
          INSERT INTO t SELECT seq, CONCAT('값 ', seq) FROM seq_1_to_{rows};"
     ));
     let stalling = proxy::Proxy::start(if source { src.port } else { dst.port });
-    stalling.stall_after(after);
+    match after {
+        Bytes::FromServer(n) => stalling.stall_after(n),
+        Bytes::FromClient(n) => stalling.stall_after_client(n),
+    }
     let watched = format!("{}&stall-timeout=2", stalling.url());
     let (src_url, dst_url) = if source {
         (watched, dst.url())

@@ -168,16 +168,75 @@ pub async fn watch<T>(
                         "{what}: nothing from the {} for {silent} s; it is still working on the statement ({state}); waiting",
                         ep.role
                     ),
-                    Verdict::Stalled(why) => {
-                        mark_stalled(ep, id);
-                        metrics::add("migrate_stalls_total", &[("side", ep.role)], 1.0);
-                        return Err(Error::transient(format!(
-                            "{what}: nothing from the {ep} for {silent} s and {why}: the link stalled (stall-timeout={} s); reconnecting",
-                            ep.stall_timeout.as_secs_f64()
-                        )));
+                    Verdict::Stalled(why) => return Err(stalled(ep, id, what, silent, &why)),
+                }
+            }
+        }
+    }
+}
+
+/// Connection `id` found stalled: never used again, counted, and the step's error.
+fn stalled(ep: &Endpoint, id: u32, what: &str, silent: u64, why: &str) -> Error {
+    mark_stalled(ep, id);
+    metrics::add("migrate_stalls_total", &[("side", ep.role)], 1.0);
+    Error::transient(format!(
+        "{what}: nothing from the {ep} for {silent} s and {why}: the link stalled (stall-timeout={} s); reconnecting",
+        ep.stall_timeout.as_secs_f64()
+    ))
+}
+
+/// Where a statement that streams data to the server (`LOAD DATA LOCAL`) waits: on the
+/// server since an instant (the statement or a piece of data was handed to the driver and
+/// has not been taken, or all was sent and the answer has not come), or on migrate's own
+/// source of the data (None: its silence says nothing about the link).
+pub type WaitingOnServer = Arc<Mutex<Option<Instant>>>;
+
+/// Note in `w` that the wait is on the server from now (`true`) or on the data's source.
+pub fn waiting_on_server(w: &WaitingOnServer, on_server: bool) {
+    if let Ok(mut w) = w.lock() {
+        *w = on_server.then(Instant::now);
+    }
+}
+
+/// `watch` for a statement that streams data to the server: silence counts only while the
+/// wait is on the server (`waiting`); the verdict is the same (a server reading from the net
+/// while migrate has data for it waiting to be taken is a stalled link).
+pub async fn watch_streaming<T>(
+    ep: &Endpoint,
+    id: u32,
+    what: &str,
+    waiting: WaitingOnServer,
+    step: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    if stalled_before(ep, id) {
+        return Err(Error::transient(format!(
+            "{what}: connection {id} to the {ep} was found stalled; reconnecting"
+        )));
+    }
+    tokio::pin!(step);
+    loop {
+        tokio::select! {
+            r = &mut step => return r,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let since = waiting.lock().ok().and_then(|w| *w);
+        let Some(since) = since.filter(|s| s.elapsed() >= ep.stall_timeout) else {
+            continue;
+        };
+        let silent = since.elapsed().as_secs();
+        match look(ep, id).await {
+            Verdict::Working(state) => {
+                tracing::info!(
+                    "{what}: nothing taken by the {} for {silent} s; it is still working on the statement ({state}); waiting",
+                    ep.role
+                );
+                if let Ok(mut w) = waiting.lock() {
+                    if *w == Some(since) {
+                        *w = Some(Instant::now());
                     }
                 }
             }
+            Verdict::Stalled(why) => return Err(stalled(ep, id, what, silent, &why)),
         }
     }
 }

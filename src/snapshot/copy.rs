@@ -24,7 +24,7 @@
 //!   rows of its last read, and what follows it is written again by the chunks to come.
 
 use crate::config::Endpoint;
-use crate::db::{self, consistent, quote, retry::Backoff, watchdog::watch, Session};
+use crate::db::{self, consistent, quote, retry::Backoff, watchdog, watchdog::watch, Session};
 use crate::error::{Error, Result};
 use crate::obs::{metrics, progress::Progress};
 use crate::schema::keyset as plan;
@@ -35,6 +35,7 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 pub struct CopyPlan {
@@ -723,30 +724,44 @@ async fn load_streamed(
         return Err(Error::transient(e.to_string()));
     }
     let table = t.clone();
+    // the statement is watched only while it waits on the target: from when it is sent, and
+    // from each batch handed to the driver until the driver asks for the next one (or, after
+    // the last, until the answer); not while the source's rows are awaited
+    let waiting: watchdog::WaitingOnServer = Arc::new(Mutex::new(Some(Instant::now())));
     let stream = futures_util::stream::unfold(
-        (Some(first), rows, kept, table, false),
-        move |(first, rows, kept, t, stopped)| async move {
+        (Some(first), rows, kept, table, false, waiting.clone()),
+        move |(first, rows, kept, t, stopped, waiting)| async move {
             if stopped {
+                watchdog::waiting_on_server(&waiting, true);
                 return None;
             }
             let item = match first {
                 Some(item) => item,
                 None => {
-                    let batch = rows.lock().await.recv().await?;
-                    keep(&t, batch, &kept, max_packet)
+                    watchdog::waiting_on_server(&waiting, false);
+                    let batch = rows.lock().await.recv().await;
+                    watchdog::waiting_on_server(&waiting, true);
+                    keep(&t, batch?, &kept, max_packet)
                 }
             };
             let stopped = item.is_err();
-            Some((item, (None, rows, kept, t, stopped)))
+            Some((item, (None, rows, kept, t, stopped, waiting)))
         },
     );
     conn.set_infile_handler(async move {
         let s: mysql_async::InfileData = Box::pin(stream);
         Ok(s)
     });
-    // not watched: the statement waits for the source's rows, as long as they take
-    conn.query_drop(super::load::statement(t)).await?;
-    Ok(())
+    let statement = super::load::statement(t);
+    let on = watchdog::of(conn);
+    let load = async { Ok(conn.query_drop(statement).await?) };
+    match on {
+        Some((ep, id)) => {
+            let what = format!("LOAD DATA into {}", t.full_name());
+            watchdog::watch_streaming(&ep, id, &what, waiting, load).await
+        }
+        None => load.await,
+    }
 }
 
 /// A batch as LOAD DATA lines (or why the stream cannot carry it), the batch moved to `kept`.
@@ -1393,10 +1408,18 @@ impl Worker<'_> {
             {
                 Ok(()) => open = true,
                 Err(e) => {
-                    tracing::debug!(
-                        "{} chunk {seq}: streamed load stopped ({e}); writing it whole",
-                        table.full_name()
-                    );
+                    // a lost or stalled link is news; a batch the stream cannot carry is not
+                    if e.is_transient() {
+                        tracing::warn!(
+                            "{} chunk {seq}: streamed load stopped ({e}); writing it whole",
+                            table.full_name()
+                        );
+                    } else {
+                        tracing::debug!(
+                            "{} chunk {seq}: streamed load stopped ({e}); writing it whole",
+                            table.full_name()
+                        );
+                    }
                     self.roll_back(conn).await?;
                 }
             }

@@ -16,21 +16,29 @@ pub struct Proxy {
     stall: Arc<Stall>,
 }
 
-/// Black-holing: once the servers have sent `at` bytes in all, every connection open then
-/// forwards nothing more, in either direction, and never closes (its data and its end are
-/// held); connections opened later work.
+/// Black-holing: once the servers have sent `at` bytes in all (or the clients `at_client`),
+/// every connection open then forwards nothing more, in either direction, and never closes
+/// (its data and its end are held); connections opened later work.
 struct Stall {
     at: AtomicU64,
     server_bytes: AtomicU64,
+    at_client: AtomicU64,
+    client_bytes: AtomicU64,
     open: Mutex<Vec<Arc<AtomicBool>>>,
     stalled: AtomicU64,
 }
 
 impl Stall {
-    fn count(&self, n: usize) {
-        let total = self.server_bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
-        if total >= self.at.load(Ordering::SeqCst) {
+    fn count(&self, n: usize, from_client: bool) {
+        let (bytes, at) = if from_client {
+            (&self.client_bytes, &self.at_client)
+        } else {
+            (&self.server_bytes, &self.at)
+        };
+        let total = bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+        if total >= at.load(Ordering::SeqCst) {
             self.at.store(u64::MAX, Ordering::SeqCst);
+            self.at_client.store(u64::MAX, Ordering::SeqCst);
             if let Ok(open) = self.open.lock() {
                 for f in open.iter() {
                     if !f.swap(true, Ordering::SeqCst) {
@@ -72,9 +80,7 @@ fn pump(
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if !from_client {
-                    stall.count(n);
-                }
+                stall.count(n, from_client);
                 if frozen.load(Ordering::SeqCst) {
                     hold();
                 }
@@ -108,6 +114,8 @@ impl Proxy {
         let stall = Arc::new(Stall {
             at: AtomicU64::new(u64::MAX),
             server_bytes: AtomicU64::new(0),
+            at_client: AtomicU64::new(u64::MAX),
+            client_bytes: AtomicU64::new(0),
             open: Mutex::default(),
             stalled: AtomicU64::new(0),
         });
@@ -170,6 +178,13 @@ impl Proxy {
     }
 
     /// Bytes the servers have sent through the proxy so far.
+    /// Stall once the clients have sent `bytes` more (e.g. in the middle of a `LOAD DATA
+    /// LOCAL`, whose rows flow from the client).
+    pub fn stall_after_client(&self, bytes: u64) {
+        let now = self.stall.client_bytes.load(Ordering::SeqCst);
+        self.stall.at_client.store(now + bytes, Ordering::SeqCst);
+    }
+
     pub fn server_bytes(&self) -> u64 {
         self.stall.server_bytes.load(Ordering::SeqCst)
     }
