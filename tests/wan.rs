@@ -18,6 +18,9 @@ struct Link {
 
 impl Link {
     fn start(upstream: u16) -> Link {
+        Link::start_with(upstream, "200")
+    }
+    fn start_with(upstream: u16, mbit: &str) -> Link {
         let port = free_port();
         let child = Command::new("python3")
             .arg(root().join("scripts/wan-proxy.py"))
@@ -27,7 +30,7 @@ impl Link {
                 "--rtt-ms",
                 "20",
                 "--mbit",
-                "200",
+                mbit,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -155,4 +158,42 @@ fn snapshot_and_follow_through_a_dropping_vpn() {
         &snapshot,
     ));
     assert_same(&src, &dst2, "shop");
+}
+
+/// The other side of watching the streamed `LOAD DATA`: a source so slow (10 KB/s) that each
+/// batch of rows takes seconds to arrive, against a target whose `stall-timeout` is 1 s. The
+/// load waits on the source, not on the target, so nothing is taken for a stall.
+#[test]
+fn a_slow_source_does_not_make_the_streamed_load_look_stalled() {
+    let src = Server::source("slow-src");
+    let dst = Server::target("slow-dst");
+    src.sql(
+        "CREATE DATABASE big; USE big; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_6000;",
+    );
+    let link = Link::start_with(src.port, "0.08");
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    let out = migrate(
+        &link.url(""),
+        &format!("{}&stall-timeout=1", dst.url()),
+        &state,
+        &[
+            "snapshot",
+            "--databases",
+            "big",
+            "--threads",
+            "1",
+            "--chunk-rows",
+            "3000",
+        ],
+    );
+    let log = stderr(&out);
+    assert_ok(&out);
+    assert!(
+        !log.contains("the link stalled"),
+        "a slow source was taken for a stalled target: {log}"
+    );
+    assert!(!log.contains("streamed load stopped"), "{log}");
+    assert_same(&src, &dst, "big");
 }
