@@ -138,6 +138,9 @@ fn setup_with(name: &str, target_args: &[&str]) -> Setup {
     let src = Server::source(&format!("{name}-src"));
     let dst = Server::start(&format!("{name}-dst"), target_args);
     src.script(SCHEMA.as_bytes());
+    // a trigger created by an euckr client, with a Korean literal ('사과' in euckr bytes): the
+    // cutover creates it on the target in its own character set and collation
+    src.script(b"SET NAMES euckr; CREATE TRIGGER shop.stock_note BEFORE UPDATE ON shop.stock FOR EACH ROW SET @stock_note = '\xBB\xE7\xB0\xFA';");
     migrated(src, dst)
 }
 
@@ -304,6 +307,10 @@ fn cutover_under_load_loses_nothing() {
         .dst
         .sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_NAME = 'orders_audit'")
         .eq("1"));
+    let euckr_trigger = "SELECT ACTION_STATEMENT, HEX(ACTION_STATEMENT), CHARACTER_SET_CLIENT, COLLATION_CONNECTION, SQL_MODE \
+         FROM information_schema.TRIGGERS WHERE TRIGGER_NAME = 'stock_note'";
+    assert_eq!(s.src.sql(euckr_trigger), s.dst.sql(euckr_trigger));
+    assert!(s.dst.sql(euckr_trigger).contains("euckr_korean_ci"));
     assert_eq!(
         s.dst
             .sql("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_NAME = 'nightly'"),

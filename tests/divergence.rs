@@ -828,3 +828,60 @@ fn inserts_during_the_copy_do_not_make_chunks_read_again() {
     assert!(!log.contains("definition changed"), "{log}");
     catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "ai");
 }
+
+/// Views, routines and events copied by the snapshot keep the creating session's character
+/// set and connection collation: created in the target's utf8mb4 session they used to get
+/// `utf8mb4` / `utf8mb4_general_ci`, so an euckr view's literal `'사과'` had another collation
+/// and `SHOW CREATE VIEW` differed (found by the soak). Each is created from its text in its
+/// own character set (read so from the source), in a session with its own settings.
+#[test]
+fn objects_keep_their_session_character_set() {
+    let src = Server::source("ocs-src");
+    let dst = Server::target("ocs-dst");
+    // euckr bytes of '사과'
+    let apple = [0xBBu8, 0xE7, 0xB0, 0xFA];
+    let mut script = b"CREATE DATABASE k CHARACTER SET utf8mb4; USE k; \
+        CREATE TABLE items (id INT PRIMARY KEY, note VARCHAR(20)) ENGINE=InnoDB; \
+        INSERT INTO items VALUES (1, 'a'); SET NAMES euckr; "
+        .to_vec();
+    let lit = |s: &mut Vec<u8>| {
+        s.push(b'\'');
+        s.extend_from_slice(&apple);
+        s.push(b'\'');
+    };
+    script.extend_from_slice(b"CREATE VIEW v_k AS SELECT id, ");
+    lit(&mut script);
+    script.extend_from_slice(
+        b" AS label FROM items; CREATE FUNCTION f_k() RETURNS VARCHAR(10) DETERMINISTIC RETURN ",
+    );
+    lit(&mut script);
+    script.extend_from_slice(
+        b"; CREATE EVENT e_k ON SCHEDULE EVERY 1 DAY DO UPDATE items SET note = ",
+    );
+    lit(&mut script);
+    script.extend_from_slice(
+        b" WHERE id = 0; SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci; \
+          CREATE VIEW v_u AS SELECT id, '\xEA\xB0\x80' AS label FROM items;",
+    );
+    src.script(&script);
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    snapshot(&src, &dst, &state, &["--databases", "k"]);
+    for show in [
+        "SHOW CREATE VIEW k.v_k",
+        "SHOW CREATE VIEW k.v_u",
+        "SHOW CREATE FUNCTION k.f_k",
+        "SELECT HEX(label), COLLATION(label) FROM k.v_k",
+        "SELECT HEX(label), COLLATION(label) FROM k.v_u",
+        "SELECT HEX(k.f_k()), COLLATION(k.f_k())",
+        "SELECT EVENT_DEFINITION, CHARACTER_SET_CLIENT, COLLATION_CONNECTION FROM information_schema.EVENTS WHERE EVENT_NAME = 'e_k'",
+    ] {
+        assert_eq!(src.sql(show), dst.sql(show), "{show}");
+    }
+    assert!(
+        dst.sql("SHOW CREATE VIEW k.v_k")
+            .contains("euckr_korean_ci"),
+        "{}",
+        dst.sql("SHOW CREATE VIEW k.v_k")
+    );
+}

@@ -32,7 +32,10 @@ pub struct TriggerDef {
     pub name: String,
     pub sql_mode: String,
     pub create: String,
+    /// The creating session's `character_set_client` and `collation_connection`.
     pub charset: String,
+    #[serde(default)]
+    pub collation: String,
 }
 
 /// The triggers of `dbs` in their action order per table, timing and event.
@@ -72,31 +75,77 @@ pub async fn read_triggers(conn: &mut Conn, dbs: &[String]) -> Result<Vec<Trigge
             sql_mode: cell(1),
             create: cell(2),
             charset: cell(3),
+            collation: cell(4),
         });
     }
     Ok(out)
 }
 
 /// Create `triggers` on `conn` in order (each dropped first: idempotent), in their own
-/// sql_mode and character set.
+/// sql_mode, character set and connection collation: the statement (read as UTF-8) is sent in
+/// the trigger's `character_set_client`, as its session sent it, so its literals keep their
+/// characters and collation and `SHOW CREATE TRIGGER` shows the same on both servers.
 pub async fn create_triggers(conn: &mut Conn, triggers: &[TriggerDef]) -> Result<()> {
     for t in triggers {
+        let on =
+            |e: crate::error::Error| e.context(format!("creating trigger {}.{}", t.db, t.name));
         let full = quote::table(&t.db, &t.name);
-        let sqls = [
+        let create = if crate::schema::ddl::is_utf8(&t.charset) || t.charset.is_empty() {
+            t.create.clone().into_bytes()
+        } else {
+            in_charset(conn, &t.create, &t.charset).await.map_err(on)?
+        };
+        let names = if t.collation.is_empty() {
+            format!("SET NAMES {}", quote::string(&t.charset))
+        } else {
+            format!(
+                "SET SESSION character_set_client = {}, collation_connection = {}",
+                quote::string(&t.charset),
+                quote::string(&t.collation)
+            )
+        };
+        for sql in [
             format!("USE {}", quote::ident(&t.db)),
             format!("SET SESSION sql_mode = {}", quote::string(&t.sql_mode)),
-            format!("SET NAMES {}", quote::ident(&t.charset)),
             format!("DROP TRIGGER IF EXISTS {full}"),
-            t.create.clone(),
-            "SET NAMES utf8mb4".into(),
-        ];
-        for sql in sqls {
-            crate::db::run(conn, &sql)
-                .await
-                .map_err(|e| e.context(format!("creating trigger {}.{}", t.db, t.name)))?;
+            names,
+        ] {
+            crate::db::run(conn, &sql).await.map_err(on)?;
         }
+        let what = format!("CREATE TRIGGER {full}");
+        let created = crate::db::run_raw(conn, &create, &what).await;
+        crate::db::run(conn, "SET NAMES utf8mb4")
+            .await
+            .map_err(on)?;
+        created.map_err(|e| on(e.context(what)))?;
     }
     Ok(())
+}
+
+/// `text` (UTF-8) as bytes of `charset`, converted by the server `conn` is on.
+async fn in_charset(conn: &mut Conn, text: &str, charset: &str) -> Result<Vec<u8>> {
+    let mut hex = String::with_capacity(text.len() * 2);
+    for b in text.bytes() {
+        hex.push_str(&format!("{b:02X}"));
+    }
+    let rows = crate::db::query_rows(
+        conn,
+        &format!(
+            "SELECT CAST(CONVERT(_utf8mb4 X'{hex}' USING {}) AS BINARY)",
+            quote::ident(charset)
+        ),
+    )
+    .await?;
+    rows.into_iter()
+        .next()
+        .and_then(|r| r.get_opt::<Vec<u8>, _>(0))
+        .and_then(|v| v.ok())
+        .ok_or_else(|| {
+            crate::error::Error::definite(
+                format!("the server did not convert a trigger's text to {charset}"),
+                "report this with the trigger's definition",
+            )
+        })
 }
 
 /// Drop every trigger of `dbs` on `conn`; returns them (to create them again later).

@@ -185,14 +185,20 @@ pub fn split_secondary_indexes(
     (stmt, Some(alter))
 }
 
-/// A view, routine or event with its DDL and the sql_mode it was created under.
+/// A view, routine or event with its DDL and the session it was created in.
 #[derive(Debug, Clone)]
 pub struct Object {
     pub kind: &'static str,
     pub db: String,
     pub name: String,
     pub sql_mode: Option<String>,
-    pub ddl: String,
+    /// The statement, as the server shows it in the creating session's `character_set_client`
+    /// (`client`): created again from these bytes in that session, the object gets the same
+    /// text, the same charset attributes and its literals the same collation.
+    pub ddl: Vec<u8>,
+    /// The creating session's `character_set_client` and `collation_connection`.
+    pub client: String,
+    pub collation: String,
     /// For events: ENABLED, DISABLED or SLAVESIDE_DISABLED on the source.
     pub status: Option<String>,
     /// For events: the time zone their schedule is in (the creating session's).
@@ -300,26 +306,38 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
             let row = rows.into_iter().next().unwrap_or_default();
             let (kind, name) = (*kind, name.clone());
             let object = match kind {
+                // View, Create View, character_set_client, collation_connection
                 "view" => Object {
                     kind,
                     db: db.into(),
-                    ddl: row.get(1).cloned().flatten().ok_or_else(|| {
-                        Error::definite(
-                            format!("`SHOW CREATE VIEW {}` returned nothing", quote::table(db, &name)),
-                            "check the grants of the source user (SHOW VIEW, SELECT on mysql.proc, EVENT)",
-                        )
-                    })?,
+                    ddl: row
+                        .get(1)
+                        .cloned()
+                        .flatten()
+                        .ok_or_else(|| {
+                            Error::definite(
+                                format!("`SHOW CREATE VIEW {}` returned nothing", quote::table(db, &name)),
+                                "check the grants of the source user (SHOW VIEW, SELECT on mysql.proc, EVENT)",
+                            )
+                        })?
+                        .into_bytes(),
+                    client: text(&row, 2),
+                    collation: text(&row, 3),
                     name,
                     sql_mode: None,
                     status: None,
                     time_zone: None,
                 },
+                // Event, sql_mode, time_zone, Create Event, character_set_client,
+                // collation_connection, Database Collation
                 "event" => Object {
                     kind,
                     db: db.into(),
                     name,
                     sql_mode: row.get(1).cloned().flatten(),
-                    ddl: row.get(3).cloned().flatten().unwrap_or_default(),
+                    ddl: text(&row, 3).into_bytes(),
+                    client: text(&row, 4),
+                    collation: text(&row, 5),
                     status: status.clone(),
                     time_zone: match row.get(2).cloned().flatten() {
                         // the source's system zone, as an offset (the target's may differ)
@@ -329,15 +347,24 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
                         other => other,
                     },
                 },
+                // Name, sql_mode, Create ..., character_set_client, collation_connection,
+                // Database Collation
                 _ => Object {
                     kind,
                     db: db.into(),
-                    ddl: row.get(2).cloned().flatten().ok_or_else(|| {
-                        Error::definite(
-                            format!("cannot read the body of {kind} {db}.{name}"),
-                            "grant SELECT on mysql.proc (or SHOW CREATE ROUTINE) to the source user",
-                        )
-                    })?,
+                    ddl: row
+                        .get(2)
+                        .cloned()
+                        .flatten()
+                        .ok_or_else(|| {
+                            Error::definite(
+                                format!("cannot read the body of {kind} {db}.{name}"),
+                                "grant SELECT on mysql.proc (or SHOW CREATE ROUTINE) to the source user",
+                            )
+                        })?
+                        .into_bytes(),
+                    client: text(&row, 3),
+                    collation: text(&row, 4),
                     name,
                     sql_mode: row.get(1).cloned().flatten(),
                     status: None,
@@ -347,7 +374,55 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
             out.push(object);
         }
     }
+    // the statements were read as UTF-8; one created in another character set is read again
+    // in its own (the server converts), to be sent as its session sent it
+    for (o, show) in out.iter_mut().zip(&shows) {
+        if is_utf8(&o.client) || o.client.is_empty() {
+            continue;
+        }
+        o.ddl = in_charset(
+            conn,
+            show,
+            &o.client,
+            if o.kind == "event" {
+                3
+            } else if o.kind == "view" {
+                1
+            } else {
+                2
+            },
+        )
+        .await
+        .map_err(|e| e.context(format!("source, {} {}.{}", o.kind, o.db, o.name)))?;
+    }
     Ok(out)
+}
+
+/// A character set whose bytes are UTF-8 (the statements are read in utf8mb4).
+pub fn is_utf8(charset: &str) -> bool {
+    matches!(charset, "utf8mb4" | "utf8mb3" | "utf8")
+}
+
+/// Column `column` of `show`'s row, read with `character_set_results = charset`.
+async fn in_charset(conn: &mut Conn, show: &str, charset: &str, column: usize) -> Result<Vec<u8>> {
+    crate::db::run(
+        conn,
+        &format!("SET character_set_results = {}", quote::string(charset)),
+    )
+    .await?;
+    let rows = crate::db::query_rows(conn, show).await;
+    crate::db::run(conn, "SET character_set_results = utf8mb4").await?;
+    rows?
+        .into_iter()
+        .next()
+        .and_then(|r| r.get_opt::<Vec<u8>, _>(column))
+        .and_then(|v| v.ok())
+        .ok_or_else(|| {
+            Error::definite(
+                format!("`{show}` returned nothing in {charset}"),
+                "check the grants of the source user (SHOW VIEW, SELECT on mysql.proc, EVENT)",
+            )
+        })
 }
 
 #[cfg(test)]

@@ -248,6 +248,25 @@ pub(crate) async fn exec_step(
     store.mark_step(step)
 }
 
+/// `exec_step` with statements as bytes (a source object's text in its own character set).
+async fn exec_step_bytes(
+    store: &Store,
+    tgt: &mut Conn,
+    step: &str,
+    sqls: &[Vec<u8>],
+) -> Result<()> {
+    if store.step_done(step)? {
+        return Ok(());
+    }
+    for sql in sqls {
+        let what = db::watchdog::label(&String::from_utf8_lossy(&sql[..sql.len().min(400)]));
+        db::run_raw(tgt, sql, &what)
+            .await
+            .map_err(|e| e.context(format!("target, {step}: {what}")))?;
+    }
+    store.mark_step(step)
+}
+
 /// Create `t` on the target from `definition` (with its non-unique secondary indexes split
 /// off when `defer`), recording the definition. Returns the deferred `ALTER TABLE ... ADD`.
 async fn create_table(
@@ -496,44 +515,60 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
         let mut last_err = None;
         let before = pending.len();
         for o in pending {
-            let mut sqls = vec![format!("USE {}", quote::ident(&o.db))];
+            let mut sqls: Vec<Vec<u8>> = vec![format!("USE {}", quote::ident(&o.db)).into_bytes()];
             if let Some(m) = &o.sql_mode {
-                sqls.push(format!("SET SESSION sql_mode = {}", quote::string(m)));
+                sqls.push(format!("SET SESSION sql_mode = {}", quote::string(m)).into_bytes());
             }
             // an event's schedule is in the time zone of the session that created it
             if let Some(tz) = &o.time_zone {
-                sqls.push(format!("SET SESSION time_zone = {}", quote::string(tz)));
+                sqls.push(format!("SET SESSION time_zone = {}", quote::string(tz)).into_bytes());
             }
             let drop_kind = if o.kind == "view" {
                 "VIEW"
             } else {
                 &o.kind.to_uppercase()
             };
-            sqls.push(format!(
-                "DROP {drop_kind} IF EXISTS {}",
-                quote::table(&o.db, &o.name)
-            ));
+            sqls.push(
+                format!(
+                    "DROP {drop_kind} IF EXISTS {}",
+                    quote::table(&o.db, &o.name)
+                )
+                .into_bytes(),
+            );
+            // in the creating session's character set and connection collation: the object
+            // keeps them (SHOW CREATE shows them), and its literals get that collation
+            if !o.client.is_empty() && !o.collation.is_empty() {
+                sqls.push(
+                    format!(
+                        "SET SESSION character_set_client = {}, collation_connection = {}",
+                        quote::string(&o.client),
+                        quote::string(&o.collation)
+                    )
+                    .into_bytes(),
+                );
+            }
             if o.kind == "event" {
                 // Events must not run on the target before cutover: created DISABLED (in the
                 // statement itself, so it cannot fire in between); cutover restores the status
                 // the source has.
                 let (sql, _) = crate::apply::ddl::disable_event(
-                    o.ddl.as_bytes(),
+                    &o.ddl,
                     crate::sql::lexer::Mode::default(),
                     crate::sql::statement::Verb::Create,
                 );
-                sqls.push(String::from_utf8_lossy(&sql).into_owned());
+                sqls.push(sql);
                 if let Some(status) = &o.status {
                     store.set_source_event(&o.db, &o.name, status)?;
                 }
             } else {
                 sqls.push(o.ddl.clone());
             }
+            sqls.push(b"SET NAMES utf8mb4".to_vec());
             sqls.push(
-                "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'".into(),
+                b"SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'".to_vec(),
             );
-            sqls.push("SET SESSION time_zone = '+00:00'".into());
-            match exec_step(store, tgt, &o.step(), &sqls).await {
+            sqls.push(b"SET SESSION time_zone = '+00:00'".to_vec());
+            match exec_step_bytes(store, tgt, &o.step(), &sqls).await {
                 Ok(()) => {}
                 Err(e) if o.kind == "view" && !e.is_transient() => {
                     last_err = Some(e);
