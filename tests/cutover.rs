@@ -140,7 +140,8 @@ fn setup_with(name: &str, target_args: &[&str]) -> Setup {
     src.script(SCHEMA.as_bytes());
     // a trigger created by an euckr client, with a Korean literal ('사과' in euckr bytes): the
     // cutover creates it on the target in its own character set and collation
-    src.script(b"SET NAMES euckr; CREATE TRIGGER shop.stock_note BEFORE UPDATE ON shop.stock FOR EACH ROW SET @stock_note = '\xBB\xE7\xB0\xFA';");
+    src.script(b"SET NAMES euckr; CREATE TRIGGER shop.stock_note BEFORE UPDATE ON shop.stock FOR EACH ROW SET @stock_note = '\xBB\xE7\xB0\xFA'; \
+        CREATE EVENT shop.note_sweep ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' DO SET @note = '\xBB\xE7\xB0\xFA';");
     migrated(src, dst)
 }
 
@@ -311,6 +312,17 @@ fn cutover_under_load_loses_nothing() {
          FROM information_schema.TRIGGERS WHERE TRIGGER_NAME = 'stock_note'";
     assert_eq!(s.src.sql(euckr_trigger), s.dst.sql(euckr_trigger));
     assert!(s.dst.sql(euckr_trigger).contains("euckr_korean_ci"));
+    // an euckr event enabled by the cutover keeps its character set (ALTER EVENT stores the
+    // session's)
+    let euckr_event = "SELECT EVENT_DEFINITION, CHARACTER_SET_CLIENT, COLLATION_CONNECTION \
+         FROM information_schema.EVENTS WHERE EVENT_NAME = 'note_sweep'";
+    assert_eq!(s.src.sql(euckr_event), s.dst.sql(euckr_event));
+    assert!(s.dst.sql(euckr_event).contains("euckr_korean_ci"));
+    assert_eq!(
+        s.dst
+            .sql("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_NAME = 'note_sweep'"),
+        "ENABLED"
+    );
     assert_eq!(
         s.dst
             .sql("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_NAME = 'nightly'"),
@@ -744,12 +756,21 @@ fn rollback_after_the_switch_brings_back_the_targets_writes() {
     assert_eq!(
         s.src
             .sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'"),
-        "1"
+        "2"
     );
     assert_eq!(
         s.src
             .sql("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_NAME = 'nightly'"),
         "ENABLED"
+    );
+    // the euckr trigger and event came back in their own character set
+    assert_eq!(
+        s.src.sql("SELECT CONCAT(CHARACTER_SET_CLIENT, ' ', COLLATION_CONNECTION, ' ', HEX(ACTION_STATEMENT)) FROM information_schema.TRIGGERS WHERE TRIGGER_NAME = 'stock_note'"),
+        "euckr euckr_korean_ci 534554204073746F636B5F6E6F7465203D2027EC82ACEAB3BC27"
+    );
+    assert_eq!(
+        s.src.sql("SELECT CONCAT(STATUS, ' ', CHARACTER_SET_CLIENT, ' ', COLLATION_CONNECTION) FROM information_schema.EVENTS WHERE EVENT_NAME = 'note_sweep'"),
+        "ENABLED euckr euckr_korean_ci"
     );
     let j = status(&s);
     assert_eq!(j["cutover"]["state"], "rolled_back_after_switch", "{j}");

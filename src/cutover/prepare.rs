@@ -183,7 +183,7 @@ async fn enabled_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, 
 pub async fn disable_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(String, String)>> {
     let events = enabled_events(conn, dbs).await?;
     for (d, n) in &events {
-        crate::db::run(conn, &format!("ALTER EVENT {} DISABLE", quote::table(d, n)))
+        set_event_status(conn, d, n, "DISABLE")
             .await
             .map_err(|e| e.context(format!("disabling event {d}.{n}")))?;
     }
@@ -193,11 +193,47 @@ pub async fn disable_events(conn: &mut Conn, dbs: &[String]) -> Result<Vec<(Stri
 /// Enable these events on `conn`.
 pub async fn enable_events(conn: &mut Conn, events: &[(String, String)]) -> Result<()> {
     for (d, n) in events {
-        crate::db::run(conn, &format!("ALTER EVENT {} ENABLE", quote::table(d, n)))
+        set_event_status(conn, d, n, "ENABLE")
             .await
             .map_err(|e| e.context(format!("enabling event {d}.{n}")))?;
     }
     Ok(())
+}
+
+/// `ALTER EVENT d.n ENABLE|DISABLE` in a session with the event's own `character_set_client`
+/// and `collation_connection`: ALTER EVENT stores the session's (measured on 10.11: an euckr
+/// event enabled from a utf8mb4 session becomes utf8mb4 / utf8mb4_general_ci).
+async fn set_event_status(conn: &mut Conn, d: &str, n: &str, status: &str) -> Result<()> {
+    let own = db::query_strings(
+        conn,
+        &format!(
+            "SELECT CHARACTER_SET_CLIENT, COLLATION_CONNECTION FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {} AND EVENT_NAME = {}",
+            quote::string(d),
+            quote::string(n)
+        ),
+    )
+    .await?;
+    if let Some([Some(client), Some(collation)]) = own
+        .first()
+        .map(|r| [r.first().cloned().flatten(), r.get(1).cloned().flatten()])
+    {
+        db::run(
+            conn,
+            &format!(
+                "SET SESSION character_set_client = {}, collation_connection = {}",
+                quote::string(&client),
+                quote::string(&collation)
+            ),
+        )
+        .await?;
+    }
+    let altered = db::run(
+        conn,
+        &format!("ALTER EVENT {} {status}", quote::table(d, n)),
+    )
+    .await;
+    db::run(conn, "SET NAMES utf8mb4").await?;
+    altered
 }
 
 pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepared> {
