@@ -49,6 +49,16 @@ fn stalled_before(ep: &Endpoint, id: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// An error for a step on connection `id` once it was found stalled (`STALLED`).
+fn not_stalled_before(ep: &Endpoint, id: u32, what: &str) -> Result<()> {
+    if stalled_before(ep, id) {
+        return Err(Error::transient(format!(
+            "{what}: connection {id} to the {ep} was found stalled; reconnecting"
+        )));
+    }
+    Ok(())
+}
+
 fn mark_stalled(ep: &Endpoint, id: u32) {
     if let Ok(mut s) = STALLED.lock() {
         s.push((ep.host.clone(), ep.port, id));
@@ -142,11 +152,7 @@ pub async fn watch<T>(
     what: &str,
     step: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    if stalled_before(ep, id) {
-        return Err(Error::transient(format!(
-            "{what}: connection {id} to the {ep} was found stalled; reconnecting"
-        )));
-    }
+    not_stalled_before(ep, id, what)?;
     tokio::pin!(step);
     // most steps (a row already received) are ready at once: no timer for those
     let ready = std::future::poll_fn(|cx| match step.as_mut().poll(cx) {
@@ -208,11 +214,7 @@ pub async fn watch_streaming<T>(
     waiting: WaitingOnServer,
     step: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    if stalled_before(ep, id) {
-        return Err(Error::transient(format!(
-            "{what}: connection {id} to the {ep} was found stalled; reconnecting"
-        )));
-    }
+    not_stalled_before(ep, id, what)?;
     tokio::pin!(step);
     loop {
         tokio::select! {
