@@ -861,7 +861,9 @@ fn objects_keep_their_session_character_set() {
     lit(&mut script);
     script.extend_from_slice(
         b" WHERE id = 0; SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci; \
-          CREATE VIEW v_u AS SELECT id, '\xEA\xB0\x80' AS label FROM items;",
+          CREATE VIEW v_u AS SELECT id, '\xEA\xB0\x80' AS label FROM items; \
+          CREATE VIEW `\xEB\xB7\xB0` AS SELECT id FROM items; \
+          SET NAMES euckr; CREATE VIEW v_a AS SELECT id FROM `\xBA\xE4`;",
     );
     src.script(&script);
     let dir = tempdir();
@@ -870,6 +872,9 @@ fn objects_keep_their_session_character_set() {
     for show in [
         "SHOW CREATE VIEW k.v_k",
         "SHOW CREATE VIEW k.v_u",
+        // v_a is created after the Korean-named view it reads (listed after it, in euckr)
+        "SHOW CREATE VIEW k.v_a",
+        "SHOW CREATE VIEW k.`뷰`",
         "SHOW CREATE FUNCTION k.f_k",
         "SELECT HEX(label), COLLATION(label) FROM k.v_k",
         "SELECT HEX(label), COLLATION(label) FROM k.v_u",

@@ -563,14 +563,22 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
             } else {
                 sqls.push(o.ddl.clone());
             }
-            sqls.push(b"SET NAMES utf8mb4".to_vec());
-            sqls.push(
-                b"SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'".to_vec(),
-            );
-            sqls.push(b"SET SESSION time_zone = '+00:00'".to_vec());
+            // the writer's own session again, after the object (or after its failure: a view
+            // created later must not be read in this one's character set)
+            let restore: [&[u8]; 3] = [
+                b"SET NAMES utf8mb4",
+                b"SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
+                b"SET SESSION time_zone = '+00:00'",
+            ];
+            sqls.extend(restore.iter().map(|r| r.to_vec()));
             match exec_step_bytes(store, tgt, &o.step(), &sqls).await {
                 Ok(()) => {}
                 Err(e) if o.kind == "view" && !e.is_transient() => {
+                    for r in restore {
+                        db::run_raw(tgt, r, "restoring the session after a view")
+                            .await
+                            .map_err(|e| e.context("target"))?;
+                    }
                     last_err = Some(e);
                     failed.push(o);
                 }
