@@ -94,15 +94,10 @@ impl SchemaCache {
         if charset.starts_with("utf8") || charset == "binary" {
             return Ok(String::from_utf8_lossy(sql).into_owned());
         }
-        let mut hex = String::with_capacity(sql.len() * 2);
-        for b in sql {
-            hex.push_str(&format!("{b:02X}"));
-        }
-        let converted = db::query_one(
-            &mut self.conn,
-            &format!("SELECT CONVERT(_{charset} X'{hex}' USING utf8mb4)"),
-        )
-        .await?;
+        let mut convert = format!("SELECT CONVERT(_{charset} ");
+        crate::value::encode::push_hex(&mut convert, sql);
+        convert.push_str(" USING utf8mb4)");
+        let converted = db::query_one(&mut self.conn, &convert).await?;
         Ok(converted.unwrap_or_else(|| String::from_utf8_lossy(sql).into_owned()))
     }
 }

@@ -90,19 +90,15 @@ pub async fn create_triggers(conn: &mut Conn, triggers: &[TriggerDef]) -> Result
         let on =
             |e: crate::error::Error| e.context(format!("creating trigger {}.{}", t.db, t.name));
         let full = quote::table(&t.db, &t.name);
-        let create = if crate::schema::ddl::is_utf8(&t.charset) || t.charset.is_empty() {
+        let create = if db::is_utf8(&t.charset) || t.charset.is_empty() {
             t.create.clone().into_bytes()
         } else {
-            in_charset(conn, &t.create, &t.charset).await.map_err(on)?
+            db::text_in(conn, &t.create, &t.charset).await.map_err(on)?
         };
         let names = if t.collation.is_empty() {
             format!("SET NAMES {}", quote::string(&t.charset))
         } else {
-            format!(
-                "SET SESSION character_set_client = {}, collation_connection = {}",
-                quote::string(&t.charset),
-                quote::string(&t.collation)
-            )
+            db::client_charset_sql(&t.charset, &t.collation)
         };
         for sql in [
             format!("USE {}", quote::ident(&t.db)),
@@ -120,32 +116,6 @@ pub async fn create_triggers(conn: &mut Conn, triggers: &[TriggerDef]) -> Result
         created.map_err(|e| on(e.context(what)))?;
     }
     Ok(())
-}
-
-/// `text` (UTF-8) as bytes of `charset`, converted by the server `conn` is on.
-async fn in_charset(conn: &mut Conn, text: &str, charset: &str) -> Result<Vec<u8>> {
-    let mut hex = String::with_capacity(text.len() * 2);
-    for b in text.bytes() {
-        hex.push_str(&format!("{b:02X}"));
-    }
-    let rows = crate::db::query_rows(
-        conn,
-        &format!(
-            "SELECT CAST(CONVERT(_utf8mb4 X'{hex}' USING {}) AS BINARY)",
-            quote::ident(charset)
-        ),
-    )
-    .await?;
-    rows.into_iter()
-        .next()
-        .and_then(|r| r.get_opt::<Vec<u8>, _>(0))
-        .and_then(|v| v.ok())
-        .ok_or_else(|| {
-            crate::error::Error::definite(
-                format!("the server did not convert a trigger's text to {charset}"),
-                "report this with the trigger's definition",
-            )
-        })
 }
 
 /// Drop every trigger of `dbs` on `conn`; returns them (to create them again later).
@@ -217,15 +187,7 @@ async fn set_event_status(conn: &mut Conn, d: &str, n: &str, status: &str) -> Re
         .first()
         .map(|r| [r.first().cloned().flatten(), r.get(1).cloned().flatten()])
     {
-        db::run(
-            conn,
-            &format!(
-                "SET SESSION character_set_client = {}, collation_connection = {}",
-                quote::string(&client),
-                quote::string(&collation)
-            ),
-        )
-        .await?;
+        db::run(conn, &db::client_charset_sql(&client, &collation)).await?;
     }
     let altered = db::run(
         conn,

@@ -362,6 +362,41 @@ pub async fn query_one(conn: &mut Conn, sql: &str) -> Result<Option<String>> {
         .and_then(|r| r.into_iter().next().flatten()))
 }
 
+/// A character set whose bytes are UTF-8 (the engine's sessions read text in utf8mb4).
+pub fn is_utf8(charset: &str) -> bool {
+    matches!(charset, "utf8mb4" | "utf8mb3" | "utf8")
+}
+
+/// `text` (UTF-8) as bytes of `charset`, converted by the server `conn` is on: to send a
+/// statement in the character set of the session that first sent it.
+pub async fn text_in(conn: &mut Conn, text: &str, charset: &str) -> Result<Vec<u8>> {
+    let mut sql = String::from("SELECT CAST(CONVERT(_utf8mb4 ");
+    crate::value::encode::push_hex(&mut sql, text.as_bytes());
+    sql.push_str(&format!(" USING {}) AS BINARY)", quote::ident(charset)));
+    query_rows(conn, &sql)
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|r| r.get_opt::<Vec<u8>, _>(0))
+        .and_then(|v| v.ok())
+        .ok_or_else(|| {
+            Error::definite(
+                format!("the server did not convert a statement's text to {charset}"),
+                "report this with the statement",
+            )
+        })
+}
+
+/// The statement that puts a session in another session's `character_set_client` and
+/// `collation_connection` (objects store them when created or altered).
+pub fn client_charset_sql(client: &str, collation: &str) -> String {
+    format!(
+        "SET SESSION character_set_client = {}, collation_connection = {}",
+        quote::string(client),
+        quote::string(collation)
+    )
+}
+
 /// A server variable, e.g. `log_bin`.
 pub async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>> {
     query_one(conn, &format!("SELECT @@GLOBAL.{name}")).await

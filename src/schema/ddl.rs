@@ -192,10 +192,8 @@ pub struct Object {
     pub db: String,
     pub name: String,
     pub sql_mode: Option<String>,
-    /// The statement, as the server shows it in the creating session's `character_set_client`
-    /// (`client`): created again from these bytes in that session, the object gets the same
-    /// text, the same charset attributes and its literals the same collation.
-    pub ddl: Vec<u8>,
+    /// The statement, as the server shows it (read in utf8mb4).
+    pub ddl: String,
     /// The creating session's `character_set_client` and `collation_connection`.
     pub client: String,
     pub collation: String,
@@ -319,8 +317,7 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
                                 format!("`SHOW CREATE VIEW {}` returned nothing", quote::table(db, &name)),
                                 "check the grants of the source user (SHOW VIEW, SELECT on mysql.proc, EVENT)",
                             )
-                        })?
-                        .into_bytes(),
+                        })?,
                     client: text(&row, 2),
                     collation: text(&row, 3),
                     name,
@@ -335,7 +332,7 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
                     db: db.into(),
                     name,
                     sql_mode: row.get(1).cloned().flatten(),
-                    ddl: text(&row, 3).into_bytes(),
+                    ddl: text(&row, 3),
                     client: text(&row, 4),
                     collation: text(&row, 5),
                     status: status.clone(),
@@ -361,8 +358,7 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
                                 format!("cannot read the body of {kind} {db}.{name}"),
                                 "grant SELECT on mysql.proc (or SHOW CREATE ROUTINE) to the source user",
                             )
-                        })?
-                        .into_bytes(),
+                        })?,
                     client: text(&row, 3),
                     collation: text(&row, 4),
                     name,
@@ -374,55 +370,7 @@ pub async fn objects(conn: &mut Conn, db: &str) -> Result<Vec<Object>> {
             out.push(object);
         }
     }
-    // the statements were read as UTF-8; one created in another character set is read again
-    // in its own (the server converts), to be sent as its session sent it
-    for (o, show) in out.iter_mut().zip(&shows) {
-        if is_utf8(&o.client) || o.client.is_empty() {
-            continue;
-        }
-        o.ddl = in_charset(
-            conn,
-            show,
-            &o.client,
-            if o.kind == "event" {
-                3
-            } else if o.kind == "view" {
-                1
-            } else {
-                2
-            },
-        )
-        .await
-        .map_err(|e| e.context(format!("source, {} {}.{}", o.kind, o.db, o.name)))?;
-    }
     Ok(out)
-}
-
-/// A character set whose bytes are UTF-8 (the statements are read in utf8mb4).
-pub fn is_utf8(charset: &str) -> bool {
-    matches!(charset, "utf8mb4" | "utf8mb3" | "utf8")
-}
-
-/// Column `column` of `show`'s row, read with `character_set_results = charset`.
-async fn in_charset(conn: &mut Conn, show: &str, charset: &str, column: usize) -> Result<Vec<u8>> {
-    crate::db::run(
-        conn,
-        &format!("SET character_set_results = {}", quote::string(charset)),
-    )
-    .await?;
-    let rows = crate::db::query_rows(conn, show).await;
-    crate::db::run(conn, "SET character_set_results = utf8mb4").await?;
-    rows?
-        .into_iter()
-        .next()
-        .and_then(|r| r.get_opt::<Vec<u8>, _>(column))
-        .and_then(|v| v.ok())
-        .ok_or_else(|| {
-            Error::definite(
-                format!("`{show}` returned nothing in {charset}"),
-                "check the grants of the source user (SHOW VIEW, SELECT on mysql.proc, EVENT)",
-            )
-        })
 }
 
 #[cfg(test)]

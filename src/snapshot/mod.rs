@@ -535,33 +535,37 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
                 )
                 .into_bytes(),
             );
-            // in the creating session's character set and connection collation: the object
-            // keeps them (SHOW CREATE shows them), and its literals get that collation
-            if !o.client.is_empty() && !o.collation.is_empty() {
-                sqls.push(
-                    format!(
-                        "SET SESSION character_set_client = {}, collation_connection = {}",
-                        quote::string(&o.client),
-                        quote::string(&o.collation)
-                    )
-                    .into_bytes(),
-                );
-            }
-            if o.kind == "event" {
+            let ddl = if o.kind == "event" {
                 // Events must not run on the target before cutover: created DISABLED (in the
                 // statement itself, so it cannot fire in between); cutover restores the status
                 // the source has.
-                let (sql, _) = crate::apply::ddl::disable_event(
-                    &o.ddl,
-                    crate::sql::lexer::Mode::default(),
-                    crate::sql::statement::Verb::Create,
-                );
-                sqls.push(sql);
                 if let Some(status) = &o.status {
                     store.set_source_event(&o.db, &o.name, status)?;
                 }
+                crate::apply::ddl::disable_event(
+                    o.ddl.as_bytes(),
+                    crate::sql::lexer::Mode::default(),
+                    crate::sql::statement::Verb::Create,
+                )
+                .0
             } else {
-                sqls.push(o.ddl.clone());
+                o.ddl.clone().into_bytes()
+            };
+            // in the creating session's character set and connection collation, its text in
+            // that character set: the object keeps them (SHOW CREATE shows them), and its
+            // literals get that collation
+            if !o.client.is_empty() && !o.collation.is_empty() {
+                sqls.push(db::client_charset_sql(&o.client, &o.collation).into_bytes());
+            }
+            if o.client.is_empty() || db::is_utf8(&o.client) {
+                sqls.push(ddl);
+            } else {
+                let text = String::from_utf8_lossy(&ddl);
+                sqls.push(
+                    db::text_in(tgt, &text, &o.client)
+                        .await
+                        .map_err(|e| e.context(format!("target, {}", o.step())))?,
+                );
             }
             // the writer's own session again, after the object (or after its failure: a view
             // created later must not be read in this one's character set)

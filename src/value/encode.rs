@@ -8,7 +8,8 @@ use std::fmt::Write;
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// Append `X'..'`, the hex literal of `bytes`.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
     out.reserve(bytes.len() * 2 + 3);
     out.push_str("X'");
     for b in bytes {
