@@ -254,6 +254,12 @@ pub async fn run(conn: &mut Conn, sql: &str) -> Result<()> {
     drop_result(conn, sql.as_bytes(), &watchdog::label(sql), true).await
 }
 
+/// `run` for a statement as bytes (the text of an object in its own character set).
+pub async fn run_bytes(conn: &mut Conn, sql: &[u8]) -> Result<()> {
+    let what = watchdog::label(&String::from_utf8_lossy(&sql[..sql.len().min(400)]));
+    drop_result(conn, sql, &what, true).await
+}
+
 /// A statement without a result, as bytes (the text of a source statement in its own
 /// character set), watched like `run` and named `what` in the watchdog's messages (never
 /// the statement itself: it may hold a credential); server errors are left for the caller

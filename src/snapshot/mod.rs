@@ -231,38 +231,20 @@ pub async fn non_empty_on_target(tgt: &mut Conn, dbs: &[String]) -> Result<Vec<S
     Ok(out)
 }
 
-pub(crate) async fn exec_step(
+/// Run `sqls` on the target as step `step` of the state store, unless it is done already.
+pub(crate) async fn exec_step<S: AsRef<[u8]>>(
     store: &Store,
     tgt: &mut Conn,
     step: &str,
-    sqls: &[String],
+    sqls: &[S],
 ) -> Result<()> {
     if store.step_done(step)? {
         return Ok(());
     }
     for sql in sqls {
-        db::run(tgt, sql)
+        db::run_bytes(tgt, sql.as_ref())
             .await
             .map_err(|e| e.context(format!("target, {step}")))?;
-    }
-    store.mark_step(step)
-}
-
-/// `exec_step` with statements as bytes (a source object's text in its own character set).
-async fn exec_step_bytes(
-    store: &Store,
-    tgt: &mut Conn,
-    step: &str,
-    sqls: &[Vec<u8>],
-) -> Result<()> {
-    if store.step_done(step)? {
-        return Ok(());
-    }
-    for sql in sqls {
-        let what = db::watchdog::label(&String::from_utf8_lossy(&sql[..sql.len().min(400)]));
-        db::run_raw(tgt, sql, &what)
-            .await
-            .map_err(|e| e.context(format!("target, {step}: {what}")))?;
     }
     store.mark_step(step)
 }
@@ -575,7 +557,7 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
                 b"SET SESSION time_zone = '+00:00'",
             ];
             sqls.extend(restore.iter().map(|r| r.to_vec()));
-            match exec_step_bytes(store, tgt, &o.step(), &sqls).await {
+            match exec_step(store, tgt, &o.step(), &sqls).await {
                 Ok(()) => {}
                 Err(e) if o.kind == "view" && !e.is_transient() => {
                     for r in restore {
