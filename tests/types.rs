@@ -26,6 +26,8 @@ ALTER TABLE counters ADD COLUMN extra VARCHAR(10) CHARACTER SET utf8mb4 DEFAULT 
 INSERT INTO counters (v, extra) VALUES (5, '한');
 INSERT INTO nums (id) VALUES (0) ON DUPLICATE KEY UPDATE ti = 99;
 REPLACE INTO ukey VALUES ('c', 'kr', 10);
+INSERT INTO addrs VALUES ('10.0.0.2', '8.8.8.8', NULL); UPDATE addrs SET a = '10.0.0.3', b = '0.0.0.0' WHERE a = '10.0.0.1'; DELETE FROM addrs WHERE a = '0.0.0.0';
+UPDATE addrs_nokey SET n = 9 WHERE a = '0.0.0.0'; UPDATE addrs_nokey SET a = '4.3.2.1' WHERE n = 1; DELETE FROM addrs_nokey WHERE a IS NULL; INSERT INTO addrs_nokey VALUES ('255.255.255.255', 4);
 "#;
 
 #[test]
@@ -112,5 +114,140 @@ fn type_matrix_through_snapshot_and_binlog() {
             "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'types db'"
         ),
         "0"
+    );
+}
+
+/// Columns in MariaDB 5.3's fractional temporal format (created before 10.1.2, or with
+/// `mysql56_temporal_format=OFF`; SHOW CREATE TABLE marks them `/* mariadb-5.3 */`) are
+/// logged under the old type codes with no metadata: the binlog does not say how many
+/// digits, nor that the bytes are not the old integer format. Read as the old format, a
+/// DATETIME(6) arrived as 0000-00-00 (same width, no error): every width and sign here, in a
+/// key too, through the snapshot and the binlog.
+#[test]
+fn mariadb_5_3_temporal_columns_through_snapshot_and_binlog() {
+    let src = Server::source("old-temporal-src");
+    let dst = Server::target("old-temporal-dst");
+    let mut cols = String::from("id INT PRIMARY KEY");
+    for n in 0..=6 {
+        cols +=
+            &format!(", t{n} TIME({n}) NULL, d{n} DATETIME({n}) NULL, s{n} TIMESTAMP({n}) NULL");
+    }
+    src.sql("SET GLOBAL mysql56_temporal_format = OFF");
+    src.sql(&format!(
+        "CREATE DATABASE old53; CREATE TABLE old53.t ({cols}); \
+         CREATE TABLE old53.k (t TIME(3) NOT NULL, d DATETIME(6) NOT NULL, v INT, PRIMARY KEY (d, t)); \
+         CREATE TABLE old53.d (id INT PRIMARY KEY, d DATETIME(6))"
+    ));
+    src.sql("SET GLOBAL mysql56_temporal_format = ON");
+    assert!(
+        src.sql("SHOW CREATE TABLE old53.k")
+            .contains("/* mariadb-5.3 */"),
+        "the source table is not in the old format"
+    );
+    let rows = |first: u32| {
+        let values = [
+            (
+                "-838:59:59.999999",
+                "0000-00-00 00:00:00",
+                "1970-01-01 00:00:01.000001",
+            ),
+            (
+                "838:59:59.999999",
+                "9999-12-31 23:59:59.999999",
+                "2038-01-19 03:14:07.999999",
+            ),
+            (
+                "-00:00:00.5",
+                "2020-02-29 12:34:56.654321",
+                "2021-06-07 08:09:10.123456",
+            ),
+            ("-12:34:56.789012", "1000-01-01 00:00:00.000001", "NULL"),
+            ("00:00:00", "2000-01-01 00:00:00.1", "1999-12-31 23:59:59.9"),
+            ("-00:00:01", "0001-01-01 00:00:00", "2001-09-09 01:46:40.5"),
+        ];
+        let quote = |v: &str| {
+            if v == "NULL" {
+                v.to_string()
+            } else {
+                format!("'{v}'")
+            }
+        };
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, (t, d, s))| {
+                let mut row = format!("({}", first + i as u32);
+                for _ in 0..=6 {
+                    row += &format!(", {}, {}, {}", quote(t), quote(d), quote(s));
+                }
+                row + ")"
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    src.sql(&format!(
+        "SET time_zone = '+00:00'; INSERT INTO old53.t VALUES {}; \
+         INSERT INTO old53.k VALUES ('-01:02:03.456', '2020-01-01 00:00:00.000001', 1), \
+         ('01:02:03.456', '2020-01-01 00:00:00.000001', 2), ('00:00:00', '0000-00-00 00:00:00', 3)",
+        rows(1)
+    ));
+    let dir = tempdir();
+    let state = dir.path().join("state.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "old53"],
+    ));
+    assert_same_but_format(&src, &dst);
+
+    src.sql(&format!(
+        "SET time_zone = '+09:00'; INSERT INTO old53.t VALUES {}; \
+         UPDATE old53.t SET id = id + 100 WHERE id IN (1, 2, 3); DELETE FROM old53.t WHERE id = 14; \
+         UPDATE old53.t SET t3 = '-00:00:00.001', d6 = '2024-12-31 23:59:59.000001', s2 = '2030-01-01 00:00:00.01' WHERE id = 5; \
+         UPDATE old53.k SET v = v + 10, t = ADDTIME(t, '00:00:00.001'); \
+         INSERT INTO old53.d VALUES (1, '2021-06-07 08:09:10.654321')",
+        rows(11)
+    ));
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up", "--databases", "old53"],
+    );
+    assert_ok(&out);
+    assert_same_but_format(&src, &dst);
+    assert_eq!(
+        dst.sql("SELECT d6 FROM old53.t WHERE id = 13"),
+        "2020-02-29 12:34:56.654321"
+    );
+    // the silent case: read as the old format, this row was 0000-00-00 with exit 0
+    assert_eq!(
+        dst.sql("SELECT d FROM old53.d WHERE id = 1"),
+        "2021-06-07 08:09:10.654321"
+    );
+    // the target has the current format; verify does not count the format as a difference
+    assert!(!dst.sql("SHOW CREATE TABLE old53.k").contains("mariadb-5.3"));
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["verify", "--databases", "old53"],
+    );
+    assert_ok(&out);
+}
+
+/// Same rows, and the same schema once the old format's marker is taken out (the target's
+/// tables are in the current format).
+fn assert_same_but_format(src: &Server, dst: &Server) {
+    assert_eq!(
+        src.dump_data("old53"),
+        dst.dump_data("old53"),
+        "data of old53 differs"
+    );
+    assert_eq!(
+        src.dump_schema("old53").replace(" /* mariadb-5.3 */", ""),
+        dst.dump_schema("old53"),
+        "schema of old53 differs"
     );
 }

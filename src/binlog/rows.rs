@@ -8,7 +8,7 @@
 //! update has its before image followed by its after image.
 
 use crate::error::{Error, Result};
-use crate::schema::{Kind, Table};
+use crate::schema::{Column, Kind, Table};
 use crate::value::Value;
 use mysql_async::binlog::events::TableMapEvent;
 
@@ -196,7 +196,7 @@ fn image(
             row.push(Value::Null);
             continue;
         }
-        let v = value(meta, &table.columns[i].kind, c).map_err(|e| {
+        let v = value(meta, &table.columns[i], c).map_err(|e| {
             e.context(format!(
                 "{} column `{}`",
                 table.full_name(),
@@ -248,9 +248,11 @@ fn frac_text(usec: u32, fsp: u8) -> String {
     format!(".{}", &digits[..fsp.min(6) as usize])
 }
 
-fn value(m: &ColumnMeta, kind: &Kind, c: &mut Cursor) -> Result<Value> {
+fn value(m: &ColumnMeta, column: &Column, c: &mut Cursor) -> Result<Value> {
+    let kind = &column.kind;
     let fsp = m.meta.first().copied().unwrap_or(0);
     Ok(match m.ty {
+        T_TIME | T_DATETIME | T_TIMESTAMP if column.fsp > 0 => hires_temporal(m.ty, column.fsp, c)?,
         T_TINY => int(kind, c.le(1)?, 1),
         T_SHORT => int(kind, c.le(2)?, 2),
         T_INT24 => int(kind, c.le(3)?, 3),
@@ -401,6 +403,73 @@ fn value(m: &ColumnMeta, kind: &Kind, c: &mut Cursor) -> Result<Value> {
     })
 }
 
+/// Bytes of MariaDB 5.3's fractional temporal formats, by digits (sql/field.cc: `sec_part_bytes`,
+/// `datetime_hires_bytes`, `time_hires_bytes`).
+const SEC_PART_BYTES: [usize; 7] = [0, 1, 1, 2, 2, 3, 3];
+const DATETIME_HIRES_BYTES: [usize; 7] = [5, 6, 6, 7, 7, 7, 8];
+const TIME_HIRES_BYTES: [usize; 7] = [3, 4, 4, 5, 5, 5, 6];
+
+/// A TIME(n), DATETIME(n) or TIMESTAMP(n) column (n > 0) in MariaDB 5.3's format: created
+/// with `mysql56_temporal_format=OFF` or before MariaDB 10.1.2 (SHOW CREATE TABLE marks it
+/// `/* mariadb-5.3 */`). The binlog logs it under the old type codes (TIME, DATETIME,
+/// TIMESTAMP) with no metadata, its storage bytes as they are: the digits come from the
+/// table's definition (`Column::fsp`), as a native replica takes them from its own table.
+/// - TIMESTAMP(n): seconds since the epoch (4 bytes, big-endian), then the fraction shifted to
+///   n digits (`SEC_PART_BYTES[n]` bytes, big-endian);
+/// - DATETIME(n): `pack_time` (((((year * 13 + month) * 32 + day) * 24 + hour) * 60 + minute)
+///   * 60 + second) * 10^6 + microseconds, shifted to n digits, big-endian;
+/// - TIME(n): the same with a sign (hours beyond 24 spill into day and month), shifted to n
+///   digits, plus the shifted (838:59:59 + 1 s) zero point, big-endian.
+fn hires_temporal(ty: u8, digits: u8, c: &mut Cursor) -> Result<Value> {
+    let digits = digits.min(6);
+    let scale = 10i64.pow(6 - digits as u32);
+    let n = digits as usize;
+    if ty == T_TIMESTAMP {
+        let secs = c.be(4)? as i64;
+        let usec = c.be(SEC_PART_BYTES[n])? as i64 * scale;
+        return Ok(Value::Temporal(crate::value::decode::utc_text(
+            secs,
+            usec as u32,
+            digits,
+        )));
+    }
+    let (bytes, zero) = if ty == T_TIME {
+        (
+            TIME_HIRES_BYTES[n],
+            (838 * 3600 + 59 * 60 + 59 + 1) * 1_000_000 / scale,
+        )
+    } else {
+        (DATETIME_HIRES_BYTES[n], 0)
+    };
+    let packed = (c.be(bytes)? as i64 - zero) * scale;
+    let neg = packed < 0;
+    let mut v = packed.unsigned_abs();
+    let mut next = |base: u64| {
+        let part = v % base;
+        v /= base;
+        part
+    };
+    let (usec, second, minute, hour, day, month) = (
+        next(1_000_000),
+        next(60),
+        next(60),
+        next(24),
+        next(32),
+        next(13),
+    );
+    let year = v;
+    let frac = frac_text(usec as u32, digits);
+    Ok(Value::Temporal(if ty == T_TIME {
+        format!(
+            "{}{:02}:{minute:02}:{second:02}{frac}",
+            if neg { "-" } else { "" },
+            hour + (month * 32 + day) * 24
+        )
+    } else {
+        format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}{frac}")
+    }))
+}
+
 fn unreachable_type(t: u8) -> Result<Value> {
     Err(bad(format!("binlog column type {t} is not supported")))
 }
@@ -414,8 +483,9 @@ fn bytes(kind: &Kind, mut b: Vec<u8>) -> Value {
             b.resize((*n).max(b.len()), 0);
             Value::Bytes(b)
         }
-        Kind::Inet6 | Kind::Uuid => {
-            b.resize(16.max(b.len()), 0);
+        Kind::Inet4 | Kind::Inet6 | Kind::Uuid => {
+            let n = kind.native_binary_width().unwrap_or(16);
+            b.resize(n.max(b.len()), 0);
             Value::Bytes(b)
         }
         _ => Value::Bytes(b),
@@ -511,9 +581,10 @@ mod tests {
             meta: vec![1],
         };
         // MariaDB stores -1.5 s as intpart -2 (0x7FFFFE) and frac 0x100 - 50 = 206 (0xCE)
+        let time = Table::for_test("d", "t", &[("t", Kind::Time)], &[0]).columns[0].clone();
         let v = value(
             &m,
-            &Kind::Time,
+            &time,
             &mut Cursor {
                 b: &[0x7F, 0xFF, 0xFE, 0xCE],
                 i: 0,
@@ -523,7 +594,7 @@ mod tests {
         assert_eq!(v, Value::Temporal("-00:00:01.5".into()));
         let v = value(
             &m,
-            &Kind::Time,
+            &time,
             &mut Cursor {
                 b: &[0x80, 0x00, 0x01, 0x32],
                 i: 0,

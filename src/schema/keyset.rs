@@ -23,7 +23,12 @@ pub fn column_select(c: &crate::schema::Column) -> String {
     match c.kind {
         Kind::Float => format!("CAST({q} AS DOUBLE)"),
         Kind::Bit | Kind::Enum | Kind::Set => format!("({q} + 0)"),
-        Kind::Inet6 | Kind::Uuid => format!("CAST({q} AS BINARY(16))"),
+        Kind::Inet4 | Kind::Inet6 | Kind::Uuid => {
+            format!(
+                "CAST({q} AS BINARY({}))",
+                c.kind.native_binary_width().unwrap_or(16)
+            )
+        }
         _ => q,
     }
 }
@@ -161,9 +166,10 @@ pub fn row_match(t: &Table, row: &[Value]) -> String {
                 encode::literal(&mut lit, &Value::Bytes(b.clone()), &binary_column());
                 format!("CAST({q} AS BINARY) = {lit}")
             }
-            (Kind::Inet6 | Kind::Uuid, v) => {
+            (Kind::Inet4 | Kind::Inet6 | Kind::Uuid, v) => {
                 encode::literal(&mut lit, v, c);
-                format!("CAST({q} AS BINARY(16)) = {lit}")
+                let n = c.kind.native_binary_width().unwrap_or(16);
+                format!("CAST({q} AS BINARY({n})) = {lit}")
             }
             (_, v) => {
                 encode::comparable(&mut lit, v, c);
@@ -187,6 +193,7 @@ fn binary_column() -> crate::schema::Column {
         nullable: true,
         generated: false,
         auto_increment: false,
+        fsp: 0,
     }
 }
 

@@ -33,8 +33,21 @@ pub enum Kind {
     Enum,
     Set,
     Geometry,
+    Inet4,
     Inet6,
     Uuid,
+}
+
+impl Kind {
+    /// The bytes of a type stored as a fixed binary value and shown as text (INET4, INET6,
+    /// UUID): read as `CAST(c AS BINARY(n))`, written as those bytes.
+    pub fn native_binary_width(&self) -> Option<usize> {
+        match self {
+            Kind::Inet4 => Some(4),
+            Kind::Inet6 | Kind::Uuid => Some(16),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +59,9 @@ pub struct Column {
     /// VIRTUAL or STORED generated: present in row images, never written.
     pub generated: bool,
     pub auto_increment: bool,
+    /// Fractional-second digits of a TIME, DATETIME or TIMESTAMP column (0 otherwise): the
+    /// binlog does not carry them for columns in MariaDB 5.3's format (`binlog::rows`).
+    pub fsp: u8,
 }
 
 /// A foreign key of another table that references this one with an action the binlog does
@@ -140,6 +156,7 @@ impl Table {
                     nullable: false,
                     generated: false,
                     auto_increment: false,
+                    fsp: 0,
                 })
                 .collect(),
             key: key.to_vec(),
@@ -188,10 +205,23 @@ pub fn kind_of(data_type: &str, column_type: &str) -> Option<Kind> {
         "set" => Kind::Set,
         "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
         | "multipolygon" | "geometrycollection" => Kind::Geometry,
+        "inet4" => Kind::Inet4,
         "inet6" => Kind::Inet6,
         "uuid" => Kind::Uuid,
         _ => return None,
     })
+}
+
+/// The `n` of `time(n)`, `datetime(n)`, `timestamp(n)` (a COLUMN_TYPE); 0 for other kinds.
+pub fn fractional_digits(kind: &Kind, column_type: &str) -> u8 {
+    if !matches!(kind, Kind::Time | Kind::DateTime | Kind::Timestamp) {
+        return 0;
+    }
+    column_type
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .and_then(|(n, _)| n.trim().parse::<u8>().ok())
+        .map_or(0, |n| n.min(6))
 }
 
 /// The statement listing the tables (base tables, sequences, system-versioned tables; views
@@ -323,11 +353,12 @@ pub fn describe_from(db: &str, name: &str, sets: Vec<Vec<Vec<Option<String>>>>) 
         })?;
         columns.push(Column {
             name: cname,
-            kind,
             charset: r.get(3).cloned().flatten(),
             nullable: get(4) == "YES",
             generated: get(5) == "ALWAYS",
             auto_increment: get(6).contains("auto_increment"),
+            fsp: fractional_digits(&kind, &column_type),
+            kind,
         });
     }
     let (key, key_name) = choose_key(keys, &columns);

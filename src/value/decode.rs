@@ -48,7 +48,9 @@ pub fn from_text(col: &Column, raw: Option<Vec<u8>>) -> Result<Value> {
             Value::Temporal(text(col, raw)?)
         }
         Kind::Text => Value::Text(raw),
-        Kind::Binary { .. } | Kind::Geometry | Kind::Inet6 | Kind::Uuid => Value::Bytes(raw),
+        Kind::Binary { .. } | Kind::Geometry | Kind::Inet4 | Kind::Inet6 | Kind::Uuid => {
+            Value::Bytes(raw)
+        }
     })
 }
 

@@ -109,6 +109,7 @@ mod tests {
             nullable: true,
             generated: false,
             auto_increment: false,
+            fsp: 0,
         }
     }
     fn lit(v: Value, c: &Column) -> String {

@@ -26,6 +26,7 @@ fn column_text(c: &Column) -> String {
         | Kind::Enum
         | Kind::Set
         | Kind::Geometry
+        | Kind::Inet4
         | Kind::Inet6
         | Kind::Uuid => format!("CONCAT(LENGTH({q}), ':', CAST({q} AS BINARY))"),
     }
@@ -202,6 +203,7 @@ mod tests {
             nullable: true,
             generated: false,
             auto_increment: false,
+            fsp: 0,
         }
     }
 
