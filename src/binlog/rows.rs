@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::schema::{Column, Kind, Table};
 use crate::value::Value;
 use mysql_async::binlog::events::TableMapEvent;
+use mysql_common::proto::MySerialize;
 
 // column type codes (binlog)
 const T_DECIMAL: u8 = 0;
@@ -33,6 +34,9 @@ const T_BIT: u8 = 16;
 const T_TIMESTAMP2: u8 = 17;
 const T_DATETIME2: u8 = 18;
 const T_TIME2: u8 = 19;
+/// MariaDB's `COMPRESSED` columns (10.3+): the stored bytes, compressed (`decompress_column`).
+const T_VARCHAR_COMPRESSED: u8 = 141;
+const T_BLOB_COMPRESSED: u8 = 140;
 const T_JSON: u8 = 245;
 const T_NEWDECIMAL: u8 = 246;
 const T_ENUM: u8 = 247;
@@ -59,19 +63,47 @@ pub struct TableLayout {
 }
 
 impl TableLayout {
+    /// The column types and metadata of a table map, read from its bytes: mysql_common knows
+    /// neither MariaDB's compressed column types nor, past one of them, where the next
+    /// column's metadata starts.
     pub fn from_tme(tme: &TableMapEvent<'_>) -> Result<TableLayout> {
+        let mut raw = Vec::new();
+        tme.serialize(&mut raw);
         let n = tme.columns_count() as usize;
+        let truncated = || bad("a table map is shorter than its columns".into());
+        let mut c = Cursor { b: &raw, i: 8 }; // table id (6), flags (2)
+        for _ in 0..2 {
+            // database and table name: length, bytes, NUL
+            let len = c.le(1)? as usize;
+            c.take(len + 1)?;
+        }
+        if lenenc(&mut c)? as usize != n {
+            return Err(truncated());
+        }
+        let types = c.take(n)?;
+        let meta_len = lenenc(&mut c)? as usize;
+        let mut meta = Cursor {
+            b: c.take(meta_len)?,
+            i: 0,
+        };
         let mut columns = Vec::with_capacity(n);
-        for i in 0..n {
-            let raw = tme
-                .get_raw_column_type(i)
-                .map_err(|e| bad(format!("column {i}: unknown binlog column type ({e:?})")))?
-                .ok_or_else(|| bad(format!("column {i}: missing from the table map")))?;
-            let meta = tme
-                .get_column_metadata(i)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default();
-            let mut ty = raw as u8;
+        for (i, &raw_type) in types.iter().enumerate() {
+            let size = match raw_type {
+                T_TINY_BLOB | T_BLOB | T_MEDIUM_BLOB | T_LONG_BLOB | T_DOUBLE | T_FLOAT
+                | T_GEOMETRY | T_TIME2 | T_DATETIME2 | T_TIMESTAMP2 | T_JSON
+                | T_BLOB_COMPRESSED => 1,
+                T_VARCHAR | T_VARCHAR_COMPRESSED | T_NEWDECIMAL | T_SET | T_ENUM | T_STRING
+                | T_BIT => 2,
+                T_DECIMAL | T_TINY | T_SHORT | T_LONG | T_NULL | T_TIMESTAMP | T_LONGLONG
+                | T_INT24 | T_DATE | T_TIME | T_DATETIME | T_YEAR | T_NEWDATE | T_VAR_STRING => 0,
+                other => {
+                    return Err(bad(format!(
+                        "column {i}: binlog column type {other} is not supported"
+                    )))
+                }
+            };
+            let meta = meta.take(size).map_err(|_| truncated())?.to_vec();
+            let mut ty = raw_type;
             if ty == T_STRING && meta.len() == 2 {
                 // real type in the first byte: ENUM, SET, or CHAR/BINARY
                 let real = meta[0];
@@ -85,6 +117,16 @@ impl TableLayout {
         }
         Ok(TableLayout { columns })
     }
+}
+
+/// A length-encoded integer.
+fn lenenc(c: &mut Cursor) -> Result<u64> {
+    Ok(match c.le(1)? {
+        0xfc => c.le(2)?,
+        0xfd => c.le(3)?,
+        0xfe => c.le(8)?,
+        n => n,
+    })
 }
 
 fn bad(what: String) -> Error {
@@ -387,6 +429,19 @@ fn value(m: &ColumnMeta, column: &Column, c: &mut Cursor) -> Result<Value> {
                 .fold(0usize, |a, &x| (a << 8) | x as usize);
             bytes(kind, length_prefixed(c, if max < 256 { 1 } else { 2 })?)
         }
+        T_VARCHAR_COMPRESSED => {
+            let max = m
+                .meta
+                .iter()
+                .rev()
+                .fold(0usize, |a, &x| (a << 8) | x as usize);
+            let stored = length_prefixed(c, if max < 256 { 1 } else { 2 })?;
+            bytes(kind, decompress_column(&stored)?)
+        }
+        T_BLOB_COMPRESSED => {
+            let stored = length_prefixed(c, fsp.max(1) as usize)?;
+            bytes(kind, decompress_column(&stored)?)
+        }
         T_TINY_BLOB | T_MEDIUM_BLOB | T_LONG_BLOB | T_BLOB | T_GEOMETRY | T_JSON => {
             let n = fsp.max(1) as usize;
             bytes(kind, length_prefixed(c, n)?)
@@ -401,6 +456,50 @@ fn value(m: &ColumnMeta, column: &Column, c: &mut Cursor) -> Result<Value> {
         T_DECIMAL | T_NULL => unreachable_type(m.ty)?,
         other => unreachable_type(other)?,
     })
+}
+
+/// The value of a MariaDB `COMPRESSED` column from its stored bytes (sql/field.cc,
+/// `Field_longstr::uncompress`, `uncompress_zlib`): empty stays empty; otherwise a header
+/// byte whose high nibble is the method: 0 = stored as is (the rest), 8 = zlib, where bits
+/// 0-2 are how many bytes hold the original length (big-endian, next), bit 3 set means a raw
+/// deflate stream (no zlib wrapper). Any other method, or a length that does not match, stops.
+fn decompress_column(stored: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let Some((&header, rest)) = stored.split_first() else {
+        return Ok(Vec::new());
+    };
+    let unsupported = |what: &str| {
+        Error::definite(
+            format!("source binlog: a COMPRESSED column's value {what}"),
+            "report this with the table definition; or --exclude the table and copy it another way",
+        )
+    };
+    match header >> 4 {
+        0 => return Ok(rest.to_vec()),
+        8 => {}
+        m => return Err(unsupported(&format!("uses compression method {m}"))),
+    }
+    let len_bytes = (header & 7) as usize;
+    if len_bytes == 0 || rest.len() < len_bytes {
+        return Err(unsupported("has a malformed header"));
+    }
+    let original = rest[..len_bytes]
+        .iter()
+        .fold(0usize, |a, &x| (a << 8) | x as usize);
+    let data = &rest[len_bytes..];
+    let mut out = Vec::with_capacity(original);
+    let read = if header & 8 != 0 {
+        flate2::read::DeflateDecoder::new(data).read_to_end(&mut out)
+    } else {
+        flate2::read::ZlibDecoder::new(data).read_to_end(&mut out)
+    };
+    match read {
+        Ok(n) if n == original => Ok(out),
+        Ok(n) => Err(unsupported(&format!(
+            "inflates to {n} bytes where its header says {original}"
+        ))),
+        Err(e) => Err(unsupported(&format!("does not inflate ({e})"))),
+    }
 }
 
 /// Bytes of MariaDB 5.3's fractional temporal formats, by digits (sql/field.cc: `sec_part_bytes`,
