@@ -890,3 +890,76 @@ fn objects_keep_their_session_character_set() {
         dst.sql("SHOW CREATE VIEW k.v_k")
     );
 }
+
+/// Every migrate session sets its own sql_mode (`db::SESSION_SQL_MODE`). A global one used
+/// to reach its statements: with ANSI_QUOTES the snapshot's `CREATE DATABASE "gm"` (as SHOW
+/// CREATE DATABASE printed it) failed on the target; NO_TABLE_OPTIONS / NO_KEY_OPTIONS /
+/// NO_FIELD_OPTIONS strip SHOW CREATE TABLE (a table created without its engine, charset,
+/// AUTO_INCREMENT, comments), NO_BACKSLASH_ESCAPES and EMPTY_STRING_IS_NULL change string
+/// literals, PAD_CHAR_TO_FULL_LENGTH what a CHAR reads as; a global autocommit=0 or
+/// max_statement_time reached them too. Here both servers run such a global mode (the
+/// target strict as well), autocommit=0 and a 1 ms max_statement_time, through snapshot (one row per chunk, so string
+/// keys '' and 'a\b' are chunk bounds), follow (rows and a DDL written in that mode) and
+/// verify.
+#[test]
+fn a_global_sql_mode_changes_nothing() {
+    let src = Server::source("gmode-src");
+    let dst = Server::target("gmode-dst");
+    src.sql(
+        "SET NAMES utf8mb4; CREATE DATABASE gm DEFAULT CHARSET euckr; \
+         CREATE TABLE gm.t (k VARCHAR(20) COLLATE euckr_bin NOT NULL PRIMARY KEY, c CHAR(10), \
+           v VARCHAR(10) DEFAULT 'x' COMMENT 'column', n INT UNSIGNED AUTO_INCREMENT UNIQUE, \
+           d DATE DEFAULT '0000-00-00', KEY ic (c) COMMENT 'index') \
+           ENGINE=InnoDB ROW_FORMAT=DYNAMIC COMMENT='table' AUTO_INCREMENT=100; \
+         CREATE TABLE gm.p (k CHAR(5) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL PRIMARY KEY, v INT) ENGINE=Aria; \
+         INSERT INTO gm.t (k, c, v) VALUES ('', 'a', 'b'), ('a\\\\b', 'c ', ''), ('z', NULL, NULL), ('b', 'x', 'y'); \
+         INSERT INTO gm.p VALUES ('', 1), ('a', 2), ('a b', 3), ('b', 4)",
+    );
+    let odd = "NO_TABLE_OPTIONS,NO_KEY_OPTIONS,NO_FIELD_OPTIONS,PAD_CHAR_TO_FULL_LENGTH,\
+               NO_BACKSLASH_ESCAPES,EMPTY_STRING_IS_NULL,ANSI_QUOTES";
+    // and autocommit off, statements limited to 1 ms (the test's own sessions opt out)
+    let limits = "autocommit = 0, max_statement_time = 0.001";
+    src.sql(&format!("SET GLOBAL sql_mode = '{odd}', {limits}"));
+    dst.sql(&format!(
+        "SET GLOBAL sql_mode = '{odd},STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE', {limits}"
+    ));
+    let dir = tempdir();
+    let state = dir.path().join("state.sqlite");
+    snapshot(
+        &src,
+        &dst,
+        &state,
+        &["--databases", "gm", "--chunk-rows", "1"],
+    );
+    // written in the odd mode: "..." is a name, '\' is a plain character, '' is NULL
+    src.sql(
+        "SET SESSION autocommit = 1, max_statement_time = 0; \
+         INSERT INTO \"gm\".\"t\" (k, c, v) VALUES ('c\\d', 'w ', 'e'); \
+         UPDATE gm.t SET v = 'q' WHERE k = 'a\\b'; DELETE FROM gm.t WHERE k = 'z'; \
+         ALTER TABLE \"gm\".\"t\" ADD COLUMN \"e\" VARCHAR(5) DEFAULT 'x\\y' COMMENT 'added'; \
+         INSERT INTO gm.p VALUES ('c', 5); UPDATE gm.p SET v = 9 WHERE k = 'a'",
+    );
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["follow", "--until-caught-up", "--databases", "gm"],
+    );
+    assert_ok(&out);
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["verify", "--databases", "gm"],
+    );
+    assert_ok(&out);
+    let defaults = "SET GLOBAL sql_mode = DEFAULT, autocommit = 1, max_statement_time = 0";
+    src.sql(defaults);
+    dst.sql(defaults);
+    assert_same(&src, &dst, "gm");
+    assert_eq!(dst.sql("SELECT e FROM gm.t WHERE k = 'c\\\\d'"), "x\\\\y");
+    assert_eq!(
+        dst.sql("SELECT ENGINE, TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'gm' AND TABLE_NAME = 't'"),
+        "InnoDB\ttable"
+    );
+}

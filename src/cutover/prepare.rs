@@ -211,12 +211,9 @@ pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepa
         .iter()
         .map(|t| format!("{}.{}", t.db, t.name))
         .collect();
-    db::run(
-        tgt,
-        "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
-    )
-    .await
-    .map_err(|e| e.context("target"))?;
+    db::run(tgt, db::SESSION_SQL_MODE)
+        .await
+        .map_err(|e| e.context("target"))?;
 
     // AUTO_INCREMENT counters: at least the source's (it can be above MAX(id)+1 after rolled
     // back or deleted inserts, which the binlog does not carry)

@@ -26,11 +26,28 @@ pub enum Session {
     Meta,
 }
 
+/// Every session's sql_mode, whatever the server's global one: migrate's own statements are
+/// written for it, and a global mode must not change what they mean or what the server shows.
+/// Measured on 10.11 with a source whose global mode had ANSI_QUOTES: the snapshot's
+/// `CREATE DATABASE "shop"` (SHOW CREATE DATABASE quoted by that mode) failed on the target;
+/// NO_TABLE_OPTIONS / NO_KEY_OPTIONS / NO_FIELD_OPTIONS strip SHOW CREATE TABLE, NO_BACKSLASH_ESCAPES
+/// and EMPTY_STRING_IS_NULL change string literals, PAD_CHAR_TO_FULL_LENGTH what CHAR reads
+/// give (`tests/divergence.rs`, `a_global_sql_mode_changes_nothing`). Statements that carry
+/// the source's own mode (a DDL from the binlog, a view, routine, event or trigger) set it
+/// for themselves.
+pub const SESSION_SQL_MODE: &str =
+    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'";
+
 fn session_sql(s: Session) -> Vec<&'static str> {
     let mut v = vec![
         "SET NAMES utf8mb4",
         "SET time_zone = '+00:00'",
         "SET SESSION sql_quote_show_create = 1",
+        SESSION_SQL_MODE,
+        // a server's global (or init_connect's) autocommit=0 would leave migrate's
+        // single-statement writes uncommitted, and its max_statement_time would end a chunk's
+        // read or a verify digest however often it is retried (the variable exists from 10.1)
+        "SET SESSION autocommit = 1 /*M!100101 , max_statement_time = 0 */",
     ];
     match s {
         Session::SourceReader => {
@@ -38,7 +55,6 @@ fn session_sql(s: Session) -> Vec<&'static str> {
             v.push("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ");
         }
         Session::TargetWriter => {
-            v.push("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'");
             v.push("SET SESSION foreign_key_checks = 0");
             v.push("SET SESSION unique_checks = 1");
         }

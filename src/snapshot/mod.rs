@@ -553,7 +553,7 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
             // created later must not be read in this one's character set)
             let restore: [&[u8]; 3] = [
                 b"SET NAMES utf8mb4",
-                b"SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
+                db::SESSION_SQL_MODE.as_bytes(),
                 b"SET SESSION time_zone = '+00:00'",
             ];
             sqls.extend(restore.iter().map(|r| r.to_vec()));
