@@ -897,12 +897,14 @@ fn objects_keep_their_session_character_set() {
 /// NO_FIELD_OPTIONS strip SHOW CREATE TABLE (a table created without its engine, charset,
 /// AUTO_INCREMENT, comments), NO_BACKSLASH_ESCAPES and EMPTY_STRING_IS_NULL change string
 /// literals, PAD_CHAR_TO_FULL_LENGTH what a CHAR reads as; a global autocommit=0 or
-/// max_statement_time reached them too. Here both servers run such a global mode (the
-/// target strict as well), autocommit=0 and a 1 ms max_statement_time, through snapshot (one row per chunk, so string
+/// max_statement_time reached them too, and a target's explicit_defaults_for_timestamp=OFF
+/// gave a `TIMESTAMP NOT NULL` column created from SHOW CREATE TABLE text a DEFAULT and ON
+/// UPDATE current_timestamp(). Here both servers run such a global mode (the target strict
+/// as well), autocommit=0 and a 1 ms max_statement_time, through snapshot (one row per chunk, so string
 /// keys '' and 'a\b' are chunk bounds), follow (rows and a DDL written in that mode) and
 /// verify.
 #[test]
-fn a_global_sql_mode_changes_nothing() {
+fn a_servers_global_settings_change_nothing() {
     let src = Server::source("gmode-src");
     let dst = Server::target("gmode-dst");
     src.sql(
@@ -911,6 +913,9 @@ fn a_global_sql_mode_changes_nothing() {
            v VARCHAR(10) DEFAULT 'x' COMMENT 'column', n INT UNSIGNED AUTO_INCREMENT UNIQUE, \
            d DATE DEFAULT '0000-00-00', KEY ic (c) COMMENT 'index') \
            ENGINE=InnoDB ROW_FORMAT=DYNAMIC COMMENT='table' AUTO_INCREMENT=100; \
+         SET SESSION explicit_defaults_for_timestamp = 1; \
+         CREATE TABLE gm.ts (id INT PRIMARY KEY, a TIMESTAMP NOT NULL, b TIMESTAMP NULL) ENGINE=InnoDB; \
+         INSERT INTO gm.ts VALUES (1, '2020-01-01 00:00:00', NULL); \
          CREATE TABLE gm.p (k CHAR(5) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL PRIMARY KEY, v INT) ENGINE=Aria; \
          INSERT INTO gm.t (k, c, v) VALUES ('', 'a', 'b'), ('a\\\\b', 'c ', ''), ('z', NULL, NULL), ('b', 'x', 'y'); \
          INSERT INTO gm.p VALUES ('', 1), ('a', 2), ('a b', 3), ('b', 4)",
@@ -921,7 +926,8 @@ fn a_global_sql_mode_changes_nothing() {
     let limits = "autocommit = 0, max_statement_time = 0.001";
     src.sql(&format!("SET GLOBAL sql_mode = '{odd}', {limits}"));
     dst.sql(&format!(
-        "SET GLOBAL sql_mode = '{odd},STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE', {limits}"
+        "SET GLOBAL sql_mode = '{odd},STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE', {limits}, \
+         explicit_defaults_for_timestamp = 0"
     ));
     let dir = tempdir();
     let state = dir.path().join("state.sqlite");
@@ -953,7 +959,8 @@ fn a_global_sql_mode_changes_nothing() {
         &["verify", "--databases", "gm"],
     );
     assert_ok(&out);
-    let defaults = "SET GLOBAL sql_mode = DEFAULT, autocommit = 1, max_statement_time = 0";
+    let defaults = "SET GLOBAL sql_mode = DEFAULT, autocommit = 1, max_statement_time = 0, \
+                    explicit_defaults_for_timestamp = DEFAULT";
     src.sql(defaults);
     dst.sql(defaults);
     assert_same(&src, &dst, "gm");

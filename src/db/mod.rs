@@ -32,7 +32,7 @@ pub enum Session {
 /// `CREATE DATABASE "shop"` (SHOW CREATE DATABASE quoted by that mode) failed on the target;
 /// NO_TABLE_OPTIONS / NO_KEY_OPTIONS / NO_FIELD_OPTIONS strip SHOW CREATE TABLE, NO_BACKSLASH_ESCAPES
 /// and EMPTY_STRING_IS_NULL change string literals, PAD_CHAR_TO_FULL_LENGTH what CHAR reads
-/// give (`tests/divergence.rs`, `a_global_sql_mode_changes_nothing`). Statements that carry
+/// give (`tests/divergence.rs`, `a_servers_global_settings_change_nothing`). Statements that carry
 /// the source's own mode (a DDL from the binlog, a view, routine, event or trigger) set it
 /// for themselves.
 pub const SESSION_SQL_MODE: &str =
@@ -46,8 +46,13 @@ fn session_sql(s: Session) -> Vec<&'static str> {
         SESSION_SQL_MODE,
         // a server's global (or init_connect's) autocommit=0 would leave migrate's
         // single-statement writes uncommitted, and its max_statement_time would end a chunk's
-        // read or a verify digest however often it is retried (the variable exists from 10.1)
-        "SET SESSION autocommit = 1 /*M!100101 , max_statement_time = 0 */",
+        // read or a verify digest however often it is retried (the variable exists from
+        // 10.1); a table created from SHOW CREATE TABLE text must mean what the text says: a
+        // target with explicit_defaults_for_timestamp=OFF gave `ts TIMESTAMP NOT NULL` a
+        // DEFAULT and ON UPDATE current_timestamp() the source's table does not have (a
+        // session variable from 10.1.8; a DDL from the binlog sets the source's own)
+        "SET SESSION autocommit = 1 /*M!100101 , max_statement_time = 0 */ \
+         /*M!100108 , explicit_defaults_for_timestamp = 1 */",
     ];
     match s {
         Session::SourceReader => {
