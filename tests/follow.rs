@@ -450,3 +450,54 @@ fn restarts_at_the_applied_binlog_place() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("1236"), "{}", stderr(&out));
 }
+
+/// The source's `binlog_checksum` switched (each switch rotates the binlog), while follow
+/// reads and while it is down. A follow that starts in a file written with the other setting
+/// gets an artificial ROTATE carrying that file's checksum where the connection's setting
+/// says none: it used to stop on a file name with 4 stray bytes.
+#[test]
+fn binlog_checksum_changes_while_following() {
+    let c = shop_copied("cksum", "");
+    let catch_up = || {
+        assert_ok(&migrate(
+            &c.src.url(),
+            &c.dst.url(),
+            &c.state,
+            &["follow", "--until-caught-up", "--databases", "shop"],
+        ))
+    };
+    // while follow is down: it starts in a CRC32 file with NONE set, then the other way
+    load::run(&c.src, 0, 10, 11);
+    c.src.sql("SET GLOBAL binlog_checksum = NONE");
+    load::run(&c.src, 10, 10, 12);
+    catch_up();
+    load::run(&c.src, 20, 10, 13);
+    c.src.sql("SET GLOBAL binlog_checksum = CRC32");
+    load::run(&c.src, 30, 10, 14);
+    catch_up();
+    // while follow reads
+    let follower = migrate_cmd(
+        &c.src.url(),
+        &c.dst.url(),
+        &c.state,
+        &["follow", "--databases", "shop"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("follow");
+    for (i, checksum) in ["NONE", "CRC32", "NONE"].iter().enumerate() {
+        c.src
+            .sql(&format!("SET GLOBAL binlog_checksum = {checksum}"));
+        load::run(&c.src, 40 + 10 * i as u64, 10, 15 + i as u64);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(follower.id().to_string())
+        .status();
+    let out = follower.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "follow stopped: {log}");
+    catch_up_and_compare(&c.src.url(), &c.dst.url(), &c.state, &c.src, &c.dst, "shop");
+}

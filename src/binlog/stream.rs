@@ -470,7 +470,18 @@ impl Reader {
                 // the artificial ROTATE a GTID connection starts with comes before the first
                 // format description, so the library has not stripped its checksum yet
                 let raw = r.name_raw();
-                self.file = if log_pos == 0 && self.checksum && !self.seen_format && raw.len() > 4 {
+                let numbered = |name: &[u8]| FilePos::new(&binlog_file_name(name), 0).file_number != 0;
+                // the artificial ROTATE carries the connection's checksum even after the source
+                // turned binlog_checksum off (measured on 10.11: the file after the switch was
+                // named "mysql-bin.000007" plus 4 checksum bytes), so a name that is not a binlog
+                // file name but is one without its last 4 bytes had them stripped too
+                let stray_checksum = log_pos == 0
+                    && raw.len() > 4
+                    && !numbered(raw)
+                    && numbered(&raw[..raw.len() - 4]);
+                self.file = if log_pos == 0 && self.checksum && !self.seen_format && raw.len() > 4
+                    || stray_checksum
+                {
                     binlog_file_name(&raw[..raw.len() - 4])
                 } else {
                     binlog_file_name(raw)
