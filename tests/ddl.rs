@@ -219,3 +219,57 @@ fn views_and_tables_renamed_out_of_the_selection_are_dropped() {
     assert_eq!(listing(&dst), listing(&src));
     assert_eq!(listing(&dst).replace('\n', " "), "t w2");
 }
+
+/// An `ALTER TABLE ... ADD` column whose default is computed per row where the statement runs
+/// (RAND(), UUID(), USER(), ...) used to fill the target's rows with other values than the
+/// source's, exit 0 (measured: every row differed). Now follow stops before it with the fix,
+/// unless the target's table is empty; repeatable defaults (a literal, the statement's
+/// timestamp) are applied. The fix (a new snapshot, new state file, --reuse-target) ends
+/// identical.
+#[test]
+fn added_columns_with_unrepeatable_defaults_stop_follow() {
+    let src = Server::source("unrep-src");
+    let dst = Server::target("unrep-dst");
+    src.sql(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v INT); \
+         INSERT INTO app.t VALUES (1, 1), (2, 2); CREATE TABLE app.empty (id INT PRIMARY KEY)",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "app"],
+    ));
+    src.sql(
+        "ALTER TABLE app.t ADD COLUMN c TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), ADD COLUMN k INT DEFAULT 7; \
+         ALTER TABLE app.empty ADD COLUMN g CHAR(36) DEFAULT (UUID()); INSERT INTO app.empty (id) VALUES (1); \
+         ALTER TABLE app.t ADD COLUMN r DOUBLE DEFAULT (RAND()); \
+         INSERT INTO app.t (id, v) VALUES (3, 3)",
+    );
+    let err = follow_fails(&src.url(), &dst.url(), &state, "app");
+    assert!(
+        err.contains("RAND()") && err.contains("app.t") && err.contains("--reuse-target"),
+        "{err}"
+    );
+    // what came before it was applied: the repeatable defaults, the empty table's column
+    assert_eq!(
+        dst.sql("SET time_zone = '+00:00'; SELECT id, c, k FROM app.t ORDER BY id"),
+        src.sql("SET time_zone = '+00:00'; SELECT id, c, k FROM app.t WHERE id < 3 ORDER BY id")
+    );
+    assert_eq!(
+        dst.sql("SELECT g FROM app.empty"),
+        src.sql("SELECT g FROM app.empty")
+    );
+    // the fix
+    let fresh = dir.path().join("fresh.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &fresh,
+        &["snapshot", "--databases", "app", "--reuse-target"],
+    ));
+    src.sql("UPDATE app.t SET v = 9 WHERE id = 1");
+    catch_up_and_compare(&src.url(), &dst.url(), &fresh, &src, &dst, "app");
+}

@@ -10,7 +10,7 @@
 use super::super::binlog::{query, Ddl};
 use crate::config::Endpoint;
 use crate::db::{self, quote, Session};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sql::lexer::Mode;
 use crate::sql::statement::{self, Object, Verb};
 use mysql_async::Conn;
@@ -309,6 +309,7 @@ async fn run_on(
         }
     }
     let mode = Mode::from_sql_mode(d.ctx.sql_mode.unwrap_or(0));
+    refuse_unrepeatable_fill(conn, d, mode).await?;
     let (sql, asked) = if d.statement.object == Object::Event
         && matches!(d.statement.verb, Verb::Create | Verb::Alter)
     {
@@ -339,6 +340,37 @@ async fn run_on(
                 .with_hint("the target's schema differs from the source's at this statement: make the object on the target match the source's definition before it and restart follow, or take a new snapshot"))
         }
     }
+}
+
+/// An `ALTER TABLE ... ADD` column whose default gives the rows already in the table a value
+/// the target cannot repeat (RAND(), UUID(), USER(), @@server_id, ...) stops follow before it
+/// runs, unless the target's table is empty: run there, it would fill them with other values
+/// than the source's, with exit 0 (a native replica does). Measured: `ADD COLUMN r DOUBLE
+/// DEFAULT (RAND())` left every row different.
+async fn refuse_unrepeatable_fill(conn: &mut Conn, d: &Ddl, mode: Mode) -> Result<()> {
+    if d.statement.object != Object::Table || d.statement.verb != Verb::Alter {
+        return Ok(());
+    }
+    let Some(what) = statement::fills_existing_rows_with(&d.sql, mode) else {
+        return Ok(());
+    };
+    let Some(table) = d.statement.names.first() else {
+        return Ok(());
+    };
+    let qualified = format!("{}.{}", quote::ident(&table.db), quote::ident(&table.name));
+    let rows = db::query_strings(conn, &format!("SELECT 1 FROM {qualified} LIMIT 1"))
+        .await
+        .map_err(|e| e.context("target"))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    Err(Error::definite(
+        format!(
+            "DDL `{}` gives the rows already in {}.{} a column default of {what}, computed where the statement runs: on the target those rows would get other values than on the source",
+            d.text, table.db, table.name
+        ),
+        "take a new snapshot after this statement, with a new state file: `migrate snapshot --state NEW --reuse-target` copies the rows as the source holds them now; then follow with that state",
+    ))
 }
 
 /// A RENAME TABLE with more `a TO b` pairs after its own: trailing blanks and `;` removed, the

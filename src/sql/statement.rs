@@ -574,6 +574,90 @@ fn dml(toks: &[Token], verb: &str, decode: Decode<'_>) -> Statement {
     }
 }
 
+/// Functions whose value depends on where or when (to the row) the statement runs, not on
+/// what the binlog carries: the statement's timestamp is carried, so NOW() and its kin are
+/// not here. RAND(seed) is (its sequence follows the order the server visits the rows in).
+const UNREPEATABLE: &[&str] = &[
+    "RAND",
+    "UUID",
+    "UUID_SHORT",
+    "SYS_GUID",
+    "RANDOM_BYTES",
+    "SYSDATE",
+    "CONNECTION_ID",
+    "USER",
+    "SESSION_USER",
+    "SYSTEM_USER",
+    "CURRENT_USER",
+    "CURRENT_ROLE",
+    "LAST_INSERT_ID",
+    "ROW_COUNT",
+    "FOUND_ROWS",
+    "VERSION",
+];
+
+/// An `ALTER TABLE ... ADD` whose column default fills the rows already in the table with a
+/// value the target cannot repeat (RAND(), UUID(), USER(), @@server_id, ...): the function
+/// or variable, as written. A native replica runs the statement too and fills its rows with
+/// its own values. Only ADD clauses count: a changed default applies to later inserts,
+/// which arrive as row events with their values.
+pub fn fills_existing_rows_with(sql: &[u8], mode: Mode) -> Option<String> {
+    let toks = tokenize(sql, mode, usize::MAX);
+    // ALTER [ONLINE] [IGNORE] TABLE
+    if !toks.first().is_some_and(|t| t.is_kw("ALTER")) {
+        return None;
+    }
+    let table = toks.iter().take(4).position(|t| t.is_kw("TABLE"))?;
+    let mut depth = 0i32;
+    let mut in_add = false;
+    for (i, t) in toks.iter().enumerate().skip(table + 1) {
+        if t.is_punct(b'(') {
+            depth += 1;
+        } else if t.is_punct(b')') {
+            depth -= 1;
+        } else if depth == 0 && t.is_punct(b',') {
+            in_add = false;
+        } else if depth == 0 && t.is_kw("ADD") {
+            // ADD is reserved: never a bare column or table name
+            in_add = !toks.get(i + 1).is_some_and(|n| {
+                matches!(
+                    n.keyword().as_deref(),
+                    Some(
+                        "INDEX"
+                            | "KEY"
+                            | "CONSTRAINT"
+                            | "PRIMARY"
+                            | "UNIQUE"
+                            | "FOREIGN"
+                            | "FULLTEXT"
+                            | "SPATIAL"
+                            | "PARTITION"
+                            | "CHECK"
+                            | "PERIOD"
+                            | "SYSTEM"
+                    )
+                )
+            });
+        } else if in_add {
+            match &t.tok {
+                Tok::Word(w) => {
+                    let up = String::from_utf8_lossy(w).to_ascii_uppercase();
+                    let called = toks.get(i + 1).is_some_and(|n| n.is_punct(b'('));
+                    let bare = matches!(up.as_str(), "CURRENT_USER" | "CURRENT_ROLE");
+                    if UNREPEATABLE.contains(&up.as_str()) && (called || bare) {
+                        return Some(format!("{up}()"));
+                    }
+                }
+                Tok::Var(v) if v.starts_with(b"@@") => {
+                    return Some(String::from_utf8_lossy(v).into_owned());
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// Where in `sql` the status clause of a CREATE/ALTER EVENT is, so that a rewrite can make
 /// the event DISABLED: returns (byte ranges of existing `ENABLE` / `DISABLE [ON SLAVE]`
 /// clauses, byte offset where `DISABLE ` can be inserted). The insertion point is before
@@ -615,6 +699,53 @@ pub fn event_status_clauses(sql: &[u8], mode: Mode) -> Option<(Vec<(usize, usize
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unrepeatable_defaults_of_added_columns() {
+        let m = Mode::default();
+        let f = |sql: &str| fills_existing_rows_with(sql.as_bytes(), m);
+        assert_eq!(
+            f("ALTER TABLE t ADD COLUMN r DOUBLE DEFAULT (RAND())"),
+            Some("RAND()".into())
+        );
+        assert_eq!(
+            f("alter online table d.t add g char(36) default (uuid()), add x int"),
+            Some("UUID()".into())
+        );
+        assert_eq!(
+            f("ALTER TABLE t ADD (a INT, b VARCHAR(80) DEFAULT (CURRENT_USER))"),
+            Some("CURRENT_USER()".into())
+        );
+        assert_eq!(
+            f("ALTER TABLE t ADD COLUMN s INT DEFAULT (@@server_id)"),
+            Some("@@server_id".into())
+        );
+        assert_eq!(
+            f("ALTER TABLE t ADD COLUMN u VARCHAR(80) DEFAULT USER()"),
+            Some("USER()".into())
+        );
+        // repeatable: the statement's timestamp is in the binlog; a seeded RAND; a literal
+        assert_eq!(f("ALTER TABLE t ADD COLUMN c TIMESTAMP DEFAULT CURRENT_TIMESTAMP, ADD d DATETIME DEFAULT (NOW())"), None);
+        assert_eq!(
+            f("ALTER TABLE t ADD COLUMN r DOUBLE DEFAULT (RAND(1))"),
+            Some("RAND()".into())
+        );
+        assert_eq!(
+            f("ALTER TABLE t ADD COLUMN `rand` INT DEFAULT 5, ADD COLUMN `uuid` INT"),
+            None
+        );
+        // not filling rows: a default changed, an index, another clause
+        assert_eq!(f("ALTER TABLE t ALTER COLUMN c SET DEFAULT (RAND())"), None);
+        assert_eq!(
+            f("ALTER TABLE t MODIFY c INT DEFAULT (UUID_SHORT()), ADD INDEX (c)"),
+            None
+        );
+        assert_eq!(
+            f("ALTER TABLE t ADD CONSTRAINT k CHECK (c > 0), ADD COLUMN v INT DEFAULT 1"),
+            None
+        );
+        assert_eq!(f("CREATE TABLE t (r DOUBLE DEFAULT (RAND()))"), None);
+    }
+
     use super::*;
 
     fn dec(b: &[u8]) -> String {
