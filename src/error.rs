@@ -20,6 +20,9 @@ pub struct Error {
     pub hint: Option<String>,
     /// The server (or client library) error code, when the error came from MariaDB.
     pub code: Option<u16>,
+    /// Which server it came from ("source" or "target"), when known: the first context that
+    /// names one (`context`), or `on`. Counts reconnects by side.
+    pub side: Option<&'static str>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -31,6 +34,7 @@ impl Error {
             what: what.into(),
             hint: Some(hint.into()),
             code: None,
+            side: None,
         }
     }
     pub fn usage(what: impl Into<String>, hint: impl Into<String>) -> Self {
@@ -39,6 +43,7 @@ impl Error {
             what: what.into(),
             hint: Some(hint.into()),
             code: None,
+            side: None,
         }
     }
     pub fn transient(what: impl Into<String>) -> Self {
@@ -47,6 +52,7 @@ impl Error {
             what: what.into(),
             hint: None,
             code: None,
+            side: None,
         }
     }
     pub fn is_transient(&self) -> bool {
@@ -61,9 +67,21 @@ impl Error {
         self.hint = Some(hint.into());
         self
     }
-    /// Prefix the message with where it happened (server, database, table).
+    /// Prefix the message with where it happened (server, database, table). A place that
+    /// starts with "source" or "target" also sets `side`, unless an inner context did.
     pub fn context(mut self, place: impl fmt::Display) -> Self {
+        let place = place.to_string();
+        if self.side.is_none() {
+            self.side = ["source", "target"]
+                .into_iter()
+                .find(|side| place.starts_with(side));
+        }
         self.what = format!("{place}: {}", self.what);
+        self
+    }
+    /// Mark which server the error came from (kept if already known).
+    pub fn on(mut self, side: &'static str) -> Self {
+        self.side = self.side.or(Some(side));
         self
     }
 }
@@ -110,6 +128,7 @@ fn packet_too_large(what: String) -> Error {
         what,
         hint: Some(PACKET_HINT.into()),
         code: Some(1153),
+        side: None,
     }
 }
 
@@ -155,12 +174,14 @@ impl From<mysql_async::Error> for Error {
                 what: format!("server error {} ({}): {}", s.code, s.state, s.message),
                 hint: server_hint(s.code).map(str::to_string),
                 code: Some(s.code),
+                side: None,
             },
             _ => Error {
                 kind: Kind::Definite,
                 what: e.to_string(),
                 hint: None,
                 code: None,
+                side: None,
             },
         }
     }
@@ -192,6 +213,34 @@ impl From<std::io::Error> for Error {
             what: e.to_string(),
             hint: None,
             code: None,
+            side: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_innermost_context_naming_a_server_is_the_side() {
+        let e = Error::transient("server error 2013: Lost connection")
+            .context("USE before DDL")
+            .context("target root@10.0.0.5:3306")
+            .context("source binlog")
+            .context("GTID 0-1-5");
+        assert_eq!(e.side, Some("target"));
+        assert!(e
+            .what
+            .starts_with("GTID 0-1-5: source binlog: target root@"));
+        assert_eq!(Error::transient("x").context("GTID 0-1-5").side, None);
+        assert_eq!(
+            Error::transient("x").on("target").context("source").side,
+            Some("target")
+        );
+        assert_eq!(
+            Error::transient("x").context("source").on("target").side,
+            Some("source")
+        );
     }
 }

@@ -116,21 +116,47 @@ fn dropped_connections_and_restarts_converge() {
     let tp = proxy::Proxy::start(dst.port);
     snapshot(&sp.url(), &tp.url(), &state);
 
+    let metrics_port = free_port();
     let follower = migrate_cmd(
         &sp.url(),
         &tp.url(),
         &state,
         &["follow", "--databases", "shop"],
     )
+    .env("MIGRATE_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
     .spawn()
     .expect("follow");
+    let reconnects = |side: &str| -> f64 {
+        let m = http_get(metrics_port, "/metrics");
+        let series = format!("migrate_reconnects_total{{side=\"{side}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
     load::run(&src, 0, 30, 3);
     sp.cut();
     load::run(&src, 30, 30, 4);
+    std::thread::sleep(Duration::from_secs(1));
+    let source_side = reconnects("source");
+    assert!(
+        source_side >= 1.0,
+        "a cut source link counted no source reconnect"
+    );
+    assert_eq!(
+        reconnects("target"),
+        0.0,
+        "a cut source link counted as target"
+    );
     tp.cut();
     load::run(&src, 60, 20, 5);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        reconnects("target") >= 1.0,
+        "a cut target link counted no target reconnect"
+    );
     sp.outage(Duration::from_secs(2));
     tp.outage(Duration::from_secs(2));
     load::run(&src, 80, 20, 6);

@@ -282,7 +282,7 @@ async fn run_on(
     let set = session_sql(&d.ctx, src);
     if let Err(e) = db::run_raw(conn, set.as_bytes(), "the DDL session's settings").await {
         if e.is_transient() {
-            return Err(e);
+            return Err(e.on("target"));
         }
         let hint = if e.code() == Some(1298) {
             "load the time zone tables on the target (mariadb-tzinfo-to-sql /usr/share/zoneinfo | mariadb mysql), then restart follow".to_string()
@@ -325,7 +325,7 @@ async fn run_on(
         Ok(()) => Ok(asked),
         Err(err) => {
             if err.is_transient() {
-                return Err(err);
+                return Err(err.on("target"));
             }
             if already_applied(&d.statement, err.code(), replaying) {
                 tracing::warn!(

@@ -210,11 +210,8 @@ pub async fn follow(
                 live.up = false;
                 metrics::set("migrate_up", &[], 0.0);
                 live.status.reconnects += 1;
-                let side = if e.what.starts_with("target") {
-                    "target"
-                } else {
-                    "source"
-                };
+                // the side the error names; else the binlog stream's (its errors carry none)
+                let side = e.side.unwrap_or("source");
                 metrics::add("migrate_reconnects_total", &[("side", side)], 1.0);
                 tracing::warn!(
                     side,
