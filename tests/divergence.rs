@@ -897,7 +897,9 @@ fn objects_keep_their_session_character_set() {
 /// NO_FIELD_OPTIONS strip SHOW CREATE TABLE (a table created without its engine, charset,
 /// AUTO_INCREMENT, comments), NO_BACKSLASH_ESCAPES and EMPTY_STRING_IS_NULL change string
 /// literals, PAD_CHAR_TO_FULL_LENGTH what a CHAR reads as; a global autocommit=0 or
-/// max_statement_time reached them too, and a target's explicit_defaults_for_timestamp=OFF
+/// max_statement_time reached them too, a global sql_select_limit cut results short without
+/// an error (the database list, a table without a key), max_join_size and sql_safe_updates
+/// refused reads and row-matched changes, and a target's explicit_defaults_for_timestamp=OFF
 /// gave a `TIMESTAMP NOT NULL` column created from SHOW CREATE TABLE text a DEFAULT and ON
 /// UPDATE current_timestamp(). Here both servers run such a global mode (the target strict
 /// as well), autocommit=0 and a 1 ms max_statement_time, through snapshot (one row per chunk, so string
@@ -918,12 +920,16 @@ fn a_servers_global_settings_change_nothing() {
          INSERT INTO gm.ts VALUES (1, '2020-01-01 00:00:00', NULL); \
          CREATE TABLE gm.p (k CHAR(5) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL PRIMARY KEY, v INT) ENGINE=Aria; \
          INSERT INTO gm.t (k, c, v) VALUES ('', 'a', 'b'), ('a\\\\b', 'c ', ''), ('z', NULL, NULL), ('b', 'x', 'y'); \
-         INSERT INTO gm.p VALUES ('', 1), ('a', 2), ('a b', 3), ('b', 4)",
+         INSERT INTO gm.p VALUES ('', 1), ('a', 2), ('a b', 3), ('b', 4); \
+         CREATE TABLE gm.nk (v INT, w VARCHAR(5)) ENGINE=InnoDB; \
+         INSERT INTO gm.nk VALUES (1, 'a'), (2, ''), (3, NULL), (3, NULL), (5, 'e')",
     );
     let odd = "NO_TABLE_OPTIONS,NO_KEY_OPTIONS,NO_FIELD_OPTIONS,PAD_CHAR_TO_FULL_LENGTH,\
                NO_BACKSLASH_ESCAPES,EMPTY_STRING_IS_NULL,ANSI_QUOTES";
-    // and autocommit off, statements limited to 1 ms (the test's own sessions opt out)
-    let limits = "autocommit = 0, max_statement_time = 0.001";
+    // and autocommit off, statements limited to 1 ms, results to 2 rows, joins to 3 rows,
+    // updates to keyed ones (the test's own sessions opt out)
+    let limits = "autocommit = 0, max_statement_time = 0.001, sql_select_limit = 2, \
+                  max_join_size = 3, sql_safe_updates = 1";
     src.sql(&format!("SET GLOBAL sql_mode = '{odd}', {limits}"));
     dst.sql(&format!(
         "SET GLOBAL sql_mode = '{odd},STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE', {limits}, \
@@ -939,7 +945,8 @@ fn a_servers_global_settings_change_nothing() {
     );
     // written in the odd mode: "..." is a name, '\' is a plain character, '' is NULL
     src.sql(
-        "SET SESSION autocommit = 1, max_statement_time = 0; \
+        "SET SESSION autocommit = 1, max_statement_time = 0, sql_safe_updates = 0; \
+         UPDATE gm.nk SET v = v + 100 WHERE v = 3 LIMIT 1; DELETE FROM gm.nk WHERE v = 2; \
          INSERT INTO \"gm\".\"t\" (k, c, v) VALUES ('c\\d', 'w ', 'e'); \
          UPDATE gm.t SET v = 'q' WHERE k = 'a\\b'; DELETE FROM gm.t WHERE k = 'z'; \
          ALTER TABLE \"gm\".\"t\" ADD COLUMN \"e\" VARCHAR(5) DEFAULT 'x\\y' COMMENT 'added'; \
@@ -960,10 +967,11 @@ fn a_servers_global_settings_change_nothing() {
     );
     assert_ok(&out);
     let defaults = "SET GLOBAL sql_mode = DEFAULT, autocommit = 1, max_statement_time = 0, \
-                    explicit_defaults_for_timestamp = DEFAULT";
+                    explicit_defaults_for_timestamp = DEFAULT, sql_select_limit = DEFAULT, \
+                    max_join_size = DEFAULT, sql_safe_updates = DEFAULT";
     src.sql(defaults);
     dst.sql(defaults);
-    assert_same(&src, &dst, "gm");
+    assert_same_multiset(&src, &dst, "gm");
     assert_eq!(dst.sql("SELECT e FROM gm.t WHERE k = 'c\\\\d'"), "x\\\\y");
     assert_eq!(
         dst.sql("SELECT ENGINE, TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'gm' AND TABLE_NAME = 't'"),

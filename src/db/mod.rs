@@ -50,8 +50,13 @@ fn session_sql(s: Session) -> Vec<&'static str> {
         // 10.1); a table created from SHOW CREATE TABLE text must mean what the text says: a
         // target with explicit_defaults_for_timestamp=OFF gave `ts TIMESTAMP NOT NULL` a
         // DEFAULT and ON UPDATE current_timestamp() the source's table does not have (a
-        // session variable from 10.1.8; a DDL from the binlog sets the source's own)
-        "SET SESSION autocommit = 1 /*M!100101 , max_statement_time = 0 */ \
+        // session variable from 10.1.8; a DDL from the binlog sets the source's own); a
+        // global sql_select_limit cut every result short without an error (measured: with 3,
+        // the database list had 3 names, so a snapshot of every database would have skipped
+        // the rest, and a table without a key would have been read as 3 rows), max_join_size
+        // refused large reads, sql_safe_updates the row-matched changes of keyless tables
+        "SET SESSION autocommit = 1, sql_select_limit = 18446744073709551615, \
+         sql_big_selects = 1, sql_safe_updates = 0 /*M!100101 , max_statement_time = 0 */ \
          /*M!100108 , explicit_defaults_for_timestamp = 1 */",
     ];
     match s {
