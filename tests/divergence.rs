@@ -899,7 +899,8 @@ fn objects_keep_their_session_character_set() {
 /// literals, PAD_CHAR_TO_FULL_LENGTH what a CHAR reads as; a global autocommit=0 or
 /// max_statement_time reached them too, a global sql_select_limit cut results short without
 /// an error (the database list, a table without a key), max_join_size and sql_safe_updates
-/// refused reads and row-matched changes, and a target's explicit_defaults_for_timestamp=OFF
+/// refused reads and row-matched changes, a DDL's `CHARACTER SET utf8` from a source whose
+/// old_mode makes it utf8mb4 became utf8mb3, and a target's explicit_defaults_for_timestamp=OFF
 /// gave a `TIMESTAMP NOT NULL` column created from SHOW CREATE TABLE text a DEFAULT and ON
 /// UPDATE current_timestamp(). Here both servers run such a global mode (the target strict
 /// as well), autocommit=0 and a 1 ms max_statement_time, through snapshot (one row per chunk, so string
@@ -930,7 +931,10 @@ fn a_servers_global_settings_change_nothing() {
     // updates to keyed ones (the test's own sessions opt out)
     let limits = "autocommit = 0, max_statement_time = 0.001, sql_select_limit = 2, \
                   max_join_size = 3, sql_safe_updates = 1";
-    src.sql(&format!("SET GLOBAL sql_mode = '{odd}', {limits}"));
+    // and on the source, `utf8` means utf8mb4 (old_mode without UTF8_IS_UTF8MB3)
+    src.sql(&format!(
+        "SET GLOBAL sql_mode = '{odd}', {limits}, old_mode = ''"
+    ));
     dst.sql(&format!(
         "SET GLOBAL sql_mode = '{odd},STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE', {limits}, \
          explicit_defaults_for_timestamp = 0"
@@ -950,7 +954,9 @@ fn a_servers_global_settings_change_nothing() {
          INSERT INTO \"gm\".\"t\" (k, c, v) VALUES ('c\\d', 'w ', 'e'); \
          UPDATE gm.t SET v = 'q' WHERE k = 'a\\b'; DELETE FROM gm.t WHERE k = 'z'; \
          ALTER TABLE \"gm\".\"t\" ADD COLUMN \"e\" VARCHAR(5) DEFAULT 'x\\y' COMMENT 'added'; \
-         INSERT INTO gm.p VALUES ('c', 5); UPDATE gm.p SET v = 9 WHERE k = 'a'",
+         INSERT INTO gm.p VALUES ('c', 5); UPDATE gm.p SET v = 9 WHERE k = 'a'; \
+         CREATE TABLE gm.u8 (id INT PRIMARY KEY, c VARCHAR(5) CHARACTER SET utf8); \
+         SET NAMES utf8mb4; INSERT INTO gm.u8 VALUES (1, '한😀')",
     );
     let out = migrate(
         &src.url(),
@@ -968,7 +974,7 @@ fn a_servers_global_settings_change_nothing() {
     assert_ok(&out);
     let defaults = "SET GLOBAL sql_mode = DEFAULT, autocommit = 1, max_statement_time = 0, \
                     explicit_defaults_for_timestamp = DEFAULT, sql_select_limit = DEFAULT, \
-                    max_join_size = DEFAULT, sql_safe_updates = DEFAULT";
+                    max_join_size = DEFAULT, sql_safe_updates = DEFAULT, old_mode = DEFAULT";
     src.sql(defaults);
     dst.sql(defaults);
     assert_same_multiset(&src, &dst, "gm");

@@ -30,6 +30,11 @@ pub struct SourceDefaults {
     pub default_week_format: Option<u32>,
     /// The source writes explicit_defaults_for_timestamp into flags2 (10.10 and later).
     pub flags_carry_explicit_defaults: bool,
+    /// What `utf8` means in the source's statements: utf8mb3 before 10.6, and from 10.6 while
+    /// its global old_mode has UTF8_IS_UTF8MB3 (the default); utf8mb4 without it. Measured:
+    /// `CREATE TABLE ... CHARACTER SET utf8` from a source with old_mode='' made a utf8mb3
+    /// column on a target with the default.
+    pub utf8_is_utf8mb3: bool,
 }
 
 impl SourceDefaults {
@@ -39,7 +44,7 @@ impl SourceDefaults {
             conn,
             "SELECT @@global.time_zone, TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP(), CONVERT_TZ(UTC_TIMESTAMP(), '+00:00', 'SYSTEM')), \
              @@global.default_storage_engine, @@global.explicit_defaults_for_timestamp, @@global.div_precision_increment, \
-             @@global.default_week_format, @@version",
+             @@global.default_week_format, @@version, @@global.old_mode",
         )
         .await?
         .into_iter()
@@ -72,6 +77,10 @@ impl SourceDefaults {
             div_precision_increment: get(4).parse().ok(),
             default_week_format: get(5).parse().ok(),
             flags_carry_explicit_defaults: (major, minor) >= (10, 10),
+            utf8_is_utf8mb3: (major, minor) < (10, 6)
+                || get(7)
+                    .split(',')
+                    .any(|f| f.eq_ignore_ascii_case("UTF8_IS_UTF8MB3")),
         })
     }
 }
@@ -166,6 +175,15 @@ pub fn session_sql(ctx: &query::QueryContext, src: &SourceDefaults) -> String {
     if let Some(w) = src.default_week_format {
         sets.push(format!("default_week_format = {w}"));
     }
+    // the target's old_mode with UTF8_IS_UTF8MB3 set or cleared as the source has it
+    sets.push(if src.utf8_is_utf8mb3 {
+        "old_mode = IF(FIND_IN_SET('UTF8_IS_UTF8MB3', @@old_mode), @@old_mode, \
+         CONCAT_WS(',', NULLIF(@@old_mode, ''), 'UTF8_IS_UTF8MB3'))"
+            .into()
+    } else {
+        "old_mode = TRIM(BOTH ',' FROM REPLACE(CONCAT(',', @@old_mode, ','), ',UTF8_IS_UTF8MB3,', ','))"
+            .into()
+    });
     format!("SET SESSION {}", sets.join(", "))
 }
 
@@ -428,6 +446,7 @@ mod tests {
             div_precision_increment: Some(4),
             default_week_format: Some(0),
             flags_carry_explicit_defaults: true,
+            utf8_is_utf8mb3: true,
         };
         let s = session_sql(&ctx, &src);
         assert!(s.starts_with("SET SESSION timestamp = 1700000000.000005, foreign_key_checks = 0, sql_auto_is_null = 0, unique_checks = 1, check_constraint_checks = 1, explicit_defaults_for_timestamp = 1, sql_mode = 2, auto_increment_increment = 3, auto_increment_offset = 1, character_set_client = 19, collation_connection = 19, collation_server = 19, time_zone = '+09:00', lc_time_names = 31, default_storage_engine = `InnoDB`"), "{s}");
