@@ -231,6 +231,26 @@ pub struct Filter {
     /// Empty: every non-system database.
     pub databases: Vec<String>,
     pub exclude: Vec<glob::Pattern>,
+    /// The source folds database and table names to lowercase (`lower_case_table_names=1`):
+    /// the names here are folded (`folded`), and so are those a binlog statement names.
+    pub fold_case: bool,
+}
+
+/// A database or table name as a server with `lower_case_table_names=1` stores it: ASCII
+/// letters in lowercase. A name with a non-ASCII letter that has case is refused rather than
+/// folded by Unicode rules that may not be the server's (its `utf8mb3_general_ci` tables);
+/// Korean has no case.
+pub fn fold_name(name: &str) -> Result<String> {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !c.is_ascii() && (c.is_lowercase() || c.is_uppercase()))
+    {
+        return Err(Error::definite(
+            format!("the name `{name}` has the letter {c:?}, whose lowercase form migrate cannot be sure matches the server's under lower_case_table_names=1"),
+            "rename it to ASCII letters (or letters without case, such as Korean), or --exclude it",
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 pub const SYSTEM_DATABASES: &[&str] = &[
@@ -257,6 +277,25 @@ impl Filter {
         Ok(Filter {
             databases: databases.to_vec(),
             exclude,
+            fold_case: false,
+        })
+    }
+    /// This selection for a source with `lower_case_table_names=1`: database names and
+    /// `--exclude` patterns folded as the server folds names.
+    pub fn folded(&self) -> Result<Filter> {
+        let databases = self
+            .databases
+            .iter()
+            .map(|d| fold_name(d))
+            .collect::<Result<Vec<_>>>()?;
+        let exclude: Vec<String> = self
+            .exclude
+            .iter()
+            .map(|p| fold_name(p.as_str()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Filter {
+            fold_case: true,
+            ..Filter::new(&databases, &exclude)?
         })
     }
     pub fn includes_db(&self, db: &str) -> bool {

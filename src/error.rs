@@ -68,13 +68,21 @@ impl Error {
         self
     }
     /// Prefix the message with where it happened (server, database, table). A place that
-    /// starts with "source" or "target" also sets `side`, unless an inner context did.
+    /// names a server ("target", "target, DDL ...", "target: ...", an endpoint "target
+    /// user@host:port") also sets `side`, unless an inner context did; a table named
+    /// `source.x` does not.
     pub fn context(mut self, place: impl fmt::Display) -> Self {
         let place = place.to_string();
         if self.side.is_none() {
-            self.side = ["source", "target"]
-                .into_iter()
-                .find(|side| place.starts_with(side));
+            self.side = ["source", "target"].into_iter().find(|side| {
+                let rest = place.strip_prefix(side);
+                rest.is_some_and(|r| {
+                    r.is_empty()
+                        || r.starts_with(',')
+                        || r.starts_with(':')
+                        || (r.starts_with(' ') && r.contains('@'))
+                })
+            });
         }
         self.what = format!("{place}: {}", self.what);
         self
@@ -234,6 +242,12 @@ mod tests {
             .what
             .starts_with("GTID 0-1-5: source binlog: target root@"));
         assert_eq!(Error::transient("x").context("GTID 0-1-5").side, None);
+        assert_eq!(Error::transient("x").context("target.orders").side, None);
+        assert_eq!(Error::transient("x").context("source binlog").side, None);
+        assert_eq!(
+            Error::transient("x").context("target, DDL `x`").side,
+            Some("target")
+        );
         assert_eq!(
             Error::transient("x").on("target").context("source").side,
             Some("target")

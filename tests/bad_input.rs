@@ -352,13 +352,14 @@ fn tls_verify_ca() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// A server that folds table names (`lower_case_table_names` 1 or 2) is refused on either side,
-/// by `check` (a blocker), `snapshot` and `follow` (exit 2, one line naming the variable and
-/// the fix), before anything is written: migrate compares names byte for byte, and a
-/// statement naming `Shop.Orders` where the row events say `shop.orders` must not be taken
-/// for a table outside the selection.
+/// Servers that fold table names differently (`lower_case_table_names` 1 on one side, 0 on the
+/// other) are refused by `check` (a blocker), `snapshot` and `follow` (exit 2, one line naming
+/// the variable and the fix), before anything is written: a folding source's statements name
+/// `Shop.Orders` for a table a case-sensitive target knows only as `shop.orders`, and a
+/// folding target would merge a case-sensitive source's `T` and `t`. Both folding is
+/// supported (`ddl::names_folded_on_both_servers`).
 #[test]
-fn servers_that_fold_table_names_are_refused() {
+fn servers_that_fold_table_names_differently_are_refused() {
     let mut args: Vec<&str> = SOURCE_ARGS.to_vec();
     args.push("--lower-case-table-names=1");
     let folding_src = Server::start("lc-src", &args);
@@ -372,10 +373,21 @@ fn servers_that_fold_table_names_are_refused() {
         s.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, v INT); INSERT INTO shop.t VALUES (1, 1)");
     }
     let dir = tempdir();
-    for (source, target, side) in [
-        (&folding_src, &dst, "source"),
-        (&src, &folding_dst, "target"),
+    for (source, target, side, pair) in [
+        (
+            &folding_src,
+            &dst,
+            "source",
+            "1 on the source and 0 on the target",
+        ),
+        (
+            &src,
+            &folding_dst,
+            "target",
+            "0 on the source and 1 on the target",
+        ),
     ] {
+        let pair = format!("lower_case_table_names is {pair}");
         let state = dir.path().join(format!("{side}.sqlite"));
         let out = migrate(
             &source.url(),
@@ -385,7 +397,7 @@ fn servers_that_fold_table_names_are_refused() {
         );
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
         assert_ne!(code(&out), 0, "check passed a folding {side}: {text}");
-        assert!(text.contains("lower_case_table_names=1"), "{text}");
+        assert!(text.contains(&pair), "{text}");
         let out = migrate(
             &source.url(),
             &target.url(),
@@ -394,10 +406,7 @@ fn servers_that_fold_table_names_are_refused() {
         );
         let err = stderr(&out);
         assert_eq!(code(&out), 2, "{err}");
-        assert!(
-            err.contains(&format!("{side}: lower_case_table_names=1")) && err.contains("fix:"),
-            "{err}"
-        );
+        assert!(err.contains(&pair) && err.contains("fix:"), "{err}");
         assert!(
             target.sql("SHOW DATABASES LIKE 'shop'").trim().is_empty(),
             "snapshot wrote to the target"
@@ -420,5 +429,8 @@ fn servers_that_fold_table_names_are_refused() {
     );
     let err = stderr(&out);
     assert_eq!(code(&out), 2, "{err}");
-    assert!(err.contains("target: lower_case_table_names=1"), "{err}");
+    assert!(
+        err.contains("lower_case_table_names is 0 on the source and 1 on the target"),
+        "{err}"
+    );
 }

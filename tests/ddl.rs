@@ -224,15 +224,17 @@ fn views_and_tables_renamed_out_of_the_selection_are_dropped() {
 /// (RAND(), UUID(), USER(), ...) used to fill the target's rows with other values than the
 /// source's, exit 0 (measured: every row differed). Now follow stops before it with the fix,
 /// unless the target's table is empty; repeatable defaults (a literal, the statement's
-/// timestamp) are applied. The fix (a new snapshot, new state file, --reuse-target) ends
-/// identical.
+/// timestamp, AUTO_INCREMENT on a keyed table) are applied. The fix (a new snapshot, new
+/// state file, --reuse-target) ends identical. AUTO_INCREMENT added to a table without a key
+/// stops too.
 #[test]
 fn added_columns_with_unrepeatable_defaults_stop_follow() {
     let src = Server::source("unrep-src");
     let dst = Server::target("unrep-dst");
     src.sql(
         "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v INT); \
-         INSERT INTO app.t VALUES (1, 1), (2, 2); CREATE TABLE app.empty (id INT PRIMARY KEY)",
+         INSERT INTO app.t VALUES (1, 1), (2, 2); CREATE TABLE app.empty (id INT PRIMARY KEY); \
+         CREATE TABLE app.nk (v INT) ENGINE=InnoDB; INSERT INTO app.nk VALUES (3), (1), (2)",
     );
     let dir = tempdir();
     let state = dir.path().join("s.sqlite");
@@ -243,7 +245,8 @@ fn added_columns_with_unrepeatable_defaults_stop_follow() {
         &["snapshot", "--databases", "app"],
     ));
     src.sql(
-        "ALTER TABLE app.t ADD COLUMN c TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), ADD COLUMN k INT DEFAULT 7; \
+        "ALTER TABLE app.t ADD COLUMN c TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), ADD COLUMN k INT DEFAULT 7, \
+           ADD COLUMN n INT NOT NULL AUTO_INCREMENT UNIQUE; \
          ALTER TABLE app.empty ADD COLUMN g CHAR(36) DEFAULT (UUID()); INSERT INTO app.empty (id) VALUES (1); \
          ALTER TABLE app.t ADD COLUMN r DOUBLE DEFAULT (RAND()); \
          INSERT INTO app.t (id, v) VALUES (3, 3)",
@@ -255,8 +258,8 @@ fn added_columns_with_unrepeatable_defaults_stop_follow() {
     );
     // what came before it was applied: the repeatable defaults, the empty table's column
     assert_eq!(
-        dst.sql("SET time_zone = '+00:00'; SELECT id, c, k FROM app.t ORDER BY id"),
-        src.sql("SET time_zone = '+00:00'; SELECT id, c, k FROM app.t WHERE id < 3 ORDER BY id")
+        dst.sql("SET time_zone = '+00:00'; SELECT id, c, k, n FROM app.t ORDER BY id"),
+        src.sql("SET time_zone = '+00:00'; SELECT id, c, k, n FROM app.t WHERE id < 3 ORDER BY id")
     );
     assert_eq!(
         dst.sql("SELECT g FROM app.empty"),
@@ -272,4 +275,72 @@ fn added_columns_with_unrepeatable_defaults_stop_follow() {
     ));
     src.sql("UPDATE app.t SET v = 9 WHERE id = 1");
     catch_up_and_compare(&src.url(), &dst.url(), &fresh, &src, &dst, "app");
+    // AUTO_INCREMENT numbers existing rows in their stored order: for a table without a key,
+    // InnoDB's hidden row order, which on the target follows the binlog, not the source
+    src.sql("ALTER TABLE app.nk ADD COLUMN id INT AUTO_INCREMENT PRIMARY KEY");
+    let err = follow_fails(&src.url(), &dst.url(), &fresh, "app");
+    assert!(
+        err.contains("AUTO_INCREMENT") && err.contains("app.nk") && err.contains("no primary"),
+        "{err}"
+    );
+}
+
+/// Both servers fold names (`lower_case_table_names=1`, common where applications were
+/// written on Windows): stored and logged in lowercase (table maps, the event's database),
+/// but statements keep the case they were written in. `--databases Shop`, `--exclude
+/// 'Shop.Tmp*'`, and DDL that says `Shop.Orders` are about `shop.orders`: a statement whose
+/// names were compared byte for byte would have been taken for one outside the selection.
+#[test]
+fn names_folded_on_both_servers() {
+    let mut args: Vec<&str> = SOURCE_ARGS.to_vec();
+    args.push("--lower-case-table-names=1");
+    let src = Server::start("lcf-src", &args);
+    let dst = Server::start(
+        "lcf-dst",
+        &["--log-bin=mysql-bin", "--lower-case-table-names=1"],
+    );
+    src.sql(
+        "CREATE DATABASE Shop; USE Shop; CREATE TABLE Orders (Id INT PRIMARY KEY, v INT); \
+         INSERT INTO Orders VALUES (1, 1); CREATE TABLE TmpA (id INT PRIMARY KEY); INSERT INTO TmpA VALUES (1); \
+         CREATE VIEW Big AS SELECT Id FROM Orders WHERE v > 1",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    let filter = ["--databases", "Shop", "--exclude", "Shop.Tmp*"];
+    let mut check = vec!["check"];
+    check.extend(filter);
+    let out = migrate(&src.url(), &dst.url(), &state, &check);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let mut snap = vec!["snapshot"];
+    snap.extend(filter);
+    assert_ok(&migrate(&src.url(), &dst.url(), &state, &snap));
+    assert_eq!(dst.sql("SHOW TABLES FROM shop"), "big\norders");
+    src.sql(
+        "USE Shop; INSERT INTO SHOP.ORDERS VALUES (2, 2); \
+         ALTER TABLE Shop.Orders ADD COLUMN W INT DEFAULT 7; \
+         CREATE TABLE Shop.Items (Id INT PRIMARY KEY, OrderId INT); INSERT INTO shop.items VALUES (1, 2); \
+         RENAME TABLE Shop.Items TO Shop.Lines; \
+         CREATE TABLE Shop.TmpB (id INT PRIMARY KEY); INSERT INTO TmpB VALUES (1); \
+         ALTER TABLE Shop.TmpA ADD COLUMN x INT; DROP TABLE Shop.TmpB; \
+         CREATE OR REPLACE VIEW Shop.Big AS SELECT Id, W FROM Shop.Orders; \
+         UPDATE Orders SET W = 8 WHERE Id = 1",
+    );
+    let mut follow = vec!["follow", "--until-caught-up"];
+    follow.extend(filter);
+    assert_ok(&migrate(&src.url(), &dst.url(), &state, &follow));
+    assert_eq!(dst.sql("SHOW TABLES FROM shop"), "big\nlines\norders");
+    assert_eq!(
+        dst.sql("SELECT Id, v, W FROM shop.orders ORDER BY Id"),
+        "1\t1\t8\n2\t2\t7"
+    );
+    assert_eq!(dst.sql("SELECT * FROM shop.lines"), "1\t2");
+    let mut verify = vec!["verify"];
+    verify.extend(filter);
+    assert_ok(&migrate(&src.url(), &dst.url(), &state, &verify));
 }

@@ -12,7 +12,7 @@ use crate::config::Endpoint;
 use crate::db::{self, quote, Session};
 use crate::error::{Error, Result};
 use crate::sql::lexer::Mode;
-use crate::sql::statement::{self, Object, Verb};
+use crate::sql::statement::{self, Fill, Object, Verb};
 use mysql_async::Conn;
 
 /// Source settings a QUERY event does not carry but DDL results depend on (a CREATE TABLE
@@ -35,6 +35,8 @@ pub struct SourceDefaults {
     /// `CREATE TABLE ... CHARACTER SET utf8` from a source with old_mode='' made a utf8mb3
     /// column on a target with the default.
     pub utf8_is_utf8mb3: bool,
+    /// The source's lower_case_table_names (the target must have the same, 0 or 1).
+    pub lower_case_table_names: u8,
 }
 
 impl SourceDefaults {
@@ -44,7 +46,7 @@ impl SourceDefaults {
             conn,
             "SELECT @@global.time_zone, TIMESTAMPDIFF(MINUTE, UTC_TIMESTAMP(), CONVERT_TZ(UTC_TIMESTAMP(), '+00:00', 'SYSTEM')), \
              @@global.default_storage_engine, @@global.explicit_defaults_for_timestamp, @@global.div_precision_increment, \
-             @@global.default_week_format, @@version, @@global.old_mode",
+             @@global.default_week_format, @@version, @@global.old_mode, @@global.lower_case_table_names",
         )
         .await?
         .into_iter()
@@ -81,6 +83,7 @@ impl SourceDefaults {
                 || get(7)
                     .split(',')
                     .any(|f| f.eq_ignore_ascii_case("UTF8_IS_UTF8MB3")),
+            lower_case_table_names: get(8).parse().unwrap_or(0),
         })
     }
 }
@@ -175,16 +178,15 @@ pub fn session_sql(ctx: &query::QueryContext, src: &SourceDefaults) -> String {
     if let Some(w) = src.default_week_format {
         sets.push(format!("default_week_format = {w}"));
     }
-    // the target's old_mode with UTF8_IS_UTF8MB3 set or cleared as the source has it
-    sets.push(if src.utf8_is_utf8mb3 {
+    // the target's old_mode with UTF8_IS_UTF8MB3 set or cleared as the source has it (the
+    // flag exists from 10.6.1; before, utf8 is utf8mb3 on the target whatever is set)
+    let utf8 = if src.utf8_is_utf8mb3 {
         "old_mode = IF(FIND_IN_SET('UTF8_IS_UTF8MB3', @@old_mode), @@old_mode, \
          CONCAT_WS(',', NULLIF(@@old_mode, ''), 'UTF8_IS_UTF8MB3'))"
-            .into()
     } else {
         "old_mode = TRIM(BOTH ',' FROM REPLACE(CONCAT(',', @@old_mode, ','), ',UTF8_IS_UTF8MB3,', ','))"
-            .into()
-    });
-    format!("SET SESSION {}", sets.join(", "))
+    };
+    format!("SET SESSION {} /*M!100601 , {utf8} */", sets.join(", "))
 }
 
 /// `CREATE/ALTER EVENT` rewritten so the event is DISABLED on the target: an existing
@@ -361,15 +363,16 @@ async fn run_on(
 }
 
 /// An `ALTER TABLE ... ADD` column whose default gives the rows already in the table a value
-/// the target cannot repeat (RAND(), UUID(), USER(), @@server_id, ...) stops follow before it
-/// runs, unless the target's table is empty: run there, it would fill them with other values
-/// than the source's, with exit 0 (a native replica does). Measured: `ADD COLUMN r DOUBLE
-/// DEFAULT (RAND())` left every row different.
+/// the target cannot repeat (RAND(), UUID(), USER(), NEXT VALUE FOR, @@server_id, ...), or an
+/// AUTO_INCREMENT column added to (or made of a column of) a table without a primary or NOT
+/// NULL unique key, stops follow before it runs, unless the target's table is empty: run
+/// there, it would fill them with other values than the source's, with exit 0 (a native
+/// replica does). Measured: `ADD COLUMN r DOUBLE DEFAULT (RAND())` left every row different.
 async fn refuse_unrepeatable_fill(conn: &mut Conn, d: &Ddl, mode: Mode) -> Result<()> {
     if d.statement.object != Object::Table || d.statement.verb != Verb::Alter {
         return Ok(());
     }
-    let Some(what) = statement::fills_existing_rows_with(&d.sql, mode) else {
+    let Some(fill) = statement::fills_existing_rows_with(&d.sql, mode) else {
         return Ok(());
     };
     let Some(table) = d.statement.names.first() else {
@@ -382,10 +385,40 @@ async fn refuse_unrepeatable_fill(conn: &mut Conn, d: &Ddl, mode: Mode) -> Resul
     if rows.is_empty() {
         return Ok(());
     }
+    let why = match fill {
+        Fill::Unrepeatable(what) => format!(
+            "gives the rows already in {}.{} a column default of {what}, computed where the statement runs",
+            table.db, table.name
+        ),
+        Fill::Numbered => {
+            // numbered in clustered order: the same on both sides when a primary key or a
+            // NOT NULL unique key orders the table
+            let keyed = db::query_strings(
+                conn,
+                &format!(
+                    "SELECT 1 FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c \
+                     ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME \
+                     WHERE s.TABLE_SCHEMA = {} AND s.TABLE_NAME = {} AND s.NON_UNIQUE = 0 \
+                     GROUP BY s.INDEX_NAME HAVING SUM(c.IS_NULLABLE = 'YES') = 0 LIMIT 1",
+                    quote::string(&table.db),
+                    quote::string(&table.name)
+                ),
+            )
+            .await
+            .map_err(|e| e.context("target"))?;
+            if !keyed.is_empty() {
+                return Ok(());
+            }
+            format!(
+                "numbers the rows already in {}.{}, which has no primary or NOT NULL unique key, with AUTO_INCREMENT in their stored order",
+                table.db, table.name
+            )
+        }
+    };
     Err(Error::definite(
         format!(
-            "DDL `{}` gives the rows already in {}.{} a column default of {what}, computed where the statement runs: on the target those rows would get other values than on the source",
-            d.text, table.db, table.name
+            "DDL `{}` {why}: on the target those rows would get other values than on the source",
+            d.text
         ),
         "take a new snapshot after this statement, with a new state file: `migrate snapshot --state NEW --reuse-target` copies the rows as the source holds them now; then follow with that state",
     ))
@@ -447,6 +480,7 @@ mod tests {
             default_week_format: Some(0),
             flags_carry_explicit_defaults: true,
             utf8_is_utf8mb3: true,
+            lower_case_table_names: 0,
         };
         let s = session_sql(&ctx, &src);
         assert!(s.starts_with("SET SESSION timestamp = 1700000000.000005, foreign_key_checks = 0, sql_auto_is_null = 0, unique_checks = 1, check_constraint_checks = 1, explicit_defaults_for_timestamp = 1, sql_mode = 2, auto_increment_increment = 3, auto_increment_offset = 1, character_set_client = 19, collation_connection = 19, collation_server = 19, time_zone = '+09:00', lc_time_names = 31, default_storage_engine = `InnoDB`"), "{s}");

@@ -75,7 +75,8 @@ impl Applier {
             .await?
             .and_then(|v| v.parse().ok())
             .unwrap_or(16 << 20);
-        db::preflight::require_case_sensitive_names(&mut conn, "target").await?;
+        let target_folds = db::preflight::lower_case_table_names(&mut conn).await?;
+        db::preflight::names_fold_alike(source.lower_case_table_names, target_folds)?;
         checkpoint::ensure(&mut conn).await?;
         let row = checkpoint::read(&mut conn, migration).await?.ok_or_else(|| {
             Error::definite(

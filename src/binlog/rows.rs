@@ -479,19 +479,26 @@ fn decompress_column(stored: &[u8]) -> Result<Vec<u8>> {
         8 => {}
         m => return Err(unsupported(&format!("uses compression method {m}"))),
     }
+    // MariaDB writes at most 4 length bytes (a value is under 4 GiB)
     let len_bytes = (header & 7) as usize;
-    if len_bytes == 0 || rest.len() < len_bytes {
+    if len_bytes == 0 || len_bytes > 4 || rest.len() < len_bytes {
         return Err(unsupported("has a malformed header"));
     }
     let original = rest[..len_bytes]
         .iter()
         .fold(0usize, |a, &x| (a << 8) | x as usize);
     let data = &rest[len_bytes..];
-    let mut out = Vec::with_capacity(original);
+    let mut out = Vec::new();
+    // one byte more than announced is enough to tell a value that inflates too far
+    let limit = original as u64 + 1;
     let read = if header & 8 != 0 {
-        flate2::read::DeflateDecoder::new(data).read_to_end(&mut out)
+        flate2::read::DeflateDecoder::new(data)
+            .take(limit)
+            .read_to_end(&mut out)
     } else {
-        flate2::read::ZlibDecoder::new(data).read_to_end(&mut out)
+        flate2::read::ZlibDecoder::new(data)
+            .take(limit)
+            .read_to_end(&mut out)
     };
     match read {
         Ok(n) if n == original => Ok(out),

@@ -470,7 +470,14 @@ impl Reader {
                 // the artificial ROTATE a GTID connection starts with comes before the first
                 // format description, so the library has not stripped its checksum yet
                 let raw = r.name_raw();
-                let numbered = |name: &[u8]| FilePos::new(&binlog_file_name(name), 0).file_number != 0;
+                // a binlog file name: printable ASCII ending in `.` and 6 or more digits
+                let numbered = |name: &[u8]| {
+                    let digits = name.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+                    digits >= 6
+                        && name.len() > digits
+                        && name[name.len() - digits - 1] == b'.'
+                        && name.iter().all(|b| (0x20..0x7f).contains(b))
+                };
                 // the artificial ROTATE carries the connection's checksum even after the source
                 // turned binlog_checksum off (measured on 10.11: the file after the switch was
                 // named "mysql-bin.000007" plus 4 checksum bytes), so a name that is not a binlog
@@ -603,8 +610,30 @@ impl Reader {
             }
         }
         let mode = Mode::from_sql_mode(ctx.sql_mode.unwrap_or(0));
-        let decode = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        // a source with lower_case_table_names=1 stores and logs names in lowercase (the
+        // table maps, the event's database) but its statements keep the case they were
+        // written in: `ALTER TABLE Shop.Orders` is about `shop.orders`
+        let fold = self.filter.fold_case;
+        let unfoldable = std::cell::RefCell::new(None);
+        let decode = |b: &[u8]| {
+            let name = String::from_utf8_lossy(b).into_owned();
+            if !fold {
+                return name;
+            }
+            crate::config::fold_name(&name).unwrap_or_else(|e| {
+                unfoldable.borrow_mut().get_or_insert(e);
+                name
+            })
+        };
+        let schema = if fold {
+            crate::config::fold_name(&schema)?
+        } else {
+            schema
+        };
         let stmt = statement::classify(text.as_bytes(), mode, &schema, &decode);
+        if let Some(e) = unfoldable.borrow_mut().take() {
+            return Err(e.context(format!("{}: {text}", self.gtid_label())));
+        }
         match stmt {
             Statement::Begin => Ok(()),
             Statement::Commit => {

@@ -56,6 +56,8 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
     let mut total_bytes = 0;
     let mut source_version = String::new();
     let mut definers = Vec::new();
+    let mut filter = ctx.filter.clone();
+    let mut source_folds = None;
     if let Some(src) = src.as_mut() {
         let version = preflight::version(src).await?.unwrap_or_default();
         source_version = version.clone();
@@ -68,11 +70,16 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         ));
         findings.push(preflight::tls(src, source).await?);
         findings.extend(preflight::name_case(src, "source").await?);
+        let folds = preflight::lower_case_table_names(src).await?;
+        source_folds = Some(folds);
+        if folds == 1 {
+            filter = filter.folded()?;
+        }
         findings.extend(preflight::source_binlog(src).await?);
-        match snapshot::discover(src, &ctx.filter).await {
+        match snapshot::discover(src, &filter).await {
             Ok(tables) => {
                 let src_dbs = crate::schema::list_databases(src).await?;
-                dbs = snapshot::selected_databases(&tables, &src_dbs, &ctx.filter);
+                dbs = snapshot::selected_databases(&tables, &src_dbs, &filter);
                 for (name, why, fix) in snapshot::unsupported(&tables) {
                     findings.push(Finding::new(
                         Severity::Blocker,
@@ -148,7 +155,7 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         }
         // grants are checked on every database asked for, also one the account cannot see
         let mut grant_dbs = dbs.clone();
-        for d in &ctx.filter.databases {
+        for d in &filter.databases {
             if !grant_dbs.contains(d) {
                 grant_dbs.push(d.clone());
             }
@@ -178,6 +185,20 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         ));
         findings.push(preflight::tls(tgt, target).await?);
         findings.extend(preflight::name_case(tgt, "target").await?);
+        if let Some(folds) = source_folds {
+            let target_folds = preflight::lower_case_table_names(tgt).await?;
+            if let Err(e) = preflight::names_fold_alike(folds, target_folds) {
+                if folds <= 1 && target_folds <= 1 {
+                    findings.push(Finding::new(
+                        Severity::Blocker,
+                        "target",
+                        "lower_case_table_names",
+                        e.what,
+                        e.hint,
+                    ));
+                }
+            }
+        }
         findings.push(preflight::target_grants(tgt, target, &dbs, &definers).await?);
         let own = own_copy(ctx, tgt).await;
         for d in snapshot::non_empty_on_target(tgt, &dbs).await? {

@@ -203,6 +203,7 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
             // a verify begun by an older migrate did not note where changed keys start
             && store.get("verify.touched_from")?.is_some()
             && store.get("verify.selection")?.as_deref() == Some(args.tables.join(",").as_str()),
+        filter: filter.clone(),
     };
     if opts.resume {
         tracing::info!("continuing the verify that was interrupted (--restart to start over)");
@@ -359,6 +360,26 @@ pub(crate) async fn describe(
     let mut meta = db::connect(source, Session::Meta)
         .await
         .map_err(|e| e.context("source"))?;
+    // a source that folds names (lower_case_table_names=1) knows `Shop.Orders` as shop.orders
+    let folds = db::preflight::lower_case_table_names(&mut meta).await? == 1;
+    let folded_filter;
+    let filter = if folds {
+        folded_filter = filter.folded()?;
+        &folded_filter
+    } else {
+        filter
+    };
+    let folded_wanted: Vec<String> = wanted
+        .iter()
+        .map(|w| {
+            if folds {
+                crate::config::fold_name(w)
+            } else {
+                Ok(w.to_string())
+            }
+        })
+        .collect::<Result<_>>()?;
+    let wanted: Vec<&str> = folded_wanted.iter().map(String::as_str).collect();
     // the migration's tables as the source has them now (listed before any round: a table
     // listed here was created at or before every round's GTID), also those created after the
     // snapshot; those the snapshot copied and the source no longer has are the schema

@@ -50,14 +50,15 @@ fn session_sql(s: Session) -> Vec<&'static str> {
         // 10.1); a table created from SHOW CREATE TABLE text must mean what the text says: a
         // target with explicit_defaults_for_timestamp=OFF gave `ts TIMESTAMP NOT NULL` a
         // DEFAULT and ON UPDATE current_timestamp() the source's table does not have (a
-        // session variable from 10.1.8; a DDL from the binlog sets the source's own); a
+        // session variable from 10.10, read-only before; a DDL from the binlog sets the
+        // source's own); a
         // global sql_select_limit cut every result short without an error (measured: with 3,
         // the database list had 3 names, so a snapshot of every database would have skipped
         // the rest, and a table without a key would have been read as 3 rows), max_join_size
         // refused large reads, sql_safe_updates the row-matched changes of keyless tables
         "SET SESSION autocommit = 1, sql_select_limit = 18446744073709551615, \
          sql_big_selects = 1, sql_safe_updates = 0 /*M!100101 , max_statement_time = 0 */ \
-         /*M!100108 , explicit_defaults_for_timestamp = 1 */",
+         /*M!101000 , explicit_defaults_for_timestamp = 1 */",
     ];
     match s {
         Session::SourceReader => {
@@ -131,6 +132,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Open a connection with the session settings `s`. Errors name the server and the fix.
 pub async fn connect(ep: &Endpoint, s: Session) -> Result<Conn> {
+    connect_session(ep, s).await.map_err(|e| match ep.role {
+        side @ ("source" | "target") => e.on(side),
+        _ => e,
+    })
+}
+
+async fn connect_session(ep: &Endpoint, s: Session) -> Result<Conn> {
     let try_tls = match ep.ssl_mode {
         SslMode::Disabled => false,
         SslMode::Preferred => !known_without_tls(ep),

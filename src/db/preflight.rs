@@ -442,33 +442,47 @@ pub async fn packet_size(src: &mut Conn, tgt: &mut Conn) -> Result<Finding> {
     })
 }
 
-/// `lower_case_table_names` other than 0 on `side`: a blocker. migrate compares database and
-/// table names byte for byte, as a server with 0 does; with 1 (or 2) a statement in the binlog
-/// can name `Shop.Orders` where the row events say `shop.orders`, and a DDL on a migrated
-/// table could be taken for one outside the selection, or the target could fold two source
-/// tables (`T` and `t`) into one.
-pub async fn name_case(conn: &mut Conn, side: &str) -> Result<Option<Finding>> {
-    let v = variable(conn, "lower_case_table_names")
+/// `lower_case_table_names` of a server (0, 1 or 2).
+pub async fn lower_case_table_names(conn: &mut Conn) -> Result<u8> {
+    Ok(variable(conn, "lower_case_table_names")
         .await?
-        .unwrap_or_default();
-    Ok((v != "0").then(|| {
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// `lower_case_table_names` 2 on `side`: a blocker (names stored as given, compared folded:
+/// macOS). 0 (case-sensitive) and 1 (folded to lowercase) are supported when both servers
+/// agree (`names_fold_alike`).
+pub async fn name_case(conn: &mut Conn, side: &str) -> Result<Option<Finding>> {
+    let v = lower_case_table_names(conn).await?;
+    Ok((v > 1).then(|| {
         Finding::new(
             Severity::Blocker,
             side,
             "lower_case_table_names",
-            format!("lower_case_table_names={v}: migrate compares database and table names byte for byte and supports only 0 (case-sensitive names, the Linux default) on both servers"),
-            Some(format!("run the {side} with lower_case_table_names=0 (for a target, in its my.cnf before its data directory is created; a source whose names are all lowercase can be restarted with 0)")),
+            format!("lower_case_table_names={v}: migrate supports 0 (case-sensitive names) and 1 (names folded to lowercase)"),
+            Some(format!("run the {side} with lower_case_table_names=0 or 1 (for a target, in its my.cnf before its data directory is created)")),
         )
     }))
 }
 
-/// `name_case` as an error, for the verbs that copy or apply.
-pub async fn require_case_sensitive_names(conn: &mut Conn, side: &str) -> Result<()> {
-    match name_case(conn, side).await? {
-        None => Ok(()),
-        Some(f) => Err(crate::error::Error::definite(
-            format!("{side}: {}", f.message),
-            f.fix.unwrap_or_default(),
-        )),
+/// Whether names fold (`lower_case_table_names=1` on both servers), or why the pair cannot be
+/// migrated: a folding source has tables a case-sensitive target would know by other names
+/// (its statements say `Shop.Orders` for `shop.orders`), a folding target would merge a
+/// case-sensitive source's `T` and `t`.
+pub fn names_fold_alike(source: u8, target: u8) -> Result<bool> {
+    if source > 1 || target > 1 || source != target {
+        return Err(crate::error::Error::definite(
+            format!("lower_case_table_names is {source} on the source and {target} on the target: migrate needs both 0 (case-sensitive names) or both 1 (names folded to lowercase)"),
+            "run the target with the source's lower_case_table_names (in its my.cnf before its data directory is created)",
+        ));
     }
+    Ok(source == 1)
+}
+
+/// `names_fold_alike` for two connections.
+pub async fn name_folding(source: &mut Conn, target: &mut Conn) -> Result<bool> {
+    let s = lower_case_table_names(source).await?;
+    let t = lower_case_table_names(target).await?;
+    names_fold_alike(s, t)
 }

@@ -498,6 +498,8 @@ struct Ready {
     pos: Position,
     horizons: Arc<crate::position::horizon::Horizons>,
     cache: SchemaCache,
+    /// The source folds names (`lower_case_table_names=1`, the target too).
+    fold_names: bool,
 }
 
 enum Prepared {
@@ -517,8 +519,8 @@ async fn prepare(
     let mut mon = db::connect(source, Session::Meta)
         .await
         .map_err(|e| e.context("source"))?;
-    crate::db::preflight::require_case_sensitive_names(&mut mon, "source").await?;
     let defaults = Arc::new(SourceDefaults::read(&mut mon).await?);
+    let fold_names = defaults.lower_case_table_names == 1;
     let mut horizons = Arc::new(store.horizons()?);
     let mut applier = Applier::connect(target, &opts.migration, horizons.clone(), defaults).await?;
     let pos = applier.checkpoint().unwrap_or_else(|| start.clone());
@@ -565,6 +567,7 @@ async fn prepare(
         pos,
         horizons,
         cache,
+        fold_names,
     })))
 }
 
@@ -589,13 +592,19 @@ async fn follow_once(
         mut pos,
         horizons,
         cache,
+        fold_names,
     } = match ready? {
         Prepared::Ready(r) => *r,
         // nothing to read: what the binlog connection found does not matter
         Prepared::Done(pos) => return Ok(pos),
     };
     let opened = opened?;
-    let reader = Reader::start(opened, &pos, opts.server_id, filter.clone(), horizons).await?;
+    let filter = if fold_names {
+        filter.folded()?
+    } else {
+        filter.clone()
+    };
+    let reader = Reader::start(opened, &pos, opts.server_id, filter, horizons).await?;
     let server_id = reader.server_id.clone();
     let (tx, mut rx) = mpsc::channel(1024);
     let reader_at = live.reader_at.clone();

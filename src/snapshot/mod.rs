@@ -727,8 +727,13 @@ pub async fn run(
     );
     let (mut src, mut tgt) = (src?, tgt?);
     let asked = std::time::Instant::now();
-    db::preflight::require_case_sensitive_names(&mut src, "source").await?;
-    db::preflight::require_case_sensitive_names(&mut tgt, "target").await?;
+    let folded;
+    let filter = if db::preflight::name_folding(&mut src, &mut tgt).await? {
+        folded = filter.folded()?;
+        &folded
+    } else {
+        filter
+    };
     let src_dbs = schema::list_databases(&mut src).await?;
     let defer_indexes = defer_indexes(
         &store,

@@ -576,40 +576,69 @@ fn dml(toks: &[Token], verb: &str, decode: Decode<'_>) -> Statement {
 
 /// Functions whose value depends on where or when (to the row) the statement runs, not on
 /// what the binlog carries: the statement's timestamp is carried, so NOW() and its kin are
-/// not here. RAND(seed) is (its sequence follows the order the server visits the rows in).
+/// not here. RAND(seed) is (its sequence follows the order the server visits the rows in),
+/// and so are sequences: the target's copy of one hands out values from where the source's
+/// cache ended, not from where the source was.
 const UNREPEATABLE: &[&str] = &[
     "RAND",
-    "UUID",
-    "UUID_SHORT",
-    "SYS_GUID",
     "RANDOM_BYTES",
     "SYSDATE",
+    "LAST_INSERT_ID",
+    "NEXTVAL",
+    "LASTVAL",
+    "SETVAL",
+];
+
+/// The same, for functions that take no argument: only `name()` is a call (`user(10)` in an
+/// index is a prefix of a column named `user`); CURRENT_USER and CURRENT_ROLE also bare.
+const UNREPEATABLE_NO_ARGS: &[&str] = &[
+    "UUID",
+    "UUID_SHORT",
+    "UUID_V4",
+    "UUID_V7",
+    "SYS_GUID",
     "CONNECTION_ID",
     "USER",
     "SESSION_USER",
     "SYSTEM_USER",
     "CURRENT_USER",
     "CURRENT_ROLE",
-    "LAST_INSERT_ID",
     "ROW_COUNT",
     "FOUND_ROWS",
     "VERSION",
 ];
 
-/// An `ALTER TABLE ... ADD` whose column default fills the rows already in the table with a
-/// value the target cannot repeat (RAND(), UUID(), USER(), @@server_id, ...): the function
-/// or variable, as written. A native replica runs the statement too and fills its rows with
-/// its own values. Only ADD clauses count: a changed default applies to later inserts,
+/// How an `ALTER TABLE ... ADD` column fills the rows already in the table, when the target
+/// may not repeat it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fill {
+    /// A default the target computes otherwise (RAND(), UUID(), USER(), NEXT VALUE FOR s,
+    /// @@server_id, ...): the function or variable, as written.
+    Unrepeatable(String),
+    /// An AUTO_INCREMENT column: numbered in the table's clustered order, which is the
+    /// source's and the target's alike only when the table has a primary key or a NOT NULL
+    /// unique key (without one, InnoDB's hidden row order on the target follows the binlog's
+    /// commit order, not the source's insert order).
+    Numbered,
+}
+
+/// An `ALTER TABLE ... ADD` whose new column fills the rows already in the table in a way the
+/// target may not repeat (`Fill`). A native replica runs the statement too and fills its
+/// rows its own way. Only ADD clauses count: a changed default applies to later inserts,
 /// which arrive as row events with their values.
-pub fn fills_existing_rows_with(sql: &[u8], mode: Mode) -> Option<String> {
+pub fn fills_existing_rows_with(sql: &[u8], mode: Mode) -> Option<Fill> {
     let toks = tokenize(sql, mode, usize::MAX);
     // ALTER [ONLINE] [IGNORE] TABLE
     if !toks.first().is_some_and(|t| t.is_kw("ALTER")) {
         return None;
     }
     let table = toks.iter().take(4).position(|t| t.is_kw("TABLE"))?;
+    let kw_at = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_kw(kw));
     let mut depth = 0i32;
     let mut in_add = false;
+    // MODIFY / CHANGE: an existing column made AUTO_INCREMENT numbers its 0s and NULLs too
+    let mut in_change = false;
+    let mut numbered = false;
     for (i, t) in toks.iter().enumerate().skip(table + 1) {
         if t.is_punct(b'(') {
             depth += 1;
@@ -617,45 +646,61 @@ pub fn fills_existing_rows_with(sql: &[u8], mode: Mode) -> Option<String> {
             depth -= 1;
         } else if depth == 0 && t.is_punct(b',') {
             in_add = false;
+            in_change = false;
+        } else if depth == 0 && (t.is_kw("MODIFY") || t.is_kw("CHANGE")) {
+            in_change = true;
+        } else if in_change && t.is_kw("AUTO_INCREMENT") {
+            numbered = true;
         } else if depth == 0 && t.is_kw("ADD") {
-            // ADD is reserved: never a bare column or table name
-            in_add = !toks.get(i + 1).is_some_and(|n| {
-                matches!(
-                    n.keyword().as_deref(),
-                    Some(
-                        "INDEX"
-                            | "KEY"
-                            | "CONSTRAINT"
-                            | "PRIMARY"
-                            | "UNIQUE"
-                            | "FOREIGN"
-                            | "FULLTEXT"
-                            | "SPATIAL"
-                            | "PARTITION"
-                            | "CHECK"
-                            | "PERIOD"
-                            | "SYSTEM"
-                    )
+            // ADD is reserved: never a bare column or table name; PERIOD and SYSTEM are not
+            let n = i + 1;
+            let not_a_column = matches!(
+                toks.get(n).and_then(Token::keyword).as_deref(),
+                Some(
+                    "INDEX"
+                        | "KEY"
+                        | "CONSTRAINT"
+                        | "PRIMARY"
+                        | "UNIQUE"
+                        | "FOREIGN"
+                        | "FULLTEXT"
+                        | "SPATIAL"
+                        | "PARTITION"
+                        | "CHECK"
                 )
-            });
+            ) || (kw_at(n, "PERIOD") && kw_at(n + 1, "FOR"))
+                || (kw_at(n, "SYSTEM") && kw_at(n + 1, "VERSIONING"));
+            in_add = !not_a_column;
         } else if in_add {
             match &t.tok {
                 Tok::Word(w) => {
                     let up = String::from_utf8_lossy(w).to_ascii_uppercase();
                     let called = toks.get(i + 1).is_some_and(|n| n.is_punct(b'('));
+                    let empty_call = called && toks.get(i + 2).is_some_and(|n| n.is_punct(b')'));
                     let bare = matches!(up.as_str(), "CURRENT_USER" | "CURRENT_ROLE");
-                    if UNREPEATABLE.contains(&up.as_str()) && (called || bare) {
-                        return Some(format!("{up}()"));
+                    if (UNREPEATABLE.contains(&up.as_str()) && called)
+                        || (UNREPEATABLE_NO_ARGS.contains(&up.as_str()) && (empty_call || bare))
+                    {
+                        return Some(Fill::Unrepeatable(format!("{up}()")));
+                    }
+                    if (up == "NEXT" || up == "PREVIOUS")
+                        && kw_at(i + 1, "VALUE")
+                        && kw_at(i + 2, "FOR")
+                    {
+                        return Some(Fill::Unrepeatable(format!("{up} VALUE FOR")));
+                    }
+                    if up == "AUTO_INCREMENT" && depth <= 1 {
+                        numbered = true;
                     }
                 }
                 Tok::Var(v) if v.starts_with(b"@@") => {
-                    return Some(String::from_utf8_lossy(v).into_owned());
+                    return Some(Fill::Unrepeatable(String::from_utf8_lossy(v).into_owned()));
                 }
                 _ => {}
             }
         }
     }
-    None
+    numbered.then_some(Fill::Numbered)
 }
 
 /// Where in `sql` the status clause of a CREATE/ALTER EVENT is, so that a rewrite can make
@@ -703,37 +748,54 @@ mod tests {
     fn unrepeatable_defaults_of_added_columns() {
         let m = Mode::default();
         let f = |sql: &str| fills_existing_rows_with(sql.as_bytes(), m);
+        let u = |what: &str| Some(Fill::Unrepeatable(what.into()));
         assert_eq!(
             f("ALTER TABLE t ADD COLUMN r DOUBLE DEFAULT (RAND())"),
-            Some("RAND()".into())
+            u("RAND()")
         );
         assert_eq!(
             f("alter online table d.t add g char(36) default (uuid()), add x int"),
-            Some("UUID()".into())
+            u("UUID()")
         );
         assert_eq!(
             f("ALTER TABLE t ADD (a INT, b VARCHAR(80) DEFAULT (CURRENT_USER))"),
-            Some("CURRENT_USER()".into())
+            u("CURRENT_USER()")
         );
         assert_eq!(
             f("ALTER TABLE t ADD COLUMN s INT DEFAULT (@@server_id)"),
-            Some("@@server_id".into())
+            u("@@server_id")
         );
         assert_eq!(
             f("ALTER TABLE t ADD COLUMN u VARCHAR(80) DEFAULT USER()"),
-            Some("USER()".into())
+            u("USER()")
         );
-        // repeatable: the statement's timestamp is in the binlog; a seeded RAND; a literal
-        assert_eq!(f("ALTER TABLE t ADD COLUMN c TIMESTAMP DEFAULT CURRENT_TIMESTAMP, ADD d DATETIME DEFAULT (NOW())"), None);
         assert_eq!(
             f("ALTER TABLE t ADD COLUMN r DOUBLE DEFAULT (RAND(1))"),
-            Some("RAND()".into())
+            u("RAND()")
         );
+        assert_eq!(
+            f("ALTER TABLE t ADD COLUMN n INT DEFAULT (NEXT VALUE FOR s)"),
+            u("NEXT VALUE FOR")
+        );
+        assert_eq!(
+            f("ALTER TABLE t ADD COLUMN n INT DEFAULT (nextval(s))"),
+            u("NEXTVAL()")
+        );
+        assert_eq!(
+            f("ALTER TABLE t ADD period CHAR(36) DEFAULT (UUID())"),
+            u("UUID()")
+        );
+        // repeatable: the statement's timestamp is in the binlog; a literal; names
+        assert_eq!(f("ALTER TABLE t ADD COLUMN c TIMESTAMP DEFAULT CURRENT_TIMESTAMP, ADD d DATETIME DEFAULT (NOW())"), None);
         assert_eq!(
             f("ALTER TABLE t ADD COLUMN `rand` INT DEFAULT 5, ADD COLUMN `uuid` INT"),
             None
         );
-        // not filling rows: a default changed, an index, another clause
+        assert_eq!(
+            f("ALTER TABLE t ADD (user VARCHAR(20), INDEX i (user(10)))"),
+            None
+        );
+        // not filling rows: a default changed, an index, a period, another clause
         assert_eq!(f("ALTER TABLE t ALTER COLUMN c SET DEFAULT (RAND())"), None);
         assert_eq!(
             f("ALTER TABLE t MODIFY c INT DEFAULT (UUID_SHORT()), ADD INDEX (c)"),
@@ -743,7 +805,21 @@ mod tests {
             f("ALTER TABLE t ADD CONSTRAINT k CHECK (c > 0), ADD COLUMN v INT DEFAULT 1"),
             None
         );
+        assert_eq!(f("ALTER TABLE t ADD PERIOD FOR p(s, e)"), None);
         assert_eq!(f("CREATE TABLE t (r DOUBLE DEFAULT (RAND()))"), None);
+        // numbered: the caller decides by the table's key
+        assert_eq!(
+            f("ALTER TABLE t ADD COLUMN id INT AUTO_INCREMENT PRIMARY KEY FIRST"),
+            Some(Fill::Numbered)
+        );
+        assert_eq!(
+            f("ALTER TABLE t MODIFY id INT AUTO_INCREMENT"),
+            Some(Fill::Numbered)
+        );
+        assert_eq!(
+            f("ALTER TABLE t AUTO_INCREMENT = 5, ADD COLUMN v INT"),
+            None
+        );
     }
 
     use super::*;

@@ -42,6 +42,9 @@ pub struct Options {
     pub repair: bool,
     /// Continue the verify a kill interrupted: tables it already compared keep their result.
     pub resume: bool,
+    /// The migration's selection: the schema comparison leaves out objects of tables it
+    /// excludes.
+    pub filter: crate::config::Filter,
 }
 
 /// What the state store keeps of a compared table.
@@ -572,12 +575,18 @@ async fn compare_schema(
     src: &mut Conn,
     tgt: &mut Conn,
     tables: &[Table],
+    filter: &crate::config::Filter,
     gtids: &mut consistent::Gtids,
     sync: &impl TargetSync,
 ) -> Result<(Vec<schema::SchemaDiff>, Vec<String>)> {
     let mut dbs: Vec<String> = tables.iter().map(|t| t.db.clone()).collect();
     dbs.sort();
     dbs.dedup();
+    let filter = if db::preflight::lower_case_table_names(src).await? == 1 {
+        filter.folded()?
+    } else {
+        filter.clone()
+    };
     for attempt in 0.. {
         sync.hold().await?;
         let before = consistent::open(src, "source").await?;
@@ -591,7 +600,9 @@ async fn compare_schema(
             }
         };
         let compared = if at_g {
-            Some(schema::compare(src, tgt, &dbs).await)
+            Some(
+                schema::compare(src, tgt, &dbs, |db, table| filter.includes_table(db, table)).await,
+            )
         } else {
             None
         };
@@ -659,7 +670,7 @@ pub async fn run(
     let mut backoff = Backoff::bounded();
     loop {
         let Pair { src, tgt, .. } = &mut pairs[0];
-        match compare_schema(src, tgt, tables, &mut gtids, sync).await {
+        match compare_schema(src, tgt, tables, &opts.filter, &mut gtids, sync).await {
             Ok(found) => {
                 (out.schema_differences, out.triggers_pending) = found;
                 break;

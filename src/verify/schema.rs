@@ -32,25 +32,45 @@ const QUERIES: &[(&str, usize, &str)] = &[
     ("event", 2, "SELECT EVENT_SCHEMA, EVENT_NAME, EVENT_DEFINITION, EVENT_TYPE, EXECUTE_AT, INTERVAL_VALUE, INTERVAL_FIELD, STARTS, ENDS, ON_COMPLETION, SQL_MODE, TIME_ZONE, DEFINER, EVENT_COMMENT, CHARACTER_SET_CLIENT, COLLATION_CONNECTION, DATABASE_COLLATION FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({dbs})"),
 ];
 
-async fn objects(conn: &mut Conn, dbs: &str) -> Result<BTreeMap<String, String>> {
+/// Objects that belong to a table (its first two key columns are the database and table).
+const OF_A_TABLE: &[&str] = &[
+    "table",
+    "column",
+    "index",
+    "foreign key",
+    "check constraint",
+];
+
+/// Each object's description, and for an object of a table, that (database, table).
+type Objects = BTreeMap<String, (String, Option<(String, String)>)>;
+
+async fn objects(conn: &mut Conn, dbs: &str) -> Result<Objects> {
     let mut out = BTreeMap::new();
     for (what, keys, sql) in QUERIES {
         for r in db::query_strings(conn, &sql.replace("{dbs}", dbs)).await? {
             let cell = |v: &Option<String>| v.clone().unwrap_or_else(|| "NULL".into());
             let key: Vec<String> = r.iter().take(*keys).map(cell).collect();
             let rest: Vec<String> = r.iter().skip(*keys).map(cell).collect();
-            out.insert(format!("{what} {}", key.join(".")), rest.join(" | "));
+            let table = OF_A_TABLE
+                .contains(what)
+                .then(|| (key[0].clone(), key[1].clone()));
+            out.insert(
+                format!("{what} {}", key.join(".")),
+                (rest.join(" | "), table),
+            );
         }
     }
     Ok(out)
 }
 
-/// Differences between the two schemas of `dbs`, and the source's triggers (pending until
-/// cutover).
+/// Differences between the two schemas of `dbs` (objects of a table `migrated` says is not
+/// part of the migration, an `--exclude`d one, left out), and the source's triggers (pending
+/// until cutover).
 pub async fn compare(
     src: &mut Conn,
     tgt: &mut Conn,
     dbs: &[String],
+    migrated: impl Fn(&str, &str) -> bool,
 ) -> Result<(Vec<SchemaDiff>, Vec<String>)> {
     if dbs.is_empty() {
         return Ok((Vec::new(), Vec::new()));
@@ -62,19 +82,25 @@ pub async fn compare(
         .join(", ");
     let (a, b) = tokio::join!(objects(src, &list), objects(tgt, &list));
     let (a, b) = (a?, b?);
+    let outside = |table: &Option<(String, String)>| {
+        table.as_ref().is_some_and(|(db, name)| !migrated(db, name))
+    };
     let mut diffs = Vec::new();
-    for (k, v) in &a {
+    for (k, (v, table)) in &a {
+        if outside(table) {
+            continue;
+        }
         match b.get(k) {
-            Some(w) if w == v => {}
+            Some((w, _)) if w == v => {}
             other => diffs.push(SchemaDiff {
                 object: k.clone(),
                 source: Some(v.clone()),
-                target: other.cloned(),
+                target: other.map(|(w, _)| w.clone()),
             }),
         }
     }
-    for (k, w) in &b {
-        if !a.contains_key(k) {
+    for (k, (w, table)) in &b {
+        if !a.contains_key(k) && !outside(table) {
             diffs.push(SchemaDiff {
                 object: k.clone(),
                 source: None,
