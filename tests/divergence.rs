@@ -90,7 +90,7 @@ fn ddl_runs_in_the_source_session_context() {
         "CREATE DATABASE ctx; USE ctx;
          CREATE TABLE t (id INT PRIMARY KEY, a VARCHAR(10), b VARCHAR(10)) CHARACTER SET utf8mb4;
          INSERT INTO t VALUES (1, 'x', 'y'), (2, 'p', 'q');
-         CREATE TABLE u (v INT) ENGINE=InnoDB; INSERT INTO u VALUES (1), (2), (3);",
+         CREATE TABLE u (v INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO u VALUES (1), (2), (3);",
     );
     let dir = tempdir();
     let state = dir.path().join("s.sqlite");
@@ -111,7 +111,7 @@ fn ddl_runs_in_the_source_session_context() {
          SET sql_mode = '';
          SET collation_server = euckr_korean_ci; CREATE DATABASE ctx2; SET collation_server = DEFAULT;
          SET auto_increment_increment = 5, auto_increment_offset = 2;
-         ALTER TABLE u ADD id INT NOT NULL AUTO_INCREMENT PRIMARY KEY;
+         ALTER TABLE u ADD id INT NOT NULL AUTO_INCREMENT UNIQUE;
          SET auto_increment_increment = 1, auto_increment_offset = 1;
          INSERT INTO t (id, a, b) VALUES (3, 'm', 'n');",
     );
