@@ -166,16 +166,7 @@ fn dropped_connections_and_restarts_converge() {
     load::run(&src, 120, 20, 8);
     std::thread::sleep(Duration::from_secs(2));
     // SIGTERM: finishes the current group and exits 0
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(follower.id().to_string())
-        .status();
-    let out = follower.wait_with_output().expect("wait");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "follow did not exit 0 on SIGTERM: {log}"
-    );
+    let log = terminate_follow(follower);
     assert!(
         log.contains("reconnecting"),
         "no reconnect was logged: {log}"
@@ -242,13 +233,7 @@ fn follow_through_a_stalling(link: Link, name: &str, seed: u64) {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(stalling.stalled() > 0, "the link never stalled");
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(follower.id().to_string())
-        .status();
-    let out = follower.wait_with_output().expect("wait");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "follow did not exit 0: {log}");
+    let log = terminate_follow(follower);
     if link == Link::Target {
         assert!(log.contains("the link stalled"), "no stall was seen: {log}");
     }
@@ -518,12 +503,6 @@ fn binlog_checksum_changes_while_following() {
         load::run(&c.src, 40 + 10 * i as u64, 10, 15 + i as u64);
     }
     std::thread::sleep(Duration::from_secs(2));
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(follower.id().to_string())
-        .status();
-    let out = follower.wait_with_output().expect("wait");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "follow stopped: {log}");
+    terminate_follow(follower);
     catch_up_and_compare(&c.src.url(), &c.dst.url(), &c.state, &c.src, &c.dst, "shop");
 }

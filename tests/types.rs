@@ -96,13 +96,7 @@ fn type_matrix_through_snapshot_and_binlog() {
 
     // every type again through the binlog
     src.script(BINLOG_CHANGES.as_bytes());
-    let out = migrate(
-        &src.url(),
-        &dst.url(),
-        &state,
-        &["follow", "--until-caught-up", "--databases", DB],
-    );
-    assert_ok(&out);
+    follow_caught_up(&src.url(), &dst.url(), &state, DB);
     assert_same(&src, &dst, DB);
     assert_eq!(
         dst.sql("SELECT COUNT(*) FROM `types db`.strs WHERE id = 105 AND LENGTH(lb) = 20971520"),
@@ -209,13 +203,7 @@ fn mariadb_5_3_temporal_columns_through_snapshot_and_binlog() {
          INSERT INTO old53.d VALUES (1, '2021-06-07 08:09:10.654321')",
         rows(11)
     ));
-    let out = migrate(
-        &src.url(),
-        &dst.url(),
-        &state,
-        &["follow", "--until-caught-up", "--databases", "old53"],
-    );
-    assert_ok(&out);
+    follow_caught_up(&src.url(), &dst.url(), &state, "old53");
     assert_same_but_format(&src, &dst);
     assert_eq!(
         dst.sql("SELECT d6 FROM old53.t WHERE id = 13"),
@@ -320,13 +308,7 @@ fn compressed_columns_through_snapshot_and_binlog() {
          DELETE FROM cz.t WHERE id IN (4, 24); \
          UPDATE cz.nokey SET n = n + 1000 WHERE n IN (2, 13, 23, 33); DELETE FROM cz.nokey WHERE v = 'short'",
     );
-    let out = migrate(
-        &src.url(),
-        &dst.url(),
-        &state,
-        &["follow", "--until-caught-up", "--databases", "cz"],
-    );
-    assert_ok(&out);
+    follow_caught_up(&src.url(), &dst.url(), &state, "cz");
     assert_same_multiset(&src, &dst, "cz");
     assert_eq!(
         dst.sql("SELECT COUNT(*), SUM(LENGTH(lb)) FROM cz.t"),

@@ -445,6 +445,32 @@ pub fn assert_same(src: &Server, dst: &Server, db: &str) {
     );
 }
 
+/// `follow --until-caught-up --databases db`, which must exit 0.
+pub fn follow_caught_up(source: &str, target: &str, state: &Path, db: &str) {
+    assert_ok(&migrate(
+        source,
+        target,
+        state,
+        &["follow", "--until-caught-up", "--databases", db],
+    ));
+}
+
+/// SIGTERM to a running `follow` (it finishes its group and exits 0), then its stderr; panics
+/// if it did not exit 0.
+pub fn terminate_follow(follower: std::process::Child) -> String {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(follower.id().to_string())
+        .status();
+    let out = follower.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "follow did not exit 0 on SIGTERM: {log}"
+    );
+    log
+}
+
 /// `follow --until-caught-up` for `db` (through the given URLs), then source and target must
 /// be identical.
 pub fn catch_up_and_compare(
