@@ -984,3 +984,35 @@ fn a_servers_global_settings_change_nothing() {
         "InnoDB\ttable"
     );
 }
+
+/// Rows the source holds although a CHECK constraint says otherwise (the constraint added with
+/// check_constraint_checks=0 over rows that break it, or rows written by a session with it
+/// off, which a native replica applies too) are copied and followed: the snapshot used to
+/// stop on error 4025.
+#[test]
+fn rows_that_break_a_check_constraint_are_copied() {
+    let src = Server::source("chk-src");
+    let dst = Server::target("chk-dst");
+    src.sql(
+        "CREATE DATABASE chk; CREATE TABLE chk.t (id INT PRIMARY KEY, v INT); \
+         INSERT INTO chk.t VALUES (1, 0), (2, 5); \
+         SET check_constraint_checks = 0; ALTER TABLE chk.t ADD CONSTRAINT pos CHECK (v > 0)",
+    );
+    let dir = tempdir();
+    for (state, extra) in [
+        ("load.sqlite", None),
+        ("insert.sqlite", Some("--no-load-data")),
+    ] {
+        let mut args = vec!["snapshot", "--databases", "chk", "--reuse-target"];
+        args.extend(extra);
+        snapshot(&src, &dst, &dir.path().join(state), &args[1..]);
+        assert_same(&src, &dst, "chk");
+    }
+    let state = dir.path().join("insert.sqlite");
+    src.sql(
+        "SET check_constraint_checks = 0; INSERT INTO chk.t VALUES (3, -1); \
+         UPDATE chk.t SET v = -5 WHERE id = 2",
+    );
+    catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "chk");
+    assert_eq!(dst.sql("SELECT COUNT(*) FROM chk.t WHERE v <= 0"), "3");
+}
