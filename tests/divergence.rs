@@ -1016,3 +1016,50 @@ fn rows_that_break_a_check_constraint_are_copied() {
     catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "chk");
     assert_eq!(dst.sql("SELECT COUNT(*) FROM chk.t WHERE v <= 0"), "3");
 }
+
+/// Dates a session with ALLOW_INVALID_DATES stored (`2020-02-30`, `2021-04-31 10:00:00.5`) are
+/// copied and followed as they are, in a key too (one row per chunk: they are chunk bounds),
+/// and in a table without a key: written in migrate's own sql_mode they became 0000-00-00,
+/// exit 0 (verify saw it).
+#[test]
+fn invalid_dates_the_source_holds_are_copied() {
+    let src = Server::source("idate-src");
+    let dst = Server::target("idate-dst");
+    src.sql(
+        "CREATE DATABASE idate; CREATE TABLE idate.t (d DATE NOT NULL PRIMARY KEY, dt DATETIME(3), z DATE); \
+         CREATE TABLE idate.nk (d DATE, n INT) ENGINE=InnoDB; \
+         SET sql_mode = 'ALLOW_INVALID_DATES'; \
+         INSERT INTO idate.t VALUES ('2020-02-30', '2021-04-31 10:00:00.5', '2020-00-15'), \
+           ('2020-02-28', '2021-02-29 00:00:00', '2020-01-00'), ('2020-02-31', NULL, '0000-00-00'), \
+           ('2020-03-01', '2020-02-30 23:59:59.999', NULL); \
+         INSERT INTO idate.nk VALUES ('2019-11-31', 1), ('2019-11-30', 2)",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    snapshot(
+        &src,
+        &dst,
+        &state,
+        &["--databases", "idate", "--chunk-rows", "1"],
+    );
+    assert_same_multiset(&src, &dst, "idate");
+    src.sql(
+        "SET sql_mode = 'ALLOW_INVALID_DATES'; \
+         INSERT INTO idate.t VALUES ('2019-06-31', '2019-09-31 01:02:03.4', '2019-00-00'); \
+         UPDATE idate.t SET dt = '2022-06-31 12:00:00' WHERE d = '2020-02-30'; \
+         DELETE FROM idate.t WHERE d = '2020-02-31'; \
+         UPDATE idate.nk SET n = 9 WHERE d = '2019-11-31'",
+    );
+    follow_caught_up(&src.url(), &dst.url(), &state, "idate");
+    assert_same_multiset(&src, &dst, "idate");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["verify", "--databases", "idate"],
+    ));
+    assert_eq!(
+        dst.sql("SELECT dt FROM idate.t WHERE d = '2020-02-30'"),
+        "2022-06-31 12:00:00.000"
+    );
+}

@@ -35,8 +35,13 @@ pub enum Session {
 /// give (`tests/divergence.rs`, `a_servers_global_settings_change_nothing`). Statements that carry
 /// the source's own mode (a DDL from the binlog, a view, routine, event or trigger) set it
 /// for themselves.
+///
+/// The mode itself is permissive for what a source can hold: id 0 in an AUTO_INCREMENT
+/// column, zero dates and zero parts (no NO_ZERO_DATE / NO_ZERO_IN_DATE), and dates a session
+/// with ALLOW_INVALID_DATES stored (`2020-02-30`): without it they were written as
+/// 0000-00-00 with exit 0 (`divergence::invalid_dates_the_source_holds_are_copied`).
 pub const SESSION_SQL_MODE: &str =
-    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'";
+    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ALLOW_INVALID_DATES'";
 
 fn session_sql(s: Session) -> Vec<&'static str> {
     let mut v = vec![
