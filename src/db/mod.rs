@@ -49,18 +49,18 @@ fn session_sql(s: Session) -> Vec<&'static str> {
         "SET time_zone = '+00:00'",
         "SET SESSION sql_quote_show_create = 1",
         SESSION_SQL_MODE,
-        // a server's global (or init_connect's) autocommit=0 would leave migrate's
-        // single-statement writes uncommitted, and its max_statement_time would end a chunk's
-        // read or a verify digest however often it is retried (the variable exists from
-        // 10.1); a table created from SHOW CREATE TABLE text must mean what the text says: a
-        // target with explicit_defaults_for_timestamp=OFF gave `ts TIMESTAMP NOT NULL` a
-        // DEFAULT and ON UPDATE current_timestamp() the source's table does not have (a
-        // session variable from 10.10, read-only before; a DDL from the binlog sets the
-        // source's own); a
-        // global sql_select_limit cut every result short without an error (measured: with 3,
-        // the database list had 3 names, so a snapshot of every database would have skipped
-        // the rest, and a table without a key would have been read as 3 rows), max_join_size
-        // refused large reads, sql_safe_updates the row-matched changes of keyless tables
+        // whatever the server's globals (or its init_connect) say, measured on 10.11:
+        // - autocommit=0 would leave single-statement writes uncommitted;
+        // - sql_select_limit cut every result short without an error (with 3, the database
+        //   list had 3 names: a snapshot of every database skipped the rest; a table without
+        //   a key would have been read as 3 rows);
+        // - max_join_size refused large reads, sql_safe_updates the row-matched changes of
+        //   tables without a key, max_statement_time (from 10.1) ended a chunk's read or a
+        //   verify digest however often it was retried;
+        // - a table created from SHOW CREATE TABLE text must mean what the text says: a target
+        //   with explicit_defaults_for_timestamp=OFF gave `ts TIMESTAMP NOT NULL` a DEFAULT and
+        //   ON UPDATE current_timestamp() (a session variable from 10.10; a DDL from the
+        //   binlog sets the source's own).
         "SET SESSION autocommit = 1, sql_select_limit = 18446744073709551615, \
          sql_big_selects = 1, sql_safe_updates = 0 /*M!100101 , max_statement_time = 0 */ \
          /*M!101000 , explicit_defaults_for_timestamp = 1 */",
@@ -72,14 +72,13 @@ fn session_sql(s: Session) -> Vec<&'static str> {
         }
         Session::TargetWriter => {
             v.push("SET SESSION foreign_key_checks = 0");
-            // the rows are the source's, whatever its CHECK constraints say of them now (a
-            // constraint added with check_constraint_checks=0 over rows that break it, or rows
-            // written by a session with it off, which a native replica also applies): measured,
-            // the snapshot stopped on error 4025 (the variable exists from 10.2.1)
-            // and a table's options as the source took them: a KEY_BLOCK_SIZE left in a
-            // definition after its ROW_FORMAT changed (the source, not strict, ignores it) made
-            // the snapshot's CREATE TABLE fail on a strict target (errno 140); not strict, the
-            // target ignores it the same way
+            // - check_constraint_checks=0 (from 10.2.1): the rows are the source's, whatever its
+            //   CHECK constraints say of them now (one added with the checks off over rows that
+            //   break it, rows written by a session with them off, which a native replica also
+            //   applies); the snapshot stopped on error 4025;
+            // - innodb_strict_mode=0: a table option the source ignores (a KEY_BLOCK_SIZE left
+            //   after its ROW_FORMAT changed) failed the CREATE TABLE on a strict target
+            //   (errno 140); not strict, the target ignores it the same way.
             v.push(
                 "SET SESSION /*M!100201 check_constraint_checks = 0, */ unique_checks = 1, \
                  innodb_strict_mode = 0",
