@@ -51,7 +51,7 @@ pub struct Global {
     /// Databases to migrate, comma-separated [default: every non-system database]
     #[arg(long, env = "MIGRATE_DATABASES", global = true, value_delimiter = ',')]
     pub databases: Vec<String>,
-    /// Leave out tables matching this glob on `db.table` (repeatable), e.g. 'shop.tmp_*'
+    /// Leave out tables and views matching this glob on `db.name` (repeatable), e.g. 'shop.tmp_*'
     #[arg(long, global = true)]
     pub exclude: Vec<String>,
     /// TOML file with any option: global ones at the top (source, target, state, databases,

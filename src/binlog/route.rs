@@ -57,9 +57,16 @@ impl Scope<'_> {
             Standing::Live
         }
     }
-    /// Views, routines and events follow their database; their DDL replays idempotently.
-    fn object(&self, n: &Name) -> Standing {
-        if self.filter.includes_db(&n.db) {
+    /// Views, routines and events follow their database (a view is also left out by an
+    /// `--exclude` that names it: views share the tables' namespace); their DDL replays
+    /// idempotently.
+    fn object(&self, n: &Name, view: bool) -> Standing {
+        let included = if view {
+            self.filter.includes_table(&n.db, &n.name)
+        } else {
+            self.filter.includes_db(&n.db)
+        };
+        if included {
             Standing::Live
         } else {
             Standing::Outside
@@ -107,7 +114,7 @@ pub fn route(d: &Ddl, scope: &Scope, end: &FilePos) -> Route {
         if table_level {
             scope.table(n, end)
         } else {
-            scope.object(n)
+            scope.object(n, d.object == Object::View)
         }
     };
     let word = object_word(d.object);

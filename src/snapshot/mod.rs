@@ -485,12 +485,23 @@ async fn reconcile(
     ))
 }
 
-/// Views, routines and events, created after the data. Views that depend on views not yet
-/// created are retried until no progress is made.
-async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<()> {
+/// Views, routines and events, created after the data (views `--exclude` names left out).
+/// Views that depend on views not yet created are retried until no progress is made.
+async fn copy_objects(
+    store: &Store,
+    src: &mut Conn,
+    tgt: &mut Conn,
+    dbs: &[String],
+    filter: &Filter,
+) -> Result<()> {
     let mut pending = Vec::new();
     for d in dbs {
-        pending.extend(ddl::objects(src, d).await?);
+        pending.extend(
+            ddl::objects(src, d)
+                .await?
+                .into_iter()
+                .filter(|o| o.kind != "view" || filter.includes_table(&o.db, &o.name)),
+        );
     }
     while !pending.is_empty() {
         let mut failed = Vec::new();
@@ -572,9 +583,18 @@ async fn copy_objects(store: &Store, src: &mut Conn, tgt: &mut Conn, dbs: &[Stri
             }
         }
         if failed.len() == before {
-            return Err(last_err.unwrap_or_else(|| {
-                Error::definite("views could not be created", "check the view definitions")
-            }));
+            let view = failed
+                .first()
+                .map(|o| format!("{}.{}", o.db, o.name))
+                .unwrap_or_default();
+            return Err(match last_err {
+                // it reads a table or view the target does not have, and will not
+                Some(e) if e.code() == Some(1146) => e.with_hint(format!(
+                    "the view reads what is not migrated: add its database to --databases, or leave the view out with --exclude '{view}'"
+                )),
+                Some(e) => e,
+                None => Error::definite("views could not be created", "check the view definitions"),
+            });
         }
         pending = failed;
     }
@@ -862,7 +882,7 @@ pub async fn run(
         }
     }
     let dbs: Vec<String> = store.steps_with_prefix("database:")?;
-    copy_objects(&store, &mut src, &mut tgt, &dbs).await?;
+    copy_objects(&store, &mut src, &mut tgt, &dbs, filter).await?;
     let ends = gtid_ends(&store, &mut src).await?;
     store.set("snapshot.gtid_low", &ends.low)?;
     store.set("snapshot.gtid_high", &ends.high)?;

@@ -32,13 +32,15 @@ const QUERIES: &[(&str, usize, &str)] = &[
     ("event", 2, "SELECT EVENT_SCHEMA, EVENT_NAME, EVENT_DEFINITION, EVENT_TYPE, EXECUTE_AT, INTERVAL_VALUE, INTERVAL_FIELD, STARTS, ENDS, ON_COMPLETION, SQL_MODE, TIME_ZONE, DEFINER, EVENT_COMMENT, CHARACTER_SET_CLIENT, COLLATION_CONNECTION, DATABASE_COLLATION FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({dbs})"),
 ];
 
-/// Objects that belong to a table (its first two key columns are the database and table).
+/// Objects of a table, and views (their first two key columns are the database and the table
+/// or view name: `--exclude` leaves them out).
 const OF_A_TABLE: &[&str] = &[
     "table",
     "column",
     "index",
     "foreign key",
     "check constraint",
+    "view",
 ];
 
 /// Each object's description, and for an object of a table, that (database, table).
