@@ -280,6 +280,14 @@ impl Filter {
             fold_case: false,
         })
     }
+    /// This selection for a source that folds names (`folds`) or not: `folded`, or as it is.
+    pub fn folded_if(&self, folds: bool) -> Result<Filter> {
+        if folds {
+            self.folded()
+        } else {
+            Ok(self.clone())
+        }
+    }
     /// This selection for a source with `lower_case_table_names=1`: database names and
     /// `--exclude` patterns folded as the server folds names.
     pub fn folded(&self) -> Result<Filter> {

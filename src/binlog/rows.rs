@@ -421,30 +421,20 @@ fn value(m: &ColumnMeta, column: &Column, c: &mut Cursor) -> Result<Value> {
             let n = m.meta.get(1).copied().unwrap_or(1) as usize;
             Value::UInt(c.le(n)?)
         }
-        T_VARCHAR | T_VAR_STRING => {
-            let max = m
-                .meta
-                .iter()
-                .rev()
-                .fold(0usize, |a, &x| (a << 8) | x as usize);
-            bytes(kind, length_prefixed(c, if max < 256 { 1 } else { 2 })?)
-        }
-        T_VARCHAR_COMPRESSED => {
+        // a COMPRESSED column is laid out as its plain kind, its bytes compressed
+        T_VARCHAR | T_VAR_STRING | T_VARCHAR_COMPRESSED => {
             let max = m
                 .meta
                 .iter()
                 .rev()
                 .fold(0usize, |a, &x| (a << 8) | x as usize);
             let stored = length_prefixed(c, if max < 256 { 1 } else { 2 })?;
-            bytes(kind, decompress_column(&stored)?)
+            bytes(kind, inflated(m.ty, stored)?)
         }
-        T_BLOB_COMPRESSED => {
+        T_TINY_BLOB | T_MEDIUM_BLOB | T_LONG_BLOB | T_BLOB | T_GEOMETRY | T_JSON
+        | T_BLOB_COMPRESSED => {
             let stored = length_prefixed(c, fsp.max(1) as usize)?;
-            bytes(kind, decompress_column(&stored)?)
-        }
-        T_TINY_BLOB | T_MEDIUM_BLOB | T_LONG_BLOB | T_BLOB | T_GEOMETRY | T_JSON => {
-            let n = fsp.max(1) as usize;
-            bytes(kind, length_prefixed(c, n)?)
+            bytes(kind, inflated(m.ty, stored)?)
         }
         T_STRING if m.meta.len() == 2 => {
             // CHAR/BINARY: max length from the metadata
@@ -456,6 +446,15 @@ fn value(m: &ColumnMeta, column: &Column, c: &mut Cursor) -> Result<Value> {
         T_DECIMAL | T_NULL => unreachable_type(m.ty)?,
         other => unreachable_type(other)?,
     })
+}
+
+/// A string or blob value as stored: inflated if its column type is a compressed one.
+fn inflated(ty: u8, stored: Vec<u8>) -> Result<Vec<u8>> {
+    if ty == T_VARCHAR_COMPRESSED || ty == T_BLOB_COMPRESSED {
+        decompress_column(&stored)
+    } else {
+        Ok(stored)
+    }
 }
 
 /// The value of a MariaDB `COMPRESSED` column from its stored bytes (sql/field.cc,

@@ -72,9 +72,7 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         findings.extend(preflight::name_case(src, "source").await?);
         let folds = preflight::lower_case_table_names(src).await?;
         source_folds = Some(folds);
-        if folds == 1 {
-            filter = filter.folded()?;
-        }
+        filter = filter.folded_if(folds == 1)?;
         findings.extend(preflight::source_binlog(src).await?);
         match snapshot::discover(src, &filter).await {
             Ok(tables) => {

@@ -599,11 +599,7 @@ async fn follow_once(
         Prepared::Done(pos) => return Ok(pos),
     };
     let opened = opened?;
-    let filter = if fold_names {
-        filter.folded()?
-    } else {
-        filter.clone()
-    };
+    let filter = filter.folded_if(fold_names)?;
     let reader = Reader::start(opened, &pos, opts.server_id, filter, horizons).await?;
     let server_id = reader.server_id.clone();
     let (tx, mut rx) = mpsc::channel(1024);

@@ -747,13 +747,7 @@ pub async fn run(
     );
     let (mut src, mut tgt) = (src?, tgt?);
     let asked = std::time::Instant::now();
-    let folded;
-    let filter = if db::preflight::name_folding(&mut src, &mut tgt).await? {
-        folded = filter.folded()?;
-        &folded
-    } else {
-        filter
-    };
+    let filter = &filter.folded_if(db::preflight::name_folding(&mut src, &mut tgt).await?)?;
     let src_dbs = schema::list_databases(&mut src).await?;
     let defer_indexes = defer_indexes(
         &store,
