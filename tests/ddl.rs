@@ -343,6 +343,15 @@ fn names_folded_on_both_servers() {
     let mut verify = vec!["verify"];
     verify.extend(filter);
     assert_ok(&migrate(&src.url(), &dst.url(), &state, &verify));
+    // --tables as the application spells them
+    verify.extend(["--tables", "Shop.Orders"]);
+    let out = migrate(&src.url(), &dst.url(), &state, &verify);
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 tables"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// A view that reads a database that is not migrated cannot be created on the target: the

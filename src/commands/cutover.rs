@@ -478,7 +478,7 @@ async fn describe_for_proof(
     let mut backoff = crate::db::retry::Backoff::bounded();
     loop {
         match super::verify::describe(ctx.source()?, store, &filter, &[]).await {
-            Ok(t) => return Ok(t),
+            Ok((t, _)) => return Ok(t),
             Err(e) => {
                 backoff
                     .retry_after(e, "cutover: describing the tables")

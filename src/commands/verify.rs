@@ -150,7 +150,7 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
     let wanted: Vec<&str> = args.tables.iter().map(String::as_str).collect();
     // the tables as the source has them now (a dropped connection is tried again)
     let mut backoff = crate::db::retry::Backoff::bounded();
-    let tables = loop {
+    let (tables, source_filter) = loop {
         match describe(source, &store, &filter, &wanted).await {
             Ok(t) => break t,
             Err(e) => {
@@ -160,14 +160,6 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
             }
         }
     };
-    for w in &wanted {
-        if !tables.iter().any(|t| t.full_name() == *w) {
-            return Err(Error::usage(
-                format!("--tables {w}: not a table this migration copied"),
-                "name tables as db.table, as `migrate status` lists them",
-            ));
-        }
-    }
     let sync = Replay {
         source,
         target,
@@ -203,7 +195,7 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
             // a verify begun by an older migrate did not note where changed keys start
             && store.get("verify.touched_from")?.is_some()
             && store.get("verify.selection")?.as_deref() == Some(args.tables.join(",").as_str()),
-        filter: filter.clone(),
+        filter: source_filter,
     };
     if opts.resume {
         tracing::info!("continuing the verify that was interrupted (--restart to start over)");
@@ -349,27 +341,22 @@ async fn run(ctx: &Context, args: &VerifyArgs, running: Option<&PauseFollow<'_>>
     Ok(if identical { 0 } else { 1 })
 }
 
-/// The migrated tables (or those of `--tables`) described on the source; sequences are left
-/// to the schema comparison.
+/// The migrated tables (or those of `--tables`, each of which must be one) described on the
+/// source, and the selection as the source names things (folded when it folds names:
+/// `lower_case_table_names=1` knows `Shop.Orders` as shop.orders); sequences are left to the
+/// schema comparison.
 pub(crate) async fn describe(
     source: &Endpoint,
     store: &Store,
     filter: &Filter,
     wanted: &[&str],
-) -> Result<Vec<crate::schema::Table>> {
+) -> Result<(Vec<crate::schema::Table>, Filter)> {
     let mut meta = db::connect(source, Session::Meta)
         .await
         .map_err(|e| e.context("source"))?;
-    // a source that folds names (lower_case_table_names=1) knows `Shop.Orders` as shop.orders
     let folds = db::preflight::lower_case_table_names(&mut meta).await? == 1;
-    let folded_filter;
-    let filter = if folds {
-        folded_filter = filter.folded()?;
-        &folded_filter
-    } else {
-        filter
-    };
-    let folded_wanted: Vec<String> = wanted
+    let filter = filter.folded_if(folds)?;
+    let wanted: Vec<String> = wanted
         .iter()
         .map(|w| {
             if folds {
@@ -379,7 +366,6 @@ pub(crate) async fn describe(
             }
         })
         .collect::<Result<_>>()?;
-    let wanted: Vec<&str> = folded_wanted.iter().map(String::as_str).collect();
     // the migration's tables as the source has them now (listed before any round: a table
     // listed here was created at or before every round's GTID), also those created after the
     // snapshot; those the snapshot copied and the source no longer has are the schema
@@ -390,13 +376,13 @@ pub(crate) async fn describe(
         .map(|t| (t.db, t.name))
         .collect();
     let databases = crate::schema::list_databases(&mut meta).await?;
-    names.extend(crate::snapshot::selected_tables(&mut meta, &databases, filter).await?);
+    names.extend(crate::snapshot::selected_tables(&mut meta, &databases, &filter).await?);
     names.sort();
     names.dedup();
     let mut tables = Vec::new();
     for (db, name) in names {
         let full = format!("{db}.{name}");
-        if !wanted.is_empty() && !wanted.contains(&full.as_str()) {
+        if !wanted.is_empty() && !wanted.contains(&full) {
             continue;
         }
         let t = match crate::schema::describe(&mut meta, &db, &name).await {
@@ -410,5 +396,13 @@ pub(crate) async fn describe(
         }
         tables.push(t);
     }
-    Ok(tables)
+    for w in &wanted {
+        if !tables.iter().any(|t| t.full_name() == *w) {
+            return Err(Error::usage(
+                format!("--tables {w}: not a table this migration copied"),
+                "name tables as db.table, as `migrate status` lists them",
+            ));
+        }
+    }
+    Ok((tables, filter))
 }

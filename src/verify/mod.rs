@@ -42,8 +42,8 @@ pub struct Options {
     pub repair: bool,
     /// Continue the verify a kill interrupted: tables it already compared keep their result.
     pub resume: bool,
-    /// The migration's selection: the schema comparison leaves out objects of tables it
-    /// excludes.
+    /// The migration's selection, as the source names things (`commands::verify::describe`):
+    /// the schema comparison leaves out objects of tables and views it excludes.
     pub filter: crate::config::Filter,
 }
 
@@ -582,11 +582,6 @@ async fn compare_schema(
     let mut dbs: Vec<String> = tables.iter().map(|t| t.db.clone()).collect();
     dbs.sort();
     dbs.dedup();
-    let filter = if db::preflight::lower_case_table_names(src).await? == 1 {
-        filter.folded()?
-    } else {
-        filter.clone()
-    };
     for attempt in 0.. {
         sync.hold().await?;
         let before = consistent::open(src, "source").await?;
