@@ -1093,3 +1093,251 @@ fn table_options_the_source_ignores_are_copied() {
         &["verify", "--databases", "topt"],
     ));
 }
+
+/// A column changed on the source without the binlog (`SET sql_log_bin=0; ALTER TABLE ...`)
+/// or on the target leaves the table map describing another type than the target's column.
+/// Written anyway, the value was converted with exit 0 (a BIGINT clamped into an INT, a
+/// VARCHAR(20) truncated into a VARCHAR(10)). Follow now stops on each kind of change, naming
+/// the column; making the target's column match lets it go on, and the data ends identical.
+#[test]
+fn a_column_changed_outside_the_binlog_stops_follow() {
+    let src = Server::source("drift-src");
+    let dst = Server::target("drift-dst");
+    let members = |n: usize| {
+        (0..n)
+            .map(|i| format!("'m{i}'"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    src.sql(&format!(
+        "CREATE DATABASE drift; CREATE TABLE drift.t (id INT PRIMARY KEY, \
+           i INT, ti TINYINT, v VARCHAR(10) CHARACTER SET latin1, c CHAR(5) CHARACTER SET utf8mb4, \
+           d DECIMAL(10,2), dt DATETIME, tx TEXT, f FLOAT, b BIT(3), e ENUM('m0','m1'), \
+           s SET({}), ip INET4, tm TIME, bn BINARY(4), u VARCHAR(10) CHARACTER SET utf8mb4, \
+           ts TIMESTAMP(2) NULL, tb TINYBLOB, ch CHAR(3) CHARACTER SET latin1); \
+         INSERT INTO drift.t (id, i, v) VALUES (1, 1, 'a')",
+        members(8)
+    ));
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    snapshot(&src, &dst, &state, &["--databases", "drift"]);
+    // (column, its type after the change, a value only the new type holds)
+    let changes: Vec<(&str, String, String)> = vec![
+        ("i", "BIGINT".into(), "5000000000".into()),
+        ("ti", "SMALLINT".into(), "1000".into()),
+        (
+            "v",
+            "VARCHAR(20) CHARACTER SET latin1".into(),
+            "'abcdefghijklmnopqrst'".into(),
+        ),
+        (
+            "c",
+            "CHAR(8) CHARACTER SET utf8mb4".into(),
+            "'12345678'".into(),
+        ),
+        ("d", "DECIMAL(12,4)".into(), "12345678.1234".into()),
+        (
+            "dt",
+            "DATETIME(6)".into(),
+            "'2020-01-01 00:00:00.123456'".into(),
+        ),
+        ("tx", "MEDIUMTEXT".into(), "REPEAT('x', 70000)".into()),
+        ("f", "DOUBLE".into(), "1.000000001".into()),
+        ("b", "BIT(10)".into(), "b'1111111111'".into()),
+        ("e", format!("ENUM({})", members(300)), "'m299'".into()),
+        ("s", format!("SET({})", members(9)), "'m8'".into()),
+        ("ip", "VARCHAR(15)".into(), "'1.2.3.4'".into()),
+        ("tm", "TIME(3)".into(), "'12:00:00.123'".into()),
+        ("bn", "BINARY(8)".into(), "'abcdefgh'".into()),
+        (
+            "u",
+            "VARCHAR(10) CHARACTER SET latin1".into(),
+            "'abc'".into(),
+        ),
+        (
+            "ts",
+            "TIMESTAMP(5) NULL".into(),
+            "'2020-01-01 00:00:00.12345'".into(),
+        ),
+        ("tb", "BLOB".into(), "REPEAT('y', 300)".into()),
+        (
+            "ch",
+            "VARCHAR(3) CHARACTER SET latin1".into(),
+            "'abc'".into(),
+        ),
+    ];
+    // every column changes on the source outside the binlog, then rows use the new types
+    for (n, (column, new_type, value)) in changes.iter().enumerate() {
+        src.sql(&format!(
+            "SET SESSION sql_log_bin = 0; ALTER TABLE drift.t MODIFY {column} {new_type}; \
+             SET SESSION sql_log_bin = 1; INSERT INTO drift.t (id, {column}) VALUES ({}, {value})",
+            n + 10
+        ));
+    }
+    // follow stops at each column in turn; the operator makes the target's column match.
+    // One source transaction per group: the rows before a column's change are applied
+    // (with the type the column had then) before the stop
+    for (applied, (column, new_type, _)) in changes.iter().enumerate() {
+        let out = migrate(
+            &src.url(),
+            &dst.url(),
+            &state,
+            &[
+                "follow",
+                "--until-caught-up",
+                "--databases",
+                "drift",
+                "--group-size",
+                "1",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{column}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("column `{column}` is"))
+                && err.contains("drifted")
+                && err.contains("ALTER TABLE on the target"),
+            "{column}: {err}"
+        );
+        assert_eq!(
+            dst.sql("SELECT COUNT(*) FROM drift.t"),
+            (applied + 1).to_string(),
+            "{column}: only the rows before its change are on the target"
+        );
+        dst.sql(&format!("ALTER TABLE drift.t MODIFY {column} {new_type}"));
+    }
+    catch_up_and_compare(&src.url(), &dst.url(), &state, &src, &dst, "drift");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["verify", "--databases", "drift"],
+    ));
+}
+
+/// Tables whose rows are not their own: a MERGE table (its rows are those of the MyISAM
+/// tables it unions) and FEDERATED tables (their rows are on another server). The snapshot
+/// used to copy a MERGE table's rows into it, which put them a second time into its last
+/// table (exit 0), and wrote every FEDERATED row through the target's table into the remote
+/// server again (migrate changing a third server). Now both are copied as definitions, follow
+/// writes nothing through a FEDERATED table (nor replays a TRUNCATE of one), and a change made
+/// through a MERGE table stops follow, as does leaving a MERGE table out with --exclude.
+#[test]
+fn tables_whose_rows_are_elsewhere_are_copied_as_definitions() {
+    let remote = Server::source("fed-remote");
+    let src = Server::source("fed-src");
+    let dst = Server::target("fed-dst");
+    for s in [&src, &dst] {
+        s.sql("INSTALL SONAME 'ha_federatedx'; INSTALL SONAME 'ha_blackhole'");
+    }
+    remote.sql(
+        "CREATE DATABASE rdb; CREATE TABLE rdb.r (id INT PRIMARY KEY, v INT); \
+         CREATE TABLE rdb.k (id INT, v INT); \
+         INSERT INTO rdb.r VALUES (1, 1), (2, 2); INSERT INTO rdb.k VALUES (5, 5), (5, 5)",
+    );
+    let at = |t: &str| {
+        format!(
+            "CONNECTION='mysql://root@127.0.0.1:{}/rdb/{t}'",
+            remote.port
+        )
+    };
+    src.sql(&format!(
+        "CREATE DATABASE fed; USE fed; \
+         CREATE TABLE t1 (id INT NOT NULL PRIMARY KEY, v INT) ENGINE=MyISAM; \
+         CREATE TABLE t2 (id INT NOT NULL PRIMARY KEY, v INT) ENGINE=MyISAM; \
+         CREATE TABLE mt (id INT NOT NULL, v INT, PRIMARY KEY (id)) ENGINE=MRG_MyISAM UNION=(t1,t2) INSERT_METHOD=LAST; \
+         INSERT INTO t1 VALUES (1, 1), (2, 2); INSERT INTO t2 VALUES (3, 3); \
+         CREATE TABLE fx (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT, KEY (v)) ENGINE=FEDERATED {}; \
+         CREATE TABLE fk (id INT, v INT) ENGINE=FEDERATED {}; \
+         CREATE TABLE bh (id INT PRIMARY KEY, v INT) ENGINE=BLACKHOLE; \
+         CREATE TABLE i (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; INSERT INTO i VALUES (1, 1)",
+        at("r"),
+        at("k")
+    ));
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    let check = migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["check", "--databases", "fed"],
+    );
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        stderr(&check)
+    );
+    assert!(
+        report.contains("fed.mt") && report.contains("MERGE table"),
+        "{report}"
+    );
+    assert!(
+        report.contains("fed.fx") && report.contains("FEDERATED table"),
+        "{report}"
+    );
+    // leaving the MERGE table out would lose the changes made through it
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &dir.path().join("excluded.sqlite"),
+        &["snapshot", "--databases", "fed", "--exclude", "fed.mt"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("MERGE table left out"),
+        "{}",
+        stderr(&out)
+    );
+
+    let remote_writes = || remote.sql("SELECT @@gtid_binlog_pos");
+    let before = remote_writes();
+    snapshot(
+        &src,
+        &dst,
+        &state,
+        &["--databases", "fed", "--defer-indexes"],
+    );
+    assert_eq!(
+        remote_writes(),
+        before,
+        "the snapshot wrote to the FEDERATED tables' server: {}",
+        remote.sql("SHOW BINLOG EVENTS")
+    );
+    let rows = |s: &Server, t: &str| s.sql(&format!("SELECT * FROM fed.{t} ORDER BY id, v"));
+    for t in ["t1", "t2", "mt", "fx", "fk", "i"] {
+        assert_eq!(rows(&src, t), rows(&dst, t), "{t}");
+    }
+    // the source changes the remote rows itself; follow must not change them again
+    src.sql(
+        "USE fed; INSERT INTO fx VALUES (3, 3); UPDATE fx SET v = 10 WHERE id = 1; \
+         DELETE FROM fx WHERE id = 2; TRUNCATE fk; INSERT INTO fk VALUES (9, 9); \
+         INSERT INTO t2 VALUES (4, 4); UPDATE t1 SET v = 20 WHERE id = 2; \
+         INSERT INTO bh VALUES (1, 1); INSERT INTO i VALUES (2, 2)",
+    );
+    let changed = remote_writes();
+    follow_caught_up(&src.url(), &dst.url(), &state, "fed");
+    assert_eq!(
+        remote_writes(),
+        changed,
+        "follow wrote to the FEDERATED tables' server"
+    );
+    assert_eq!(remote.sql("SELECT * FROM rdb.k"), "9\t9");
+    for t in ["t1", "t2", "mt", "fx", "fk", "bh", "i"] {
+        assert_eq!(rows(&src, t), rows(&dst, t), "{t}");
+    }
+    assert_eq!(src.dump_schema("fed"), dst.dump_schema("fed"));
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["verify", "--databases", "fed"],
+    ));
+    // a change made through the MERGE table stops follow, naming it
+    src.sql("INSERT INTO fed.mt VALUES (5, 5)");
+    let err = follow_fails(&src.url(), &dst.url(), &state, "fed");
+    assert!(
+        err.contains("fed.mt is a MERGE table") && err.contains("write to the tables"),
+        "{err}"
+    );
+    assert_eq!(rows(&dst, "t2"), "3\t3\n4\t4");
+}

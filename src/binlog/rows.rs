@@ -119,6 +119,215 @@ impl TableLayout {
     }
 }
 
+impl TableLayout {
+    /// Stops at the first column whose type in the table map is not the target column's type,
+    /// as the binlog carries it (type code, and the lengths, digits and sizes of its metadata):
+    /// the target's schema drifted from the source (a DDL run with `sql_log_bin=0` on the
+    /// source, or a change made on the target). A native replica stops there too (with
+    /// `slave_type_conversions` empty); writing the value anyway would convert it silently
+    /// (an INT column clamps a BIGINT's value, a VARCHAR(10) truncates a VARCHAR(20)'s).
+    pub fn check_types(&self, table: &Table) -> Result<()> {
+        for (m, column) in self.columns.iter().zip(&table.columns) {
+            if !fits(m, column) {
+                return Err(Error::definite(
+                    format!(
+                        "{}: column `{}` is {} in the source's binlog but {} on the target: the target's schema drifted from the source (a DDL run with sql_log_bin=0 on the source, or a change made on the target)",
+                        table.full_name(),
+                        column.name,
+                        binlog_type_name(m),
+                        column.column_type
+                    ),
+                    "make the column the same on the target as on the source (ALTER TABLE on the target) and run follow again, or take a new snapshot (a new --state, with --reuse-target)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The numbers in a COLUMN_TYPE's first parentheses: `decimal(12,4)` → [12, 4].
+fn type_numbers(column_type: &str) -> Vec<u64> {
+    column_type
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(inside, _)| {
+            inside
+                .split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How many members an `enum(...)`/`set(...)` COLUMN_TYPE lists. Members are quoted with
+/// `'`; a quote inside one is doubled and a backslash is escaped as `\\`.
+fn member_count(column_type: &str) -> usize {
+    let mut count = 0;
+    let mut inside = false;
+    let mut chars = column_type.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (inside, c) {
+            (false, '\'') => {
+                inside = true;
+                count += 1;
+            }
+            (true, '\\') => {
+                chars.next();
+            }
+            (true, '\'') if chars.peek() == Some(&'\'') => {
+                chars.next();
+            }
+            (true, '\'') => inside = false,
+            _ => {}
+        }
+    }
+    count
+}
+
+/// The length bytes of a BLOB/TEXT kind by its type name.
+fn blob_pack_length(type_name: &str) -> Option<u8> {
+    Some(match type_name {
+        "tinyblob" | "tinytext" => 1,
+        "blob" | "text" => 2,
+        "mediumblob" | "mediumtext" => 3,
+        "longblob" | "longtext" | "json" => 4,
+        _ => return None,
+    })
+}
+
+/// The most bytes of a CHAR/BINARY column of the table map (its metadata: real type with
+/// the length's high bits folded in, then the length's low byte).
+fn fixed_length(m: &ColumnMeta) -> Option<u64> {
+    let [b0, b1] = m.meta[..] else { return None };
+    Some(((((b0 as u64) << 4) & 0x300) ^ 0x300) + b1 as u64)
+}
+
+fn little_endian(meta: &[u8]) -> u64 {
+    meta.iter().rev().fold(0u64, |a, &x| (a << 8) | x as u64)
+}
+
+/// Whether the table map's column `m` is what the target's `column` is in a table map.
+fn fits(m: &ColumnMeta, column: &Column) -> bool {
+    let ct = column.column_type.as_str();
+    let type_name = ct.split(['(', ' ']).next().unwrap_or("");
+    let compressed = ct.contains("compressed");
+    let octets = column.octet_length;
+    match &column.kind {
+        Kind::Int { bytes, .. } => {
+            m.ty == match bytes {
+                1 => T_TINY,
+                2 => T_SHORT,
+                3 => T_INT24,
+                4 => T_LONG,
+                _ => T_LONGLONG,
+            }
+        }
+        Kind::Decimal => {
+            let digits: Vec<u64> = m.meta.iter().map(|&b| b as u64).collect();
+            let mut declared = type_numbers(ct);
+            declared.resize(2, 0);
+            m.ty == T_NEWDECIMAL && digits == declared
+        }
+        Kind::Float => m.ty == T_FLOAT,
+        Kind::Double => m.ty == T_DOUBLE,
+        Kind::Bit => {
+            let n = type_numbers(ct).first().copied().unwrap_or(1);
+            m.ty == T_BIT && m.meta[..] == [(n % 8) as u8, (n / 8) as u8]
+        }
+        Kind::Year => m.ty == T_YEAR,
+        Kind::Date => m.ty == T_DATE || m.ty == T_NEWDATE,
+        // MariaDB 5.3's formats carry no digits (`hires_temporal`): the type alone is checked
+        Kind::Time => m.ty == T_TIME || (m.ty == T_TIME2 && m.meta[..] == [column.fsp]),
+        Kind::DateTime => m.ty == T_DATETIME || (m.ty == T_DATETIME2 && m.meta[..] == [column.fsp]),
+        Kind::Timestamp => {
+            m.ty == T_TIMESTAMP || (m.ty == T_TIMESTAMP2 && m.meta[..] == [column.fsp])
+        }
+        Kind::Text | Kind::Binary { .. } => match type_name {
+            "varchar" | "varbinary" if compressed => {
+                // the stored length includes the compression header byte
+                m.ty == T_VARCHAR_COMPRESSED
+                    && Some(little_endian(&m.meta)) == octets.map(|n| n + 1)
+            }
+            "varchar" | "varbinary" => {
+                (m.ty == T_VARCHAR || m.ty == T_VAR_STRING)
+                    && Some(little_endian(&m.meta)) == octets
+            }
+            "char" | "binary" => m.ty == T_STRING && fixed_length(m) == octets,
+            other => match blob_pack_length(other) {
+                Some(pack) if compressed => m.ty == T_BLOB_COMPRESSED && m.meta[..] == [pack],
+                Some(pack) => {
+                    matches!(
+                        m.ty,
+                        T_TINY_BLOB | T_BLOB | T_MEDIUM_BLOB | T_LONG_BLOB | T_JSON
+                    ) && m.meta[..] == [pack]
+                }
+                None => false,
+            },
+        },
+        Kind::Enum => {
+            let pack = if member_count(ct) < 256 { 1 } else { 2 };
+            m.ty == T_ENUM && m.meta.get(1) == Some(&pack)
+        }
+        Kind::Set => {
+            let pack = match member_count(ct).div_ceil(8) {
+                n @ 0..=4 => n.max(1) as u8,
+                _ => 8,
+            };
+            m.ty == T_SET && m.meta.get(1) == Some(&pack)
+        }
+        Kind::Geometry => m.ty == T_GEOMETRY,
+        Kind::Inet4 | Kind::Inet6 | Kind::Uuid => {
+            let width = column.kind.native_binary_width().map(|w| w as u64);
+            m.ty == T_STRING && fixed_length(m) == width
+        }
+    }
+}
+
+/// A table map column's type, as a message names it.
+fn binlog_type_name(m: &ColumnMeta) -> String {
+    let meta = &m.meta;
+    let first = meta.first().copied().unwrap_or(0);
+    match m.ty {
+        T_TINY => "TINYINT".into(),
+        T_SHORT => "SMALLINT".into(),
+        T_INT24 => "MEDIUMINT".into(),
+        T_LONG => "INT".into(),
+        T_LONGLONG => "BIGINT".into(),
+        T_FLOAT => "FLOAT".into(),
+        T_DOUBLE => "DOUBLE".into(),
+        T_NEWDECIMAL => format!("DECIMAL({},{})", first, meta.get(1).copied().unwrap_or(0)),
+        T_BIT => format!(
+            "BIT({})",
+            meta.get(1).copied().unwrap_or(0) as u32 * 8 + first as u32
+        ),
+        T_YEAR => "YEAR".into(),
+        T_DATE | T_NEWDATE => "DATE".into(),
+        T_TIME => "TIME (5.3 format)".into(),
+        T_DATETIME => "DATETIME (5.3 format)".into(),
+        T_TIMESTAMP => "TIMESTAMP (5.3 format)".into(),
+        T_TIME2 => format!("TIME({first})"),
+        T_DATETIME2 => format!("DATETIME({first})"),
+        T_TIMESTAMP2 => format!("TIMESTAMP({first})"),
+        T_VARCHAR | T_VAR_STRING => format!("VARCHAR of {} bytes", little_endian(meta)),
+        T_VARCHAR_COMPRESSED => format!(
+            "COMPRESSED VARCHAR of {} bytes",
+            little_endian(meta).saturating_sub(1)
+        ),
+        T_STRING => format!("CHAR of {} bytes", fixed_length(m).unwrap_or(0)),
+        T_TINY_BLOB | T_BLOB | T_MEDIUM_BLOB | T_LONG_BLOB | T_JSON => match first {
+            1 => "TINYBLOB/TINYTEXT".into(),
+            2 => "BLOB/TEXT".into(),
+            3 => "MEDIUMBLOB/MEDIUMTEXT".into(),
+            _ => "LONGBLOB/LONGTEXT".into(),
+        },
+        T_BLOB_COMPRESSED => format!("COMPRESSED BLOB/TEXT of {first} length bytes"),
+        T_ENUM => format!("ENUM of {} byte(s)", meta.get(1).copied().unwrap_or(0)),
+        T_SET => format!("SET of {} byte(s)", meta.get(1).copied().unwrap_or(0)),
+        T_GEOMETRY => "GEOMETRY".into(),
+        other => format!("binlog type {other}"),
+    }
+}
+
 /// A length-encoded integer.
 fn lenenc(c: &mut Cursor) -> Result<u64> {
     Ok(match c.le(1)? {
@@ -665,6 +874,178 @@ mod tests {
 
     fn dec(bytes: &[u8], p: u8, s: u8) -> String {
         decimal(&mut Cursor { b: bytes, i: 0 }, p, s).unwrap()
+    }
+
+    #[test]
+    fn enum_and_set_members_are_counted_through_escapes() {
+        assert_eq!(member_count("enum('a','b')"), 2);
+        assert_eq!(member_count(r"enum('it''s','a\\b','c''d',',','(')"), 5);
+        assert_eq!(member_count("set('')"), 1);
+        assert_eq!(type_numbers("decimal(12,4) unsigned"), vec![12, 4]);
+        assert_eq!(type_numbers("bit(10)"), vec![10]);
+    }
+
+    fn column(kind: Kind, column_type: &str, octets: Option<u64>, fsp: u8) -> Column {
+        Column {
+            name: "c".into(),
+            kind,
+            charset: None,
+            nullable: true,
+            generated: false,
+            auto_increment: false,
+            fsp,
+            column_type: column_type.into(),
+            octet_length: octets,
+        }
+    }
+
+    #[test]
+    fn table_map_types_are_compared_with_the_targets_columns() {
+        let meta = |ty: u8, meta: &[u8]| ColumnMeta {
+            ty,
+            meta: meta.to_vec(),
+        };
+        let int = |bytes| Kind::Int {
+            unsigned: false,
+            bytes,
+        };
+        let cases: Vec<(ColumnMeta, Column, bool)> = vec![
+            (meta(T_LONG, &[]), column(int(4), "int(11)", None, 0), true),
+            (
+                meta(T_LONGLONG, &[]),
+                column(int(4), "int(11)", None, 0),
+                false,
+            ),
+            (
+                meta(T_NEWDECIMAL, &[12, 4]),
+                column(Kind::Decimal, "decimal(12,4) unsigned", None, 0),
+                true,
+            ),
+            (
+                meta(T_NEWDECIMAL, &[12, 2]),
+                column(Kind::Decimal, "decimal(12,4)", None, 0),
+                false,
+            ),
+            (
+                meta(T_VARCHAR, &[44, 1]),
+                column(Kind::Text, "varchar(75)", Some(300), 0),
+                true,
+            ),
+            (
+                meta(T_VARCHAR, &[40, 0]),
+                column(Kind::Text, "varchar(10)", Some(40), 0),
+                true,
+            ),
+            (
+                meta(T_VARCHAR, &[80, 0]),
+                column(Kind::Text, "varchar(10)", Some(40), 0),
+                false,
+            ),
+            (
+                meta(T_VARCHAR_COMPRESSED, &[11, 0]),
+                column(
+                    Kind::Text,
+                    "varchar(10) /*m!100301 compressed*/",
+                    Some(10),
+                    0,
+                ),
+                true,
+            ),
+            (
+                meta(T_STRING, &[0xee, 0x90]),
+                column(Kind::Text, "char(100)", Some(400), 0),
+                true,
+            ),
+            (
+                meta(T_STRING, &[0xfe, 20]),
+                column(Kind::Text, "char(10)", Some(40), 0),
+                false,
+            ),
+            (
+                meta(T_BLOB, &[2]),
+                column(Kind::Text, "text", Some(65535), 0),
+                true,
+            ),
+            (
+                meta(T_BLOB, &[2]),
+                column(Kind::Text, "mediumtext", Some(16777215), 0),
+                false,
+            ),
+            (
+                meta(T_BLOB_COMPRESSED, &[2]),
+                column(
+                    Kind::Binary { pad: None },
+                    "blob /*m!100301 compressed*/",
+                    Some(65535),
+                    0,
+                ),
+                true,
+            ),
+            (
+                meta(T_DATETIME2, &[6]),
+                column(Kind::DateTime, "datetime(6)", None, 6),
+                true,
+            ),
+            (
+                meta(T_DATETIME2, &[0]),
+                column(Kind::DateTime, "datetime(6)", None, 6),
+                false,
+            ),
+            (
+                meta(T_DATETIME, &[]),
+                column(Kind::DateTime, "datetime(6)", None, 6),
+                true,
+            ),
+            (
+                meta(T_BIT, &[2, 1]),
+                column(Kind::Bit, "bit(10)", None, 0),
+                true,
+            ),
+            (
+                meta(T_BIT, &[3, 0]),
+                column(Kind::Bit, "bit(10)", None, 0),
+                false,
+            ),
+            (
+                meta(T_ENUM, &[T_ENUM, 1]),
+                column(Kind::Enum, "enum('a','b')", Some(4), 0),
+                true,
+            ),
+            (
+                meta(T_SET, &[T_SET, 3]),
+                column(
+                    Kind::Set,
+                    &format!(
+                        "set({})",
+                        (0..20)
+                            .map(|i| format!("'s{i}'"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                    None,
+                    0,
+                ),
+                true,
+            ),
+            (
+                meta(T_STRING, &[0xfe, 16]),
+                column(Kind::Inet6, "inet6", None, 0),
+                true,
+            ),
+            (
+                meta(T_STRING, &[0xfe, 4]),
+                column(Kind::Inet6, "inet6", None, 0),
+                false,
+            ),
+            (
+                meta(T_FLOAT, &[4]),
+                column(Kind::Double, "double", None, 0),
+                false,
+            ),
+        ];
+        for (m, c, fits_it) in cases {
+            assert_eq!(fits(&m, &c), fits_it, "{} as {:?}", c.column_type, m);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::{Endpoint, Filter};
 use crate::db::{self, quote, Session};
 use crate::error::{Error, Result};
 use crate::position::{horizon::Horizons, BinlogPlace, FilePos, Position};
-use crate::schema::{self, Table};
+use crate::schema::{self, Storage, Table};
 use crate::sql::lexer::Mode;
 use crate::sql::statement::{self, Statement};
 use futures_util::StreamExt;
@@ -588,6 +588,20 @@ impl Reader {
         }
     }
 
+    /// The migrated FEDERATED table a `TRUNCATE` empties (`schema::Storage::Remote`), if it is one.
+    async fn truncates_a_remote_table(
+        &self,
+        d: &statement::Ddl,
+        cache: &mut SchemaCache,
+    ) -> Option<String> {
+        let [n] = &d.names[..] else { return None };
+        if d.verb != statement::Verb::Truncate || !self.filter.includes_table(&n.db, &n.name) {
+            return None;
+        }
+        let t = cache.get(&n.db, &n.name).await.ok()?;
+        (t.storage() == Storage::Remote).then(|| t.full_name())
+    }
+
     /// A QUERY event: transaction control, savepoints, DDL, or a statement-format change.
     async fn query(
         &mut self,
@@ -614,14 +628,16 @@ impl Reader {
         // table maps, the event's database) but its statements keep the case they were
         // written in: `ALTER TABLE Shop.Orders` is about `shop.orders`
         let fold = self.filter.fold_case;
-        let unfoldable = std::cell::RefCell::new(None);
+        let unfoldable = std::sync::Mutex::new(None);
         let decode = |b: &[u8]| {
             let name = String::from_utf8_lossy(b).into_owned();
             if !fold {
                 return name;
             }
             crate::config::fold_name(&name).unwrap_or_else(|e| {
-                unfoldable.borrow_mut().get_or_insert(e);
+                if let Ok(mut first) = unfoldable.lock() {
+                    first.get_or_insert(e);
+                }
                 name
             })
         };
@@ -631,7 +647,7 @@ impl Reader {
             schema
         };
         let stmt = statement::classify(text.as_bytes(), mode, &schema, &decode);
-        if let Some(e) = unfoldable.borrow_mut().take() {
+        if let Some(e) = unfoldable.lock().ok().and_then(|mut e| e.take()) {
             return Err(e.context(format!("{}: {text}", self.gtid_label())));
         }
         match stmt {
@@ -650,13 +666,20 @@ impl Reader {
             Statement::Release(_) => Ok(()),
             Statement::Xa(_) => Err(xa_error(&self.gtid_label())),
             Statement::Ddl(d) => {
+                let remote = self.truncates_a_remote_table(&d, cache).await;
                 let end = self.here();
                 let scope = Scope {
                     filter: &self.filter,
                     horizons: &self.horizons,
                 };
                 let label = self.gtid_label();
-                let ddls = match route::route(&d, &scope, &end) {
+                let routed = match remote {
+                    Some(name) => Route::Skip(format!(
+                        "{name} is a FEDERATED table: the source emptied its remote table itself, and the target's TRUNCATE would empty it again"
+                    )),
+                    None => route::route(&d, &scope, &end),
+                };
+                let ddls = match routed {
                     Route::Apply => vec![Ddl {
                         schema: schema.clone(),
                         sql,
@@ -798,6 +821,36 @@ impl Reader {
             }
             Err(e) => return Err(e),
         };
+        match table.storage() {
+            Storage::Here => {}
+            Storage::Remote => {
+                if self.warned.insert(format!("remote {db}.{name}")) {
+                    tracing::warn!(
+                        "{db}.{name} is a FEDERATED table: its rows are on the server its CONNECTION names, which the source changed itself; its row changes are not written again through the target's table"
+                    );
+                }
+                return Ok(());
+            }
+            Storage::Union => {
+                return Err(Error::definite(
+                    format!(
+                        "{db}.{name} is a MERGE table, and a change was made through it ({}): the binlog logs it against the MERGE table alone, not against the MyISAM table that holds the row, so it cannot be applied exactly once",
+                        self.gtid_label()
+                    ),
+                    format!("make the application write to the tables {db}.{name} unions instead, then take a new snapshot (a new --state, with --reuse-target)"),
+                ));
+            }
+            Storage::Unknown => {
+                return Err(Error::definite(
+                    format!(
+                        "{db}.{name} uses the {} engine, and its rows changed ({}): migrate does not know where that engine keeps its rows",
+                        table.engine,
+                        self.gtid_label()
+                    ),
+                    format!("convert {db}.{name} to InnoDB on the source, or --exclude '{db}.{name}', then take a new snapshot"),
+                ));
+            }
+        }
         // the copy of this table already holds the change; but a child table copied earlier
         // does not hold the cascade it ran on the source: keep the change for that alone
         let cascade_only = if covered {
@@ -861,6 +914,18 @@ impl Reader {
             }
         };
         let layout = super::rows::TableLayout::from_tme(tme)?;
+        if let Err(drift) = layout.check_types(&table) {
+            if cascade_only {
+                return Err(Error::definite(
+                    format!(
+                        "{db}.{name}: a change the copy already holds cascaded into a child table copied before it, but the table's column types changed since ({})",
+                        self.gtid_label()
+                    ),
+                    "take the snapshot again while no DDL runs on tables with cascading foreign keys",
+                ));
+            }
+            return Err(drift.context(format!("source binlog at {}", self.gtid_label())));
+        }
         let before_image = rows
             .columns_before_image()
             .map(|b| bitmap(b.len(), b.iter()));

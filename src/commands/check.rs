@@ -78,13 +78,38 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
             Ok(tables) => {
                 let src_dbs = crate::schema::list_databases(src).await?;
                 dbs = snapshot::selected_databases(&tables, &src_dbs, &filter);
-                for (name, why, fix) in snapshot::unsupported(&tables) {
+                let excluded_merge =
+                    snapshot::excluded_merge_tables(src, &src_dbs, &filter).await?;
+                for (name, why, fix) in snapshot::unsupported(&tables)
+                    .into_iter()
+                    .chain(excluded_merge)
+                {
                     findings.push(Finding::new(
                         Severity::Blocker,
                         "source",
                         &name,
                         why,
                         Some(fix),
+                    ));
+                }
+                for t in &tables {
+                    let (why, fix) = match t.storage() {
+                        crate::schema::Storage::Union => (
+                            "is a MERGE table: its definition is copied, its rows are copied with the tables it unions, and a change made through it stops follow (the binlog logs it against the MERGE table alone)",
+                            "make the application write to the underlying tables",
+                        ),
+                        crate::schema::Storage::Remote => (
+                            "is a FEDERATED table: its definition is copied, connecting to the same server; its rows stay on that server (neither copied nor written by follow) and the target must reach it",
+                            "check that the target reaches the server of its CONNECTION",
+                        ),
+                        _ => continue,
+                    };
+                    findings.push(Finding::new(
+                        Severity::Warning,
+                        "source",
+                        &t.full_name(),
+                        why,
+                        Some(fix.to_string()),
                     ));
                 }
                 for t in tables

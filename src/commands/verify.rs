@@ -380,6 +380,7 @@ pub(crate) async fn describe(
     names.sort();
     names.dedup();
     let mut tables = Vec::new();
+    let mut known = Vec::new();
     for (db, name) in names {
         let full = format!("{db}.{name}");
         if !wanted.is_empty() && !wanted.contains(&full) {
@@ -391,13 +392,24 @@ pub(crate) async fn describe(
             Err(e) if e.what.ends_with(" not found") => continue,
             Err(e) => return Err(e.context("source")),
         };
+        known.push(full);
         if t.sequence {
             continue; // one row, compared by the schema comparison
+        }
+        if t.storage() != crate::schema::Storage::Here {
+            // a MERGE table's rows are its underlying tables', compared as those; a FEDERATED
+            // table's are on another server, the same one for both
+            tracing::info!(
+                "{}: {} table, its rows are not its own: compared by its definition only",
+                t.full_name(),
+                t.engine
+            );
+            continue;
         }
         tables.push(t);
     }
     for w in &wanted {
-        if !tables.iter().any(|t| t.full_name() == *w) {
+        if !known.contains(w) {
             return Err(Error::usage(
                 format!("--tables {w}: not a table this migration copied"),
                 "name tables as db.table, as `migrate status` lists them",

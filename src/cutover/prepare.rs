@@ -218,7 +218,7 @@ pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepa
     // AUTO_INCREMENT counters: at least the source's (it can be above MAX(id)+1 after rolled
     // back or deleted inserts, which the binlog does not carry)
     let q = format!(
-        "SELECT TABLE_SCHEMA, TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES \
+        "SELECT TABLE_SCHEMA, TABLE_NAME, AUTO_INCREMENT, ENGINE FROM information_schema.TABLES \
          WHERE TABLE_SCHEMA IN ({dbl}) AND AUTO_INCREMENT IS NOT NULL AND TABLE_TYPE = 'BASE TABLE'"
     );
     let (a, b) = (
@@ -238,7 +238,10 @@ pub async fn run(src: &mut Conn, tgt: &mut Conn, dbs: &[String]) -> Result<Prepa
             .find(|x| cell(x, 0) == d && cell(x, 1) == t)
             .and_then(|x| cell(x, 2).parse::<u64>().ok())
             .unwrap_or(0);
-        if n > on_target {
+        // a FEDERATED table's counter is its remote table's; an ALTER would copy its rows
+        // into the remote table again (`schema::Storage`)
+        let rows_here = crate::schema::storage_of(&cell(r, 3)) == crate::schema::Storage::Here;
+        if n > on_target && rows_here {
             db::run(
                 tgt,
                 &format!("ALTER TABLE {} AUTO_INCREMENT = {n}", quote::table(&d, &t)),

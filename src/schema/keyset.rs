@@ -101,12 +101,33 @@ pub fn read_chunk(t: &Table, lo: Option<&[Value]>, limit: u64) -> String {
         sql.push_str(" WHERE ");
         sql.push_str(&after(t, lo));
     }
+    let limit = if copies_rows(t) { limit } else { 0 };
     sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", order_by(t)));
     sql
 }
 
-/// Delete what the target holds in (lo, hi].
+/// A MERGE or FEDERATED table's rows are not its own to copy (`Storage`): its reads read none.
+fn copies_rows(t: &Table) -> bool {
+    t.storage() == super::Storage::Here
+}
+
+/// Every row of a table without a key, in one streamed read.
+pub fn read_all(t: &Table) -> String {
+    format!(
+        "SELECT {} FROM {}{}",
+        select_list(t),
+        t.quoted(),
+        if copies_rows(t) { "" } else { " LIMIT 0" }
+    )
+}
+
+/// Delete what the target holds in (lo, hi]. For a table whose rows are not its own
+/// (`copies_rows`) a statement that touches nothing: a FEDERATED table would delete them on
+/// its remote server.
 pub fn delete_range(t: &Table, lo: Option<&[Value]>, hi: Option<&[Value]>) -> String {
+    if !copies_rows(t) {
+        return "DO 0".into();
+    }
     let mut conds = Vec::new();
     if let Some(lo) = lo {
         conds.push(after(t, lo));
@@ -194,6 +215,8 @@ fn binary_column() -> crate::schema::Column {
         generated: false,
         auto_increment: false,
         fsp: 0,
+        column_type: String::new(),
+        octet_length: None,
     }
 }
 

@@ -62,6 +62,11 @@ pub struct Column {
     /// Fractional-second digits of a TIME, DATETIME or TIMESTAMP column (0 otherwise): the
     /// binlog does not carry them for columns in MariaDB 5.3's format (`binlog::rows`).
     pub fsp: u8,
+    /// COLUMN_TYPE, lowercase (`decimal(12,4) unsigned`, `varchar(10) /*M!100301 COMPRESSED*/`):
+    /// what a binlog table map must say of the column (`TableLayout::check_types`).
+    pub column_type: String,
+    /// CHARACTER_OCTET_LENGTH: the most bytes a string column holds.
+    pub octet_length: Option<u64>,
 }
 
 /// A foreign key of another table that references this one with an action the binlog does
@@ -127,6 +132,10 @@ impl Table {
     pub fn transactional(&self) -> bool {
         self.engine.eq_ignore_ascii_case("InnoDB")
     }
+    /// Where the table's rows are, by its engine.
+    pub fn storage(&self) -> Storage {
+        storage_of(&self.engine)
+    }
     pub fn has_key(&self) -> bool {
         !self.key.is_empty()
     }
@@ -157,6 +166,8 @@ impl Table {
                     generated: false,
                     auto_increment: false,
                     fsp: 0,
+                    column_type: String::new(),
+                    octet_length: None,
                 })
                 .collect(),
             key: key.to_vec(),
@@ -171,6 +182,34 @@ impl Table {
             versioned: false,
             referenced_by_fk: false,
         }
+    }
+}
+
+/// Where a table's rows are stored, by its engine: what the snapshot copies of it and what
+/// follow does with its row events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// In the table itself, on this server: copied and applied.
+    Here,
+    /// A MERGE (MRG_MyISAM) table: its rows are those of the MyISAM tables it unions, which
+    /// are copied themselves; a change made through it is logged against it alone.
+    Union,
+    /// A FEDERATED table: its rows are on the server its CONNECTION names, which the source
+    /// changed itself; writing them through the target's table would change them again.
+    Remote,
+    /// An engine migrate does not know where it keeps its rows (CONNECT, SPIDER, S3, ...).
+    Unknown,
+}
+
+/// The storage of a table with engine `engine` (as information_schema names it).
+pub fn storage_of(engine: &str) -> Storage {
+    match engine.to_ascii_lowercase().as_str() {
+        "innodb" | "myisam" | "aria" | "memory" | "heap" | "csv" | "archive" | "blackhole"
+        | "rocksdb" | "mroonga" => Storage::Here,
+        "mrg_myisam" => Storage::Union,
+        "federated" => Storage::Remote,
+        // also an empty name: a table whose engine is not loaded is listed without one
+        _ => Storage::Unknown,
     }
 }
 
@@ -315,7 +354,7 @@ pub fn describe_queries(db: &str, name: &str) -> Vec<String> {
              WHERE TABLE_SCHEMA = {qdb} AND TABLE_NAME = {qname}"
         ),
         format!(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE, IS_GENERATED, EXTRA \
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE, IS_GENERATED, EXTRA, CHARACTER_OCTET_LENGTH \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {qdb} AND TABLE_NAME = {qname} ORDER BY ORDINAL_POSITION"
         ),
         unique_keys_sql(db, name),
@@ -359,6 +398,8 @@ pub fn describe_from(db: &str, name: &str, sets: Vec<Vec<Vec<Option<String>>>>) 
             auto_increment: get(6).contains("auto_increment"),
             fsp: fractional_digits(&kind, &column_type),
             kind,
+            octet_length: r.get(7).cloned().flatten().and_then(|n| n.parse().ok()),
+            column_type,
         });
     }
     let (key, key_name) = choose_key(keys, &columns);

@@ -809,7 +809,7 @@ fn push_lines(
 }
 
 async fn delete_range(conn: &mut Conn, c: &Chunk) -> Result<()> {
-    if !c.delete || c.table.sequence {
+    if !c.delete || c.table.sequence || c.table.storage() != crate::schema::Storage::Here {
         return Ok(());
     }
     let sql = if c.table.has_key() {
@@ -1209,7 +1209,7 @@ impl Worker<'_> {
             let mut rows = Vec::new();
             let mut bytes = 0u64;
             let (id, what) = (r.conn.id(), t.full_name());
-            let select = format!("SELECT {} FROM {}", plan::select_list(t), t.quoted());
+            let select = plan::read_all(t);
             let send = async { Ok(r.conn.query_iter(select).await?) };
             let mut result = watch(&r.source, id, &what, send).await?;
             loop {

@@ -78,6 +78,49 @@ pub async fn selected_tables(
         .collect())
 }
 
+/// MERGE tables of the selected databases that `--exclude` leaves out. A change made through
+/// one is logged against it alone, not against the table that holds the row: follow would
+/// skip it with the MERGE table and its underlying tables would miss it.
+pub async fn excluded_merge_tables(
+    src: &mut Conn,
+    all: &[String],
+    filter: &Filter,
+) -> Result<Vec<(String, String, String)>> {
+    let dbs: Vec<String> = all
+        .iter()
+        .filter(|d| filter.includes_db(d))
+        .map(|d| quote::string(d))
+        .collect();
+    if dbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db::query_strings(
+        src,
+        &format!(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+             WHERE ENGINE = 'MRG_MyISAM' AND TABLE_SCHEMA IN ({})",
+            dbs.join(", ")
+        ),
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let mut r = r.into_iter().flatten();
+            Some((r.next()?, r.next()?))
+        })
+        .filter(|(d, t)| !filter.includes_table(d, t))
+        .map(|(d, t)| {
+            let name = format!("{d}.{t}");
+            (
+                name.clone(),
+                "is a MERGE table left out by --exclude: a change made through it is logged against it alone, so the tables it unions would miss that change on the target".into(),
+                format!("migrate {name} too (no --exclude for it), or drop it on the source"),
+            )
+        })
+        .collect())
+}
+
 /// Tables migrate refuses, with the reason and the fix: (table, reason, fix).
 pub fn unsupported(tables: &[Table]) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
@@ -89,6 +132,14 @@ pub fn unsupported(tables: &[Table]) -> Vec<(String, String, String)> {
                 "is a system-versioned table (WITH SYSTEM VERSIONING): its history rows cannot be copied or followed exactly".into(),
                 format!("--exclude '{name}' and copy it with mariadb-dump --dump-history, or remove system versioning on the source"),
             ));
+        } else if t.storage() == schema::Storage::Unknown {
+            out.push((
+                name.clone(),
+                format!("uses the {} engine: migrate does not know where it keeps its rows, so it cannot copy them or follow their changes exactly", if t.engine.is_empty() { "(not loaded)" } else { &t.engine }),
+                format!("--exclude '{name}' and create it on the target yourself, or convert it on the source (ALTER TABLE ... ENGINE=InnoDB)"),
+            ));
+        } else if t.storage() != schema::Storage::Here {
+            // its rows are not copied (see `schema::Storage`): no key is needed
         } else if !t.has_key() && !t.sequence && !t.transactional() {
             out.push((
                 name.clone(),
@@ -259,7 +310,9 @@ async fn create_table(
     defer: bool,
 ) -> Result<Option<String>> {
     let step = format!("table:{}", t.full_name());
-    let (create, alter) = if defer {
+    // indexes are added after the rows only where the rows are copied: an ALTER of a MERGE
+    // or FEDERATED table would rebuild it, a FEDERATED one by copying its remote rows again
+    let (create, alter) = if defer && t.storage() == schema::Storage::Here {
         ddl::split_secondary_indexes(definition, &t.quoted(), t.referenced_by_fk)
     } else {
         (definition.to_string(), None)
@@ -757,7 +810,10 @@ pub async fn run(
     )?;
     let described = discover_in(&mut src, &src_dbs, filter).await?;
     let tables: Vec<Table> = described.iter().map(|(t, _)| t.clone()).collect();
-    if let Some((name, why, fix)) = unsupported(&tables).into_iter().next() {
+    let refused = unsupported(&tables)
+        .into_iter()
+        .chain(excluded_merge_tables(&mut src, &src_dbs, filter).await?);
+    if let Some((name, why, fix)) = refused.into_iter().next() {
         return Err(Error::definite(format!("source table {name} {why}"), fix));
     }
     let dbs = selected_databases(&tables, &src_dbs, filter);

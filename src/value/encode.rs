@@ -110,6 +110,8 @@ mod tests {
             generated: false,
             auto_increment: false,
             fsp: 0,
+            column_type: String::new(),
+            octet_length: None,
         }
     }
     fn lit(v: Value, c: &Column) -> String {
