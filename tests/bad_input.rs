@@ -434,3 +434,43 @@ fn servers_that_fold_table_names_differently_are_refused() {
         "{err}"
     );
 }
+
+/// A migrated table whose foreign key references a table that is not migrated (`--exclude`,
+/// or another database) is copied, but after cutover inserts into it fail: check names it.
+#[test]
+fn a_parent_table_left_out_is_reported_by_check() {
+    let src = Server::source("fkp-src");
+    let dst = Server::target("fkp-dst");
+    src.sql(
+        "CREATE DATABASE shop; CREATE DATABASE crm; \
+         CREATE TABLE crm.customers (id INT PRIMARY KEY); \
+         CREATE TABLE shop.products (id INT PRIMARY KEY); \
+         CREATE TABLE shop.orders (id INT PRIMARY KEY, customer INT, product INT, \
+           CONSTRAINT fk_customer FOREIGN KEY (customer) REFERENCES crm.customers (id), \
+           CONSTRAINT fk_product FOREIGN KEY (product) REFERENCES products (id))",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    let check = |args: &[&str]| {
+        let mut all = vec!["check"];
+        all.extend_from_slice(args);
+        let out = migrate(&src.url(), &dst.url(), &state, &all);
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out))
+    };
+    let text = check(&["--databases", "shop,crm"]);
+    assert!(
+        text.contains("2 databases") && !text.contains("is not migrated"),
+        "{text}"
+    );
+    let text = check(&["--databases", "shop"]);
+    assert!(
+        text.contains("`fk_customer` references crm.customers, which is not migrated"),
+        "{text}"
+    );
+    assert!(!text.contains("fk_product"), "{text}");
+    let text = check(&["--databases", "shop", "--exclude", "shop.products"]);
+    assert!(
+        text.contains("`fk_product` references shop.products, which is not migrated"),
+        "{text}"
+    );
+}

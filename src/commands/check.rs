@@ -150,6 +150,7 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
                         None,
                     ));
                 }
+                findings.extend(parents_left_out(src, &tables, &filter).await?);
                 let non_innodb: Vec<String> = tables
                     .iter()
                     .filter(|t| !t.transactional())
@@ -281,6 +282,54 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
 
 /// Whether the state file records a snapshot of a migration whose row is on this target: its
 /// databases there are its own partial (or finished) copy, not someone else's data.
+/// Foreign keys of migrated tables whose parent table is not migrated (`--exclude`, or a
+/// database left out): the child is created and its rows copied (foreign_key_checks=0), but
+/// after cutover every insert into it fails with error 1452 until the parent exists.
+async fn parents_left_out(
+    src: &mut mysql_async::Conn,
+    tables: &[crate::schema::Table],
+    filter: &crate::config::Filter,
+) -> Result<Vec<Finding>> {
+    let mut dbs: Vec<String> = tables.iter().map(|t| db::quote::string(&t.db)).collect();
+    dbs.sort();
+    dbs.dedup();
+    if dbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db::query_strings(
+        src,
+        &format!(
+            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA IN ({}) \
+             ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME",
+            dbs.join(", ")
+        ),
+    )
+    .await?;
+    let selected = |d: &str, t: &str| tables.iter().any(|x| x.db == d && x.name == t);
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let g = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            let (child_db, child, fk, parent_db, parent) = (g(0), g(1), g(2), g(3), g(4));
+            if !selected(&child_db, &child)
+                || (filter.includes_db(&parent_db) && filter.includes_table(&parent_db, &parent))
+            {
+                return None;
+            }
+            Some(Finding::new(
+                Severity::Warning,
+                "source",
+                &format!("{child_db}.{child}"),
+                format!(
+                    "its foreign key `{fk}` references {parent_db}.{parent}, which is not migrated: the table and its rows are copied, but after cutover every insert into it fails (error 1452) until {parent_db}.{parent} exists on the target"
+                ),
+                Some(format!("migrate {parent_db}.{parent} too, or create it on the target before cutover")),
+            ))
+        })
+        .collect())
+}
+
 async fn own_copy(ctx: &Context, tgt: &mut mysql_async::Conn) -> bool {
     if !ctx.state_path.exists() {
         return false;
