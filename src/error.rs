@@ -180,7 +180,7 @@ impl From<mysql_async::Error> for Error {
             E::Server(s) => Error {
                 kind: Kind::Definite,
                 what: format!("server error {} ({}): {}", s.code, s.state, s.message),
-                hint: server_hint(s.code).map(str::to_string),
+                hint: server_hint(s.code, &s.message).map(str::to_string),
                 code: Some(s.code),
                 side: None,
             },
@@ -195,8 +195,9 @@ impl From<mysql_async::Error> for Error {
     }
 }
 
-fn server_hint(code: u16) -> Option<&'static str> {
+fn server_hint(code: u16, message: &str) -> Option<&'static str> {
     Some(match code {
+        1235 if message.contains("WITHOUT OVERLAPS") => "a table with a WITHOUT OVERLAPS key cannot be written with REPLACE, which migrate needs: --exclude it (copy it another way) and take a new snapshot, or drop that key on the source",
         1045 => "check the user name and password (MIGRATE_SOURCE_PASSWORD / --source-password-file)",
         1044 | 1142 | 1143 | 1227 | 1370 => "grant the missing privilege; `migrate check` prints the GRANT statements",
         1049 => "the database does not exist: check --databases",

@@ -75,15 +75,15 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         filter = filter.folded_if(folds == 1)?;
         findings.extend(preflight::source_binlog(src).await?);
         match snapshot::discover(src, &filter).await {
-            Ok(tables) => {
+            Ok(described) => {
+                let refused = snapshot::unsupported(described.iter().map(|(t, d)| (t, d.as_str())));
+                let tables: Vec<crate::schema::Table> =
+                    described.into_iter().map(|(t, _)| t).collect();
                 let src_dbs = crate::schema::list_databases(src).await?;
                 dbs = snapshot::selected_databases(&tables, &src_dbs, &filter);
                 let excluded_merge =
                     snapshot::excluded_merge_tables(src, &src_dbs, &filter).await?;
-                for (name, why, fix) in snapshot::unsupported(&tables)
-                    .into_iter()
-                    .chain(excluded_merge)
-                {
+                for (name, why, fix) in refused.into_iter().chain(excluded_merge) {
                     findings.push(Finding::new(
                         Severity::Blocker,
                         "source",

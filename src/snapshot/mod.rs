@@ -31,14 +31,11 @@ pub struct Options {
     pub state_path: String,
 }
 
-/// The selected tables of the source, described. Databases named in --databases must exist.
-pub async fn discover(src: &mut Conn, filter: &Filter) -> Result<Vec<Table>> {
+/// The selected tables of the source, described, each with its definition. Databases named
+/// in --databases must exist.
+pub async fn discover(src: &mut Conn, filter: &Filter) -> Result<Vec<(Table, String)>> {
     let all = schema::list_databases(src).await?;
-    Ok(discover_in(src, &all, filter)
-        .await?
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect())
+    discover_in(src, &all, filter).await
 }
 
 /// The selected tables of the source databases `all`, each described together with its
@@ -121,12 +118,21 @@ pub async fn excluded_merge_tables(
         .collect())
 }
 
-/// Tables migrate refuses, with the reason and the fix: (table, reason, fix).
-pub fn unsupported(tables: &[Table]) -> Vec<(String, String, String)> {
+/// Tables migrate refuses, with the reason and the fix: (table, reason, fix), from each
+/// table's description and definition.
+pub fn unsupported<'a>(
+    tables: impl IntoIterator<Item = (&'a Table, &'a str)>,
+) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
-    for t in tables {
+    for (t, definition) in tables {
         let name = t.full_name();
-        if t.versioned {
+        if definition.contains(" WITHOUT OVERLAPS") {
+            out.push((
+                name.clone(),
+                "has a WITHOUT OVERLAPS key: MariaDB refuses REPLACE and INSERT ... ON DUPLICATE KEY UPDATE on such a table (error 1235), and those are how migrate writes rows so that a retry cannot apply them twice".into(),
+                format!("--exclude '{name}' and copy it another way (mariadb-dump, with writes to it stopped), or drop its WITHOUT OVERLAPS key on the source"),
+            ));
+        } else if t.versioned {
             out.push((
                 name.clone(),
                 "is a system-versioned table (WITH SYSTEM VERSIONING): its history rows cannot be copied or followed exactly".into(),
@@ -479,8 +485,7 @@ async fn reconcile(
                 Err(e) if e.what.contains("doesn't exist") || e.code() == Some(1146) => continue,
                 Err(e) => return Err(e),
             };
-            if let Some((name, why, fix)) = unsupported(std::slice::from_ref(&t)).into_iter().next()
-            {
+            if let Some((name, why, fix)) = unsupported([(&t, def.as_str())]).into_iter().next() {
                 return Err(Error::definite(
                     format!("source table {name} (created during the snapshot) {why}"),
                     fix,
@@ -810,7 +815,7 @@ pub async fn run(
     )?;
     let described = discover_in(&mut src, &src_dbs, filter).await?;
     let tables: Vec<Table> = described.iter().map(|(t, _)| t.clone()).collect();
-    let refused = unsupported(&tables)
+    let refused = unsupported(described.iter().map(|(t, d)| (t, d.as_str())))
         .into_iter()
         .chain(excluded_merge_tables(&mut src, &src_dbs, filter).await?);
     if let Some((name, why, fix)) = refused.into_iter().next() {
