@@ -491,7 +491,10 @@ fn tables_with_a_without_overlaps_key_are_refused() {
         )
     };
     src.sql(&format!(
-        "CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); INSERT INTO shop.t VALUES (1); {}",
+        "CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); INSERT INTO shop.t VALUES (1); \
+         CREATE TABLE shop.terms (id INT NOT NULL, s DATE NOT NULL, e DATE NOT NULL, v INT, \
+           PERIOD FOR valid(s, e), PRIMARY KEY (id, s)); \
+         INSERT INTO shop.terms VALUES (1, '2020-01-01', '2030-01-01', 1); {}",
         period_table("prices")
     ));
     let dir = tempdir();
@@ -533,6 +536,15 @@ fn tables_with_a_without_overlaps_key_are_refused() {
             "shop.prices",
         ],
     ));
+    // periods without such a key are copied and followed (FOR PORTION OF splits rows)
+    src.sql(
+        "DELETE FROM shop.terms FOR PORTION OF valid FROM '2021-01-01' TO '2022-01-01'; \
+         UPDATE shop.terms FOR PORTION OF valid FROM '2025-01-01' TO '2026-01-01' SET v = 2",
+    );
+    follow_caught_up(&src.url(), &dst.url(), &state, "shop");
+    let terms = |s: &Server| s.sql("SELECT * FROM shop.terms ORDER BY s");
+    assert_eq!(terms(&src), terms(&dst));
+    assert_eq!(terms(&dst).lines().count(), 4);
     src.sql(&period_table("discounts"));
     let out = migrate(
         &src.url(),
