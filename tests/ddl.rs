@@ -399,3 +399,57 @@ fn views_can_be_excluded() {
     verify.extend(filter);
     assert_ok(&migrate(&src.url(), &dst.url(), &state, &verify));
 }
+
+/// `ALTER TABLE ... DISCARD TABLESPACE` then `IMPORT TABLESPACE` on the source (a table
+/// restored from another server's .ibd file): its rows arrive without binlog events. Run on
+/// the target, DISCARD deleted the target's rows and IMPORT failed with a hint about schema
+/// drift. Follow now stops before the DISCARD, naming it and the fix, with the target's rows
+/// intact; the fix (a new snapshot with --reuse-target) ends identical.
+#[test]
+fn a_tablespace_import_stops_follow() {
+    let src = Server::source("ts-src");
+    let dst = Server::target("ts-dst");
+    src.sql(
+        "CREATE DATABASE imp; CREATE TABLE imp.t (id INT PRIMARY KEY, v INT); \
+         CREATE TABLE imp.other (id INT PRIMARY KEY); INSERT INTO imp.t VALUES (1, 1), (2, 2)",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "imp"],
+    ));
+    let data = src.dir.join("data").join("imp");
+    let saved = dir.path().display().to_string();
+    src.sql(&format!(
+        "INSERT INTO imp.other VALUES (1); INSERT INTO imp.t VALUES (3, 3); \
+         FLUSH TABLES imp.t FOR EXPORT; system cp {d}/t.ibd {d}/t.cfg {saved}/; UNLOCK TABLES; \
+         UPDATE imp.t SET v = 30 WHERE id = 3; \
+         ALTER TABLE imp.t DISCARD TABLESPACE; system cp {saved}/t.ibd {saved}/t.cfg {d}/; \
+         ALTER TABLE imp.t IMPORT TABLESPACE",
+        d = data.display()
+    ));
+    assert_eq!(src.sql("SELECT v FROM imp.t WHERE id = 3"), "3");
+    let err = follow_fails(&src.url(), &dst.url(), &state, "imp");
+    assert!(
+        err.contains("DISCARD TABLESPACE on imp.t") && err.contains("--reuse-target"),
+        "{err}"
+    );
+    // what came before it is applied; the table's rows are intact
+    assert_eq!(dst.sql("SELECT COUNT(*) FROM imp.other"), "1");
+    assert_eq!(
+        dst.sql("SELECT * FROM imp.t ORDER BY id"),
+        "1\t1\n2\t2\n3\t30"
+    );
+    // the fix
+    let again = dir.path().join("again.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &again,
+        &["snapshot", "--databases", "imp", "--reuse-target"],
+    ));
+    assert_same(&src, &dst, "imp");
+}

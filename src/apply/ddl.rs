@@ -330,6 +330,7 @@ async fn run_on(
     }
     let mode = Mode::from_sql_mode(d.ctx.sql_mode.unwrap_or(0));
     refuse_unrepeatable_fill(conn, d, mode).await?;
+    refuse_tablespace_swap(d, mode)?;
     let (sql, asked) = if d.statement.object == Object::Event
         && matches!(d.statement.verb, Verb::Create | Verb::Alter)
     {
@@ -360,6 +361,32 @@ async fn run_on(
                 .with_hint("the target's schema differs from the source's at this statement: make the object on the target match the source's definition before it and restart follow, or take a new snapshot"))
         }
     }
+}
+
+/// `ALTER TABLE ... DISCARD|IMPORT TABLESPACE` stops follow before it runs: an imported
+/// tablespace's rows come from a file copied into the source's data directory, which the
+/// binlog does not carry, and the target has no such file; run there, DISCARD deleted the
+/// target's rows and IMPORT then failed (measured; a native replica does the same).
+fn refuse_tablespace_swap(d: &Ddl, mode: Mode) -> Result<()> {
+    if d.statement.object != Object::Table || d.statement.verb != Verb::Alter {
+        return Ok(());
+    }
+    let Some(verb) = statement::swaps_tablespace(&d.sql, mode) else {
+        return Ok(());
+    };
+    let name = d
+        .statement
+        .names
+        .first()
+        .map(|n| format!("{}.{}", n.db, n.name))
+        .unwrap_or_default();
+    Err(Error::definite(
+        format!(
+            "`{}`: {verb} TABLESPACE on {name}: an imported tablespace brings rows from a file the binlog does not carry (discarding one deletes the table's rows on the target); follow stops before it",
+            d.text
+        ),
+        format!("once the source has imported {name}, copy it again: a new snapshot (a new --state, with --reuse-target), or --exclude '{name}' and copy it yourself"),
+    ))
 }
 
 /// An `ALTER TABLE ... ADD` column whose default gives the rows already in the table a value

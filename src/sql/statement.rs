@@ -703,6 +703,47 @@ pub fn fills_existing_rows_with(sql: &[u8], mode: Mode) -> Option<Fill> {
     numbered.then_some(Fill::Numbered)
 }
 
+/// An `ALTER TABLE ... DISCARD|IMPORT [PARTITION ...] TABLESPACE`: the rows of an imported
+/// tablespace come from a file copied into the server's data directory, which the binlog does
+/// not carry; discarding one deletes the table's rows. Returns the clause's verb.
+pub fn swaps_tablespace(sql: &[u8], mode: Mode) -> Option<&'static str> {
+    let toks = tokenize(sql, mode, usize::MAX);
+    if !toks.first().is_some_and(|t| t.is_kw("ALTER")) {
+        return None;
+    }
+    let table = toks.iter().take(4).position(|t| t.is_kw("TABLE"))?;
+    let mut depth = 0i32;
+    for (i, t) in toks.iter().enumerate().skip(table + 1) {
+        if t.is_punct(b'(') {
+            depth += 1;
+        } else if t.is_punct(b')') {
+            depth -= 1;
+        } else if depth == 0 && (t.is_kw("DISCARD") || t.is_kw("IMPORT")) {
+            // DISCARD|IMPORT [PARTITION {ALL | p [, p]...}] TABLESPACE
+            let mut j = i + 1;
+            if toks.get(j).is_some_and(|n| n.is_kw("PARTITION")) {
+                j += 1;
+                let name_or_comma = |n: &Token| {
+                    n.is_punct(b',')
+                        || matches!(n.tok, Tok::Ident(_))
+                        || (n.keyword().is_some() && !n.is_kw("TABLESPACE"))
+                };
+                while toks.get(j).is_some_and(name_or_comma) {
+                    j += 1;
+                }
+            }
+            if toks.get(j).is_some_and(|n| n.is_kw("TABLESPACE")) {
+                return Some(if t.is_kw("DISCARD") {
+                    "DISCARD"
+                } else {
+                    "IMPORT"
+                });
+            }
+        }
+    }
+    None
+}
+
 /// Where in `sql` the status clause of a CREATE/ALTER EVENT is, so that a rewrite can make
 /// the event DISABLED: returns (byte ranges of existing `ENABLE` / `DISABLE [ON SLAVE]`
 /// clauses, byte offset where `DISABLE ` can be inserted). The insertion point is before
@@ -744,6 +785,35 @@ pub fn event_status_clauses(sql: &[u8], mode: Mode) -> Option<(Vec<(usize, usize
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tablespace_swaps_are_found() {
+        let m = Mode::default();
+        let f = |s: &str| swaps_tablespace(s.as_bytes(), m);
+        assert_eq!(f("ALTER TABLE t DISCARD TABLESPACE"), Some("DISCARD"));
+        assert_eq!(f("alter table `db`.`t` import tablespace"), Some("IMPORT"));
+        assert_eq!(
+            f("ALTER TABLE t DISCARD PARTITION p0, p1 TABLESPACE"),
+            Some("DISCARD")
+        );
+        assert_eq!(
+            f("ALTER TABLE t IMPORT PARTITION ALL TABLESPACE"),
+            Some("IMPORT")
+        );
+        assert_eq!(
+            f("ALTER TABLE t IMPORT PARTITION `p 0`,`p1` TABLESPACE"),
+            Some("IMPORT")
+        );
+        assert_eq!(
+            f("ALTER TABLE t ADD COLUMN `import` INT, COMMENT 'discard tablespace'"),
+            None
+        );
+        assert_eq!(
+            f("ALTER TABLE t ADD COLUMN discard INT, ADD COLUMN tablespace INT"),
+            None
+        );
+        assert_eq!(f("ALTER TABLE t ENGINE=InnoDB"), None);
+    }
+
     #[test]
     fn unrepeatable_defaults_of_added_columns() {
         let m = Mode::default();
