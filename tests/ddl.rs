@@ -453,3 +453,49 @@ fn a_tablespace_import_stops_follow() {
     ));
     assert_same(&src, &dst, "imp");
 }
+
+/// `ALTER IGNORE TABLE ... ADD UNIQUE` keeps, of the rows that share the new key, the first in
+/// the table's stored order. For a table without a key that order is InnoDB's hidden row id:
+/// on the source the order of the inserts, on the target the binlog's commit order. Two
+/// transactions that commit in the other order than they inserted made the target keep the
+/// other row, exit 0. Follow now stops before it (unless a key orders the table).
+#[test]
+fn deduplicating_alters_of_keyless_tables_stop_follow() {
+    let src = Server::source("dedup-src");
+    let dst = Server::target("dedup-dst");
+    src.sql(
+        "CREATE DATABASE app; CREATE TABLE app.nk (a INT, b CHAR(1)) ENGINE=InnoDB; \
+         CREATE TABLE app.keyed (id INT PRIMARY KEY, a INT); INSERT INTO app.keyed VALUES (1, 1), (2, 1)",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    assert_ok(&migrate(
+        &src.url(),
+        &dst.url(),
+        &state,
+        &["snapshot", "--databases", "app"],
+    ));
+    // 'p' is inserted first, 'q' commits first
+    std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            src.sql("BEGIN; INSERT INTO app.nk VALUES (1, 'p'); DO SLEEP(1.5); COMMIT");
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        src.sql("INSERT INTO app.nk VALUES (1, 'q')");
+        first.join().expect("first transaction");
+    });
+    // a keyed table orders its rows alike on both sides: applied
+    src.sql("ALTER IGNORE TABLE app.keyed ADD UNIQUE KEY (a)");
+    follow_caught_up(&src.url(), &dst.url(), &state, "app");
+    assert_eq!(dst.sql("SELECT * FROM app.keyed"), "1\t1");
+    src.sql("ALTER IGNORE TABLE app.nk ADD CONSTRAINT u UNIQUE (a)");
+    assert_eq!(src.sql("SELECT b FROM app.nk"), "p");
+    let err = follow_fails(&src.url(), &dst.url(), &state, "app");
+    assert!(
+        err.contains("app.nk")
+            && err.contains("first in their stored order")
+            && err.contains("--reuse-target"),
+        "{err}"
+    );
+    assert_eq!(dst.sql("SELECT COUNT(*) FROM app.nk"), "2");
+}

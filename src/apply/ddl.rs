@@ -417,7 +417,7 @@ async fn refuse_unrepeatable_fill(conn: &mut Conn, d: &Ddl, mode: Mode) -> Resul
             "gives the rows already in {}.{} a column default of {what}, computed where the statement runs",
             table.db, table.name
         ),
-        Fill::Numbered => {
+        Fill::Numbered | Fill::Deduplicated => {
             // numbered in clustered order: the same on both sides when a primary key or a
             // NOT NULL unique key orders the table
             let keyed = db::query_strings(
@@ -436,10 +436,17 @@ async fn refuse_unrepeatable_fill(conn: &mut Conn, d: &Ddl, mode: Mode) -> Resul
             if !keyed.is_empty() {
                 return Ok(());
             }
-            format!(
-                "numbers the rows already in {}.{}, which has no primary or NOT NULL unique key, with AUTO_INCREMENT in their stored order",
-                table.db, table.name
-            )
+            if fill == Fill::Numbered {
+                format!(
+                    "numbers the rows already in {}.{}, which has no primary or NOT NULL unique key, with AUTO_INCREMENT in their stored order",
+                    table.db, table.name
+                )
+            } else {
+                format!(
+                    "keeps, of the rows already in {}.{} that share the new key, the first in their stored order, and the table has no primary or NOT NULL unique key to make that order the same",
+                    table.db, table.name
+                )
+            }
         }
     };
     Err(Error::definite(

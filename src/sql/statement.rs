@@ -620,6 +620,10 @@ pub enum Fill {
     /// unique key (without one, InnoDB's hidden row order on the target follows the binlog's
     /// commit order, not the source's insert order).
     Numbered,
+    /// `ALTER IGNORE TABLE ... ADD UNIQUE|PRIMARY KEY`: of rows that share the new key, the
+    /// first in the table's clustered order is kept; like `Numbered`, the same on both sides
+    /// only when a primary or NOT NULL unique key orders the table.
+    Deduplicated,
 }
 
 /// An `ALTER TABLE ... ADD` whose new column fills the rows already in the table in a way the
@@ -633,9 +637,11 @@ pub fn fills_existing_rows_with(sql: &[u8], mode: Mode) -> Option<Fill> {
         return None;
     }
     let table = toks.iter().take(4).position(|t| t.is_kw("TABLE"))?;
+    let ignore = toks[..table].iter().any(|t| t.is_kw("IGNORE"));
     let kw_at = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_kw(kw));
     let mut depth = 0i32;
     let mut in_add = false;
+    let mut deduplicated = false;
     // MODIFY / CHANGE: an existing column made AUTO_INCREMENT numbers its 0s and NULLs too
     let mut in_change = false;
     let mut numbered = false;
@@ -671,6 +677,18 @@ pub fn fills_existing_rows_with(sql: &[u8], mode: Mode) -> Option<Fill> {
             ) || (kw_at(n, "PERIOD") && kw_at(n + 1, "FOR"))
                 || (kw_at(n, "SYSTEM") && kw_at(n + 1, "VERSIONING"));
             in_add = !not_a_column;
+            // ADD [CONSTRAINT [name]] {UNIQUE | PRIMARY KEY}
+            let mut k = n;
+            if kw_at(k, "CONSTRAINT") {
+                k += if kw_at(k + 1, "UNIQUE") || kw_at(k + 1, "PRIMARY") {
+                    1
+                } else {
+                    2
+                };
+            }
+            if ignore && (kw_at(k, "UNIQUE") || kw_at(k, "PRIMARY")) {
+                deduplicated = true;
+            }
         } else if in_add {
             match &t.tok {
                 Tok::Word(w) => {
@@ -700,7 +718,11 @@ pub fn fills_existing_rows_with(sql: &[u8], mode: Mode) -> Option<Fill> {
             }
         }
     }
-    numbered.then_some(Fill::Numbered)
+    if numbered {
+        Some(Fill::Numbered)
+    } else {
+        deduplicated.then_some(Fill::Deduplicated)
+    }
 }
 
 /// An `ALTER TABLE ... DISCARD|IMPORT [PARTITION ...] TABLESPACE`: the rows of an imported
@@ -823,6 +845,19 @@ mod tests {
             f("ALTER TABLE t ADD COLUMN r DOUBLE DEFAULT (RAND())"),
             u("RAND()")
         );
+        let dedup = Some(Fill::Deduplicated);
+        assert_eq!(f("ALTER IGNORE TABLE t ADD UNIQUE (a)"), dedup);
+        assert_eq!(f("alter online ignore table t add primary key (a)"), dedup);
+        assert_eq!(
+            f("ALTER IGNORE TABLE t ADD CONSTRAINT u UNIQUE KEY (a)"),
+            dedup
+        );
+        assert_eq!(
+            f("ALTER IGNORE TABLE t ADD CONSTRAINT PRIMARY KEY (a)"),
+            dedup
+        );
+        assert_eq!(f("ALTER TABLE t ADD UNIQUE (a)"), None);
+        assert_eq!(f("ALTER IGNORE TABLE t ADD INDEX (a), MODIFY b INT"), None);
         assert_eq!(
             f("alter online table d.t add g char(36) default (uuid()), add x int"),
             u("UUID()")
