@@ -559,3 +559,51 @@ fn tables_with_a_without_overlaps_key_are_refused() {
         stderr(&out)
     );
 }
+
+/// After cutover the application runs with the target's global settings: check names each
+/// that differs from the source's (sql_mode, time_zone, div_precision_increment,
+/// event_scheduler here), with the SET GLOBAL that matches them; once set, they are quiet.
+#[test]
+fn settings_the_application_runs_with_are_compared_by_check() {
+    let src = Server::source("set-src");
+    let dst = Server::target("set-dst");
+    src.sql(
+        "CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); \
+         SET GLOBAL div_precision_increment = 8; SET GLOBAL event_scheduler = ON",
+    );
+    let dir = tempdir();
+    let state = dir.path().join("s.sqlite");
+    let check = || {
+        let out = migrate(
+            &src.url(),
+            &dst.url(),
+            &state,
+            &["check", "--databases", "shop"],
+        );
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out))
+    };
+    let text = check();
+    for expected in [
+        "sql_mode",
+        "SET GLOBAL sql_mode = '';",
+        "SET GLOBAL time_zone = '+09:00';",
+        "is '4' on the target and '8' on the source",
+        "SET GLOBAL div_precision_increment = 8;",
+        "SET GLOBAL event_scheduler = 'ON';",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+    dst.sql(
+        "SET GLOBAL sql_mode = ''; SET GLOBAL time_zone = '+09:00'; \
+         SET GLOBAL div_precision_increment = 8; SET GLOBAL event_scheduler = 'ON'",
+    );
+    let text = check();
+    for quiet in [
+        "sql_mode",
+        "time_zone",
+        "div_precision_increment",
+        "event_scheduler",
+    ] {
+        assert!(!text.contains(&format!(" {quiet} ")), "{quiet}: {text}");
+    }
+}

@@ -247,6 +247,7 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
         if let Some(src) = src.as_mut() {
             findings.extend(preflight::collations(src, tgt, &dbs).await?);
             findings.push(preflight::packet_size(src, tgt).await?);
+            findings.extend(preflight::application_settings(src, tgt).await?);
         }
     }
     findings.sort_by_key(|f| f.severity);
@@ -280,8 +281,6 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
     Ok(if blockers > 0 { 1 } else { 0 })
 }
 
-/// Whether the state file records a snapshot of a migration whose row is on this target: its
-/// databases there are its own partial (or finished) copy, not someone else's data.
 /// Foreign keys of migrated tables whose parent table is not migrated (`--exclude`, or a
 /// database left out): the child is created and its rows copied (foreign_key_checks=0), but
 /// after cutover every insert into it fails with error 1452 until the parent exists.
@@ -330,6 +329,8 @@ async fn parents_left_out(
         .collect())
 }
 
+/// Whether the state file records a snapshot of a migration whose row is on this target: its
+/// databases there are its own partial (or finished) copy, not someone else's data.
 async fn own_copy(ctx: &Context, tgt: &mut mysql_async::Conn) -> bool {
     if !ctx.state_path.exists() {
         return false;

@@ -442,6 +442,94 @@ pub async fn packet_size(src: &mut Conn, tgt: &mut Conn) -> Result<Finding> {
     })
 }
 
+/// Global settings that decide what the application's statements do: after cutover it runs
+/// on the target's. Each that differs is a warning naming both values and the `SET GLOBAL`
+/// that makes the target behave as the source (migrate's own sessions set what they need
+/// themselves; this is about the application's). Read from information_schema, so a name a
+/// server version does not have is left out rather than failing the check.
+const APPLICATION_SETTINGS: &[&str] = &[
+    "SQL_MODE",
+    "TIME_ZONE",
+    "SYSTEM_TIME_ZONE",
+    "CHARACTER_SET_SERVER",
+    "COLLATION_SERVER",
+    "OLD_MODE",
+    "EXPLICIT_DEFAULTS_FOR_TIMESTAMP",
+    "DEFAULT_STORAGE_ENGINE",
+    "DIV_PRECISION_INCREMENT",
+    "DEFAULT_WEEK_FORMAT",
+    "GROUP_CONCAT_MAX_LEN",
+    "TX_ISOLATION",
+    "AUTOCOMMIT",
+    "AUTO_INCREMENT_INCREMENT",
+    "AUTO_INCREMENT_OFFSET",
+    "INNODB_STRICT_MODE",
+    "LC_TIME_NAMES",
+    "MAX_STATEMENT_TIME",
+    "SQL_SELECT_LIMIT",
+    "EVENT_SCHEDULER",
+    "LOG_BIN_TRUST_FUNCTION_CREATORS",
+];
+
+/// The `APPLICATION_SETTINGS` that differ between the servers.
+pub async fn application_settings(src: &mut Conn, tgt: &mut Conn) -> Result<Vec<Finding>> {
+    let sql = format!(
+        "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME IN ({})",
+        APPLICATION_SETTINGS
+            .iter()
+            .map(|v| format!("'{v}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let values = |rows: Vec<Vec<Option<String>>>| -> std::collections::HashMap<String, String> {
+        rows.into_iter()
+            .filter_map(|r| {
+                let mut r = r.into_iter();
+                Some((
+                    r.next()??.to_ascii_uppercase(),
+                    r.next()?.unwrap_or_default(),
+                ))
+            })
+            .collect()
+    };
+    let (a, b) = (
+        values(query_strings(src, &sql).await?),
+        values(query_strings(tgt, &sql).await?),
+    );
+    let system_zone_used = [&a, &b].iter().any(|v| {
+        v.get("TIME_ZONE")
+            .is_some_and(|z| z.eq_ignore_ascii_case("SYSTEM"))
+    });
+    let mut out = Vec::new();
+    for name in APPLICATION_SETTINGS {
+        let (Some(s), Some(t)) = (a.get(*name), b.get(*name)) else {
+            continue;
+        };
+        if s.eq_ignore_ascii_case(t) || (*name == "SYSTEM_TIME_ZONE" && !system_zone_used) {
+            continue;
+        }
+        let var = name.to_ascii_lowercase();
+        let fix = if *name == "SYSTEM_TIME_ZONE" {
+            format!("start the target's server in the source's zone (TZ={s} or --default-time-zone), or set time_zone explicitly on both")
+        } else {
+            let value = if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
+                s.clone()
+            } else {
+                crate::db::quote::string(s)
+            };
+            format!("SET GLOBAL {var} = {value}; on the target (and in its server configuration), unless the difference is intended")
+        };
+        out.push(Finding::new(
+            Severity::Warning,
+            "target",
+            &var,
+            format!("is '{t}' on the target and '{s}' on the source: after cutover the application's statements run with '{t}'"),
+            Some(fix),
+        ));
+    }
+    Ok(out)
+}
+
 /// `lower_case_table_names` of a server (0, 1 or 2).
 pub async fn lower_case_table_names(conn: &mut Conn) -> Result<u8> {
     Ok(variable(conn, "lower_case_table_names")
