@@ -15,6 +15,7 @@ use crate::state::{FollowStatus, Store};
 use crate::verify::touched::Touched;
 
 pub mod control;
+pub mod restarts;
 mod watch;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -600,6 +601,7 @@ async fn follow_once(
     };
     let opened = opened?;
     let filter = filter.folded_if(fold_names)?;
+    restarts::check(target, store, &filter).await?;
     let reader = Reader::start(opened, &pos, opts.server_id, filter, horizons).await?;
     let server_id = reader.server_id.clone();
     let (tx, mut rx) = mpsc::channel(1024);

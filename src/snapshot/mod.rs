@@ -806,6 +806,16 @@ pub async fn run(
     let (mut src, mut tgt) = (src?, tgt?);
     let asked = std::time::Instant::now();
     let filter = &filter.folded_if(db::preflight::name_folding(&mut src, &mut tgt).await?)?;
+    // a target that restarted since an earlier run of this snapshot started its MEMORY tables
+    // empty: those copied already are copied again
+    if crate::replication::restarts::restarted(&mut tgt, target, &store).await? {
+        for (d, t) in crate::replication::restarts::memory_tables(&mut tgt, filter).await? {
+            tracing::info!(
+                "{d}.{t}: a MEMORY table, emptied by the target's restart; copying it again"
+            );
+            store.reset_table(&d, &t)?;
+        }
+    }
     let src_dbs = schema::list_databases(&mut src).await?;
     let defer_indexes = defer_indexes(
         &store,
