@@ -329,12 +329,18 @@ fn names_folded_on_both_servers() {
          CREATE TABLE Shop.TmpB (id INT PRIMARY KEY); INSERT INTO TmpB VALUES (1); \
          ALTER TABLE Shop.TmpA ADD COLUMN x INT; DROP TABLE Shop.TmpB; \
          CREATE OR REPLACE VIEW Shop.Big AS SELECT Id, W FROM Shop.Orders; \
-         UPDATE Orders SET W = 8 WHERE Id = 1",
+         UPDATE Orders SET W = 8 WHERE Id = 1; \
+         CREATE DATABASE Other; CREATE TABLE Other.Été (id INT); INSERT INTO Other.Été VALUES (1); \
+         CREATE TABLE Shop.Café (Id INT PRIMARY KEY); INSERT INTO Shop.Café VALUES (1)",
     );
     let mut follow = vec!["follow", "--until-caught-up"];
     follow.extend(filter);
     assert_ok(&migrate(&src.url(), &dst.url(), &state, &follow));
-    assert_eq!(dst.sql("SHOW TABLES FROM shop"), "big\nlines\norders");
+    // a name with a non-ASCII capital stops follow only where it is migrated; one with
+    // lowercase non-ASCII letters folds as itself
+    assert_eq!(dst.sql("SHOW TABLES FROM shop"), "big\ncafé\nlines\norders");
+    assert_eq!(dst.sql("SELECT Id FROM shop.café"), "1");
+    assert!(dst.try_sql("USE other").is_err(), "`other` is not migrated");
     assert_eq!(
         dst.sql("SELECT Id, v, W FROM shop.orders ORDER BY Id"),
         "1\t1\t8\n2\t2\t7"
@@ -351,6 +357,13 @@ fn names_folded_on_both_servers() {
         String::from_utf8_lossy(&out.stdout).contains("1 tables"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    // a capital the server may fold otherwise than Unicode, in a migrated name: stops
+    src.sql("CREATE TABLE Shop.Ärger (id INT)");
+    let err = follow_fails(&src.url(), &dst.url(), &state, "Shop");
+    assert!(
+        err.contains("Ärger") && err.contains("lowercase form"),
+        "{err}"
     );
 }
 

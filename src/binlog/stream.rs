@@ -647,7 +647,20 @@ impl Reader {
             schema
         };
         let stmt = statement::classify(text.as_bytes(), mode, &schema, &decode);
-        if let Some(e) = unfoldable.lock().ok().and_then(|mut e| e.take()) {
+        let unfolded = unfoldable.lock().ok().and_then(|mut e| e.take());
+        // a DDL whose every object is in a database that is not migrated is skipped whatever
+        // its names' case: a name that cannot be folded cannot be a migrated one's (those
+        // were folded), unless every database is migrated
+        let elsewhere = match &stmt {
+            Statement::Ddl(d) => d
+                .names
+                .iter()
+                .chain(&d.uses)
+                .chain(d.renames.iter().flat_map(|(a, b)| [a, b]))
+                .all(|n| !n.db.is_empty() && !self.db_selected(&n.db)),
+            _ => false,
+        };
+        if let Some(e) = unfolded.filter(|_| !elsewhere) {
             return Err(e.context(format!("{}: {text}", self.gtid_label())));
         }
         match stmt {
