@@ -380,6 +380,19 @@ fn views_can_be_excluded() {
          CREATE TABLE va.t (id INT PRIMARY KEY); CREATE VIEW va.v AS SELECT id FROM vb.x",
     );
     let dir = tempdir();
+    // check names it as a blocker, and the snapshot refuses it before copying any row
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &dir.path().join("a.sqlite"),
+        &["check", "--databases", "va"],
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("va.v") && text.contains("reads vb.x, which is not migrated"),
+        "{text}"
+    );
     let out = migrate(
         &src.url(),
         &dst.url(),
@@ -392,6 +405,19 @@ fn views_can_be_excluded() {
         "{}",
         stderr(&out)
     );
+    assert!(
+        dst.try_sql("SELECT 1 FROM va.t").is_err(),
+        "nothing was copied"
+    );
+    // also a view of an excluded table of its own database
+    let out = migrate(
+        &src.url(),
+        &dst.url(),
+        &dir.path().join("a.sqlite"),
+        &["check", "--databases", "va,vb", "--exclude", "vb.x"],
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(text.contains("reads vb.x, which is not migrated"), "{text}");
     let state = dir.path().join("b.sqlite");
     let filter = ["--databases", "va", "--exclude", "va.v"];
     let mut snap = vec!["snapshot", "--reuse-target"];

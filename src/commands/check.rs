@@ -83,7 +83,8 @@ pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<i32> {
                 dbs = snapshot::selected_databases(&tables, &src_dbs, &filter);
                 let excluded_merge =
                     snapshot::excluded_merge_tables(src, &src_dbs, &filter).await?;
-                for (name, why, fix) in refused.into_iter().chain(excluded_merge) {
+                let views = snapshot::views_reading_outside(src, &src_dbs, &filter).await?;
+                for (name, why, fix) in refused.into_iter().chain(excluded_merge).chain(views) {
                     findings.push(Finding::new(
                         Severity::Blocker,
                         "source",

@@ -118,6 +118,58 @@ pub async fn excluded_merge_tables(
         .collect())
 }
 
+/// Views of the migrated databases that read a table (or view) that is not migrated (another
+/// database, or `--exclude`): the target cannot create them (error 1146), and the snapshot
+/// used to find that out only after copying every row. MariaDB stores a view's definition
+/// with its names qualified (`db`.`table`, `db`.`table`.`column`), which is what is read.
+pub async fn views_reading_outside(
+    src: &mut Conn,
+    all: &[String],
+    filter: &Filter,
+) -> Result<Vec<(String, String, String)>> {
+    let dbs: Vec<String> = all
+        .iter()
+        .filter(|d| filter.includes_db(d))
+        .map(|d| quote::string(d))
+        .collect();
+    if dbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db::query_strings(
+        src,
+        &format!(
+            "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS \
+             WHERE TABLE_SCHEMA IN ({}) ORDER BY TABLE_SCHEMA, TABLE_NAME",
+            dbs.join(", ")
+        ),
+    )
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let g = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        let (d, v, definition) = (g(0), g(1), g(2));
+        if !filter.includes_table(&d, &v) {
+            continue;
+        }
+        let outside = crate::sql::lexer::qualified_names(definition.as_bytes())
+            .into_iter()
+            .find(|(x, y)| {
+                all.contains(x)
+                    && !crate::config::SYSTEM_DATABASES.contains(&x.as_str())
+                    && !(filter.includes_db(x) && filter.includes_table(x, y))
+            });
+        if let Some((x, y)) = outside {
+            let name = format!("{d}.{v}");
+            out.push((
+                name.clone(),
+                format!("is a view that reads {x}.{y}, which is not migrated: the target cannot create it (error 1146)"),
+                format!("--exclude '{name}' (and create it on the target yourself), or migrate {x}.{y} too"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Tables migrate refuses, with the reason and the fix: (table, reason, fix), from each
 /// table's description and definition.
 pub fn unsupported<'a>(
@@ -827,7 +879,8 @@ pub async fn run(
     let tables: Vec<Table> = described.iter().map(|(t, _)| t.clone()).collect();
     let refused = unsupported(described.iter().map(|(t, d)| (t, d.as_str())))
         .into_iter()
-        .chain(excluded_merge_tables(&mut src, &src_dbs, filter).await?);
+        .chain(excluded_merge_tables(&mut src, &src_dbs, filter).await?)
+        .chain(views_reading_outside(&mut src, &src_dbs, filter).await?);
     if let Some((name, why, fix)) = refused.into_iter().next() {
         return Err(Error::definite(format!("source table {name} {why}"), fix));
     }

@@ -86,6 +86,29 @@ fn is_ident_byte(b: u8) -> bool {
 }
 
 /// Tokenize `sql`, stopping after `max` tokens.
+/// The (first, second) names of every chain of quoted names joined by dots in `sql`
+/// (`a`.`b` and `a`.`b`.`c` give (a, b)): in a definition MariaDB stores, such as a view's,
+/// the database and table of what it reads (and, in two-name chains, also `alias`.`column`,
+/// which the caller tells apart by knowing the databases).
+pub fn qualified_names(sql: &[u8]) -> Vec<(String, String)> {
+    let toks = tokenize(sql, Mode::default(), usize::MAX);
+    let ident = |i: usize| match toks.get(i).map(|t| &t.tok) {
+        Some(Tok::Ident(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    let dot = |i: usize| toks.get(i).is_some_and(|t| t.is_punct(b'.'));
+    let mut out = Vec::new();
+    for i in 0..toks.len() {
+        if i > 0 && dot(i - 1) {
+            continue; // inside a chain
+        }
+        if let (Some(a), true, Some(b)) = (ident(i), dot(i + 1), ident(i + 2)) {
+            out.push((a, b));
+        }
+    }
+    out
+}
+
 pub fn tokenize(sql: &[u8], mode: Mode, max: usize) -> Vec<Token> {
     let mut out = Vec::new();
     let n = sql.len();
@@ -265,6 +288,21 @@ fn quoted(sql: &[u8], i: usize, q: u8, backslash: bool) -> (Vec<u8>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qualified_names_of_a_stored_view_definition() {
+        let def = "select `vb`.`x`.`id` AS `id`,`a`.`n` AS `n` from (`vb`.`x` join `va`.`t` `a`) where `vb`.`x`.`id` > 1 and 'x'.'y' = `f`()";
+        assert_eq!(
+            qualified_names(def.as_bytes()),
+            vec![
+                ("vb".to_string(), "x".to_string()),
+                ("a".to_string(), "n".to_string()),
+                ("vb".to_string(), "x".to_string()),
+                ("va".to_string(), "t".to_string()),
+                ("vb".to_string(), "x".to_string()),
+            ]
+        );
+    }
 
     fn words(sql: &str) -> Vec<String> {
         tokenize(sql.as_bytes(), Mode::default(), 100)
